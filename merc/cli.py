@@ -1,0 +1,49 @@
+"""The ``merc`` command. Each sub-command lives next to the code it drives and registers itself here.
+
+Contract (DESIGN.md): data stats · train · evaluate · predict · qc · demo.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# sub-command -> module defining ``add_parser(subparsers)``; the module sets ``func`` on its parser.
+COMMANDS = {
+    "data": "merc.data.cli",
+    "train": "merc.training.cli",
+    "evaluate": "merc.training.cli",
+    "predict": "merc.training.cli",
+    "qc": "merc.qc.cli",
+    "demo": "merc.demo",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="merc", description="Multimodal emotion recognition in conversation.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    done: set[str] = set()
+    for name, module in COMMANDS.items():
+        if module in done:
+            continue
+        done.add(module)
+        importlib.import_module(module).add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError, KeyError) as e:  # user errors: one clear line, no traceback
+        from merc.data.schema import CorpusError
+        if isinstance(e, (CorpusError, FileNotFoundError)) or getattr(e, "user_error", False):
+            print(f"merc {args.command}: error: {e}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+"""What every QC check shares: the Flag record and the two-phase Check interface.
+
+A check runs in two phases so that a long run is resumable and corpus-level checks are possible:
+  1. ``measure(item)`` per utterance: expensive (decoding, ASR, embeddings); its JSON-able result is
+     cached on disk per utterance, so a rerun skips finished utterances. It must not raise for bad
+     media: it returns ``{"error": "..."}`` and the pipeline records the failure.
+  2. ``judge(items, measurements)`` over the whole corpus: cheap; turns measurements into Flags
+     (speaker identity and faces need every utterance's embedding to build centroids/galleries).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from merc.data.schema import Utterance
+
+
+@dataclass
+class Flag:
+    utterance_id: str
+    check: str
+    passed: bool
+    score: float | None
+    threshold: float | None
+    reason: str  # human-readable, always set (also when passed: what was measured)
+
+    def to_row(self) -> dict[str, Any]:
+        return {"utterance_id": self.utterance_id, "check": self.check, "passed": self.passed,
+                "score": "" if self.score is None else f"{self.score:.6g}",
+                "threshold": "" if self.threshold is None else f"{self.threshold:.6g}", "reason": self.reason}
+
+
+@dataclass
+class QCItem:
+    """One utterance to check, with its conversation and split, and the resolved media path."""
+    utterance: Utterance
+    conversation_id: str
+    split: str
+    media: str | None  # the clip to decode (video for MELD, wav for IEMOCAP), None when the corpus has none
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def utterance_id(self) -> str:
+        return self.utterance.utterance_id
+
+
+class Check(Protocol):
+    name: str
+
+    def measure(self, item: QCItem) -> dict[str, Any]: ...
+
+    def judge(self, items: list[QCItem], measurements: dict[str, dict[str, Any]]) -> list[Flag]: ...
