@@ -1,0 +1,71 @@
+"""``merc data stats``: what a corpus holds, per split, and what the reader dropped or repaired."""
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from merc.data import DATASETS, load_corpus
+
+
+# helpers
+
+def _table(rows: list[list[str]], right: int = 1) -> str:
+    """Columns padded to width; columns from index ``right`` on are right-aligned."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.rjust(w) if i >= right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
+                     .rstrip() for r in rows)
+
+
+def format_stats(stats: dict[str, Any]) -> str:
+    """Human-readable tables for ``Corpus.stats()``."""
+    splits = stats["splits"]
+    names = list(splits)
+    out = [f"dataset: {stats['dataset']}    labels ({len(stats['labels'])}): {', '.join(stats['labels'])}", ""]
+    rows = [["split", "conversations", "utterances", "speakers", "unlabelled"]]
+    rows += [[s, *(str(splits[s][k]) for k in rows[0][1:])] for s in names]
+    out += [_table(rows), ""]
+
+    rows = [["label", *names]]
+    for lab in stats["labels"]:
+        cells = []
+        for s in names:
+            n, total = splits[s]["labels"][lab], splits[s]["utterances"] - splits[s]["unlabelled"]
+            cells.append(f"{n} ({100 * n / total:.1f}%)" if total else "0")
+        rows.append([lab, *cells])
+    out += ["label distribution", _table(rows), ""]
+
+    out.append("dropped")
+    drops = [(s, reason, n) for s in names for reason, n in sorted(splits[s]["dropped"].items())]
+    out += [_table([[f"  {s}", reason, str(n)] for s, reason, n in drops], right=2)] if drops else ["  none"]
+    out.append("repaired")
+    rep = sorted(stats["repaired"].items())
+    out += [_table([[f"  {k}", str(v)] for k, v in rep])] if rep else ["  none"]
+    return "\n".join(out)
+
+
+def stats_command(args: argparse.Namespace) -> int:
+    options: dict[str, Any] = {}
+    if args.dataset == "iemocap":
+        options["classes"] = args.iemocap_classes
+    corpus = load_corpus(args.dataset, args.data_dir, args.media_dir, **options)
+    stats = corpus.stats()
+    print(json.dumps(stats, indent=2, ensure_ascii=False) if args.json else format_stats(stats))
+    return 0
+
+
+# parser
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``merc data`` (sub-command ``stats``)."""
+    data = subparsers.add_parser("data", help="inspect corpora", description="Inspect corpora.")
+    sub = data.add_subparsers(dest="data_command", metavar="ACTION")
+    sub.required = True
+    p = sub.add_parser("stats", help="conversations, utterances, speakers, labels, drops and repairs per split")
+    p.add_argument("--dataset", required=True, choices=DATASETS)
+    p.add_argument("--data-dir", required=True, help="corpus folder (MELD CSVs, IEMOCAP root, or JSONL folder)")
+    p.add_argument("--media-dir", default=None, help="MELD only: folder with the raw clip folders")
+    p.add_argument("--iemocap-classes", type=int, choices=(4, 6), default=6)
+    p.add_argument("--json", action="store_true", help="print Corpus.stats() as JSON")
+    p.set_defaults(func=stats_command)
+    return data

@@ -1,0 +1,199 @@
+"""The generic corpus format (``--dataset jsonl``): a folder with train.jsonl (dev.jsonl, test.jsonl optional).
+
+One conversation per line::
+
+    {"conversation_id": "c1", "utterances": [
+      {"utterance_id": "c1_u0", "speaker": "Ross", "text": "Hi.", "emotion": "joy",
+       "start": 1.2, "end": 3.4, "audio": "clips/c1_u0.wav", "video": "clips/c1_u0.mp4", "meta": {}}]}
+
+Required per utterance: utterance_id, speaker, text; ``emotion`` may be null or absent (unlabelled).
+Media paths are relative to the folder (absolute ones are kept). The label set is ``labels.json`` (a
+JSON list) when present, else the sorted set of train emotions; any other emotion is an error.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections import Counter
+from dataclasses import fields
+from pathlib import Path
+from typing import Any, Iterable
+
+from merc.data.schema import SPLITS, Conversation, Corpus, CorpusError, Utterance
+
+REQUIRED = ("utterance_id", "speaker", "text")
+OPTIONAL = ("emotion", "start", "end", "audio", "video", "meta")
+_TYPES: dict[str, tuple[type, ...]] = {"utterance_id": (str,), "speaker": (str,), "text": (str,),
+                                       "emotion": (str, type(None)), "start": (int, float, type(None)),
+                                       "end": (int, float, type(None)), "audio": (str, type(None)),
+                                       "video": (str, type(None)), "meta": (dict,)}
+_JSON_TYPE = {str: "a string", int: "a number", float: "a number", type(None): "null", dict: "an object"}
+
+
+# helpers
+
+def _expected(types: tuple[type, ...]) -> str:
+    return " or ".join(dict.fromkeys(_JSON_TYPE[t] for t in types))
+
+
+def _parse_utterance(d: Any, where: str, k: int, folder: Path) -> Utterance:
+    if not isinstance(d, dict):
+        raise CorpusError(f"{where}: utterances[{k}] is {d!r}; expected an object")
+    uid = d.get("utterance_id", f"#{k}")
+    missing = [f for f in REQUIRED if f not in d]
+    if missing:
+        raise CorpusError(f"{where}: utterance {uid!r} (utterances[{k}]) lacks required field(s) {missing}; "
+                          f"expected {list(REQUIRED)}")
+    unknown = sorted(set(d) - set(REQUIRED) - set(OPTIONAL))
+    if unknown:
+        raise CorpusError(f"{where}: utterance {uid!r} has unknown field(s) {unknown}; "
+                          f"expected some of {list(REQUIRED + OPTIONAL)} (put extras under \"meta\")")
+    for f, v in d.items():
+        if isinstance(v, bool) or not isinstance(v, _TYPES[f]):
+            raise CorpusError(f"{where}: utterance {uid!r} field {f!r} is {v!r}; expected {_expected(_TYPES[f])}")
+    u = Utterance(**{f: d[f] for f in REQUIRED + OPTIONAL if f in d})
+    u.start = None if u.start is None else float(u.start)
+    u.end = None if u.end is None else float(u.end)
+    u.audio = None if u.audio is None else os.path.abspath(folder / u.audio)
+    u.video = None if u.video is None else os.path.abspath(folder / u.video)
+    return u
+
+
+def parse_line(line: str, where: str, split: str, folder: Path) -> Conversation:
+    """One JSONL line -> Conversation; ``where`` is ``file:line`` for messages."""
+    try:
+        d = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise CorpusError(f"{where}: not valid JSON ({e.msg} at column {e.colno}) in {line.strip()[:80]!r}; "
+                          "expected one conversation object per line") from None
+    if not isinstance(d, dict):
+        raise CorpusError(f"{where}: got {line.strip()[:80]!r}; expected a conversation object")
+    cid = d.get("conversation_id")
+    if not isinstance(cid, str) or not cid:
+        raise CorpusError(f"{where}: conversation_id is {cid!r}; expected a non-empty string")
+    utts = d.get("utterances")
+    if not isinstance(utts, list) or not utts:
+        raise CorpusError(f"{where}: conversation {cid!r} has utterances {str(utts)[:60]!r}; expected a non-empty list")
+    unknown = sorted(set(d) - {"conversation_id", "utterances", "split"})
+    if unknown:
+        raise CorpusError(f"{where}: conversation {cid!r} has unknown field(s) {unknown}; "
+                          "expected conversation_id and utterances")
+    if d.get("split", split) != split:
+        raise CorpusError(f"{where}: conversation {cid!r} has split {d['split']!r} in {split}.jsonl; "
+                          f"expected {split!r} or no split field")
+    return Conversation(cid, split, [_parse_utterance(u, where, k, folder) for k, u in enumerate(utts)])
+
+
+def _read_labels(path: Path) -> list[str]:
+    try:
+        labels = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise CorpusError(f"{path}:{e.lineno}: not valid JSON ({e.msg}); expected a list of label strings") from None
+    if not isinstance(labels, list) or not labels or not all(isinstance(x, str) for x in labels) \
+            or len(set(labels)) != len(labels):
+        raise CorpusError(f"{path}: got {labels!r}; expected a non-empty JSON list of distinct label strings")
+    return labels
+
+
+# reader / writers
+
+def read_jsonl(folder: str | Path) -> Corpus:
+    """Read a JSONL corpus folder (see the module docstring); raises CorpusError naming file and line."""
+    folder = Path(folder).expanduser().resolve()
+    if not (folder / "train.jsonl").is_file():
+        raise CorpusError(f"{folder / 'train.jsonl'}: no such file; expected a folder with train.jsonl "
+                          "(dev.jsonl, test.jsonl optional)")
+    splits: dict[str, list[Conversation]] = {}
+    seen_conv: dict[str, str] = {}
+    seen_utt: dict[str, str] = {}
+    for split in SPLITS:
+        path = folder / f"{split}.jsonl"
+        if not path.is_file():
+            continue
+        convs = []
+        with path.open(encoding="utf-8-sig") as f:
+            for i, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                where = f"{path}:{i}"
+                c = parse_line(line, where, split, folder)
+                if c.conversation_id in seen_conv:
+                    raise CorpusError(f"{where}: duplicate conversation_id {c.conversation_id!r} "
+                                      f"(first at {seen_conv[c.conversation_id]}); expected unique ids")
+                seen_conv[c.conversation_id] = where
+                for u in c:
+                    if u.utterance_id in seen_utt:
+                        raise CorpusError(f"{where}: duplicate utterance_id {u.utterance_id!r} "
+                                          f"(first at {seen_utt[u.utterance_id]}); expected unique ids")
+                    seen_utt[u.utterance_id] = where
+                convs.append(c)
+        splits[split] = convs
+    labels_path = folder / "labels.json"
+    if labels_path.is_file():
+        labels, source = _read_labels(labels_path), str(labels_path)
+    else:
+        labels = sorted({u.emotion for c in splits["train"] for u in c if u.emotion is not None})
+        source = "the emotions of train.jsonl (add labels.json to fix the label set)"
+    allowed = set(labels)
+    for split, convs in splits.items():
+        for c in convs:
+            for u in c:
+                if u.emotion is not None and u.emotion not in allowed:
+                    raise CorpusError(f"{seen_utt[u.utterance_id]}: utterance {u.utterance_id!r} has emotion "
+                                      f"{u.emotion!r}; expected one of {labels} (from {source})")
+    return Corpus(name="jsonl", splits=splits, labels=labels,
+                  dropped={s: Counter() for s in splits}, repaired={}, root=str(folder))
+
+
+def _relative(path: str | None, folder: Path) -> str | None:
+    """A media path relative to ``folder`` (posix style) when it lies inside it, else absolute."""
+    if path is None:
+        return None
+    p, prefix = os.path.abspath(path), os.path.join(folder, "")
+    return p[len(prefix):].replace(os.sep, "/") if p.startswith(prefix) else p
+
+
+def _utterance_dict(u: Utterance, folder: Path) -> dict:
+    """Like ``Utterance.to_dict`` (empty meta left out) without its deep copy, media made relative."""
+    d = {f.name: getattr(u, f.name) for f in fields(u)}
+    d["audio"], d["video"] = _relative(u.audio, folder), _relative(u.video, folder)
+    if not d["meta"]:
+        d.pop("meta")
+    return d
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_jsonl(conversations: Iterable[Conversation], path: str | Path) -> Path:
+    """Write conversations to one JSONL file atomically; media inside the file's folder become relative."""
+    path = Path(path).expanduser().resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for c in conversations:
+        d = {"conversation_id": c.conversation_id, "utterances": [_utterance_dict(u, path.parent) for u in c]}
+        lines.append(json.dumps(d, ensure_ascii=False) + "\n")
+    _atomic_write(path, "".join(lines))
+    return path
+
+
+def write_corpus_jsonl(corpus: Corpus, folder: str | Path) -> Path:
+    """Write every split of ``corpus`` as ``folder/{split}.jsonl`` plus ``folder/labels.json``."""
+    folder = Path(folder).expanduser().resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, convs in corpus.splits.items():
+        write_jsonl(convs, folder / f"{split}.jsonl")
+    _atomic_write(folder / "labels.json", json.dumps(list(corpus.labels), ensure_ascii=False) + "\n")
+    return folder
