@@ -1,0 +1,343 @@
+"""Stage-1 face models: detection (dlib HOG / dlib CNN-MMOD / MTCNN), 128-d identity descriptors
+(dlib ResNet, 5-point alignment) and IoU tracking of detections across sampled frames.
+
+References: Dalal & Triggs, HOG (CVPR 2005); King, "Max-Margin Object Detection" (2015);
+dlib ``face_recognition_model_v1`` (ResNet-29, 99.38% on LFW; same person when the euclidean
+distance of two descriptors is below 0.6); Zhang et al., MTCNN (2016) via facenet-pytorch.
+
+The dlib model files ship in the ``face-recognition-models`` package; its ``__init__`` imports the
+removed ``pkg_resources``, so the files are located with ``importlib.util.find_spec`` instead.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels of the original image
+
+FACE_MATCH_DISTANCE = 0.6  # dlib's usual euclidean threshold for "same person"
+
+
+@dataclass
+class Detection:
+    box: Box
+    score: float  # detector confidence: HOG SVM margin, MMOD confidence or MTCNN probability
+
+
+@dataclass
+class FaceObs:
+    box: Box
+    score: float
+    embedding: np.ndarray  # (128,) float32, dlib descriptor (unit-scale, compare with euclidean distance)
+
+
+@dataclass
+class FaceDetectorConfig:
+    backend: str = "hog"  # "hog" (dlib HOG, default), "cnn" (dlib MMOD), "mtcnn" (facenet-pytorch)
+    upsample: int = 1  # dlib pyramid upsampling (finds faces down to ~40 px at 1)
+    min_score: float = 0.0  # drop detections scoring below this (HOG margin / MMOD conf / MTCNN prob)
+    upscale_below: int = 320  # images whose longer side is smaller are upscaled before detection
+    max_upscale: int = 8  # …by an integer factor up to this, so small faces become findable and embeddable
+
+
+# helpers
+
+
+def _require_dlib():
+    try:
+        import dlib
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError("face models need dlib: pip install dlib-bin face-recognition-models") from e
+    return dlib
+
+
+def models_dir() -> Path:
+    """Folder of the dlib ``.dat`` files shipped by ``face-recognition-models`` (not imported: pkg_resources)."""
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or spec.origin is None:
+        raise ImportError("face models need the 'face-recognition-models' package: pip install face-recognition-models")
+    folder = Path(spec.origin).parent / "models"
+    if not folder.is_dir():
+        raise FileNotFoundError(f"face-recognition-models is installed but {folder} is missing")
+    return folder
+
+
+def model_file(name: str) -> str:
+    path = models_dir() / name
+    if not path.is_file():
+        raise FileNotFoundError(f"dlib model file {path} is missing; reinstall face-recognition-models")
+    return str(path)
+
+
+def _as_rgb(image: np.ndarray) -> np.ndarray:
+    img = np.asarray(image)
+    if img.ndim == 2:
+        img = np.stack([img] * 3, axis=-1)
+    if img.ndim != 3 or img.shape[2] not in (3, 4):
+        raise ValueError(f"expected an (H, W, 3) RGB image, got shape {img.shape}")
+    img = img[..., :3]
+    if img.dtype != np.uint8:
+        img = np.clip(img * 255.0 if img.dtype.kind == "f" and img.max() <= 1.0 else img, 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(img)
+
+
+def _upscale(image: np.ndarray, factor: int) -> np.ndarray:
+    if factor <= 1:
+        return image
+    from PIL import Image
+    h, w = image.shape[:2]
+    return np.asarray(Image.fromarray(image).resize((w * factor, h * factor), Image.BICUBIC))
+
+
+def upscale_factor(shape: Sequence[int], config: FaceDetectorConfig) -> int:
+    """Integer factor bringing the image's longer side to at least ``upscale_below`` (capped)."""
+    longer = max(shape[0], shape[1])
+    if longer >= config.upscale_below or longer == 0:
+        return 1
+    return int(min(config.max_upscale, int(np.ceil(config.upscale_below / longer))))
+
+
+def iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """Intersection over union of two (x0, y0, x1, y1) boxes."""
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+def _file_digest(paths: Sequence[str]) -> str:
+    h = hashlib.sha256()
+    for p in paths:
+        with open(p, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()[:16]
+
+
+# classes
+
+
+class FaceDetector:
+    """Face boxes + confidences in an RGB image; small images are upscaled first (boxes map back)."""
+
+    def __init__(self, config: FaceDetectorConfig | None = None):
+        self.config = config or FaceDetectorConfig()
+        if self.config.backend not in ("hog", "cnn", "mtcnn"):
+            raise ValueError(f"unknown face detector backend {self.config.backend!r}; use 'hog', 'cnn' or 'mtcnn'")
+        self._model = None
+        self._lock = threading.Lock()
+
+    @property
+    def model(self):
+        with self._lock:
+            if self._model is None:
+                b = self.config.backend
+                if b == "hog":
+                    self._model = _require_dlib().get_frontal_face_detector()
+                elif b == "cnn":
+                    dlib = _require_dlib()
+                    self._model = dlib.cnn_face_detection_model_v1(model_file("mmod_human_face_detector.dat"))
+                else:
+                    try:
+                        from facenet_pytorch import MTCNN
+                    except ImportError as e:
+                        raise ImportError("the 'mtcnn' backend needs facenet-pytorch (and torchvision): "
+                                          "pip install --no-deps facenet-pytorch") from e
+                    self._model = MTCNN(keep_all=True, device="cpu")
+        return self._model
+
+    def _detect_raw(self, img: np.ndarray) -> list[Detection]:
+        b, up = self.config.backend, self.config.upsample
+        if b == "hog":
+            rects, scores, _ = self.model.run(img, up, 0.0)
+            return [Detection((r.left(), r.top(), r.right(), r.bottom()), float(s)) for r, s in zip(rects, scores)]
+        if b == "cnn":
+            return [Detection((m.rect.left(), m.rect.top(), m.rect.right(), m.rect.bottom()), float(m.confidence))
+                    for m in self.model(img, up)]
+        boxes, probs = self.model.detect(img)
+        if boxes is None:
+            return []
+        return [Detection(tuple(float(v) for v in bx), float(p)) for bx, p in zip(boxes, probs)]
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        """Detections in the coordinates of ``image``, clipped to it, best score first."""
+        img = _as_rgb(image)
+        f = upscale_factor(img.shape, self.config)
+        h, w = img.shape[:2]
+        out = []
+        for d in self._detect_raw(_upscale(img, f)):
+            x0, y0, x1, y1 = (v / f for v in d.box)
+            box = (max(0.0, x0), max(0.0, y0), min(float(w), x1), min(float(h), y1))
+            if box[2] > box[0] and box[3] > box[1] and d.score >= self.config.min_score:
+                out.append(Detection(box, d.score))
+        return sorted(out, key=lambda d: -d.score)
+
+
+class FaceEncoder:
+    """dlib 5-point alignment + ResNet descriptor: (image, box) -> (128,) identity embedding."""
+
+    dim = 128
+    name = "dlib-resnet-v1"
+
+    def __init__(self, *, num_jitters: int = 0, padding: float = 0.25):
+        self.num_jitters = num_jitters
+        self.padding = padding
+        self._models = None
+        self._lock = threading.Lock()
+        self._fingerprint: str | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        if self._fingerprint is None:
+            files = [model_file("shape_predictor_5_face_landmarks.dat"),
+                     model_file("dlib_face_recognition_resnet_model_v1.dat")]
+            self._fingerprint = f"dlib-resnet-v1-{_file_digest(files)}" + (
+                f"-j{self.num_jitters}" if self.num_jitters else "")
+        return self._fingerprint
+
+    @property
+    def models(self):
+        with self._lock:
+            if self._models is None:
+                dlib = _require_dlib()
+                self._models = (dlib.shape_predictor(model_file("shape_predictor_5_face_landmarks.dat")),
+                                dlib.face_recognition_model_v1(model_file("dlib_face_recognition_resnet_model_v1.dat")))
+        return self._models
+
+    def embed(self, image: np.ndarray, boxes: Sequence[Box]) -> np.ndarray:
+        """Descriptors of the faces at ``boxes`` (pixel coordinates of ``image``) -> (n, 128) float32."""
+        if len(boxes) == 0:
+            return np.zeros((0, self.dim), np.float32)
+        dlib = _require_dlib()
+        img = _as_rgb(image)
+        predictor, net = self.models
+        shapes = dlib.full_object_detections()
+        for x0, y0, x1, y1 in boxes:
+            rect = dlib.rectangle(int(round(x0)), int(round(y0)), int(round(x1)), int(round(y1)))
+            shapes.append(predictor(img, rect))
+        desc = net.compute_face_descriptor(img, shapes, self.num_jitters, self.padding)
+        return np.asarray([np.asarray(d) for d in desc], dtype=np.float32)
+
+    def __repr__(self) -> str:
+        return f"FaceEncoder(name={self.name!r}, dim={self.dim})"
+
+
+_DETECTORS: dict[tuple, FaceDetector] = {}
+_ENCODER: FaceEncoder | None = None
+_LOCK = threading.Lock()
+
+
+def get_face_detector(config: FaceDetectorConfig | None = None) -> FaceDetector:
+    """One detector per distinct config per process (models load lazily)."""
+    config = config or FaceDetectorConfig()
+    key = tuple(sorted(vars(config).items()))
+    with _LOCK:
+        if key not in _DETECTORS:
+            _DETECTORS[key] = FaceDetector(config)
+        return _DETECTORS[key]
+
+
+def get_face_encoder() -> FaceEncoder:
+    """The process-wide face encoder."""
+    global _ENCODER
+    with _LOCK:
+        if _ENCODER is None:
+            _ENCODER = FaceEncoder()
+        return _ENCODER
+
+
+def detect_and_embed(image: np.ndarray, *, detector: FaceDetector | None = None,
+                     encoder: FaceEncoder | None = None) -> list[FaceObs]:
+    """Every face in ``image``: box (original coordinates), detector score, 128-d descriptor.
+
+    When the detector upscales a small image, descriptors are computed on the upscaled image too
+    (dlib's ResNet works on 150 px aligned chips; a 25 px face gives a poor descriptor otherwise).
+    """
+    detector = detector or get_face_detector()
+    encoder = encoder or get_face_encoder()
+    img = _as_rgb(image)
+    dets = detector.detect(img)
+    if not dets:
+        return []
+    f = upscale_factor(img.shape, detector.config)
+    big = _upscale(img, f)
+    emb = encoder.embed(big, [tuple(v * f for v in d.box) for d in dets])
+    return [FaceObs(d.box, d.score, e) for d, e in zip(dets, emb)]
+
+
+@dataclass
+class Track:
+    """One face followed across sampled frames."""
+    frames: list[int] = field(default_factory=list)  # indices into the sampled frames
+    boxes: list[Box] = field(default_factory=list)
+    scores: list[float] = field(default_factory=list)
+    embeddings: list[np.ndarray] = field(default_factory=list)
+
+    @property
+    def embedding(self) -> np.ndarray:
+        """Mean descriptor over the track's detections (128,)."""
+        return np.mean(np.stack(self.embeddings), axis=0).astype(np.float32)
+
+    @property
+    def mean_area(self) -> float:
+        return float(np.mean([(b[2] - b[0]) * (b[3] - b[1]) for b in self.boxes]))
+
+
+@dataclass
+class TrackerConfig:
+    min_iou: float = 0.2  # boxes overlapping at least this much are the same face…
+    link_distance: float = 0.5  # …or descriptors this close (euclidean), for faces that moved between samples
+    max_gap: int = 2  # a track survives this many sampled frames without a detection
+
+
+def track_faces(per_frame: Sequence[Sequence[FaceObs]], config: TrackerConfig | None = None) -> list[Track]:
+    """Link detections across frames into tracks (Hungarian assignment on IoU, descriptor fallback).
+
+    The affinity of a live track and a new detection is the IoU of the track's last box and the
+    detection when it is at least ``min_iou``; otherwise, when their descriptors are within
+    ``link_distance``, a smaller affinity that still allows the link (a face that moved far between
+    two 1-fps samples). Unassigned detections start new tracks. Tracks come out longest first.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    config = config or TrackerConfig()
+    tracks: list[Track] = []
+    last_seen: list[int] = []
+    for fi, obs in enumerate(per_frame):
+        live = [ti for ti, seen in enumerate(last_seen) if fi - seen <= config.max_gap + 1]
+        assigned: set[int] = set()
+        if live and obs:
+            aff = np.zeros((len(live), len(obs)))
+            for a, ti in enumerate(live):
+                t = tracks[ti]
+                for b, o in enumerate(obs):
+                    ov = iou(t.boxes[-1], o.box)
+                    if ov >= config.min_iou:
+                        aff[a, b] = 1.0 + ov
+                    else:
+                        d = float(np.linalg.norm(t.embeddings[-1] - o.embedding))
+                        if d <= config.link_distance:
+                            aff[a, b] = 1.0 - d  # in (0, 1]: weaker than any overlap link
+            rows, cols = linear_sum_assignment(-aff)
+            for a, b in zip(rows, cols):
+                if aff[a, b] > 0:
+                    ti = live[a]
+                    t, o = tracks[ti], obs[b]
+                    t.frames.append(fi)
+                    t.boxes.append(o.box)
+                    t.scores.append(o.score)
+                    t.embeddings.append(o.embedding)
+                    last_seen[ti] = fi
+                    assigned.add(b)
+        for b, o in enumerate(obs):
+            if b not in assigned:
+                tracks.append(Track([fi], [o.box], [o.score], [o.embedding]))
+                last_seen.append(fi)
+    return sorted(tracks, key=lambda t: (-len(t.frames), t.frames[0]))

@@ -1,0 +1,137 @@
+"""Stage-1 speaker encoder: resemblyzer's GE2E d-vector (256-d), weights bundled in the wheel.
+
+Reference: Wan et al., "Generalized End-to-End Loss for Speaker Verification" (ICASSP 2018);
+resemblyzer 0.1.4 (``VoiceEncoder``, ``preprocess_wav``). See OFFLINE_MODELS.md for installation
+(``resemblyzer --no-deps`` + ``webrtcvad-wheels`` + ``librosa``).
+
+``get_speaker_encoder()`` returns one process-wide instance; the network loads on first use.
+Audio that is too short or holds no speech raises :class:`AudioTooShortError`, whose message the
+QC check reports as the reason.
+"""
+from __future__ import annotations
+
+import hashlib
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+
+class AudioTooShortError(ValueError):
+    """The audio has too little speech (after silence trimming) to give a speaker embedding."""
+
+
+@dataclass
+class SpeakerEncoderConfig:
+    min_speech_seconds: float = 0.3  # speech left after resemblyzer's VAD trimming
+    silence_rms: float = 1e-4  # below this RMS the input is treated as silent
+    device: str = "cpu"
+
+
+# helpers
+
+
+def _require_resemblyzer():
+    try:
+        import resemblyzer
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError("the speaker encoder needs resemblyzer: pip install --no-deps resemblyzer; "
+                          "pip install webrtcvad-wheels librosa (see OFFLINE_MODELS.md)") from e
+    return resemblyzer
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+# classes
+
+
+class SpeakerEncoder:
+    """Frozen resemblyzer ``VoiceEncoder`` on CPU: audio (float mono) -> L2-normalised 256-d vector."""
+
+    dim = 256
+    name = "resemblyzer"
+
+    def __init__(self, config: SpeakerEncoderConfig | None = None):
+        self.config = config or SpeakerEncoderConfig()
+        self._model = None
+        self._lock = threading.Lock()
+        self._fingerprint: str | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        """Stable id of the exact weights (hash of resemblyzer's ``pretrained.pt``)."""
+        if self._fingerprint is None:
+            weights = Path(_require_resemblyzer().__file__).parent / "pretrained.pt"
+            self._fingerprint = f"resemblyzer-ge2e-{_file_digest(weights)}"
+        return self._fingerprint
+
+    @property
+    def model(self):
+        with self._lock:
+            if self._model is None:
+                self._model = _require_resemblyzer().VoiceEncoder(device=self.config.device, verbose=False)
+        return self._model
+
+    def preprocess(self, wav: np.ndarray, sr: int = 16000) -> np.ndarray:
+        """Resample to 16 kHz, normalise volume, trim long silences; raise if too little speech is left."""
+        from resemblyzer import preprocess_wav
+        wav = np.asarray(wav, dtype=np.float32)
+        if wav.ndim != 1:
+            raise ValueError(f"expected mono audio of shape (n,), got {wav.shape}")
+        seconds = len(wav) / sr
+        if seconds < self.config.min_speech_seconds:
+            raise AudioTooShortError(f"audio too short for a speaker embedding: {seconds:.2f} s "
+                                     f"< {self.config.min_speech_seconds} s")
+        if not np.isfinite(wav).all():
+            raise ValueError("audio contains NaN or inf samples")
+        rms = float(np.sqrt(np.mean(wav.astype(np.float64) ** 2)))
+        if rms < self.config.silence_rms:
+            raise AudioTooShortError(f"audio is silent (RMS {rms:.2g} over {seconds:.2f} s)")
+        out = preprocess_wav(np.clip(wav, -1.0, 1.0), source_sr=sr if sr != 16000 else None)
+        speech = len(out) / 16000
+        if speech < self.config.min_speech_seconds:
+            raise AudioTooShortError(f"too little speech for a speaker embedding: {speech:.2f} s left of "
+                                     f"{seconds:.2f} s after silence trimming (< {self.config.min_speech_seconds} s)")
+        return out
+
+    def embed(self, wav: np.ndarray, sr: int = 16000) -> np.ndarray:
+        """One utterance -> (256,) float32, unit L2 norm."""
+        emb = self.model.embed_utterance(self.preprocess(wav, sr)).astype(np.float32)
+        norm = float(np.linalg.norm(emb))
+        if not np.isfinite(norm) or norm == 0.0:
+            raise ValueError("speaker encoder returned a zero or non-finite embedding")
+        return emb / norm
+
+    def embed_many(self, wavs: Iterable[np.ndarray], sr: int = 16000) -> np.ndarray:
+        """Several utterances -> (n, 256); raises on the first bad one (its index in the message)."""
+        out = []
+        for i, w in enumerate(wavs):
+            try:
+                out.append(self.embed(w, sr))
+            except ValueError as e:
+                raise type(e)(f"utterance {i}: {e}") from e
+        return np.stack(out) if out else np.zeros((0, self.dim), np.float32)
+
+    def __repr__(self) -> str:
+        return f"SpeakerEncoder(name={self.name!r}, dim={self.dim}, device={self.config.device!r})"
+
+
+_INSTANCE: SpeakerEncoder | None = None
+_INSTANCE_LOCK = threading.Lock()
+
+
+def get_speaker_encoder() -> SpeakerEncoder:
+    """The process-wide speaker encoder (the model itself loads lazily on first ``embed``)."""
+    global _INSTANCE
+    with _INSTANCE_LOCK:
+        if _INSTANCE is None:
+            _INSTANCE = SpeakerEncoder()
+        return _INSTANCE

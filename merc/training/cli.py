@@ -1,0 +1,111 @@
+"""`merc train`, `merc evaluate`, `merc predict`."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from merc.models.dialogue import DialogueConfig
+from merc.training.trainer import TrainConfig
+
+DATASETS = ("meld", "iemocap", "jsonl")
+MODELS = ("mamba", "gru", "transformer", "mlp", "matav")
+
+
+def _fmt(ms: dict) -> str:
+    return f"{100 * ms['mean']:.2f} ± {100 * ms['std']:.2f}"
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from merc.training.experiment import run_experiment
+    if args.model == "matav":
+        raise ValueError("--model matav is not available yet (it needs audio and face features); "
+                         "choose one of mamba, gru, transformer, mlp")
+    mc = DialogueConfig(kind=args.model, d_model=args.d_model, n_layers=args.layers, dropout=args.dropout,
+                        bidirectional=not args.causal)
+    tc = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, patience=args.patience,
+                     class_weights=args.class_weights, seed=args.seed)
+    summary = run_experiment(dataset=args.dataset, data_dir=args.data_dir, media_dir=args.media_dir, out=args.out,
+                             model_config=mc, train_config=tc, modalities=args.modalities.split(","),
+                             text_encoder=args.text_encoder, seeds=args.seeds, progress=not args.quiet)
+    for split in ("dev", "test"):
+        if split in summary:
+            s = summary[split]
+            print(f"{split:>5}: weighted F1 {_fmt(s['weighted_f1'])}  accuracy {_fmt(s['accuracy'])}  "
+                  f"macro F1 {_fmt(s['macro_f1'])}  (% mean ± std over {s['weighted_f1']['n']} seed(s))")
+    print(f"run directory: {args.out}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from merc.data import load_corpus
+    from merc.training.batching import build_dialogues
+    from merc.training.experiment import corpus_features
+    from merc.training.run import from_pretrained
+    from merc.training.trainer import score_dialogues
+    run = from_pretrained(args.run_dir)
+    corpus = load_corpus(args.dataset, args.data_dir)
+    if list(corpus.labels) != list(run.labels):
+        raise ValueError(f"the corpus labels {corpus.labels} differ from the run's {run.labels}")
+    feats, _ = corpus_features(corpus, [args.split], run.config.modalities, run.config.text_encoder,
+                               progress=not args.json)
+    dialogues = build_dialogues(corpus[args.split], feats[args.split], run.labels,
+                                max_speakers=run.config.model.max_speakers)
+    m = score_dialogues(run.model, dialogues, run.labels)
+    result = {k: m[k] for k in ("weighted_f1", "accuracy", "macro_f1", "per_class_f1", "n")}
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{args.split} ({result['n']} utterances), run {run.path}")
+        print(f"  weighted F1 {100 * result['weighted_f1']:.2f}  accuracy {100 * result['accuracy']:.2f}  "
+              f"macro F1 {100 * result['macro_f1']:.2f}")
+        for lab, f in result["per_class_f1"].items():
+            print(f"  {lab:>10}  F1 {100 * f:6.2f}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from merc.training.predict import predict_file
+    predict_file(args.run_dir, args.input, out_dir=args.out, as_json=args.json, plots=not args.no_plots)
+    return 0
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("train", help="train a dialogue emotion model (early stopping on dev, test once)")
+    p.add_argument("--dataset", choices=DATASETS, required=True)
+    p.add_argument("--data-dir", required=True)
+    p.add_argument("--media-dir")
+    p.add_argument("--model", choices=MODELS, default="mamba")
+    p.add_argument("--modalities", default="text", help="comma-separated; currently text")
+    p.add_argument("--text-encoder", default="mpnet", help="mpnet, minilm, or a sentence-transformers name/path")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", type=int, default=1, help="run K seeds (seed, seed+1, …) and report mean ± std")
+    p.add_argument("--epochs", type=int, default=TrainConfig.epochs)
+    p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
+    p.add_argument("--lr", type=float, default=TrainConfig.lr)
+    p.add_argument("--patience", type=int, default=TrainConfig.patience)
+    p.add_argument("--class-weights", choices=("none", "balanced", "sqrt"), default=TrainConfig.class_weights)
+    p.add_argument("--d-model", type=int, default=DialogueConfig.d_model)
+    p.add_argument("--layers", type=int, default=DialogueConfig.n_layers)
+    p.add_argument("--dropout", type=float, default=DialogueConfig.dropout)
+    p.add_argument("--causal", action="store_true", help="unidirectional context (online use); default bidirectional")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--out", required=True, help="run directory to create")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="score a run on a split (weighted F1, accuracy, macro F1, per class)")
+    p.add_argument("run_dir")
+    p.add_argument("--dataset", choices=DATASETS, required=True)
+    p.add_argument("--data-dir", required=True)
+    p.add_argument("--split", choices=("dev", "test"), default="test")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="label every utterance of new conversations")
+    p.add_argument("run_dir")
+    p.add_argument("input", help="conversations: .jsonl (one per line) or .txt ('Speaker: text' lines, blank line between conversations)")
+    p.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
+    p.add_argument("--out", default="predictions", help="folder for the timeline plots (default ./predictions)")
+    p.add_argument("--no-plots", action="store_true")
+    p.set_defaults(func=cmd_predict)

@@ -1,0 +1,81 @@
+"""Pictures a person would rather look at than read: training curves, confusion matrices, emotion timelines."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from merc.data.schema import Conversation  # noqa: E402
+
+# a fixed colour per common emotion name; others cycle through tab10
+EMOTION_COLOURS = {"neutral": "#9e9e9e", "neu": "#9e9e9e", "joy": "#f4b400", "hap": "#f4b400", "exc": "#ff7f0e",
+                   "surprise": "#17becf", "anger": "#d62728", "ang": "#d62728", "fru": "#8c564b",
+                   "sadness": "#1f77b4", "sad": "#1f77b4", "fear": "#9467bd", "disgust": "#2ca02c"}
+
+
+def _colour(label: str, i: int) -> str:
+    return EMOTION_COLOURS.get(label, plt.cm.tab10(i % 10))
+
+
+def _save(fig, path: str | Path) -> Path:
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    fig.savefig(tmp, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def plot_training_curve(epochs: Sequence[dict], path: str | Path, *, title: str = "") -> Path:
+    e = [r["epoch"] for r in epochs]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    a1.plot(e, [r["train_loss"] for r in epochs], label="train loss")
+    a1.plot(e, [r["dev_loss"] for r in epochs], label="dev loss")
+    a1.set_xlabel("epoch"); a1.legend(); a1.set_title("loss")
+    a2.plot(e, [r["dev_weighted_f1"] for r in epochs], label="dev weighted F1", color="C2")
+    best = int(np.argmax([r["dev_weighted_f1"] for r in epochs]))
+    a2.axvline(e[best], ls="--", color="k", lw=0.8, label=f"selected (epoch {e[best]})")
+    a2.set_xlabel("epoch"); a2.legend(); a2.set_title("dev weighted F1")
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_confusion(confusion: Sequence[Sequence[int]], labels: Sequence[str], path: str | Path, *, title: str = "") -> Path:
+    cm = np.asarray(confusion, dtype=float)
+    norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.8 * len(labels), 0.8 + 0.7 * len(labels)))
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted"); ax.set_ylabel("true")
+    for i in range(len(labels)):
+        for j in range(len(labels)):
+            ax.text(j, i, f"{int(cm[i, j])}", ha="center", va="center", fontsize=8,
+                    color="white" if norm[i, j] > 0.5 else "black")
+    fig.colorbar(im, ax=ax, fraction=0.046, label="fraction of true class")
+    ax.set_title(title or "confusion matrix (counts; colour = row-normalised)")
+    return _save(fig, path)
+
+
+def plot_timeline(conversation: Conversation, probs: np.ndarray, labels: Sequence[str], path: str | Path) -> Path:
+    """Stacked emotion probabilities per utterance, predicted label and speaker under each bar."""
+    n = len(conversation.utterances)
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * n + 2), 4))
+    bottom = np.zeros(n)
+    for k, lab in enumerate(labels):
+        ax.bar(range(n), probs[:, k], bottom=bottom, color=_colour(lab, k), label=lab, width=0.8)
+        bottom += probs[:, k]
+    pred = probs.argmax(1)
+    for i, u in enumerate(conversation.utterances):
+        ax.text(i, 1.02, labels[pred[i]], ha="center", va="bottom", fontsize=8, rotation=30)
+    ax.set_xticks(range(n), [f"{i}\n{u.speaker[:10]}" for i, u in enumerate(conversation.utterances)], fontsize=8)
+    ax.set_ylim(0, 1.25); ax.set_ylabel("probability")
+    ax.set_title(f"emotion timeline — {conversation.conversation_id}", pad=18)
+    ax.legend(ncol=1, fontsize=8, bbox_to_anchor=(1.01, 1), loc="upper left")
+    return _save(fig, path)

@@ -1,0 +1,139 @@
+"""End to end on a tiny generated JSONL corpus with a toy text encoder: train -> run dir -> evaluate ->
+predict -> from_pretrained. The toy task needs dialogue context, so it also checks that context models learn."""
+from __future__ import annotations
+
+import json
+import zlib
+
+import numpy as np
+import pytest
+
+from merc.cli import main
+from merc.encoders import register_text_encoder
+from merc.encoders.text import TextEncoder
+from merc.training.metrics import evaluate_predictions, mean_std
+
+LABELS = ["angry", "calm", "happy"]
+CUE = {"angry": "furious", "calm": "fine", "happy": "great"}
+
+
+class ToyEncoder(TextEncoder):
+    """Bag of hashed words, L2-normalised: linear models can read the cue words."""
+    name, dim, fingerprint = "toy", 32, "toy-v1"
+
+    def _encode_batch(self, texts):
+        X = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for i, t in enumerate(texts):
+            for w in t.lower().replace(".", "").split():
+                X[i, zlib.crc32(w.encode()) % self.dim] += 1.0
+        return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-6)
+
+
+register_text_encoder("toy", lambda **kw: ToyEncoder(), overwrite=True)
+
+
+def _conversations(n: int, rng: np.random.Generator, prefix: str) -> list[dict]:
+    """Each speaker keeps one mood per dialogue; only their first utterance says it ('I feel great'),
+    later ones are neutral filler ('ok then') — labelling those needs the dialogue context."""
+    convs = []
+    for c in range(n):
+        moods = {s: LABELS[rng.integers(3)] for s in ("A", "B")}
+        utts = []
+        for i in range(int(rng.integers(4, 9))):
+            s = "AB"[i % 2]
+            text = f"I feel {CUE[moods[s]]}." if i < 2 else rng.choice(["ok then.", "sure.", "right."])
+            utts.append({"utterance_id": f"{prefix}{c}_u{i}", "speaker": s, "text": text, "emotion": moods[s]})
+        convs.append({"conversation_id": f"{prefix}{c}", "utterances": utts})
+    return convs
+
+
+@pytest.fixture(scope="module")
+def toy_corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("toy")
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 120), ("dev", 30), ("test", 30)):
+        (root / f"{split}.jsonl").write_text("\n".join(json.dumps(c) for c in _conversations(n, rng, split)) + "\n")
+    return root
+
+
+def test_metrics_match_definitions():
+    m = evaluate_predictions([0, 0, 1, 2], [0, 1, 1, 2], ["a", "b", "c"])
+    assert m["accuracy"] == pytest.approx(0.75)
+    assert m["per_class_f1"] == pytest.approx({"a": 2 / 3, "b": 2 / 3, "c": 1.0})
+    assert m["weighted_f1"] == pytest.approx((2 * 2 / 3 + 2 / 3 + 1) / 4)
+    assert mean_std([1.0, 3.0]) == {"mean": 2.0, "std": pytest.approx(2 ** 0.5), "n": 2}
+
+
+@pytest.mark.parametrize("kind", ["mamba", "gru", "transformer", "mlp"])
+def test_train_evaluate_predict(kind, toy_corpus, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MERC_CACHE", str(tmp_path / "cache"))
+    run = tmp_path / "run"
+    assert main(["train", "--dataset", "jsonl", "--data-dir", str(toy_corpus), "--model", kind,
+                 "--text-encoder", "toy", "--epochs", "25", "--d-model", "32", "--layers", "1",
+                 "--dropout", "0.1", "--lr", "3e-3", "--quiet", "--out", str(run)]) == 0
+    for f in ("config.json", "model.safetensors", "labels.json", "metrics.json", "training_curve.png",
+              "confusion_dev.png", "confusion_test.png"):
+        assert (run / f).exists(), f
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["history"][metrics["best_epoch"]]["dev_weighted_f1"] == pytest.approx(metrics["dev"]["weighted_f1"])
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--dataset", "jsonl", "--data-dir", str(toy_corpus), "--split", "test", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert set(result) == {"weighted_f1", "accuracy", "macro_f1", "per_class_f1", "n"}
+    assert result["n"] == sum(len(json.loads(line)["utterances"]) for line in (toy_corpus / "test.jsonl").open())
+    assert all(0 <= result[k] <= 1 for k in ("weighted_f1", "accuracy", "macro_f1"))
+    assert result["weighted_f1"] == pytest.approx(metrics["test"]["weighted_f1"])
+    # context matters: filler utterances are only labellable from the speaker's earlier utterance
+    if kind == "mlp":
+        assert result["accuracy"] < 0.75
+    else:
+        assert result["accuracy"] > 0.85, f"{kind} failed to use the dialogue context"
+
+    # predict on the test conversations (their labels are ignored) agrees with evaluate
+    assert main(["predict", str(run), str(toy_corpus / "test.jsonl"), "--json", "--no-plots"]) == 0
+    predicted = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    gold = [json.loads(x) for x in (toy_corpus / "test.jsonl").open()]
+    pairs = [(p["emotion"], g["emotion"]) for pc, gc in zip(predicted, gold)
+             for p, g in zip(pc["utterances"], gc["utterances"])]
+    assert len(pairs) == result["n"]
+    assert np.mean([a == b for a, b in pairs]) == pytest.approx(result["accuracy"])
+
+    conv = tmp_path / "new.txt"
+    conv.write_text("A: I feel furious.\nB: I feel great.\nA: ok then.\nB: sure.\n\nX: I feel fine.\n")
+    assert main(["predict", str(run), str(conv), "--json", "--out", str(tmp_path / "pred")]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [len(c["utterances"]) for c in lines] == [4, 1]
+    for c in lines:
+        for u in c["utterances"]:
+            assert sum(u["probabilities"].values()) == pytest.approx(1.0, abs=1e-3)
+    assert (tmp_path / "pred" / "new_0_timeline.png").exists()
+    assert [u["emotion"] for u in lines[0]["utterances"]][:2] == ["angry", "happy"]
+
+
+def test_multi_seed_summary_and_dev_selection(toy_corpus, tmp_path, monkeypatch):
+    monkeypatch.setenv("MERC_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "runs"
+    assert main(["train", "--dataset", "jsonl", "--data-dir", str(toy_corpus), "--model", "gru", "--text-encoder",
+                 "toy", "--epochs", "3", "--d-model", "16", "--layers", "1", "--seeds", "3", "--quiet",
+                 "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["seeds"] == [0, 1, 2] and summary["test"]["weighted_f1"]["n"] == 3
+    devs = {s: json.loads((out / f"seed_{s}" / "metrics.json").read_text())["dev"]["weighted_f1"] for s in (0, 1, 2)}
+    assert summary["dev_selected_seed_dir"] == f"seed_{max(devs, key=devs.get)}"
+    assert summary["test"]["weighted_f1"]["mean"] == pytest.approx(
+        np.mean([json.loads((out / f"seed_{s}" / "metrics.json").read_text())["test"]["weighted_f1"] for s in (0, 1, 2)]))
+    from merc.training.run import from_pretrained
+    assert from_pretrained(out).path.name == summary["dev_selected_seed_dir"]
+
+
+def test_bad_predict_input_names_file_and_line(toy_corpus, tmp_path):
+    from merc.data.schema import CorpusError
+    from merc.training.predict import read_conversations
+    bad = tmp_path / "bad.txt"
+    bad.write_text("A: hello\nthis line has no speaker\n")
+    with pytest.raises(CorpusError, match=r"bad.txt:2"):
+        read_conversations(bad)
+    badj = tmp_path / "bad.jsonl"
+    badj.write_text('{"conversation_id": "c", "utterances": [{"speaker": "A"}]}\n')
+    with pytest.raises(CorpusError, match=r"bad.jsonl:1: utterance 0 of 'c' lacks \['text'\]"):
+        read_conversations(badj)
