@@ -1,0 +1,173 @@
+"""Decode audio (mono float32 at a chosen rate) and video frames (RGB at N fps) with PyAV.
+
+PyAV bundles its own FFmpeg libraries, so no system ``ffmpeg`` is needed. Every failure is raised as
+:class:`MediaError` whose message names the file and says what was wrong (missing, not decodable,
+no audio stream, …), so callers such as the QC checks can report it verbatim.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+
+
+class MediaError(Exception):
+    """A media file is missing, unreadable, or lacks what was asked for. The message names the file."""
+
+
+@dataclass
+class MediaInfo:
+    path: str
+    duration: float  # seconds (container duration, else the longest stream's)
+    has_audio: bool
+    has_video: bool
+    width: int | None
+    height: int | None
+    fps: float | None
+    audio_rate: int | None
+
+
+@dataclass
+class Frame:
+    t: float  # seconds from the start of the file
+    image: np.ndarray  # (H, W, 3) uint8 RGB
+
+
+# helpers
+
+def _open(path: str | os.PathLike) -> av.container.InputContainer:
+    p = Path(path)
+    if not p.exists():
+        raise MediaError(f"missing file {p}")
+    if p.stat().st_size == 0:
+        raise MediaError(f"empty file {p} (0 bytes)")
+    try:
+        return av.open(str(p))
+    except (av.FFmpegError, OSError, ValueError) as e:
+        raise MediaError(f"not decodable: {p}: {getattr(e, 'strerror', None) or e}") from e
+
+
+def _stream_duration(stream) -> float | None:
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    return None
+
+
+def _seek(container, stream, start: float | None) -> None:
+    if start and start > 0:
+        # seek to the keyframe at or before `start`; frames before `start` are dropped by the caller
+        container.seek(int(start / stream.time_base), stream=stream, backward=True, any_frame=False)
+
+
+# API
+
+def probe(path: str | os.PathLike) -> MediaInfo:
+    """Read the container header: duration, which streams exist, frame size/rate, audio rate.
+
+    Raises MediaError when the file is missing, empty, not a media container, or has no stream.
+    Does not decode the whole file (a file truncated after a valid header passes here; decoding it
+    with :func:`load_audio` reveals the damage).
+    """
+    with _open(path) as c:
+        a = c.streams.audio[0] if c.streams.audio else None
+        v = c.streams.video[0] if c.streams.video else None
+        if a is None and v is None:
+            raise MediaError(f"no audio or video stream in {path}")
+        durations = [d for d in (_stream_duration(a) if a else None, _stream_duration(v) if v else None) if d]
+        if c.duration is not None:
+            duration = c.duration / av.time_base
+        elif durations:
+            duration = max(durations)
+        else:
+            raise MediaError(f"unknown duration for {path} (no container or stream duration)")
+        fps = None
+        if v is not None:
+            rate = v.average_rate or v.base_rate or v.guessed_rate
+            fps = float(rate) if rate else None
+        return MediaInfo(path=str(path), duration=float(duration), has_audio=a is not None,
+                         has_video=v is not None,
+                         width=v.codec_context.width if v is not None else None,
+                         height=v.codec_context.height if v is not None else None,
+                         fps=fps, audio_rate=a.codec_context.sample_rate if a is not None else None)
+
+
+def load_audio(path: str | os.PathLike, *, sr: int = 16000, start: float | None = None,
+               end: float | None = None) -> np.ndarray:
+    """Decode the first audio stream to float32 mono in [-1, 1] at ``sr`` Hz (PyAV AudioResampler).
+
+    ``start``/``end`` (seconds) cut a segment (e.g. an IEMOCAP turn inside a dialogue recording).
+    Raises MediaError when the file is missing, has no audio stream, or fails to decode.
+    """
+    if start is not None and end is not None and end <= start:
+        raise MediaError(f"empty segment [{start}, {end}] requested from {path}")
+    with _open(path) as c:
+        if not c.streams.audio:
+            raise MediaError(f"no audio stream in {path}")
+        stream = c.streams.audio[0]
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=sr)
+        chunks: list[np.ndarray] = []
+        t0: float | None = None  # time of the first decoded sample
+        try:
+            _seek(c, stream, start)
+            for frame in c.decode(stream):
+                if t0 is None:
+                    t0 = float(frame.time) if frame.time is not None else 0.0
+                if end is not None and frame.time is not None and frame.time > end:
+                    break
+                for out in resampler.resample(frame):
+                    chunks.append(out.to_ndarray().reshape(-1))
+            for out in resampler.resample(None):  # flush
+                chunks.append(out.to_ndarray().reshape(-1))
+        except (av.FFmpegError, ValueError) as e:
+            raise MediaError(f"audio not decodable in {path}: {e}") from e
+    if not chunks:
+        raise MediaError(f"no audio samples decoded from {path}")
+    wav = np.concatenate(chunks).astype(np.float32, copy=False)
+    t0 = t0 or 0.0
+    lo = max(0, int(round(((start or 0.0) - t0) * sr))) if start is not None else 0
+    hi = int(round((end - t0) * sr)) if end is not None else len(wav)
+    wav = wav[lo:hi]
+    if wav.size == 0:
+        raise MediaError(f"segment [{start}, {end}] of {path} holds no audio samples")
+    return np.clip(wav, -1.0, 1.0)
+
+
+def load_frames(path: str | os.PathLike, *, fps: float = 1.0, start: float | None = None,
+                end: float | None = None, max_frames: int | None = None) -> list[Frame]:
+    """Decode one RGB frame per ``1/fps`` seconds (the first frame at or after each sampling time).
+
+    Sampling times are ``start + k/fps`` (``start`` defaults to the first frame's time).
+    Raises MediaError when the file is missing, has no video stream, or fails to decode.
+    """
+    if fps <= 0:
+        raise ValueError(f"fps must be > 0, got {fps}")
+    with _open(path) as c:
+        if not c.streams.video:
+            raise MediaError(f"no video stream in {path}")
+        stream = c.streams.video[0]
+        out: list[Frame] = []
+        next_t: float | None = start
+        try:
+            _seek(c, stream, start)
+            for frame in c.decode(stream):
+                t = float(frame.time) if frame.time is not None else 0.0
+                if next_t is None:
+                    next_t = t
+                if end is not None and t >= end:
+                    break
+                if t + 1e-6 < next_t:
+                    continue
+                out.append(Frame(t=t, image=frame.to_ndarray(format="rgb24")))
+                if max_frames is not None and len(out) >= max_frames:
+                    break
+                while next_t <= t + 1e-6:  # a long frame may cover several sampling times
+                    next_t += 1.0 / fps
+        except (av.FFmpegError, ValueError) as e:
+            raise MediaError(f"video not decodable in {path}: {e}") from e
+    if not out:
+        raise MediaError(f"no video frames decoded from {path}"
+                         + (f" in [{start}, {end}]" if start is not None or end is not None else ""))
+    return out

@@ -1,0 +1,159 @@
+"""Dialogue models: a padded batch of utterance features -> per-utterance emotion logits.
+
+    feats[m] (batch, seq_len, d_m) ──Linear+LayerNorm+Dropout per modality──▶ sum over modalities
+        + speaker-index embedding (index = order of first appearance in the dialogue)
+        ──context encoder (mamba | gru | transformer | mlp)──▶ LayerNorm, Dropout, Linear ──▶ logits
+
+Modalities are fused by a **sum** of their d_model projections (each has its own Linear+LayerNorm, so the
+sum is a concat + Linear followed by per-block normalisation; it keeps d_model fixed for any set of
+modalities). Context encoders: ``mamba`` = n_layers of pre-norm (Bi)Mamba residual layers
+(``merc.models.mamba``); ``gru`` = a (bi)GRU over packed sequences; ``transformer`` = a pre-norm
+TransformerEncoder with a key padding mask and sinusoidal positions (any length; causal when
+``bidirectional=False``); ``mlp`` = no context, a residual per-utterance MLP (the ablation baseline).
+Every kind honours the mask: padded positions never change outputs at real positions (right padding,
+as made by ``merc.training.batching``).
+
+References: bc-LSTM (Poria et al., ACL 2017) for GRU/LSTM context over utterances; Transformer
+(Vaswani et al., 2017); Mamba (Gu & Dao, arXiv:2312.00752).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from merc.models.mamba import MambaConfig, MambaStack
+
+KINDS = ("mamba", "gru", "transformer", "mlp")
+
+
+@dataclass
+class DialogueConfig:
+    kind: str = "mamba"  # "mamba" | "gru" | "transformer" | "mlp"
+    input_dims: dict[str, int] = field(default_factory=lambda: {"text": 768})  # modality -> feature dim
+    n_classes: int = 7
+    d_model: int = 256
+    n_layers: int = 2
+    dropout: float = 0.3
+    bidirectional: bool = True
+    max_speakers: int = 16  # speaker indices >= max_speakers share the last embedding
+    d_state: int = 16  # mamba
+    d_conv: int = 4
+    expand: int = 2
+    n_heads: int = 4  # transformer
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown dialogue model kind {self.kind!r}; choose one of {KINDS}")
+        if not self.input_dims:
+            raise ValueError("input_dims is empty: give at least one modality, e.g. {'text': 768}")
+
+# helpers
+
+
+def sinusoidal_positions(seq_len: int, dim: int, *, device=None) -> Tensor:
+    """(seq_len, dim) fixed sin/cos position codes (Vaswani et al., 2017)."""
+    pos = torch.arange(seq_len, device=device, dtype=torch.float32)[:, None]
+    freq = torch.exp(torch.arange(0, dim, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    pe = torch.zeros(seq_len, dim, device=device)
+    pe[:, 0::2] = torch.sin(pos * freq)
+    pe[:, 1::2] = torch.cos(pos * freq[: dim // 2])
+    return pe
+
+# context encoders: (batch, seq_len, d_model), mask -> (batch, seq_len, d_model)
+
+
+class GRUContext(nn.Module):
+    def __init__(self, c: DialogueConfig):
+        super().__init__()
+        hidden = c.d_model // 2 if c.bidirectional else c.d_model
+        self.gru = nn.GRU(c.d_model, hidden, num_layers=c.n_layers, batch_first=True,
+                          bidirectional=c.bidirectional, dropout=c.dropout if c.n_layers > 1 else 0.0)
+        self.proj = nn.Linear(2 * hidden if c.bidirectional else hidden, c.d_model)
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        lengths = mask.sum(1).clamp(min=1).cpu()                            # packing wants lengths >= 1
+        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        out, _ = self.gru(packed)
+        out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
+        return self.proj(out)                                               # (batch, seq_len, d_model)
+
+
+class TransformerContext(nn.Module):
+    def __init__(self, c: DialogueConfig):
+        super().__init__()
+        self.causal = not c.bidirectional
+        layer = nn.TransformerEncoderLayer(c.d_model, c.n_heads, dim_feedforward=4 * c.d_model, dropout=c.dropout,
+                                           activation="gelu", batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, c.n_layers, norm=nn.LayerNorm(c.d_model),
+                                             enable_nested_tensor=False)
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        seq_len = x.shape[1]
+        x = x + sinusoidal_positions(seq_len, x.shape[-1], device=x.device).to(x.dtype)
+        padding = ~mask
+        padding[:, 0] &= mask.any(1)                                        # an all-padding row would give NaN
+        future = torch.ones(seq_len, seq_len, dtype=torch.bool, device=x.device).triu(1) if self.causal else None
+        return self.encoder(x, mask=future, src_key_padding_mask=padding, is_causal=self.causal)
+
+
+class MambaContext(nn.Module):
+    def __init__(self, c: DialogueConfig):
+        super().__init__()
+        mc = MambaConfig(d_model=c.d_model, d_state=c.d_state, d_conv=c.d_conv, expand=c.expand)
+        self.stack = MambaStack(mc, n_layers=c.n_layers, bidirectional=c.bidirectional, dropout=c.dropout,
+                                norm="layer")
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        return self.stack(x, mask)
+
+
+class MLPContext(nn.Module):
+    """No context: each utterance alone, through n_layers residual (LayerNorm, Linear, GELU, Dropout) blocks."""
+
+    def __init__(self, c: DialogueConfig):
+        super().__init__()
+        self.blocks = nn.ModuleList(nn.Sequential(nn.LayerNorm(c.d_model), nn.Linear(c.d_model, c.d_model),
+                                                  nn.GELU(), nn.Dropout(c.dropout)) for _ in range(c.n_layers))
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        for block in self.blocks:
+            x = x + block(x)
+        return x
+
+
+CONTEXTS = {"mamba": MambaContext, "gru": GRUContext, "transformer": TransformerContext, "mlp": MLPContext}
+
+# the model
+
+
+class DialogueModel(nn.Module):
+    def __init__(self, config: DialogueConfig):
+        super().__init__()
+        self.config = c = config
+        self.inputs = nn.ModuleDict({m: nn.Sequential(nn.Linear(dim, c.d_model), nn.LayerNorm(c.d_model),
+                                                      nn.Dropout(c.dropout))
+                                     for m, dim in c.input_dims.items()})
+        self.speaker = nn.Embedding(c.max_speakers, c.d_model)
+        nn.init.normal_(self.speaker.weight, std=0.02)
+        self.context = CONTEXTS[c.kind](c)
+        self.head = nn.Sequential(nn.LayerNorm(c.d_model), nn.Dropout(c.dropout), nn.Linear(c.d_model, c.n_classes))
+
+    def forward(self, feats: dict[str, Tensor], speakers: Tensor, mask: Tensor) -> Tensor:
+        """feats[m] (batch, seq_len, input_dims[m]), speakers (batch, seq_len) long, mask (batch, seq_len) bool
+        True = real utterance -> logits (batch, seq_len, n_classes). Logits at padded positions are
+        meaningless; mask them out of the loss."""
+        missing = [m for m in self.inputs if m not in feats]
+        if missing:
+            raise KeyError(f"feats has no {missing}; this model was built for modalities {list(self.inputs)}")
+        x = sum(proj(feats[m].to(self.speaker.weight.dtype)) for m, proj in self.inputs.items())
+        x = x + self.speaker(speakers.clamp(0, self.config.max_speakers - 1))  # (batch, seq_len, d_model)
+        x = x * mask[..., None]                                                 # padded utterances carry nothing
+        return self.head(self.context(x, mask))                                 # (batch, seq_len, n_classes)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
