@@ -1,0 +1,139 @@
+"""MELD text-only benchmark: mlp / gru / transformer / mamba over frozen MiniLM and MPNet sentence
+embeddings, K seeds each, dev-selected, test evaluated once per seed; plus the logistic-regression floor
+(C chosen on dev). Writes benchmarks/results/meld_text.md and .json.
+
+Resumable: each (model, encoder) result is saved as it finishes under benchmarks/results/meld_text/, and a
+rerun skips finished ones. Runs go to $MERC_BENCH_RUNS (default /tmp/merc-bench-runs).
+
+    .venv/bin/python benchmarks/bench_meld_text.py --seeds 5 --jobs 2
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "benchmarks" / "results"
+PARTS = OUT / "meld_text"
+DATA = ROOT.parent / "shared" / "data" / "meld"
+MODELS = ["mlp", "gru", "transformer", "mamba"]
+ENCODERS = ["minilm", "mpnet"]
+
+
+def one(model: str, encoder: str, seeds: int, hp: dict) -> dict:
+    import torch
+    torch.set_num_threads(1)
+    from merc.models.dialogue import DialogueConfig
+    from merc.training.experiment import run_experiment
+    from merc.training.trainer import TrainConfig
+    runs = Path(os.environ.get("MERC_BENCH_RUNS", "/tmp/merc-bench-runs"))
+    mc = DialogueConfig(kind=model, **{k: v for k, v in hp.items() if k in DialogueConfig.__dataclass_fields__})
+    tc = TrainConfig(**{k: v for k, v in hp.items() if k in TrainConfig.__dataclass_fields__})
+    t0 = time.time()
+    s = run_experiment(dataset="meld", data_dir=str(DATA), out=runs / f"{model}_{encoder}", model_config=mc,
+                       train_config=tc, text_encoder=encoder, seeds=seeds, progress=False, log=lambda *a: None)
+    s["wall_seconds"] = time.time() - t0
+    s["hyperparameters"] = hp
+    tmp = PARTS / f".{model}_{encoder}.json.tmp"
+    tmp.write_text(json.dumps(s, indent=2))
+    os.replace(tmp, PARTS / f"{model}_{encoder}.json")
+    return s
+
+
+def logreg_floor(encoder: str) -> dict:
+    """Frozen embeddings, no context, logistic regression with C chosen on dev weighted F1."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import accuracy_score, f1_score
+    from merc.data import load_corpus
+    from merc.training.experiment import corpus_features
+    corpus = load_corpus("meld", str(DATA))
+    feats, _ = corpus_features(corpus, ["train", "dev", "test"], ["text"], encoder, progress=False)
+    xy = {}
+    for s in feats:
+        utts = corpus.utterances(s)
+        xy[s] = ([feats[s]["text"][u.utterance_id] for u in utts], [u.emotion for u in utts])
+    best = None
+    for C in (0.1, 0.3, 1.0, 3.0, 10.0):
+        clf = LogisticRegression(C=C, max_iter=2000).fit(*xy["train"])
+        dev = f1_score(xy["dev"][1], clf.predict(xy["dev"][0]), average="weighted")
+        if best is None or dev > best[0]:
+            best = (dev, C, clf)
+    dev, C, clf = best
+    pred = clf.predict(xy["test"][0])
+    return {"C": C, "dev_weighted_f1": dev, "test_weighted_f1": f1_score(xy["test"][1], pred, average="weighted"),
+            "test_accuracy": accuracy_score(xy["test"][1], pred)}
+
+
+def machine() -> str:
+    cpu = next((l.split(":", 1)[1].strip() for l in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
+                if l.startswith("Model name")), platform.processor())
+    import torch
+    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, Python {platform.python_version()}"
+
+
+def pm(d: dict) -> str:
+    return f"{100 * d['mean']:.2f} ± {100 * d['std']:.2f}"
+
+
+def report(results: dict, floors: dict, args) -> None:
+    lines = ["# MELD, text only: dialogue models over frozen sentence embeddings", "",
+             f"Command: `.venv/bin/python benchmarks/bench_meld_text.py {' '.join(sys.argv[1:])}`", "",
+             f"Machine: {machine()}; {time.strftime('%Y-%m-%d')}; each run single-threaded, {args.jobs} runs in parallel.", "",
+             f"Protocol: train on MELD train ({DATA.name} from ../shared/data), early stopping and checkpoint selection on "
+             "**dev** weighted F1, the selected checkpoint evaluated on test once; mean ± sample std over seeds "
+             f"{args.seeds} seeds (0..{args.seeds - 1}). Speaker identity: per-dialogue speaker-index embedding. "
+             f"Hyper-parameters (chosen on dev with the minilm features, same for every model): `{json.dumps(args.hp)}`.", "",
+             "| encoder | model | test weighted F1 (%) | test accuracy (%) | test macro F1 (%) | dev weighted F1 (%) | train s / seed |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for enc in ENCODERS:
+        f = floors.get(enc)
+        if f:
+            lines.append(f"| {enc} | logistic regression (no context, C={f['C']} on dev) | {100 * f['test_weighted_f1']:.2f} | "
+                         f"{100 * f['test_accuracy']:.2f} | | {100 * f['dev_weighted_f1']:.2f} | |")
+        for model in MODELS:
+            s = results.get((model, enc))
+            if s:
+                secs = sum(s["train_seconds"]) / len(s["train_seconds"])
+                lines.append(f"| {enc} | {model} | {pm(s['test']['weighted_f1'])} | {pm(s['test']['accuracy'])} | "
+                             f"{pm(s['test']['macro_f1'])} | {pm(s['dev']['weighted_f1'])} | {secs:.0f} |")
+    (OUT / "meld_text.md").write_text("\n".join(lines) + "\n")
+    (OUT / "meld_text.json").write_text(json.dumps({"results": {f"{m}_{e}": s for (m, e), s in results.items()},
+                                                    "logreg": floors, "machine": machine()}, indent=2))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--encoders", default=",".join(ENCODERS))
+    ap.add_argument("--hp", type=json.loads, default={})
+    args = ap.parse_args()
+    PARTS.mkdir(parents=True, exist_ok=True)
+    todo = [(m, e) for e in args.encoders.split(",") for m in args.models.split(",")
+            if not (PARTS / f"{m}_{e}.json").exists()]
+    with ProcessPoolExecutor(args.jobs) as pool:
+        futs = {pool.submit(one, m, e, args.seeds, args.hp): (m, e) for m, e in todo}
+        floor_futs = {e: pool.submit(logreg_floor, e) for e in args.encoders.split(",")
+                      if not (PARTS / f"logreg_{e}.json").exists()}
+        for fut in futs:
+            m, e = futs[fut]
+            s = fut.result()
+            print(f"{m:>12} {e:>7}: test wF1 {pm(s['test']['weighted_f1'])}  ({s['wall_seconds']:.0f} s)", flush=True)
+        for e, fut in floor_futs.items():
+            (PARTS / f"logreg_{e}.json").write_text(json.dumps(fut.result()))
+    results = {tuple(p.stem.split("_", 1)): json.loads(p.read_text()) for p in PARTS.glob("*.json") if not p.stem.startswith("logreg")}
+    floors = {p.stem.split("_", 1)[1]: json.loads(p.read_text()) for p in PARTS.glob("logreg_*.json")}
+    report(results, floors, args)
+    print((OUT / "meld_text.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
