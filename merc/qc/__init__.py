@@ -1,0 +1,8 @@
+"""Quality control of MERC corpora: integrity, transcript alignment, speaker identity, faces.
+
+``QCPipeline(QCConfig(...)).run(corpus, out_dir)`` -> ``QCResult``; ``merc qc`` on the command line.
+"""
+from merc.qc.base import Check, Flag, QCItem
+from merc.qc.pipeline import DEFAULT_CHECKS, QCConfig, QCPipeline, QCResult
+
+__all__ = ["Check", "DEFAULT_CHECKS", "Flag", "QCConfig", "QCItem", "QCPipeline", "QCResult"]

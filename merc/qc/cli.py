@@ -1,0 +1,127 @@
+"""``merc qc``: check a corpus's media and labels, write flags, a report and a curated manifest.
+
+    merc qc --dataset meld --data-dir MELD.Raw --media-dir MELD.Raw --out qc_meld --workers 2
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import fields, is_dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from merc.data import DATASETS, load_corpus
+from merc.data.schema import SPLITS, Corpus
+from merc.qc.pipeline import BUILTIN_CHECKS, DEFAULT_CHECKS, QCConfig, QCPipeline, resolve_factory
+
+
+class QCArgumentError(ValueError):
+    """A bad ``merc qc`` option; printed as one line."""
+    user_error = True
+
+
+# helpers
+
+def _csv_list(value: str, allowed: tuple[str, ...] | list[str], what: str) -> list[str]:
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    bad = [v for v in items if v not in allowed]
+    if bad or not items:
+        raise QCArgumentError(f"--{what} {value!r}: unknown {bad or 'empty list'}; choose from {','.join(allowed)}")
+    return items
+
+
+def limit_corpus(corpus: Corpus, splits: list[str] | None, limit: int | None) -> Corpus:
+    """Keep only ``splits`` (in corpus order) and the first ``limit`` conversations of each."""
+    out = {}
+    for s, convs in corpus.splits.items():
+        if splits is not None and s not in splits:
+            continue
+        out[s] = convs[:limit] if limit is not None else convs
+    if not out:
+        raise QCArgumentError(f"--splits {','.join(splits or [])}: corpus {corpus.name!r} has splits {list(corpus.splits)}")
+    return Corpus(name=corpus.name, splits=out, labels=corpus.labels, dropped=corpus.dropped,
+                  repaired=corpus.repaired, root=corpus.root)
+
+
+def _default_config(name: str) -> Any:
+    """A check's default config object (built through the check itself; cheap, models load lazily)."""
+    chk = resolve_factory(BUILTIN_CHECKS[name])()
+    return getattr(chk, "config", None)
+
+
+def _with(cfg: Any, **changes: Any) -> tuple[Any, list[str]]:
+    """``dataclasses.replace`` with only the fields the config has; returns (config, applied names)."""
+    if not is_dataclass(cfg):
+        return cfg, []
+    names = {f.name for f in fields(cfg)}
+    applied = {k: v for k, v in changes.items() if k in names}
+    return replace(cfg, **applied), sorted(applied)
+
+
+def build_config(args: argparse.Namespace) -> QCConfig:
+    checks = _csv_list(args.checks, DEFAULT_CHECKS, "checks")
+    check_configs: dict[str, Any] = {}
+    if args.asr and "alignment" in checks:
+        cfg, applied = _with(_default_config("alignment"), asr=args.asr)
+        if not applied:
+            raise QCArgumentError(f"--asr {args.asr}: the alignment check's config has no ASR engine option")
+        check_configs["alignment"] = cfg
+    if args.calibrate and "alignment" not in checks:
+        raise QCArgumentError("--calibrate fits the alignment thresholds; add alignment to --checks")
+    return QCConfig(checks=checks, check_configs=check_configs, workers=args.workers, fps=args.fps,
+                    calibrate=["alignment"] if args.calibrate else [], calibrate_max=args.calibrate_max)
+
+
+# command
+
+def qc_command(args: argparse.Namespace) -> int:
+    splits = _csv_list(args.splits, SPLITS, "splits") if args.splits else None
+    if args.limit is not None and args.limit < 1:
+        raise QCArgumentError(f"--limit must be >= 1, got {args.limit}")
+    if args.workers < 1:
+        raise QCArgumentError(f"--workers must be >= 1, got {args.workers}")
+    if args.calibrate_max < 2:
+        raise QCArgumentError(f"--calibrate-max must be >= 2, got {args.calibrate_max}")
+    config = build_config(args)
+    options: dict[str, Any] = {"splits": splits} if args.dataset == "meld" and splits else {}
+    corpus = limit_corpus(load_corpus(args.dataset, args.data_dir, args.media_dir, **options), splits, args.limit)
+    out = Path(args.out).expanduser().resolve()
+    pipeline = QCPipeline(config)
+    if args.fresh:
+        for name in config.checks:
+            (out / "cache" / f"{name}.jsonl").unlink(missing_ok=True)
+    result = pipeline.run(corpus, out, progress=not args.quiet, write=False)
+    result.summary["options"] = {k: v for k, v in vars(args).items() if k != "func"}
+    from merc.qc.report import write_outputs
+    paths = write_outputs(result, out)
+    print()
+    print(result.table())
+    print()
+    for name, p in paths.items():
+        print(f"{name:15s} {p}")
+    return 0
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``merc qc``."""
+    p = subparsers.add_parser("qc", help="quality-check a corpus: media integrity, transcript alignment, "
+                                         "speaker identity, faces; write flags, report and a curated manifest",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", required=True, choices=DATASETS)
+    p.add_argument("--data-dir", required=True, help="the corpus folder (MELD csvs, IEMOCAP root, JSONL folder)")
+    p.add_argument("--media-dir", default=None, help="MELD only: folder holding the clip folders")
+    p.add_argument("--out", required=True, help="QC_DIR for flags.csv, summary.json, report.html, manifest, cache")
+    p.add_argument("--workers", type=int, default=1, help="processes measuring in parallel (default 1)")
+    p.add_argument("--checks", default=",".join(DEFAULT_CHECKS), help="comma-separated, run in this order")
+    p.add_argument("--fps", type=float, default=None, help="frames per second sampled by the faces check")
+    p.add_argument("--splits", default=None, help="comma-separated subset of train,dev,test")
+    p.add_argument("--limit", type=int, default=None, help="first N conversations per split (a quick look)")
+    p.add_argument("--asr", choices=("pocketsphinx", "whisper", "faster-whisper"), default=None,
+                   help="free ASR of the alignment check (default pocketsphinx; whisper needs its model locally)")
+    p.add_argument("--calibrate", action="store_true",
+                   help="fit the alignment rule and thresholds on this corpus (true vs deranged transcripts; "
+                        "no labels needed) before judging; recorded in summary.json")
+    p.add_argument("--calibrate-max", type=int, default=300, help="calibrate on at most N utterances (default 300)")
+    p.add_argument("--fresh", action="store_true", help="discard cached measurements of the chosen checks")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=qc_command)
+    return p

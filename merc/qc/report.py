@@ -1,0 +1,243 @@
+"""Write a QC run's outputs into QC_DIR, every file atomically (temp file + fsync + rename).
+
+- ``flags.csv``: utterance_id, check, passed, score, threshold, reason (one row per utterance per check);
+- ``summary.json``: counts per check and split, kept vs dropped, thresholds, timings;
+- ``report.html``: self-contained (plots as base64 PNG): score distributions with thresholds, per-speaker
+  tables, flagged examples, every flag;
+- ``manifest.jsonl``: the kept utterances, one conversation per line with a ``split`` field, absolute
+  media paths; ``curated/{train,dev,test}.jsonl`` + ``labels.json`` for ``merc train --dataset jsonl``;
+- ``speaker_tracks.json`` when the faces check exposed speaker tracks.
+"""
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+import os
+import tempfile
+from collections import Counter, defaultdict
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from merc.qc.base import Flag
+
+if TYPE_CHECKING:
+    from merc.qc.pipeline import QCResult
+
+FLAG_FIELDS = ("utterance_id", "check", "passed", "score", "threshold", "reason")
+PASS_COLOUR, FAIL_COLOUR = "#4c9a2a", "#c0392b"
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
+# helpers: atomic writes
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` via a temp file in the same folder, fsync, then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    return atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+# the files
+
+def write_flags_csv(flags: list[Flag], path: str | Path) -> Path:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=FLAG_FIELDS, lineterminator="\n")
+    w.writeheader()
+    for f in flags:
+        w.writerow(f.to_row())
+    return atomic_write_text(path, buf.getvalue())
+
+
+def read_flags_csv(path: str | Path) -> list[Flag]:
+    """flags.csv back into Flags (score/threshold None when empty)."""
+    with open(path, newline="", encoding="utf-8") as f:
+        return [Flag(r["utterance_id"], r["check"], r["passed"] == "True",
+                     float(r["score"]) if r["score"] else None,
+                     float(r["threshold"]) if r["threshold"] else None, r["reason"])
+                for r in csv.DictReader(f)]
+
+
+def write_manifest(result: "QCResult", qc_dir: str | Path) -> tuple[Path, Path]:
+    """``manifest.jsonl`` (absolute media paths, ``split`` per line) and ``curated/`` (write_corpus_jsonl)."""
+    from merc.data.jsonl import write_corpus_jsonl
+    from merc.qc.pipeline import subset_corpus
+
+    if result.corpus is None:
+        raise ValueError("QCResult has no corpus attached; cannot write the manifest")
+    qc_dir = Path(qc_dir)
+    kept = subset_corpus(result.corpus, set(result.kept))
+    lines = []
+    for split, convs in kept.splits.items():
+        for c in convs:
+            d = {"conversation_id": c.conversation_id, "split": split, "utterances": []}
+            for u in c:
+                ud = u.to_dict()
+                for key in ("audio", "video"):
+                    if ud.get(key):
+                        ud[key] = os.path.abspath(ud[key])
+                d["utterances"].append(ud)
+            lines.append(json.dumps(d, ensure_ascii=False) + "\n")
+    manifest = atomic_write_text(qc_dir / "manifest.jsonl", "".join(lines))
+    if "train" not in kept.splits:  # read_jsonl requires train.jsonl; an empty one says "nothing kept"
+        kept.splits = {"train": [], **kept.splits}
+    curated = write_corpus_jsonl(kept, qc_dir / "curated")
+    return manifest, curated
+
+
+def write_outputs(result: "QCResult", qc_dir: str | Path) -> dict[str, Path]:
+    """Every output file of a QC run; returns name -> path."""
+    qc_dir = Path(qc_dir)
+    qc_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"flags": write_flags_csv(result.flags, qc_dir / "flags.csv"),
+             "summary": write_json(qc_dir / "summary.json", result.summary)}
+    paths["manifest"], paths["curated"] = write_manifest(result, qc_dir)
+    if result.speaker_tracks is not None:
+        from merc.qc.pipeline import jsonable
+        tracks = jsonable(result.speaker_tracks)
+        text = (json.dumps(tracks) + "\n" if not isinstance(tracks, dict) else  # one utterance per line
+                "{\n" + ",\n".join(f"{json.dumps(k)}: {json.dumps(v)}" for k, v in tracks.items()) + "\n}\n")
+        paths["speaker_tracks"] = atomic_write_text(qc_dir / "speaker_tracks.json", text)
+    paths["report"] = atomic_write_text(qc_dir / "report.html", render_html(result))
+    return paths
+
+
+# html
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def score_plot(flags: list[Flag], check: str) -> str | None:
+    """Histogram of one check's scores, passed vs failed stacked, with the threshold; base64 PNG.
+
+    A check whose flags carry a few different thresholds mixes scores of different sub-checks (integrity:
+    speech fraction, duration, words/s): only the flags of the most common threshold are drawn, and the
+    title says how many were left out. Many distinct thresholds (per speaker) are drawn without lines.
+    """
+    from matplotlib.figure import Figure
+
+    scored = [f for f in flags if f.score is not None]
+    if not scored:
+        return None
+    counts = Counter(f.threshold for f in scored if f.threshold is not None)
+    title, line = "", None
+    if 0 < len(counts) <= 5:
+        line = counts.most_common(1)[0][0]
+        shown = [f for f in scored if f.threshold in (line, None)]
+        if len(shown) < len(scored):
+            title = f"scores against threshold {line:g}; {len(scored) - len(shown)} flag(s) of other sub-checks not shown"
+        scored = shown
+    elif counts:
+        title = f"{len(counts)} distinct thresholds (per speaker or utterance); not drawn"
+    ok = [f.score for f in scored if f.passed]
+    bad = [f.score for f in scored if not f.passed]
+    fig = Figure(figsize=(6, 3))
+    ax = fig.add_subplot()
+    lo, hi = min(ok + bad + ([line] if line is not None else [])), max(ok + bad + ([line] if line is not None else []))
+    ax.hist([ok, bad], bins=30, range=(lo, hi) if hi > lo else (lo - 0.5, hi + 0.5), stacked=True,
+            color=[PASS_COLOUR, FAIL_COLOUR], label=[f"passed ({len(ok)})", f"failed ({len(bad)})"])
+    if line is not None:
+        ax.axvline(line, color="black", linestyle="--", linewidth=1, label=f"threshold {line:g}")
+    if title:
+        ax.set_title(title, fontsize=8)
+    ax.set_xlabel(f"{check} score")
+    ax.set_ylabel("utterances")
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def _gallery_size(result: "QCResult", speaker: str) -> str:
+    """Size of the speaker's face gallery (utterances the faces check used as the reference)."""
+    if result.face_galleries is None:
+        return ""
+    return str(len(result.face_galleries.get(speaker, [])))
+
+
+def _table(header: list[str], rows: list[list[Any]], cls: str = "") -> str:
+    h = "".join(f"<th>{html.escape(str(x))}</th>" for x in header)
+    body = "\n".join("<tr>" + "".join(f"<td>{html.escape(str(x))}</td>" for x in r) + "</tr>" for r in rows)
+    return f'<table class="{cls}"><thead><tr>{h}</tr></thead><tbody>\n{body}\n</tbody></table>'
+
+
+def render_html(result: "QCResult", n_examples: int = 10) -> str:
+    s = result.summary
+    checks = list(s["checks"])
+    items = {it.utterance_id: it for it in result.items}
+    parts = [f"<h1>merc QC report: {html.escape(str(s.get('corpus')))}</h1>",
+             f"<p>{s['utterances']} utterances; kept {s['kept']}, dropped {s['dropped']} "
+             f"(drop on: {', '.join(s['drop_on'])}). Generated "
+             f"{datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}.</p>"]
+    rows = [[c, *(s["checks"][c]["total"][k] for k in ("checked", "passed", "failed", "not_measured")),
+             s["timings"][c].get("measure_seconds"), s["timings"][c].get("rtf")] for c in checks]
+    parts += ["<h2>Summary</h2>", _table(["check", "checked", "passed", "failed", "not measured",
+                                          "measure s", "real-time factor"], rows)]
+    parts.append(_table(["split", "utterances", "kept", "dropped"],
+                        [[sp, v["utterances"], v["kept"], v["dropped"]] for sp, v in s["splits"].items()]))
+
+    parts.append("<h2>Score distributions</h2>")
+    for c in checks:
+        img = score_plot(result.by_check(c), c)
+        parts.append(f"<h3>{html.escape(c)}</h3>" + (f'<img alt="{html.escape(c)} scores" src="{img}">' if img
+                                                      else "<p>no scores (nothing measured)</p>"))
+
+    parts.append("<h2>Speakers</h2>")
+    per_spk: dict[str, Counter] = defaultdict(Counter)
+    for it in result.items:
+        per_spk[it.utterance.speaker]["utterances"] += 1
+    if "speaker" in checks:
+        for f in result.by_check("speaker"):
+            spk = items[f.utterance_id].utterance.speaker
+            per_spk[spk]["spk_checked"] += 1
+            per_spk[spk]["spk_passed"] += int(f.passed)
+    spk_rows = []
+    for spk, c in sorted(per_spk.items(), key=lambda kv: -kv[1]["utterances"]):
+        rate = f"{c['spk_passed'] / c['spk_checked']:.2f}" if c["spk_checked"] else ""
+        spk_rows.append([spk, c["utterances"], rate, _gallery_size(result, spk)])
+    parts.append(_table(["speaker", "utterances", "speaker-check pass rate", "face-gallery size"], spk_rows))
+
+    parts.append("<h2>Flagged examples</h2>")
+    for c in checks:
+        bad = result.failed(c)[:n_examples]
+        if not bad:
+            continue
+        parts.append(f"<h3>{html.escape(c)} ({len(result.failed(c))} failed)</h3>")
+        parts.append(_table(["utterance", "split", "speaker", "text", "reason", "media"],
+                            [[f.utterance_id, items[f.utterance_id].split, items[f.utterance_id].utterance.speaker,
+                              items[f.utterance_id].utterance.text[:120], f.reason, items[f.utterance_id].media or ""]
+                             for f in bad]))
+
+    parts.append(f"<h2>Every flag ({len(result.flags)})</h2><details><summary>show</summary>")
+    parts.append(_table(list(FLAG_FIELDS), [list(f.to_row().values()) for f in result.flags], cls="flags"))
+    parts.append("</details>")
+    style = ("body{font-family:sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;margin:1em 0}"
+             "td,th{border:1px solid #ccc;padding:2px 6px;font-size:13px;text-align:left}"
+             "th{background:#eee}img{max-width:100%}")
+    return (f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>merc QC report</title>"
+            f"<style>{style}</style></head><body>\n" + "\n".join(parts) + "\n</body></html>\n")
