@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # sub-command -> module defining ``add_parser(subparsers)``; the module sets ``func`` on its parser.
@@ -37,12 +38,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, KeyError) as e:  # user errors: one clear line, no traceback
-        from merc.data.schema import CorpusError
-        if isinstance(e, (CorpusError, FileNotFoundError)) or getattr(e, "user_error", False):
-            print(f"merc {args.command}: error: {e}", file=sys.stderr)
-            return 2
-        raise
+    except (ValueError, FileNotFoundError, KeyError, ImportError) as e:
+        # bad input or a missing optional package: one clear line; MERC_DEBUG=1 shows the traceback
+        if os.environ.get("MERC_DEBUG"):
+            raise
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"merc {args.command}: error: {msg}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

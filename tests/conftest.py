@@ -7,6 +7,19 @@ from typing import Callable
 
 import pytest
 
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_thread():
+    """Tests use tiny models: a second intra-op thread only adds contention (several times slower on a
+    shared 2-core machine)."""
+    import torch
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 # dialogue -> turns (turn name, start s, end s, raw label, text); EmoEvaluation order = list order

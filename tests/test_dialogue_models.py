@@ -7,15 +7,6 @@ import torch
 from merc.models.dialogue import KINDS, DialogueConfig, DialogueModel
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny ops: a second intra-op thread only adds contention on a shared 2-core machine (10x slower here)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def tiny(kind: str, **kw) -> DialogueConfig:
     return DialogueConfig(**{"kind": kind, "input_dims": {"text": 12, "audio": 6}, "n_classes": 5, "d_model": 16,
                              "n_layers": 2, "dropout": 0.1, "d_state": 4, "n_heads": 2, **kw})

@@ -7,15 +7,6 @@ import torch
 from merc.models.mamba import BiMamba, Mamba, MambaConfig, MambaLayer, MambaStack, flip_padded
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny ops: a second intra-op thread only adds contention on a shared 2-core machine (10x slower here)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def tiny(**kw) -> MambaConfig:
     return MambaConfig(**{"d_model": 8, "d_state": 4, "d_conv": 4, "expand": 2, **kw})
 

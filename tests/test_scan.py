@@ -8,15 +8,6 @@ import torch.nn.functional as F
 from merc.models.scan import selective_scan, selective_scan_ref
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny ops: a second intra-op thread only adds contention on a shared 2-core machine (10x slower here)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def make_inputs(batch: int, d_inner: int, seq_len: int, d_state: int, *, dtype=torch.float64, seed: int = 0,
                 delta_scale: float = 1.0) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)

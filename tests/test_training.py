@@ -32,16 +32,6 @@ class ToyEncoder(TextEncoder):
 register_text_encoder("toy", lambda **kw: ToyEncoder(), overwrite=True)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models train several times faster on one thread (and do not fight other processes)."""
-    import torch
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _conversations(n: int, rng: np.random.Generator, prefix: str) -> list[dict]:
     """Each speaker keeps one mood per dialogue; only their first utterance says it ('I feel great'),
     later ones are neutral filler ('ok then') — labelling those needs the dialogue context."""

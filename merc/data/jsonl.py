@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections import Counter
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, Iterable
 
+from merc.io import atomic_write_text
 from merc.data.schema import SPLITS, Conversation, Corpus, CorpusError, Utterance
 
 REQUIRED = ("utterance_id", "speaker", "text")
@@ -163,20 +163,6 @@ def _utterance_dict(u: Utterance, folder: Path) -> dict:
     return d
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_jsonl(conversations: Iterable[Conversation], path: str | Path) -> Path:
     """Write conversations to one JSONL file atomically; media inside the file's folder become relative."""
     path = Path(path).expanduser().resolve()
@@ -185,7 +171,7 @@ def write_jsonl(conversations: Iterable[Conversation], path: str | Path) -> Path
     for c in conversations:
         d = {"conversation_id": c.conversation_id, "utterances": [_utterance_dict(u, path.parent) for u in c]}
         lines.append(json.dumps(d, ensure_ascii=False) + "\n")
-    _atomic_write(path, "".join(lines))
+    atomic_write_text(path, "".join(lines))
     return path
 
 
@@ -195,5 +181,5 @@ def write_corpus_jsonl(corpus: Corpus, folder: str | Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for split, convs in corpus.splits.items():
         write_jsonl(convs, folder / f"{split}.jsonl")
-    _atomic_write(folder / "labels.json", json.dumps(list(corpus.labels), ensure_ascii=False) + "\n")
+    atomic_write_text(folder / "labels.json", json.dumps(list(corpus.labels), ensure_ascii=False) + "\n")
     return folder

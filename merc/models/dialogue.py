@@ -36,9 +36,9 @@ class DialogueConfig:
     kind: str = "mamba"  # "mamba" | "gru" | "transformer" | "mlp"
     input_dims: dict[str, int] = field(default_factory=lambda: {"text": 768})  # modality -> feature dim
     n_classes: int = 7
-    d_model: int = 256
+    d_model: int = 128
     n_layers: int = 2
-    dropout: float = 0.3
+    dropout: float = 0.5
     bidirectional: bool = True
     max_speakers: int = 16  # speaker indices >= max_speakers share the last embedding
     d_state: int = 16  # mamba

@@ -16,12 +16,12 @@ import html
 import io
 import json
 import os
-import tempfile
 from collections import Counter, defaultdict
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from merc.io import atomic_write_bytes, atomic_write_text, write_json  # noqa: F401 (re-exported)
 from merc.qc.base import Flag
 
 if TYPE_CHECKING:
@@ -29,37 +29,6 @@ if TYPE_CHECKING:
 
 FLAG_FIELDS = ("utterance_id", "check", "passed", "score", "threshold", "reason")
 PASS_COLOUR, FAIL_COLOUR = "#4c9a2a", "#c0392b"
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
-
-
-# helpers: atomic writes
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` via a temp file in the same folder, fsync, then rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    return atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def write_json(path: str | Path, obj: Any) -> Path:
-    return atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
 # the files

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -19,19 +18,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from merc.data.schema import Conversation
+from merc.io import write_json
 from merc.models.dialogue import DialogueConfig, DialogueModel
 from merc.training.batching import build_dialogues
 from merc.training.trainer import TrainConfig, predict_dialogues
-
-
-def write_json(path: str | Path, obj: Any) -> None:
-    """Atomic JSON write (tmp file in the same folder, then rename)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=False)
-        f.write("\n")
-    os.replace(tmp, path)
 
 
 @dataclass

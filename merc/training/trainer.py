@@ -21,13 +21,13 @@ from merc.training.metrics import evaluate_predictions
 
 @dataclass
 class TrainConfig:
-    epochs: int = 40
+    epochs: int = 25
     batch_size: int = 16
-    lr: float = 1e-3
+    lr: float = 3e-4
     weight_decay: float = 0.01
     warmup_epochs: int = 1
     grad_clip: float = 1.0
-    patience: int = 8  # epochs without dev weighted-F1 improvement before stopping
+    patience: int = 5  # epochs without dev weighted-F1 improvement before stopping
     class_weights: str = "none"  # "none" | "balanced" | "sqrt" (inverse-frequency, square-rooted)
     label_smoothing: float = 0.0
     seed: int = 0
