@@ -258,16 +258,8 @@ def make_clip(wav_path: str | os.PathLike, image_or_frames: np.ndarray | Sequenc
     n_frames = max(1, int(round(len(wav) / sr * fps)))
     with av.open(str(out_path), "w", format="mp4") as c:
         v = c.add_stream("libx264", rate=fps, options={"preset": "ultrafast", "tune": "stillimage"})
-        v.width, v.height, v.pix_fmt = size[0], size[1], "yuv420p"
         a = _add_audio_stream(c, sr)
-        for k, canvas in enumerate(_canvas_frames(images, n_frames, size, background)):
-            frame = av.VideoFrame.from_ndarray(canvas, format="rgb24")
-            frame.pts = k
-            frame.time_base = Fraction(1, fps)
-            for packet in v.encode(frame):
-                c.mux(packet)
-        for packet in v.encode(None):
-            c.mux(packet)
+        _encode_video(c, v, _canvas_frames(images, n_frames, size, background), size, fps)
         _encode_audio(c, a, wav, sr)
     return out_path
 
@@ -289,16 +281,21 @@ def make_video_only_clip(image: np.ndarray, out_path: str | os.PathLike, seconds
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(out_path), "w", format="mp4") as c:
         v = c.add_stream("libx264", rate=fps, options={"preset": "ultrafast"})
-        v.width, v.height, v.pix_fmt = size[0], size[1], "yuv420p"
-        for k, canvas in enumerate(_canvas_frames([image], max(1, int(round(seconds * fps))), size, (70, 90, 110))):
-            frame = av.VideoFrame.from_ndarray(canvas, format="rgb24")
-            frame.pts = k
-            frame.time_base = Fraction(1, fps)
-            for packet in v.encode(frame):
-                c.mux(packet)
-        for packet in v.encode(None):
-            c.mux(packet)
+        _encode_video(c, v, _canvas_frames([image], max(1, int(round(seconds * fps))), size, (70, 90, 110)), size, fps)
     return out_path
+
+
+def _encode_video(c, v, canvases, size: tuple[int, int], fps: int) -> None:
+    """Encode RGB canvases (H, W, 3) into video stream ``v`` of container ``c`` at ``fps``, then flush."""
+    v.width, v.height, v.pix_fmt = size[0], size[1], "yuv420p"
+    for k, canvas in enumerate(canvases):
+        frame = av.VideoFrame.from_ndarray(canvas, format="rgb24")
+        frame.pts = k
+        frame.time_base = Fraction(1, fps)
+        for packet in v.encode(frame):
+            c.mux(packet)
+    for packet in v.encode(None):
+        c.mux(packet)
 
 
 def truncate_file(path: str | os.PathLike, keep_fraction: float = 0.5) -> Path:
