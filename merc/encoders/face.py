@@ -10,7 +10,6 @@ removed ``pkg_resources``, so the files are located with ``importlib.util.find_s
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import threading
 from dataclasses import dataclass, field
@@ -18,6 +17,8 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+from merc.io import file_digest
 
 Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels of the original image
 
@@ -112,13 +113,6 @@ def iou(a: Sequence[float], b: Sequence[float]) -> float:
     return float(inter / union) if union > 0 else 0.0
 
 
-def _file_digest(paths: Sequence[str]) -> str:
-    h = hashlib.sha256()
-    for p in paths:
-        with open(p, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-    return h.hexdigest()[:16]
 
 
 # classes
@@ -198,7 +192,7 @@ class FaceEncoder:
         if self._fingerprint is None:
             files = [model_file("shape_predictor_5_face_landmarks.dat"),
                      model_file("dlib_face_recognition_resnet_model_v1.dat")]
-            self._fingerprint = f"dlib-resnet-v1-{_file_digest(files)}" + (
+            self._fingerprint = f"dlib-resnet-v1-{file_digest(*files)}" + (
                 f"-j{self.num_jitters}" if self.num_jitters else "")
         return self._fingerprint
 

@@ -10,13 +10,14 @@ QC check reports as the reason.
 """
 from __future__ import annotations
 
-import hashlib
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
+
+from merc.io import file_digest
 
 
 class AudioTooShortError(ValueError):
@@ -42,12 +43,6 @@ def _require_resemblyzer():
     return resemblyzer
 
 
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:16]
 
 
 # classes
@@ -70,7 +65,7 @@ class SpeakerEncoder:
         """Stable id of the exact weights (hash of resemblyzer's ``pretrained.pt``)."""
         if self._fingerprint is None:
             weights = Path(_require_resemblyzer().__file__).parent / "pretrained.pt"
-            self._fingerprint = f"resemblyzer-ge2e-{_file_digest(weights)}"
+            self._fingerprint = f"resemblyzer-ge2e-{file_digest(weights)}"
         return self._fingerprint
 
     @property
