@@ -1,6 +1,11 @@
 """MELD text-only benchmark: mlp / gru / transformer / mamba over frozen MiniLM and MPNet sentence
-embeddings, K seeds each, dev-selected, test evaluated once per seed; plus the logistic-regression floor
-(C chosen on dev). Writes benchmarks/results/meld_text.md and .json.
+embeddings, and over an emotion-tuned MPNet (``merc encoder finetune``), K seeds each, dev-selected,
+test evaluated once per seed; plus the logistic-regression floor (C chosen on dev) and, for a tuned
+encoder, its own utterance classifier. Writes benchmarks/results/meld_text.md and .json.
+
+Encoders are names or ``label=path`` (a fine-tuned folder):
+
+    .venv/bin/python benchmarks/bench_meld_text.py --encoders mpnet-meld=/work/ft/mpnet-meld --seeds 5
 
 Resumable: each (model, encoder) result is saved as it finishes under benchmarks/results/meld_text/, and a
 rerun skips finished ones. Runs go to $MERC_BENCH_RUNS (default /tmp/merc-bench-runs).
@@ -25,9 +30,19 @@ PARTS = OUT / "meld_text"
 DATA = ROOT.parent / "shared" / "data" / "meld"
 MODELS = ["mlp", "gru", "transformer", "mamba"]
 ENCODERS = ["minilm", "mpnet"]
+ORDER = {"minilm": 0, "mpnet": 1}  # frozen first, then tuned encoders by label
 
 
-def one(model: str, encoder: str, seeds: int, hp: dict) -> dict:
+def parse_encoders(spec: str) -> dict[str, str]:
+    """``"minilm,mpnet-meld=/path"`` -> {label: encoder name or path}."""
+    out = {}
+    for item in filter(None, spec.split(",")):
+        label, _, path = item.partition("=")
+        out[label] = path or label
+    return out
+
+
+def one(model: str, label: str, encoder: str, seeds: int, hp: dict) -> dict:
     import torch
     torch.set_num_threads(1)
     from merc.models.dialogue import DialogueConfig
@@ -37,13 +52,14 @@ def one(model: str, encoder: str, seeds: int, hp: dict) -> dict:
     mc = DialogueConfig(kind=model, **{k: v for k, v in hp.items() if k in DialogueConfig.__dataclass_fields__})
     tc = TrainConfig(**{k: v for k, v in hp.items() if k in TrainConfig.__dataclass_fields__})
     t0 = time.time()
-    s = run_experiment(dataset="meld", data_dir=str(DATA), out=runs / f"{model}_{encoder}", model_config=mc,
+    s = run_experiment(dataset="meld", data_dir=str(DATA), out=runs / f"{model}_{label}", model_config=mc,
                        train_config=tc, text_encoder=encoder, seeds=seeds, progress=False, log=lambda *a: None)
     s["wall_seconds"] = time.time() - t0
     s["hyperparameters"] = hp
-    tmp = PARTS / f".{model}_{encoder}.json.tmp"
+    s["encoder_source"] = encoder
+    tmp = PARTS / f".{model}_{label}.json.tmp"
     tmp.write_text(json.dumps(s, indent=2))
-    os.replace(tmp, PARTS / f"{model}_{encoder}.json")
+    os.replace(tmp, PARTS / f"{model}_{label}.json")
     return s
 
 
@@ -67,7 +83,12 @@ def logreg_floor(encoder: str) -> dict:
             best = (dev, C, clf)
     dev, C, clf = best
     pred = clf.predict(xy["test"][0])
-    return {"C": C, "dev_weighted_f1": dev, "test_weighted_f1": f1_score(xy["test"][1], pred, average="weighted"),
+    tuned = Path(encoder) / "merc_encoder.json"
+    own = json.loads(tuned.read_text()) if tuned.is_file() else None
+    return {"own_classifier": own and {"dev_weighted_f1": own["dev"]["weighted_f1"], "best_epoch": own["best_epoch"],
+                                       "test_weighted_f1": own["test"]["weighted_f1"],
+                                       "test_accuracy": own["test"]["accuracy"], "seconds": own["seconds"]},
+            "C": C, "dev_weighted_f1": dev, "test_weighted_f1": f1_score(xy["test"][1], pred, average="weighted"),
             "test_accuracy": accuracy_score(xy["test"][1], pred)}
 
 
@@ -85,8 +106,9 @@ def pm(d: dict) -> str:
 def report(results: dict, floors: dict, args) -> None:
     hps = {json.dumps(s.get("hyperparameters", {}), sort_keys=True) for s in results.values()}
     n_seeds = sorted({len(s["seeds"]) for s in results.values()})
-    lines = ["# MELD, text only: dialogue models over frozen sentence embeddings", "",
-             "Command: `.venv/bin/python benchmarks/bench_meld_text.py --seeds 5 --jobs 2 --hp '<hyper-parameters below>'` "
+    lines = ["# MELD, text only: dialogue models over frozen and emotion-tuned sentence embeddings", "",
+             "Command: `.venv/bin/python benchmarks/bench_meld_text.py --seeds 5 --jobs 2 --hp '<hyper-parameters below>' "
+             "--encoders minilm,mpnet,mpnet-meld=<folder written by benchmarks/finetune_mpnet_meld.sh>` "
              "(then `--report-only` to rewrite this file from the saved parts)", "",
              f"Machine: {machine()}; {time.strftime('%Y-%m-%d')}; each run single-threaded, {args.jobs} runs in parallel.", "",
              f"Protocol: train on MELD train ({DATA.name} from ../shared/data), early stopping and checkpoint selection on "
@@ -96,8 +118,14 @@ def report(results: dict, floors: dict, args) -> None:
              f"`{' / '.join(sorted(hps))}`.", "",
              "| encoder | model | test weighted F1 (%) | test accuracy (%) | test macro F1 (%) | dev weighted F1 (%) | train s / seed |",
              "|---|---|---:|---:|---:|---:|---:|"]
-    for enc in ENCODERS:
+    labels = sorted({e for _, e in results} | set(floors), key=lambda e: (ORDER.get(e, 9), e))
+    for enc in labels:
         f = floors.get(enc)
+        own = (f or {}).get("own_classifier")
+        if own:
+            lines.append(f"| {enc} | its own fine-tuning classifier (no context, epoch {own['best_epoch']} on dev) | "
+                         f"{100 * own['test_weighted_f1']:.2f} | {100 * own['test_accuracy']:.2f} | | "
+                         f"{100 * own['dev_weighted_f1']:.2f} | {own['seconds']:.0f} (fine-tuning) |")
         if f:
             lines.append(f"| {enc} | logistic regression (no context, C={f['C']} on dev) | {100 * f['test_weighted_f1']:.2f} | "
                          f"{100 * f['test_accuracy']:.2f} | | {100 * f['dev_weighted_f1']:.2f} | |")
@@ -122,19 +150,21 @@ def main() -> None:
     ap.add_argument("--report-only", action="store_true", help="only rewrite the report from finished parts")
     args = ap.parse_args()
     PARTS.mkdir(parents=True, exist_ok=True)
-    todo = [] if args.report_only else [(m, e) for e in args.encoders.split(",") for m in args.models.split(",")
+    encoders = parse_encoders(args.encoders)
+    todo = [] if args.report_only else [(m, e) for e in encoders for m in args.models.split(",")
                                         if not (PARTS / f"{m}_{e}.json").exists()]
     with ProcessPoolExecutor(args.jobs) as pool:
-        futs = {pool.submit(one, m, e, args.seeds, args.hp): (m, e) for m, e in todo}
-        floor_futs = {e: pool.submit(logreg_floor, e) for e in args.encoders.split(",")
+        floor_futs = {e: pool.submit(logreg_floor, src) for e, src in encoders.items()
                       if not args.report_only and not (PARTS / f"logreg_{e}.json").exists()}
+        futs = {pool.submit(one, m, e, encoders[e], args.seeds, args.hp): (m, e) for m, e in todo}
         for fut in futs:
             m, e = futs[fut]
             s = fut.result()
-            print(f"{m:>12} {e:>7}: test wF1 {pm(s['test']['weighted_f1'])}  ({s['wall_seconds']:.0f} s)", flush=True)
+            print(f"{m:>12} {e:>10}: test wF1 {pm(s['test']['weighted_f1'])}  ({s['wall_seconds']:.0f} s)", flush=True)
         for e, fut in floor_futs.items():
             (PARTS / f"logreg_{e}.json").write_text(json.dumps(fut.result()))
-    results = {tuple(p.stem.split("_", 1)): json.loads(p.read_text()) for p in PARTS.glob("*.json") if not p.stem.startswith("logreg")}
+    results = {tuple(p.stem.split("_", 1)): json.loads(p.read_text()) for p in PARTS.glob("*.json")
+               if not p.stem.startswith("logreg") and p.stem.split("_", 1)[0] in MODELS}
     floors = {p.stem.split("_", 1)[1]: json.loads(p.read_text()) for p in PARTS.glob("logreg_*.json")}
     report(results, floors, args)
     print((OUT / "meld_text.md").read_text())

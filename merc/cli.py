@@ -1,6 +1,6 @@
 """The ``merc`` command. Each sub-command lives next to the code it drives and registers itself here.
 
-Contract (DESIGN.md): data stats · train · evaluate · predict · qc · demo.
+Contract (DESIGN.md): data stats · train · evaluate · predict · qc · demo; plus encoder list/finetune.
 """
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import sys
 # sub-command -> module defining ``add_parser(subparsers)``; the module sets ``func`` on its parser.
 COMMANDS = {
     "data": "merc.data.cli",
+    "encoder": "merc.encoders.cli",
     "train": "merc.training.cli",
     "evaluate": "merc.training.cli",
     "predict": "merc.training.cli",
@@ -38,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, KeyError, ImportError) as e:
+    except (ValueError, FileNotFoundError, FileExistsError, KeyError, ImportError) as e:
         # bad input or a missing optional package: one clear line; MERC_DEBUG=1 shows the traceback
         if os.environ.get("MERC_DEBUG"):
             raise

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import json
 import os
 import shutil
 import site
@@ -157,6 +158,14 @@ class TextEncoder(ABC):
     dim: int
     fingerprint: str  # stable id of the exact weights; part of every feature-cache key
     batch_size: int = 64
+    template: str = "{text}"  # how an utterance becomes the encoder's input ({speaker}, {text})
+
+    def texts_for(self, utterances: Iterable) -> list[str]:
+        """The strings this encoder sees for ``utterances`` (``template`` filled with speaker and text)."""
+        if self.template == "{text}":
+            return [u.text for u in utterances]
+        from merc.encoders.finetune import render
+        return [render(self.template, u) for u in utterances]
 
     @abstractmethod
     def _encode_batch(self, texts: list[str]) -> np.ndarray:
@@ -202,6 +211,9 @@ class SentenceTransformerEncoder(TextEncoder):
             self._load()
         else:
             self.dim = dim
+        meta = path / "merc_encoder.json"  # written by merc.encoders.finetune: the input template
+        if self.local and meta.is_file():
+            self.template = json.loads(meta.read_text()).get("template", "{text}")
         label = label or (path.name if self.local else str(model).replace("/", "__"))
         folder = path if self.local else self._hub_folder(str(model))
         digest = _hash_files(folder) if folder is not None else self._state_digest()

@@ -98,7 +98,7 @@ class TrainedRun:
             raise ValueError(f"text encoder {self.config.text_encoder!r} differs from the one this run was trained "
                              f"with (fingerprint {enc.fingerprint} != {self.config.text_encoder_fingerprint})")
         utts = [u for c in conversations for u in c]
-        X = enc.encode([u.text for u in utts], progress=progress)
+        X = enc.encode(enc.texts_for(utts), progress=progress)
         return {"text": {u.utterance_id: x for u, x in zip(utts, X)}}
 
     def predict(self, conversations: Sequence[Conversation], *, features=None, progress: bool = False) -> list[np.ndarray]:

@@ -1,0 +1,76 @@
+"""Emotion-tuned stage-1 text encoder: fine-tune a sentence encoder on MELD train (dev-selected epoch),
+then encode MELD with it once (filling the feature cache the dialogue benchmark reads). Writes
+benchmarks/results/finetune_<label>.md and .json: per-epoch loss and dev scores, the encoder's own
+test score, wall times of fine-tuning and of encoding.
+
+Resumable: the fine-tuning checkpoints itself (see merc.encoders.finetune); a finished folder is reused.
+
+    .venv/bin/python benchmarks/bench_finetune.py --base mpnet --out /work/ft/mpnet-meld --label mpnet-meld
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_meld_text import DATA, OUT, machine  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--base", default="mpnet")
+    ap.add_argument("--out", required=True, help="folder for the tuned encoder (kept outside the repository)")
+    ap.add_argument("--label", default="mpnet-meld")
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    import torch
+    torch.set_num_threads(args.threads)
+    from merc.data import load_corpus
+    from merc.encoders import encode_split, get_text_encoder
+    from merc.encoders.finetune import META_FILE, FinetuneConfig, finetune_text_encoder
+    corpus = load_corpus("meld", str(DATA))
+    out = Path(args.out)
+    config = FinetuneConfig(base=args.base, epochs=args.epochs)
+    if not (out / META_FILE).is_file():
+        finetune_text_encoder(corpus, out, config)
+    meta = json.loads((out / META_FILE).read_text())
+    enc = get_text_encoder(str(out))
+    encode = {}
+    for split in ("train", "dev", "test"):
+        t0 = time.perf_counter()
+        feats = encode_split(corpus, split, enc)
+        encode[split] = {"n": len(feats), "seconds": round(time.perf_counter() - t0, 1),
+                         "cache_hit": bool(feats.meta.get("cache_hit"))}
+    res = {"label": args.label, "machine": machine(), "finetune": meta, "encode": encode}
+    (OUT / f"finetune_{args.label}.json").write_text(json.dumps(res, indent=2))
+    c = meta["config"]
+    lines = [f"# Emotion-tuned text encoder `{args.label}`: {meta['base']} fine-tuned on MELD utterance labels", "",
+             f"Command: `.venv/bin/python benchmarks/bench_finetune.py --base {args.base} --out <folder> --label {args.label} "
+             f"--epochs {args.epochs} --threads {args.threads}` (equivalently `merc encoder finetune --dataset meld "
+             f"--data-dir ../shared/data/meld --base {args.base} --epochs {args.epochs} --threads {args.threads} --out <folder>`)", "",
+             f"Machine: {machine()}; {time.strftime('%Y-%m-%d')}; {args.threads} threads.", "",
+             f"Setup: input `{meta['template']}` per utterance (no neighbouring utterances), max {c['max_length']} tokens, "
+             f"sentence embedding → dropout {c['dropout']} → linear; AdamW lr {c['lr']} (head {c['head_lr']}), weight decay "
+             f"{c['weight_decay']}, batch {c['batch_size']}, {int(100 * c['warmup'])}% linear warm-up then linear decay, "
+             f"class weights {c['class_weights']}, seed {c['seed']}; {meta['n_train']} training utterances. "
+             "The kept epoch is the one with the best **dev** weighted F1; test scored once with it.", "",
+             "| epoch | train loss | dev weighted F1 (%) | dev accuracy (%) |", "|---:|---:|---:|---:|"]
+    for h in meta["history"]:
+        mark = " (kept)" if h["epoch"] == meta["best_epoch"] else ""
+        lines.append(f"| {h['epoch']}{mark} | {h['train_loss']:.4f} | {100 * h['dev_weighted_f1']:.2f} | {100 * h['dev_accuracy']:.2f} |")
+    t = meta["test"]
+    lines += ["", f"Its own classifier on test (utterance only, no dialogue context): weighted F1 {100 * t['weighted_f1']:.2f}, "
+              f"accuracy {100 * t['accuracy']:.2f}, macro F1 {100 * t['macro_f1']:.2f}.", "",
+              f"Fine-tuning wall time: {meta['seconds']:.0f} s ({meta['seconds'] / 60:.1f} min) including the per-epoch dev passes and the test pass.", "",
+              "Encoding MELD with the tuned encoder (feature cache): " + ", ".join(
+                  f"{s} {e['n']} utt {'cached' if e['cache_hit'] else f'{e['seconds']:.0f} s'}" for s, e in encode.items()) + "."]
+    (OUT / f"finetune_{args.label}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""``merc encoder``: list the text encoders; fine-tune one on a corpus (the emotion-tuned stage-1 encoder)."""
+from __future__ import annotations
+
+import argparse
+import json
+
+from merc.data import DATASETS, load_corpus
+from merc.encoders.finetune import FinetuneConfig
+
+
+def list_command(args: argparse.Namespace) -> int:
+    from merc.encoders.text import available_text_encoders
+    for name in available_text_encoders():
+        print(name)
+    print("(or a local sentence-transformers folder, e.g. one written by `merc encoder finetune`)")
+    return 0
+
+
+def finetune_command(args: argparse.Namespace) -> int:
+    import torch
+
+    from merc.encoders.finetune import finetune_text_encoder
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    options = {"classes": args.iemocap_classes} if args.dataset == "iemocap" else {}
+    corpus = load_corpus(args.dataset, args.data_dir, **options)
+    config = FinetuneConfig(base=args.base, template=args.template, epochs=args.epochs, lr=args.lr,
+                            batch_size=args.batch_size, max_length=args.max_length,
+                            class_weights=args.class_weights, seed=args.seed, max_train=args.max_train)
+    res = finetune_text_encoder(corpus, args.out, config, progress=not args.quiet)
+    summary = {"out": str(res.out_dir), "best_epoch": res.best_epoch,
+               "dev_weighted_f1": res.dev.get("weighted_f1"), "dev_accuracy": res.dev.get("accuracy"),
+               "test_weighted_f1": (res.test or {}).get("weighted_f1"),
+               "test_accuracy": (res.test or {}).get("accuracy"), "seconds": round(res.seconds, 1)}
+    print(json.dumps(summary, indent=2))
+    print(f"use it with: merc train ... --text-encoder {res.out_dir}")
+    return 0
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``merc encoder`` (actions ``list`` and ``finetune``)."""
+    enc = subparsers.add_parser("encoder", help="text encoders: list, fine-tune", description=__doc__)
+    sub = enc.add_subparsers(dest="encoder_command", metavar="ACTION")
+    sub.required = True
+    p = sub.add_parser("list", help="registered text encoder names")
+    p.set_defaults(func=list_command)
+    d = FinetuneConfig()
+    p = sub.add_parser("finetune", help="fine-tune a sentence encoder as an utterance emotion classifier; "
+                       "dev-selected epoch saved as a sentence-transformers folder")
+    p.add_argument("--dataset", choices=DATASETS, required=True)
+    p.add_argument("--data-dir", required=True)
+    p.add_argument("--iemocap-classes", type=int, choices=(4, 6), default=6)
+    p.add_argument("--base", default=d.base, help="mpnet, minilm, or a sentence-transformers name/path")
+    p.add_argument("--template", default=d.template, help="encoder input per utterance; fields {speaker} {text}")
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--max-length", type=int, default=d.max_length, help="tokens")
+    p.add_argument("--class-weights", choices=("none", "balanced"), default=d.class_weights)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--max-train", type=int, default=None, help="use only the first N training utterances (smoke runs)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--out", required=True, help="folder to create (resumes if it holds a checkpoint)")
+    p.set_defaults(func=finetune_command)
+    return enc

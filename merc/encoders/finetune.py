@@ -1,0 +1,334 @@
+"""Stage 1, emotion-tuned: fine-tune a sentence-transformers text encoder on a corpus's utterance labels.
+
+The frozen sentence encoders (``mpnet``, ``minilm``) were trained for semantic similarity, not emotion.
+This module fine-tunes one end to end as an utterance classifier — the encoder's sentence embedding,
+dropout, one linear layer, cross-entropy — and saves the encoder as an ordinary sentence-transformers
+folder that every other part of merc takes as ``--text-encoder PATH``:
+
+    merc encoder finetune --dataset meld --data-dir ../shared/data/meld --base mpnet --out encoders/mpnet-meld
+    merc train ... --text-encoder encoders/mpnet-meld
+
+Each utterance is rendered through a template (default ``"{speaker}: {text}"``, so the encoder learns
+speaker priors); the template travels with the folder (``merc_encoder.json``) and the feature cache and
+``merc predict`` apply it. Context beyond the utterance is left to the stage-3 dialogue model.
+
+Honest selection: the checkpoint kept is the epoch with the best **dev** weighted F1; test is scored once,
+after training, with that checkpoint. A run is resumable: every ``checkpoint_minutes`` the model, the
+optimizer, the schedule and the position in the epoch are written atomically to ``<out>/.checkpoint.pt``;
+a rerun with the same config continues from there (the batch order is a function of seed and epoch).
+
+Cost on the 2-core CPU machine: see benchmarks/results/finetune_mpnet_meld.md.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from merc.data.schema import Corpus, Utterance
+from merc.io import write_json
+
+META_FILE = "merc_encoder.json"  # read by SentenceTransformerEncoder: template, labels, provenance
+HEAD_FILE = "classifier.safetensors"
+CHECKPOINT = ".checkpoint.pt"
+DEFAULT_TEMPLATE = "{speaker}: {text}"
+
+# helpers
+
+
+def render(template: str, u: Utterance) -> str:
+    """The text an encoder sees for utterance ``u`` (``{speaker}`` and ``{text}`` are filled in)."""
+    try:
+        return template.format(speaker=u.speaker, text=u.text)
+    except (KeyError, IndexError, ValueError) as e:
+        raise ValueError(f"text template {template!r} is invalid ({e}); use the fields {{speaker}} and {{text}}") from None
+
+
+def length_grouped_batches(lengths: Sequence[int], batch_size: int, *, seed: int, pool: int = 50) -> list[list[int]]:
+    """Shuffled batches of indices whose lengths are similar (less padding, same randomness per seed).
+
+    Indices are shuffled, cut into pools of ``pool * batch_size``, sorted by length inside a pool,
+    cut into batches, and the batches shuffled: a function of ``seed`` only, so a resumed epoch
+    replays the same order.
+    """
+    rng = random.Random(seed)
+    idx = list(range(len(lengths)))
+    rng.shuffle(idx)
+    batches: list[list[int]] = []
+    span = pool * batch_size
+    for s in range(0, len(idx), span):
+        chunk = sorted(idx[s:s + span], key=lambda i: lengths[i])
+        batches += [chunk[k:k + batch_size] for k in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    import torch
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _labelled(corpus: Corpus, split: str, template: str) -> tuple[list[str], np.ndarray, list[str]]:
+    """Rendered texts, label indices and utterance ids of the labelled utterances of ``split``."""
+    index = {lab: i for i, lab in enumerate(corpus.labels)}
+    texts, ys, ids = [], [], []
+    for u in corpus.utterances(split):
+        if u.emotion is None:
+            continue
+        if u.emotion not in index:
+            raise ValueError(f"{corpus.name}/{split}: utterance {u.utterance_id} has label {u.emotion!r}, "
+                             f"not one of {corpus.labels}")
+        texts.append(render(template, u))
+        ys.append(index[u.emotion])
+        ids.append(u.utterance_id)
+    return texts, np.asarray(ys, dtype=np.int64), ids
+
+# classes
+
+
+@dataclass
+class FinetuneConfig:
+    base: str = "mpnet"  # registered name, local sentence-transformers folder, or hub name
+    template: str = DEFAULT_TEMPLATE
+    epochs: int = 3
+    lr: float = 2e-5  # encoder
+    head_lr: float = 1e-3  # the linear classifier (starts from zero knowledge)
+    weight_decay: float = 0.01
+    warmup: float = 0.1  # fraction of all steps, linear warm-up then linear decay
+    batch_size: int = 16
+    max_length: int = 64  # tokens; MELD "speaker: text" has mean 16, 95th percentile 32
+    dropout: float = 0.1
+    class_weights: str = "none"  # "none" | "balanced" (inverse frequency, as sklearn)
+    seed: int = 0
+    checkpoint_minutes: float = 10.0
+    max_train: int | None = None  # cap on training utterances (smoke tests)
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.max_length < 4:
+            raise ValueError(f"FinetuneConfig: epochs, batch_size must be >= 1 and max_length >= 4, got {self}")
+        if self.class_weights not in ("none", "balanced"):
+            raise ValueError(f"class_weights must be 'none' or 'balanced', got {self.class_weights!r}")
+        render(self.template, Utterance("u", "Speaker", "text"))  # fails early on a bad template
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "FinetuneConfig":
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+@dataclass
+class FinetuneResult:
+    out_dir: Path
+    best_epoch: int
+    dev: dict[str, Any]
+    test: dict[str, Any] | None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+class _Classifier:
+    """Sentence encoder + dropout + linear head, as one trainable unit."""
+
+    def __init__(self, st_model, n_classes: int, dropout: float):
+        import torch
+        self.st = st_model
+        dim = int((getattr(st_model, "get_embedding_dimension", None) or st_model.get_sentence_embedding_dimension)())
+        self.head = torch.nn.Linear(dim, n_classes)
+        self.drop = torch.nn.Dropout(dropout)
+
+    def parameters(self):
+        return [*self.st.parameters(), *self.head.parameters()]
+
+    def train(self, mode: bool = True) -> None:
+        self.st.train(mode)
+        self.head.train(mode)
+        self.drop.train(mode)
+
+    def logits(self, texts: list[str]):
+        feats = self.st.tokenize(texts)
+        emb = self.st(feats)["sentence_embedding"]  # (batch, dim)
+        return self.head(self.drop(emb))  # (batch, n_classes)
+
+    def predict(self, texts: list[str], *, batch_size: int = 64, progress: bool = False, desc: str = "") -> np.ndarray:
+        import torch
+        self.train(False)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out = np.empty(len(texts), dtype=np.int64)
+        with torch.inference_mode():
+            for s in tqdm(range(0, len(order), batch_size), desc=desc, disable=not progress, leave=False):
+                idx = order[s:s + batch_size]
+                out[idx] = self.logits([texts[i] for i in idx]).argmax(-1).numpy()
+        return out
+
+
+def _load_base(base: str):
+    """The ``SentenceTransformer`` behind ``base`` (fresh weights, trainable) and a label for provenance."""
+    from merc.encoders.text import SentenceTransformerEncoder, get_text_encoder
+    enc = get_text_encoder(base)
+    if not isinstance(enc, SentenceTransformerEncoder):
+        raise ValueError(f"text encoder {base!r} is a {type(enc).__name__}; fine-tuning needs a "
+                         "sentence-transformers model")
+    return enc.model, enc
+
+
+def finetune_text_encoder(corpus: Corpus, out_dir: str | Path, config: FinetuneConfig | None = None, *,
+                          progress: bool = True, score_test: bool = True,
+                          on_step: Callable[[int, int], None] | None = None) -> FinetuneResult:
+    """Fine-tune ``config.base`` on ``corpus`` train, select the epoch on dev, save it to ``out_dir``.
+
+    ``out_dir`` becomes a sentence-transformers folder plus ``merc_encoder.json`` (template, labels,
+    config, history, dev/test scores of the encoder's own classifier) and ``classifier.safetensors``.
+    ``on_step(epoch, step)`` is called after every optimizer step (and after any checkpoint it triggered).
+    """
+    import torch
+    from safetensors.torch import save_file
+
+    from merc.training.metrics import evaluate_predictions
+
+    config = config or FinetuneConfig()
+    out = Path(out_dir)
+    if not (out / CHECKPOINT).is_file() and out.is_dir() and any(not p.name.startswith(".") for p in out.iterdir()):
+        raise FileExistsError(f"{out} is not empty (and holds no checkpoint to resume); choose another --out "
+                              "or delete it")
+    out.mkdir(parents=True, exist_ok=True)
+    tr_texts, tr_y, _ = _labelled(corpus, "train", config.template)
+    dev_texts, dev_y, _ = _labelled(corpus, "dev", config.template)
+    if len(tr_texts) == 0 or len(dev_texts) == 0:
+        raise ValueError(f"{corpus.name}: fine-tuning needs labelled train and dev utterances "
+                         f"(train {len(tr_texts)}, dev {len(dev_texts)})")
+    if config.max_train is not None:
+        tr_texts, tr_y = tr_texts[:config.max_train], tr_y[:config.max_train]
+
+    torch.manual_seed(config.seed)
+    st, base_enc = _load_base(config.base)
+    st.max_seq_length = config.max_length
+    model = _Classifier(st, len(corpus.labels), config.dropout)
+    lengths = [len(t) for t in tr_texts]
+    steps_per_epoch = math.ceil(len(tr_texts) / config.batch_size)
+    total = steps_per_epoch * config.epochs
+    warm = max(1, int(config.warmup * total))
+    opt = torch.optim.AdamW([{"params": list(st.parameters()), "lr": config.lr},
+                             {"params": list(model.head.parameters()), "lr": config.head_lr}],
+                            weight_decay=config.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min((s + 1) / warm, max(0.0, (total - s) / max(1, total - warm))))
+    weight = None
+    if config.class_weights == "balanced":
+        counts = np.bincount(tr_y, minlength=len(corpus.labels)).astype(float)
+        weight = torch.tensor(len(tr_y) / (len(counts) * np.maximum(counts, 1)), dtype=torch.float32)
+    loss_fn = torch.nn.CrossEntropyLoss(weight=weight)
+
+    state = {"epoch": 0, "step": 0, "history": [], "best": -1.0, "best_epoch": 0, "seconds": 0.0}
+    ck = out / CHECKPOINT
+    if ck.is_file():
+        saved = torch.load(ck, map_location="cpu", weights_only=False)
+        if saved["config"] != asdict(config) or saved["labels"] != corpus.labels:
+            raise ValueError(f"{ck} was written by a different fine-tuning config or label set; "
+                             "delete it (or the folder) to start over")
+        st.load_state_dict(saved["st"])
+        model.head.load_state_dict(saved["head"])
+        opt.load_state_dict(saved["opt"])
+        sched.load_state_dict(saved["sched"])
+        if "rng" in saved:  # same dropout masks as an uninterrupted run
+            torch.set_rng_state(saved["rng"])
+        state = saved["state"]
+        if progress:
+            print(f"resuming {out}: epoch {state['epoch'] + 1}, step {state['step']}/{steps_per_epoch}")
+
+    def checkpoint() -> None:
+        _atomic_torch_save({"config": asdict(config), "labels": corpus.labels, "st": st.state_dict(),
+                            "head": model.head.state_dict(), "opt": opt.state_dict(),
+                            "sched": sched.state_dict(), "rng": torch.get_rng_state(), "state": state}, ck)
+
+    def save_best(dev_scores: dict[str, Any]) -> None:
+        tmp = Path(tempfile.mkdtemp(dir=out, prefix=".best-"))
+        st.save(str(tmp))
+        save_file({k: v.detach().contiguous() for k, v in model.head.state_dict().items()}, str(tmp / HEAD_FILE))
+        for old in out.iterdir():  # swap the folder's contents; the checkpoint and temp folders stay
+            if old.name.startswith(".") or old == tmp:
+                continue
+            shutil.rmtree(old) if old.is_dir() else old.unlink()
+        for new in tmp.iterdir():
+            os.replace(new, out / new.name)
+        tmp.rmdir()
+
+    t_start = time.perf_counter() - state["seconds"]
+    last_ck = time.perf_counter()
+    while state["epoch"] < config.epochs:
+        epoch = state["epoch"]
+        batches = length_grouped_batches(lengths, config.batch_size, seed=config.seed * 1000 + epoch)
+        model.train(True)
+        bar = tqdm(total=len(batches), initial=state["step"], desc=f"fine-tune {base_enc.name} epoch {epoch + 1}/{config.epochs}",
+                   unit="batch", disable=not progress)
+        running = state.get("running_loss", 0.0)
+        for k in range(state["step"], len(batches)):
+            idx = batches[k]
+            logits = model.logits([tr_texts[i] for i in idx])
+            loss = loss_fn(logits, torch.from_numpy(tr_y[idx]))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            running += loss.item()
+            state["step"], state["running_loss"] = k + 1, running
+            bar.update(1)
+            bar.set_postfix(loss=f"{running / (k + 1):.3f}")
+            if time.perf_counter() - last_ck > 60 * config.checkpoint_minutes:
+                state["seconds"] = time.perf_counter() - t_start
+                checkpoint()
+                last_ck = time.perf_counter()
+            if on_step is not None:
+                on_step(epoch, k + 1)
+        bar.close()
+        dev_pred = model.predict(dev_texts, progress=progress, desc="dev")
+        dev_scores = evaluate_predictions(dev_y, dev_pred, corpus.labels)
+        row = {"epoch": epoch + 1, "train_loss": running / max(1, len(batches)),
+               "dev_weighted_f1": dev_scores["weighted_f1"], "dev_accuracy": dev_scores["accuracy"]}
+        state["history"].append(row)
+        if progress:
+            print(f"epoch {epoch + 1}: train loss {row['train_loss']:.4f}  dev wF1 {row['dev_weighted_f1']:.4f}  "
+                  f"acc {row['dev_accuracy']:.4f}")
+        if dev_scores["weighted_f1"] > state["best"]:
+            state["best"], state["best_epoch"], state["best_dev"] = dev_scores["weighted_f1"], epoch + 1, dev_scores
+            save_best(dev_scores)
+        state.update(epoch=epoch + 1, step=0, running_loss=0.0, seconds=time.perf_counter() - t_start)
+        if state["epoch"] < config.epochs:
+            checkpoint()
+            last_ck = time.perf_counter()
+
+    seconds = time.perf_counter() - t_start
+    test_scores = None
+    if score_test and corpus.splits.get("test"):
+        from merc.encoders.text import SentenceTransformerEncoder
+        best_st = SentenceTransformerEncoder(out).model  # the dev-selected epoch, scored on test once
+        best = _Classifier(best_st, len(corpus.labels), 0.0)
+        from safetensors.torch import load_file
+        best.head.load_state_dict(load_file(str(out / HEAD_FILE)))
+        te_texts, te_y, _ = _labelled(corpus, "test", config.template)
+        if len(te_texts):
+            test_scores = evaluate_predictions(te_y, best.predict(te_texts, progress=progress, desc="test"), corpus.labels)
+    meta = {"template": config.template, "labels": corpus.labels, "corpus": corpus.name, "base": config.base,
+            "base_fingerprint": base_enc.fingerprint, "config": asdict(config), "best_epoch": state["best_epoch"],
+            "history": state["history"], "dev": state.get("best_dev"), "test": test_scores,
+            "n_train": len(tr_texts), "seconds": round(seconds, 1)}
+    write_json(out / META_FILE, meta)
+    ck.unlink(missing_ok=True)
+    return FinetuneResult(out, state["best_epoch"], state.get("best_dev") or {}, test_scores,
+                          state["history"], seconds)
