@@ -137,3 +137,39 @@ def test_bad_predict_input_names_file_and_line(toy_corpus, tmp_path):
     badj.write_text('{"conversation_id": "c", "utterances": [{"speaker": "A"}]}\n')
     with pytest.raises(CorpusError, match=r"bad.jsonl:1: utterance 0 of 'c' lacks \['text'\]"):
         read_conversations(badj)
+
+
+class SpeakerToyEncoder(ToyEncoder):
+    """The toy encoder reading ``"{speaker} {text}"``, as a fine-tuned encoder's template asks."""
+    name, fingerprint, template = "toy-speaker", "toy-speaker-v1", "{speaker} {text}"
+
+
+register_text_encoder("toy-speaker", lambda **kw: SpeakerToyEncoder(), overwrite=True)
+
+
+def test_encoder_template_reaches_training_and_prediction(tmp_path, monkeypatch, capsys):
+    """Here only the speaker's name tells the emotion: a model learns it only if the template is applied
+    by the feature cache (training) and by predict (new conversations)."""
+    monkeypatch.setenv("MERC_CACHE", str(tmp_path / "cache"))
+    rng = np.random.default_rng(1)
+    mood = {"Furious": "angry", "Fine": "calm", "Great": "happy"}
+    for split, n in (("train", 60), ("dev", 15), ("test", 15)):
+        convs = []
+        for c in range(n):
+            names = rng.choice(list(mood), size=2, replace=False)
+            utts = [{"utterance_id": f"{split}{c}_{i}", "speaker": str(names[i % 2]), "text": "ok then.",
+                     "emotion": mood[str(names[i % 2])]} for i in range(4)]
+            convs.append({"conversation_id": f"{split}{c}", "utterances": utts})
+        (tmp_path / f"{split}.jsonl").write_text("\n".join(json.dumps(c) for c in convs) + "\n")
+    args = ["train", "--dataset", "jsonl", "--data-dir", str(tmp_path), "--model", "mlp", "--epochs", "20",
+            "--d-model", "16", "--dropout", "0.0", "--lr", "1e-2", "--quiet"]
+    assert main([*args, "--text-encoder", "toy-speaker", "--out", str(tmp_path / "run")]) == 0
+    assert main([*args, "--text-encoder", "toy", "--out", str(tmp_path / "plain")]) == 0
+    acc = {r: json.loads((tmp_path / r / "metrics.json").read_text())["test"]["accuracy"] for r in ("run", "plain")}
+    assert acc["run"] > 0.95 and acc["plain"] < 0.6, acc
+    conv = tmp_path / "new.txt"
+    conv.write_text("Furious: ok then.\nGreat: ok then.\nFine: ok then.\n")
+    capsys.readouterr()
+    assert main(["predict", str(tmp_path / "run"), str(conv), "--json", "--no-plots"]) == 0
+    got = [u["emotion"] for u in json.loads(capsys.readouterr().out)["utterances"]]
+    assert got == ["angry", "happy", "calm"]
