@@ -1,4 +1,5 @@
-"""MELD reader: the real release (checked against its SOURCE.md) and small CSVs written here."""
+"""MELD reader: the real release and its dyadic variant (checked against their SOURCE.md) and small CSVs
+written here."""
 from __future__ import annotations
 
 import re
@@ -8,7 +9,7 @@ import pytest
 
 from merc.data import CorpusError, load_corpus
 from merc.data.labels import MELD_LABELS
-from merc.data.meld import parse_time, read_meld
+from merc.data.meld import parse_time, read_meld, read_meld_dyadic
 
 HEADER = "Sr No.,Utterance,Speaker,Emotion,Sentiment,Dialogue_ID,Utterance_ID,Season,Episode,StartTime,EndTime"
 ROWS = [  # deliberately out of dialogue / utterance order
@@ -19,22 +20,23 @@ ROWS = [  # deliberately out of dialogue / utterance order
 
 
 def write_meld(folder: Path, rows: list[str], split: str = "train", header: str = HEADER,
-               encoding: str = "utf-8") -> Path:
+               encoding: str = "utf-8", dyadic: bool = False) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{split}_sent_emo.csv"
+    path = folder / f"{split}_sent_emo{'_dya' if dyadic else ''}.csv"
     path.write_bytes(("\n".join([header, *rows]) + "\n").encode(encoding))
     return path
 
 
 # the real release
 
-def source_statement(meld: Path) -> dict[str, tuple[int, dict[str, int]]]:
-    """split -> (rows, emotion distribution) as written in SOURCE.md."""
+def source_statement(meld: Path, suffix: str = "_sent_emo.csv") -> dict[str, tuple[int, dict[str, int]]]:
+    """split -> (rows, emotion distribution) as written in SOURCE.md for the files ``{split}{suffix}``."""
     text = (meld / "SOURCE.md").read_text(encoding="utf-8")
-    rows = {m[1]: int(m[2]) for m in re.finditer(r"\| (\w+)_sent_emo\.csv \| \d+ \| (\d+) \|", text)}
+    name = r"(\w+)" + re.escape(suffix)
+    rows = {m[1]: int(m[2]) for m in re.finditer(rf"\| {name} \| \d+ \| (\d+) \|", text)}
     section = text.split("Emotion distribution:")[1].split("\n\n")[0]
     dists = {m[1]: {lab: int(n) for lab, n in re.findall(r"(\w+) (\d+)", m[2])}
-             for m in re.finditer(r"- (\w+)_sent_emo\.csv: (.+)", section)}
+             for m in re.finditer(rf"- {name}: (.+)", section)}
     assert set(rows) == set(dists) == {"train", "dev", "test"}, "SOURCE.md format changed"
     return {s: (rows[s], dists[s]) for s in rows}
 
@@ -83,6 +85,29 @@ def test_real_meld_ids_order_times_and_media(real_meld):
     assert u.video == u.audio == "/nonexistent/MELD.Raw/dev_splits_complete/dia0_utt0.mp4"
     assert corpus["train"][0].utterances[0].video.endswith("/train_splits/dia0_utt0.mp4")
     assert corpus["test"][0].utterances[0].video.endswith("/output_repeated_splits_test/dia0_utt0.mp4")
+
+
+# the real dyadic variant
+
+def test_real_meld_dyadic_matches_source_statement(shared_data):
+    folder = shared_data / "meld_dyadic"
+    stated = source_statement(folder, "_sent_emo_dya.csv")
+    corpus = load_corpus("meld_dyadic", folder, media_dir="/nonexistent/MELD.Raw")
+    stats = corpus.stats()
+    assert stats["dataset"] == "meld_dyadic" and stats["labels"] == MELD_LABELS
+    dialogues = {"train": 2160, "dev": 270, "test": 577}
+    for split, (rows, dist) in stated.items():
+        s = stats["splits"][split]
+        assert s["utterances"] == rows
+        assert s["labels"] == {lab: dist[lab] for lab in MELD_LABELS}
+        assert s["conversations"] == dialogues[split]
+        assert sum(s["dropped"].values()) == 0
+        assert all(len(conv.speakers) == 2 for conv in corpus[split])  # dyadic
+    assert corpus.repaired == {"mojibake": 0, "short_milliseconds": 4}
+    u = corpus["dev"][2].utterances[0]  # the re-grouped utterance keeps its original clip
+    assert (u.utterance_id, u.speaker, u.text) == ("dev_dia2_utt0", "Chandler", "You\u2019re a genius!")
+    assert (u.meta["old_dialogue_id"], u.meta["old_utterance_id"]) == (1, 1)
+    assert u.video == u.audio == "/nonexistent/MELD.Raw/dev_splits_complete/dia1_utt1.mp4"
 
 
 # small files written here
@@ -150,3 +175,72 @@ def test_missing_split_file(tmp_path):
     write_meld(tmp_path, [GOOD])
     with pytest.raises(CorpusError, match=r"dev_sent_emo\.csv: no such file"):
         read_meld(tmp_path)
+
+
+# the dyadic variant, small files
+
+HEADER_DYA = ("Utterance,Speaker,Emotion,Sentiment,Dialogue_ID,Utterance_ID,Old_Dialogue_ID,Old_Utterance_ID,"
+              "Season,Episode,StartTime,EndTime")
+ROWS_DYA = [  # dyadic dia1 re-uses old dia0_utt1; out of order
+    '"Itâ€™s me.",Ross,joy,positive,1,0,0,1,2,5,"00:01:00,000","00:01:01,50"',
+    'Hi.,Rachel,neutral,neutral,0,1,0,2,2,5,"00:00:03,000","00:00:04,000"',
+    'Hey.,Monica,surprise,positive,0,0,7,3,2,5,"00:00:01,000","00:00:02,000"',
+    'Yes?,Ross,joy,positive,1,1,0,1,2,5,"00:01:00,000","00:01:01,500"',
+]
+
+
+def test_dyadic_ids_meta_and_media_point_at_old_clips(tmp_path):
+    write_meld(tmp_path, ROWS_DYA, split="dev", header=HEADER_DYA, dyadic=True)
+    corpus = load_corpus("meld_dyadic", tmp_path, media_dir=tmp_path / "raw", splits=("dev",))
+    assert corpus.name == "meld_dyadic" and list(corpus.splits) == ["dev"]
+    assert [[u.utterance_id for u in c] for c in corpus["dev"]] == [
+        ["dev_dia0_utt0", "dev_dia0_utt1"], ["dev_dia1_utt0", "dev_dia1_utt1"]]
+    first, second = corpus["dev"][0].utterances
+    assert first.meta == {"sentiment": "positive", "old_dialogue_id": 7, "old_utterance_id": 3,
+                          "season": 2, "episode": 5}
+    clips = tmp_path.resolve() / "raw" / "dev_splits_complete"
+    assert first.video == first.audio == str(clips / "dia7_utt3.mp4")
+    assert second.video == str(clips / "dia0_utt2.mp4")
+    a, b = corpus["dev"][1].utterances  # two dyadic utterances may share one original clip
+    assert a.video == b.video == str(clips / "dia0_utt1.mp4")
+    assert a.text == "It\u2019s me." and (a.start, a.end) == (60.0, 61.5)
+    assert corpus.repaired == {"mojibake": 1, "short_milliseconds": 1}
+
+
+def test_dyadic_without_media_dir_and_read_meld_flag(tmp_path):
+    write_meld(tmp_path, ROWS_DYA, header=HEADER_DYA, dyadic=True)
+    corpus = read_meld(tmp_path, splits=("train",), dyadic=True)
+    assert corpus.stats() == read_meld_dyadic(tmp_path, splits=("train",)).stats()
+    assert all(u.video is None and u.audio is None for u in corpus.utterances("train"))
+
+
+BAD_DYA = {
+    "old_dialogue_id": (HEADER_DYA, [ROWS_DYA[0], 'Hi.,Ross,joy,positive,0,0,x3,0,2,5,"00:00:01,000","00:00:02,000"'],
+                        3, "Old_Dialogue_ID is 'x3'"),
+    "old_utterance_id": (HEADER_DYA, ['Hi.,Ross,joy,positive,0,0,3,-1,2,5,"00:00:01,000","00:00:02,000"'],
+                         2, "Old_Utterance_ID is '-1'"),
+    "missing_old_column": (HEADER_DYA.replace(",Old_Utterance_ID", ""),
+                           ['Hi.,Ross,joy,positive,0,0,3,2,5,"00:00:01,000","00:00:02,000"'], 1, "Old_Utterance_ID"),
+    "emotion": (HEADER_DYA, ['Hi.,Ross,happy,positive,0,0,3,0,2,5,"00:00:01,000","00:00:02,000"'], 2, "'happy'"),
+    "time_stamp": (HEADER_DYA, ['Hi.,Ross,joy,positive,0,0,3,0,2,5,"1:00,000","00:00:02,000"'], 2, "'1:00,000'"),
+    "duplicate": (HEADER_DYA, [ROWS_DYA[0], ROWS_DYA[0]], 3, "dev_dia1_utt0"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_DYA))
+def test_dyadic_bad_input_names_file_line_and_value(tmp_path, case):
+    header, rows, line, value = BAD_DYA[case]
+    path = write_meld(tmp_path, rows, split="dev", header=header, dyadic=True)
+    with pytest.raises(CorpusError) as e:
+        read_meld_dyadic(tmp_path, splits=("dev",))
+    msg = str(e.value)
+    assert f"{path}:{line}:" in msg and value in msg and "expected" in msg
+
+
+def test_wrong_variant_points_at_the_other_dataset(tmp_path):
+    write_meld(tmp_path, [GOOD])
+    with pytest.raises(CorpusError, match=r"train_sent_emo_dya\.csv: no such file.*use dataset 'meld'"):
+        load_corpus("meld_dyadic", tmp_path, splits=("train",))
+    write_meld(tmp_path / "dya", ROWS_DYA, header=HEADER_DYA, dyadic=True)
+    with pytest.raises(CorpusError, match=r"train_sent_emo\.csv: no such file.*use dataset 'meld_dyadic'"):
+        load_corpus("meld", tmp_path / "dya", splits=("train",))

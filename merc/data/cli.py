@@ -5,7 +5,12 @@ import argparse
 import json
 from typing import Any
 
-from merc.data import DATASETS, load_corpus
+from merc.data import DATASETS, MELD_DATASETS, SPLITS, load_corpus
+
+
+class SplitChoiceError(ValueError):
+    """A ``--split`` name the corpus does not have; merc's CLI prints it as one line."""
+    user_error = True
 
 
 # helpers
@@ -44,12 +49,41 @@ def format_stats(stats: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def parse_splits(values: list[str] | None) -> list[str] | None:
+    """``--split`` values (repeatable, each comma-separated) -> split names, duplicates dropped; None if absent."""
+    if values is None:
+        return None
+    names = list(dict.fromkeys(n.strip() for v in values for n in v.split(",") if n.strip()))
+    if not names:
+        raise SplitChoiceError(f"--split {','.join(values)!r}: no split named; give e.g. --split {SPLITS[-1]}")
+    return names
+
+
+def check_splits(names: list[str], available: list[str], dataset: str) -> None:
+    """Raise SplitChoiceError unless every name is one of ``available``."""
+    unknown = [n for n in names if n not in available]
+    if unknown:
+        raise SplitChoiceError(f"--split: unknown split(s) {unknown}; {dataset} has {available}")
+
+
+def select_splits(stats: dict[str, Any], names: list[str] | None) -> dict[str, Any]:
+    """``Corpus.stats()`` restricted to the splits ``names`` (kept in corpus order); all of them for None."""
+    if names is None:
+        return stats
+    check_splits(names, list(stats["splits"]), stats["dataset"])
+    return {**stats, "splits": {s: v for s, v in stats["splits"].items() if s in names}}
+
+
 def stats_command(args: argparse.Namespace) -> int:
+    splits = parse_splits(args.split)
     options: dict[str, Any] = {}
     if args.dataset == "iemocap":
         options["classes"] = args.iemocap_classes
+    if args.dataset in MELD_DATASETS and splits is not None:  # MELD: read only the files asked for
+        check_splits(splits, list(SPLITS), args.dataset)
+        options["splits"] = [s for s in SPLITS if s in splits]
     corpus = load_corpus(args.dataset, args.data_dir, args.media_dir, **options)
-    stats = corpus.stats()
+    stats = select_splits(corpus.stats(), splits)
     print(json.dumps(stats, indent=2, ensure_ascii=False) if args.json else format_stats(stats))
     return 0
 
@@ -64,7 +98,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p = sub.add_parser("stats", help="conversations, utterances, speakers, labels, drops and repairs per split")
     p.add_argument("--dataset", required=True, choices=DATASETS)
     p.add_argument("--data-dir", required=True, help="corpus folder (MELD CSVs, IEMOCAP root, or JSONL folder)")
-    p.add_argument("--media-dir", default=None, help="MELD only: folder with the raw clip folders")
+    p.add_argument("--media-dir", default=None, help="meld / meld_dyadic only: folder with the raw clip folders")
+    p.add_argument("--split", action="append", default=None, metavar="NAME",
+                   help="only these splits (repeatable or comma-separated, e.g. --split dev,test); default all")
     p.add_argument("--iemocap-classes", type=int, choices=(4, 6), default=6)
     p.add_argument("--json", action="store_true", help="print Corpus.stats() as JSON")
     p.set_defaults(func=stats_command)

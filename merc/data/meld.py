@@ -4,6 +4,12 @@ Columns (declare-lab/MELD): Sr No., Utterance, Speaker, Emotion, Sentiment, Dial
 Season, Episode, StartTime, EndTime. Ids are ``{split}_dia{D}_utt{U}`` / ``{split}_dia{D}``;
 dialogues come in Dialogue_ID order, utterances in Utterance_ID order.
 
+The dyadic variant (``dyadic=True``, dataset ``meld_dyadic``; declare-lab/MELD ``data/MELD_Dyadic``) reads
+``{split}_sent_emo_dya.csv``: the same utterances re-grouped into two-speaker dialogues, with the columns
+Old_Dialogue_ID and Old_Utterance_ID added (no Sr No.). Ids use the dyadic Dialogue_ID / Utterance_ID; the old
+ids are kept as ints in ``meta["old_dialogue_id"]`` / ``meta["old_utterance_id"]`` and name the clip
+(``dia{Old_Dialogue_ID}_utt{Old_Utterance_ID}.mp4``), so several utterances may share one clip.
+
 Repairs (counted in ``corpus.repaired``, never silent):
 - ``mojibake``: strings with cp1252 mojibake (``\\x92``, ``â€™``) fixed with ``ftfy.fix_encoding``;
 - ``cp1252_files``: files that are not valid UTF-8, decoded as Windows-1252;
@@ -29,13 +35,14 @@ from merc.data.schema import SPLITS, Conversation, Corpus, CorpusError, Utteranc
 # raw release layout of the clips, per split
 CLIP_DIRS = {"train": "train_splits", "dev": "dev_splits_complete", "test": "output_repeated_splits_test"}
 REQUIRED = ("Utterance", "Speaker", "Emotion", "Dialogue_ID", "Utterance_ID", "StartTime", "EndTime")
+OLD_IDS = ("Old_Dialogue_ID", "Old_Utterance_ID")  # dyadic variant: ids of the original MELD utterance
 _TIME = re.compile(r"(\d{1,2}):(\d{2}):(\d{2})[,.](\d{1,3})")
 
 
 # helpers
 
-def csv_path(data_dir: str | Path, split: str) -> Path:
-    return Path(data_dir) / f"{split}_sent_emo.csv"
+def csv_path(data_dir: str | Path, split: str, dyadic: bool = False) -> Path:
+    return Path(data_dir) / f"{split}_sent_emo{'_dya' if dyadic else ''}.csv"
 
 
 def clip_path(media_dir: str | Path, split: str, dia: int, utt: int) -> str:
@@ -82,22 +89,38 @@ def _maybe_int(value: str) -> int | str:
     return int(v) if re.fullmatch(r"-?\d+", v) else v
 
 
+def _int_fields(row: list[str], col: dict[str, int], names: Iterable[str], where: str) -> list[int]:
+    """The non-negative integers in columns ``names``; raises CorpusError naming ``where`` and the value."""
+    out = []
+    for name in names:
+        value = row[col[name]].strip()
+        if not value.isdigit():
+            raise CorpusError(f"{where}: {name} is {value!r}, expected a non-negative integer")
+        out.append(int(value))
+    return out
+
+
 # reader
 
 def read_split(path: Path, split: str, media_dir: str | Path | None, repaired: Counter,
-               dropped: Counter) -> list[Conversation]:
-    """Read one MELD CSV into conversations (ordered by Dialogue_ID, then Utterance_ID)."""
+               dropped: Counter, dyadic: bool = False) -> list[Conversation]:
+    """Read one MELD CSV into conversations (ordered by Dialogue_ID, then Utterance_ID).
+
+    With ``dyadic`` the Old_Dialogue_ID / Old_Utterance_ID columns are required, go to ``meta`` as ints and
+    name the clip; otherwise the clip is named by Dialogue_ID / Utterance_ID.
+    """
+    required = REQUIRED + OLD_IDS if dyadic else REQUIRED
     reader = csv.reader(io.StringIO(decode_file(path, repaired), newline=""))
     header = next(reader, None)
     if header is None:
-        raise CorpusError(f"{path}:1: empty file; expected a CSV header with columns {list(REQUIRED)}")
+        raise CorpusError(f"{path}:1: empty file; expected a CSV header with columns {list(required)}")
     header = [h.strip() for h in header]
-    missing = [c for c in REQUIRED if c not in header]
+    missing = [c for c in required if c not in header]
     if missing:
         raise CorpusError(f"{path}:1: missing column(s) {missing}; the header is {header}, "
-                          f"expected at least {list(REQUIRED)}")
+                          f"expected at least {list(required)}")
     col = {name: i for i, name in enumerate(header)}
-    extra = [c for c in header if c not in REQUIRED]  # Sr No., Sentiment, Season, Episode, ... -> meta
+    extra = [c for c in header if c not in REQUIRED]  # Sr No., Sentiment, Season, Old_*, ... -> meta
 
     media_root = None if media_dir is None else Path(media_dir).expanduser().resolve() / CLIP_DIRS[split]
     dialogues: dict[int, list[tuple[int, Utterance]]] = {}
@@ -113,13 +136,8 @@ def read_split(path: Path, split: str, media_dir: str | Path | None, repaired: C
             continue
         if len(row) != len(header):
             raise CorpusError(f"{where}: row has {len(row)} fields, expected {len(header)} ({header}): {row!r}")
-        ids = []
-        for name in ("Dialogue_ID", "Utterance_ID"):
-            value = row[col[name]].strip()
-            if not value.isdigit():
-                raise CorpusError(f"{where}: {name} is {value!r}, expected a non-negative integer")
-            ids.append(int(value))
-        dia, utt = ids
+        dia, utt = _int_fields(row, col, ("Dialogue_ID", "Utterance_ID"), where)
+        clip = _int_fields(row, col, OLD_IDS, where) if dyadic else [dia, utt]
         times = []
         for name in ("StartTime", "EndTime"):
             try:
@@ -136,8 +154,10 @@ def read_split(path: Path, split: str, media_dir: str | Path | None, repaired: C
             raise CorpusError(f"{where}: duplicate utterance Dialogue_ID={dia} Utterance_ID={utt} "
                               f"({uid!r}), first seen on line {seen[uid]}; expected unique ids")
         seen[uid] = start_line
-        media = None if media_root is None else os.path.join(media_root, f"dia{dia}_utt{utt}.mp4")
+        media = None if media_root is None else os.path.join(media_root, f"dia{clip[0]}_utt{clip[1]}.mp4")
         meta: dict[str, Any] = {_meta_key(c): _maybe_int(row[col[c]]) for c in extra}
+        if dyadic:
+            meta["old_dialogue_id"], meta["old_utterance_id"] = clip
         if "sentiment" in meta:
             meta["sentiment"] = str(meta["sentiment"]).lower()
         u = Utterance(utterance_id=uid, speaker=fix_mojibake(row[col["Speaker"]].strip(), repaired),
@@ -148,11 +168,21 @@ def read_split(path: Path, split: str, media_dir: str | Path | None, repaired: C
             for d in sorted(dialogues)]
 
 
+def _missing_file(path: Path, data_dir: Path, split: str, dyadic: bool) -> CorpusError:
+    """The error for an absent split file, pointing at the other variant when its file is there."""
+    other = csv_path(data_dir, split, not dyadic)
+    hint = (f"; {other.name} is there: use dataset {'meld' if dyadic else 'meld_dyadic'!r}"
+            if other.is_file() else "")
+    return CorpusError(f"{path}: no such file; expected {'MELD dyadic' if dyadic else 'MELD'}'s {path.name} "
+                       f"in {data_dir}{hint}")
+
+
 def read_meld(data_dir: str | Path, media_dir: str | Path | None = None,
-              splits: Iterable[str] = SPLITS) -> Corpus:
+              splits: Iterable[str] = SPLITS, dyadic: bool = False) -> Corpus:
     """Read MELD from ``data_dir/{split}_sent_emo.csv``; with ``media_dir`` set audio and video to the clips.
 
     The audio lives inside the mp4, so ``audio == video``; paths are set even for missing files (QC flags them).
+    With ``dyadic`` read the dyadic variant ``{split}_sent_emo_dya.csv`` instead (corpus name ``meld_dyadic``).
     """
     data_dir = Path(data_dir).expanduser()
     repaired: Counter = Counter()
@@ -161,11 +191,17 @@ def read_meld(data_dir: str | Path, media_dir: str | Path | None = None,
     for split in splits:
         if split not in CLIP_DIRS:
             raise CorpusError(f"unknown MELD split {split!r}; expected some of {list(SPLITS)}")
-        path = csv_path(data_dir, split)
+        path = csv_path(data_dir, split, dyadic)
         if not path.is_file():
-            raise CorpusError(f"{path}: no such file; expected MELD's {path.name} in {data_dir}")
+            raise _missing_file(path, data_dir, split, dyadic)
         dropped[split] = Counter()
-        out[split] = read_split(path, split, media_dir, repaired, dropped[split])
-    return Corpus(name="meld", splits=out, labels=list(MELD_LABELS), dropped=dropped,
+        out[split] = read_split(path, split, media_dir, repaired, dropped[split], dyadic)
+    return Corpus(name="meld_dyadic" if dyadic else "meld", splits=out, labels=list(MELD_LABELS), dropped=dropped,
                   repaired={"mojibake": 0, **{k: v for k, v in repaired.items() if v}},
                   root=str(data_dir.resolve()))
+
+
+def read_meld_dyadic(data_dir: str | Path, media_dir: str | Path | None = None,
+                     splits: Iterable[str] = SPLITS) -> Corpus:
+    """Read the dyadic MELD variant from ``data_dir/{split}_sent_emo_dya.csv`` (see the module docstring)."""
+    return read_meld(data_dir, media_dir, splits, dyadic=True)

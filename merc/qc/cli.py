@@ -9,7 +9,7 @@ from dataclasses import fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from merc.data import DATASETS, load_corpus
+from merc.data import DATASETS, MELD_DATASETS, load_corpus
 from merc.data.schema import SPLITS, Corpus
 from merc.qc.pipeline import BUILTIN_CHECKS, DEFAULT_CHECKS, QCConfig, QCPipeline, resolve_factory
 
@@ -82,7 +82,7 @@ def qc_command(args: argparse.Namespace) -> int:
     if args.calibrate_max < 2:
         raise QCArgumentError(f"--calibrate-max must be >= 2, got {args.calibrate_max}")
     config = build_config(args)
-    options: dict[str, Any] = {"splits": splits} if args.dataset == "meld" and splits else {}
+    options: dict[str, Any] = {"splits": splits} if args.dataset in MELD_DATASETS and splits else {}
     corpus = limit_corpus(load_corpus(args.dataset, args.data_dir, args.media_dir, **options), splits, args.limit)
     out = Path(args.out).expanduser().resolve()
     pipeline = QCPipeline(config)

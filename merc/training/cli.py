@@ -6,10 +6,10 @@ import json
 import sys
 from pathlib import Path
 
+from merc.data import DATASETS
 from merc.models.dialogue import DialogueConfig
 from merc.training.trainer import TrainConfig
 
-DATASETS = ("meld", "iemocap", "jsonl")
 MODELS = ("mamba", "gru", "transformer", "mlp", "matav")
 
 
