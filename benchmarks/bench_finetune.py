@@ -67,7 +67,7 @@ def main() -> None:
               f"accuracy {100 * t['accuracy']:.2f}, macro F1 {100 * t['macro_f1']:.2f}.", "",
               f"Fine-tuning wall time: {meta['seconds']:.0f} s ({meta['seconds'] / 60:.1f} min) including the per-epoch dev passes and the test pass.", "",
               "Encoding MELD with the tuned encoder (feature cache): " + ", ".join(
-                  f"{s} {e['n']} utt {'cached' if e['cache_hit'] else f'{e['seconds']:.0f} s'}" for s, e in encode.items()) + "."]
+                  f"{s} {e['n']} utt " + ("cached" if e["cache_hit"] else f"{e['seconds']:.0f} s") for s, e in encode.items()) + "."]
     (OUT / f"finetune_{args.label}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

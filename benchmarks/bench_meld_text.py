@@ -108,7 +108,7 @@ def report(results: dict, floors: dict, args) -> None:
     n_seeds = sorted({len(s["seeds"]) for s in results.values()})
     lines = ["# MELD, text only: dialogue models over frozen and emotion-tuned sentence embeddings", "",
              "Command: `.venv/bin/python benchmarks/bench_meld_text.py --seeds 5 --jobs 2 --hp '<hyper-parameters below>' "
-             "--encoders minilm,mpnet,mpnet-meld=<folder written by benchmarks/finetune_mpnet_meld.sh>` "
+             "--encoders minilm,mpnet,mpnet-meld=<folder written by benchmarks/bench_finetune.py>` "
              "(then `--report-only` to rewrite this file from the saved parts)", "",
              f"Machine: {machine()}; {time.strftime('%Y-%m-%d')}; each run single-threaded, {args.jobs} runs in parallel.", "",
              f"Protocol: train on MELD train ({DATA.name} from ../shared/data), early stopping and checkpoint selection on "
