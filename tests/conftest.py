@@ -1,6 +1,8 @@
-"""Shared fixtures: the real data folder, and a fake IEMOCAP tree in the official release layout."""
+"""Shared fixtures: the real data folder, espeak-ng for speech fixtures, and a fake IEMOCAP tree in the official
+release layout."""
 from __future__ import annotations
 
+import shutil
 import wave
 from pathlib import Path
 from typing import Callable
@@ -70,6 +72,15 @@ def build_iemocap(root: Path, dialogues: Turns) -> Path:
         # the release's sub-folders of EmoEvaluation must not be read as dialogues
         (session / "dialog" / "EmoEvaluation" / "Categorical").mkdir(exist_ok=True)
     return root
+
+
+@pytest.fixture(scope="session")
+def espeak() -> str:
+    """Path of espeak-ng, which speaks the media fixtures; the test skips, saying so, when it is missing."""
+    path = shutil.which("espeak-ng")
+    if path is None:
+        pytest.skip("espeak-ng not installed (apt-get install espeak-ng); it synthesizes the fixture's speech")
+    return path
 
 
 @pytest.fixture

@@ -57,7 +57,7 @@ def people() -> list[np.ndarray]:
 
 
 @pytest.fixture(scope="session")
-def corpus(tmp_path_factory, people):
+def corpus(tmp_path_factory, people, espeak):
     """2 dialogues x 7 clips (3 speakers, each with their own face), one swapped-speaker label (the clip shows
     the true speaker's face), one clip without a face; extra clips: the labelled speaker beside another person,
     the labelled speaker twice (ambiguous), a speaker without a gallery, a missing file, no video at all."""

@@ -29,7 +29,7 @@ def unit(x: np.ndarray) -> np.ndarray:
 # fixtures
 
 @pytest.fixture(scope="session")
-def corpus(tmp_path_factory):
+def corpus(tmp_path_factory, espeak):
     """A 2-dialogue JSONL corpus (mp4 clips, 3 espeak voices), one swapped-speaker label, plus a
     speaker with a single utterance (new voice, wav), a missing file and a silent wav; all measured once."""
     root = tmp_path_factory.mktemp("spk")

@@ -17,7 +17,7 @@ after training, with that checkpoint. A run is resumable: every ``checkpoint_min
 optimizer, the schedule and the position in the epoch are written atomically to ``<out>/.checkpoint.pt``;
 a rerun with the same config continues from there (the batch order is a function of seed and epoch).
 
-Cost on the 2-core CPU machine: see benchmarks/results/finetune_mpnet_meld.md.
+Cost on the 2-core CPU machine: see benchmarks/results/finetune_mpnet-meld.md.
 """
 from __future__ import annotations
 
