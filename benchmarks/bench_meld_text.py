@@ -57,6 +57,7 @@ def one(model: str, label: str, encoder: str, seeds: int, hp: dict) -> dict:
     s["wall_seconds"] = time.time() - t0
     s["hyperparameters"] = hp
     s["encoder_source"] = encoder
+    s["date"] = time.strftime("%Y-%m-%d")
     tmp = PARTS / f".{model}_{label}.json.tmp"
     tmp.write_text(json.dumps(s, indent=2))
     os.replace(tmp, PARTS / f"{model}_{label}.json")
@@ -106,11 +107,15 @@ def pm(d: dict) -> str:
 def report(results: dict, floors: dict, args) -> None:
     hps = {json.dumps(s.get("hyperparameters", {}), sort_keys=True) for s in results.values()}
     n_seeds = sorted({len(s["seeds"]) for s in results.values()})
+    dated = sorted({s["date"] for s in results.values() if "date" in s})
+    undated = sum("date" not in s for s in results.values())
+    dates = "; ".join(filter(None, [", ".join(dated), undated and (f"{undated} parts undated (written before dates were recorded: "
+                                "`git log benchmarks/results/meld_text/` dates them)")]))
     lines = ["# MELD, text only: dialogue models over frozen and emotion-tuned sentence embeddings", "",
              "Command: `.venv/bin/python benchmarks/bench_meld_text.py --seeds 5 --jobs 2 --hp '<hyper-parameters below>' "
              "--encoders minilm,mpnet,mpnet-meld=<folder written by benchmarks/bench_finetune.py>` "
              "(then `--report-only` to rewrite this file from the saved parts)", "",
-             f"Machine: {machine()}; {time.strftime('%Y-%m-%d')}; each run single-threaded, {args.jobs} runs in parallel.", "",
+             f"Machine: {machine()}; each run single-threaded, {args.jobs} runs in parallel. Run dates: {dates}.", "",
              f"Protocol: train on MELD train ({DATA.name} from ../shared/data), early stopping and checkpoint selection on "
              "**dev** weighted F1, the selected checkpoint evaluated on test once; mean ± sample std over "
              f"{max(n_seeds)} seeds (0..{max(n_seeds) - 1}). Speaker identity: per-dialogue speaker-index embedding. "
@@ -135,6 +140,21 @@ def report(results: dict, floors: dict, args) -> None:
                 secs = sum(s["train_seconds"]) / len(s["train_seconds"])
                 lines.append(f"| {enc} | {model} | {pm(s['test']['weighted_f1'])} | {pm(s['test']['accuracy'])} | "
                              f"{pm(s['test']['macro_f1'])} | {pm(s['dev']['weighted_f1'])} | {secs:.0f} |")
+    lines += ["", "Mamba against the best baseline per encoder (test weighted F1 means; ± is the standard error of the "
+              "difference of two means over the seeds):", ""]
+    for enc in labels:
+        m = results.get(("mamba", enc))
+        base = [(results[(b, enc)], b) for b in MODELS if b != "mamba" and (b, enc) in results]
+        if not m or not base:
+            continue
+        b, name = max(base, key=lambda t: t[0]["test"]["weighted_f1"]["mean"])
+        mt, bt = m["test"]["weighted_f1"], b["test"]["weighted_f1"]
+        se = (mt["std"] ** 2 / mt["n"] + bt["std"] ** 2 / bt["n"]) ** 0.5
+        diff = mt["mean"] - bt["mean"]
+        verdict = "ahead of every baseline" if diff > 0 else "behind a baseline"
+        lines.append(f"- {enc}: mamba {100 * mt['mean']:.2f} vs {name} {100 * bt['mean']:.2f}: "
+                     f"{100 * diff:+.2f} ± {100 * se:.2f} points ({verdict}"
+                     f"{', but within two standard errors: not a clear difference' if abs(diff) < 2 * se else ''}).")
     (OUT / "meld_text.md").write_text("\n".join(lines) + "\n")
     (OUT / "meld_text.json").write_text(json.dumps({"results": {f"{m}_{e}": s for (m, e), s in results.items()},
                                                     "logreg": floors, "machine": machine()}, indent=2))
