@@ -42,13 +42,35 @@ def parse_encoders(spec: str) -> dict[str, str]:
     return out
 
 
+def runs_dir() -> Path:
+    return Path(os.environ.get("MERC_BENCH_RUNS", "/tmp/merc-bench-runs"))
+
+
+def per_seed(run_dir: Path, seeds: list[int]) -> list[dict] | None:
+    """Dev and test weighted F1 of each seed, read from its run directory (None if one is gone)."""
+    rows = []
+    for k in seeds:
+        f = run_dir / f"seed_{k}" / "metrics.json" if len(seeds) > 1 else run_dir / "metrics.json"
+        if not f.is_file():
+            return None
+        m = json.loads(f.read_text())
+        rows.append({"seed": k, "dev_weighted_f1": m["dev"]["weighted_f1"], "test_weighted_f1": m["test"]["weighted_f1"]})
+    return rows
+
+
+def save_part(s: dict, name: str) -> None:
+    tmp = PARTS / f".{name}.json.tmp"
+    tmp.write_text(json.dumps(s, indent=2))
+    os.replace(tmp, PARTS / f"{name}.json")
+
+
 def one(model: str, label: str, encoder: str, seeds: int, hp: dict) -> dict:
     import torch
     torch.set_num_threads(1)
     from merc.models.dialogue import DialogueConfig
     from merc.training.experiment import run_experiment
     from merc.training.trainer import TrainConfig
-    runs = Path(os.environ.get("MERC_BENCH_RUNS", "/tmp/merc-bench-runs"))
+    runs = runs_dir()
     mc = DialogueConfig(kind=model, **{k: v for k, v in hp.items() if k in DialogueConfig.__dataclass_fields__})
     tc = TrainConfig(**{k: v for k, v in hp.items() if k in TrainConfig.__dataclass_fields__})
     t0 = time.time()
@@ -58,9 +80,8 @@ def one(model: str, label: str, encoder: str, seeds: int, hp: dict) -> dict:
     s["hyperparameters"] = hp
     s["encoder_source"] = encoder
     s["date"] = time.strftime("%Y-%m-%d")
-    tmp = PARTS / f".{model}_{label}.json.tmp"
-    tmp.write_text(json.dumps(s, indent=2))
-    os.replace(tmp, PARTS / f"{model}_{label}.json")
+    s["per_seed"] = per_seed(runs / f"{model}_{label}", s["seeds"])
+    save_part(s, f"{model}_{label}")
     return s
 
 
@@ -152,9 +173,15 @@ def report(results: dict, floors: dict, args) -> None:
         se = (mt["std"] ** 2 / mt["n"] + bt["std"] ** 2 / bt["n"]) ** 0.5
         diff = mt["mean"] - bt["mean"]
         verdict = "ahead of every baseline" if diff > 0 else "behind a baseline"
+        test = ""
+        if m.get("per_seed") and b.get("per_seed"):  # Welch's t-test over the seeds' test scores
+            from scipy.stats import ttest_ind
+            p = ttest_ind([r["test_weighted_f1"] for r in m["per_seed"]], [r["test_weighted_f1"] for r in b["per_seed"]],
+                          equal_var=False).pvalue
+            test = f"; Welch's t-test over seeds p = {p:.2f}"
         lines.append(f"- {enc}: mamba {100 * mt['mean']:.2f} vs {name} {100 * bt['mean']:.2f}: "
                      f"{100 * diff:+.2f} ± {100 * se:.2f} points ({verdict}"
-                     f"{', but within two standard errors: not a clear difference' if abs(diff) < 2 * se else ''}).")
+                     f"{', but within two standard errors: not a clear difference' if abs(diff) < 2 * se else ''}{test}).")
     (OUT / "meld_text.md").write_text("\n".join(lines) + "\n")
     (OUT / "meld_text.json").write_text(json.dumps({"results": {f"{m}_{e}": s for (m, e), s in results.items()},
                                                     "logreg": floors, "machine": machine()}, indent=2))
@@ -185,6 +212,10 @@ def main() -> None:
             (PARTS / f"logreg_{e}.json").write_text(json.dumps(fut.result()))
     results = {tuple(p.stem.split("_", 1)): json.loads(p.read_text()) for p in PARTS.glob("*.json")
                if not p.stem.startswith("logreg") and p.stem.split("_", 1)[0] in MODELS}
+    for (m, e), s in results.items():  # parts written before per-seed values were kept: from their runs if still there
+        if s.get("per_seed") is None and (rows := per_seed(runs_dir() / f"{m}_{e}", s["seeds"])):
+            s["per_seed"] = rows
+            save_part(s, f"{m}_{e}")
     floors = {p.stem.split("_", 1)[1]: json.loads(p.read_text()) for p in PARTS.glob("logreg_*.json")}
     report(results, floors, args)
     print((OUT / "meld_text.md").read_text())
