@@ -24,6 +24,8 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+from merc.io import write_json
+
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results"
 PARTS = OUT / "meld_text"
@@ -58,12 +60,6 @@ def per_seed(run_dir: Path, seeds: list[int]) -> list[dict] | None:
     return rows
 
 
-def save_part(s: dict, name: str) -> None:
-    tmp = PARTS / f".{name}.json.tmp"
-    tmp.write_text(json.dumps(s, indent=2))
-    os.replace(tmp, PARTS / f"{name}.json")
-
-
 def one(model: str, label: str, encoder: str, seeds: int, hp: dict) -> dict:
     import torch
     torch.set_num_threads(1)
@@ -81,7 +77,7 @@ def one(model: str, label: str, encoder: str, seeds: int, hp: dict) -> dict:
     s["encoder_source"] = encoder
     s["date"] = time.strftime("%Y-%m-%d")
     s["per_seed"] = per_seed(runs / f"{model}_{label}", s["seeds"])
-    save_part(s, f"{model}_{label}")
+    write_json(PARTS / f"{model}_{label}.json", s)
     return s
 
 
@@ -209,13 +205,13 @@ def main() -> None:
             s = fut.result()
             print(f"{m:>12} {e:>10}: test wF1 {pm(s['test']['weighted_f1'])}  ({s['wall_seconds']:.0f} s)", flush=True)
         for e, fut in floor_futs.items():
-            (PARTS / f"logreg_{e}.json").write_text(json.dumps(fut.result()))
+            write_json(PARTS / f"logreg_{e}.json", fut.result())
     results = {tuple(p.stem.split("_", 1)): json.loads(p.read_text()) for p in PARTS.glob("*.json")
                if not p.stem.startswith("logreg") and p.stem.split("_", 1)[0] in MODELS}
     for (m, e), s in results.items():  # parts written before per-seed values were kept: from their runs if still there
         if s.get("per_seed") is None and (rows := per_seed(runs_dir() / f"{m}_{e}", s["seeds"])):
             s["per_seed"] = rows
-            save_part(s, f"{m}_{e}")
+            write_json(PARTS / f"{m}_{e}.json", s)
     floors = {p.stem.split("_", 1)[1]: json.loads(p.read_text()) for p in PARTS.glob("logreg_*.json")}
     report(results, floors, args)
     print((OUT / "meld_text.md").read_text())
