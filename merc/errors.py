@@ -1,0 +1,40 @@
+"""Errors a user can fix. ``merc`` prints a :class:`MercError` as one line (exit 2); anything else is a bug
+and raises with its traceback.
+
+Each kind also derives from the built-in exception it refines (``InputError`` is a ``ValueError``,
+``MissingFileError`` a ``FileNotFoundError``, …), so ``except ValueError`` in callers keeps working.
+Messages name what is wrong (file, line, value) and what to do about it.
+"""
+from __future__ import annotations
+
+
+class MercError(Exception):
+    """Base class: something the user can fix (bad input, missing package, incompatible run, …)."""
+
+
+class InputError(MercError, ValueError):
+    """A corpus, transcript, label or media file that cannot be read as given (file, line, value named)."""
+
+
+class ConfigError(MercError, ValueError):
+    """An option or combination of options that cannot work (e.g. an unknown encoder or modality)."""
+
+
+class MissingFileError(MercError, FileNotFoundError):
+    """A file or folder the user pointed at does not exist."""
+
+
+class OutputExistsError(MercError, FileExistsError):
+    """An output that would be overwritten without being asked to (``--overwrite`` / ``--resume``)."""
+
+
+class MissingDependencyError(MercError, ImportError):
+    """An optional package (or model weights) needed for the requested feature is not installed."""
+
+
+class IncompatibleRunError(MercError, ValueError):
+    """A run directory that is damaged or does not fit the data / encoders it is used with."""
+
+
+__all__ = ["MercError", "InputError", "ConfigError", "MissingFileError", "OutputExistsError",
+           "MissingDependencyError", "IncompatibleRunError"]
