@@ -19,7 +19,6 @@ import json
 import os
 import platform
 import subprocess
-import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -85,6 +84,7 @@ def logreg_floor(encoder: str) -> dict:
     """Frozen embeddings, no context, logistic regression with C chosen on dev weighted F1."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import accuracy_score, f1_score
+
     from merc.data import load_corpus
     from merc.training.experiment import corpus_features
     corpus = load_corpus("meld", str(DATA))

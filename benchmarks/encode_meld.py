@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO))
 
 from merc.data import load_corpus  # noqa: E402
 from merc.encoders import cache_root, encode_split, feature_cache_dir, get_text_encoder, mpnet_model_dir  # noqa: E402
-from merc.encoders.cache import _atomic_write  # noqa: E402
+from merc.io import atomic_write_text  # noqa: E402
 
 
 def machine() -> dict[str, str]:
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
     lines += ["", "## Cache folders", ""] + [f"- {r['encoder']}/{r['split']}: `{r['path']}`" for r in rows]
     lines += ["", "## Machine", ""] + [f"- {k}: {v}" for k, v in m.items()] + [""]
     out = Path(args.out)
-    _atomic_write(out, lambda f: f.write("\n".join(lines)), mode="w")
+    atomic_write_text(out, "\n".join(lines))
     print(f"wrote {out}")
 
 

@@ -1,13 +1,25 @@
 """The ``merc`` command. Each sub-command lives next to the code it drives and registers itself here.
 
-Contract (DESIGN.md): data stats · train · evaluate · predict · qc · demo; plus encoder list/finetune.
+Contract (../shared/DESIGN.md, outside this repository): data stats · train · evaluate · predict · qc · demo;
+plus encoder list/finetune.
+
+Errors: a :class:`merc.errors.MercError` (something the user can fix) is printed as one line
+``merc <command>: error: ...`` on stderr with exit code 2 (``MERC_DEBUG=1`` re-raises it with its traceback);
+any other exception is a bug and propagates with its traceback.
+
+Logging: library modules log through ``logging.getLogger(__name__)``; the top-level options choose what the
+user sees: ``-v/--verbose`` (DEBUG), default INFO, ``--quiet`` (WARNING and no progress bars). What a command
+exists to print (tables, JSON) goes to stdout with ``print`` in the CLI modules.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import sys
+
+from merc.errors import MercError
 
 # sub-command -> module defining ``add_parser(subparsers)``; the module sets ``func`` on its parser.
 COMMANDS = {
@@ -23,6 +35,11 @@ COMMANDS = {
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="merc", description="Multimodal emotion recognition in conversation.")
+    level = parser.add_mutually_exclusive_group()
+    level.add_argument("-v", "--verbose", action="store_true", help="debug messages (default: info)")
+    # dest differs from the sub-commands' own --quiet: a sub-parser's default would overwrite this one
+    level.add_argument("--quiet", dest="top_quiet", action="store_true",
+                       help="warnings and errors only, no progress bars")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     done: set[str] = set()
@@ -34,17 +51,56 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def configure_logging(level: int) -> None:
+    """Messages of the ``merc`` loggers on stderr as ``merc: message`` (level name for warnings and above)."""
+    handler = _StderrHandler()
+    handler.setFormatter(_Formatter())
+    root = logging.getLogger("merc")
+    for h in list(root.handlers):
+        if getattr(h, "_merc_cli", False):
+            root.removeHandler(h)
+    handler._merc_cli = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(level)
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of the message (pytest's capture swaps it)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+class _Formatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        msg = record.getMessage()
+        if record.levelno >= logging.WARNING:
+            msg = f"{record.levelname.lower()}: {msg}"
+        if record.exc_info:
+            msg += "\n" + self.formatException(record.exc_info)
+        return f"merc: {msg}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    quiet = bool(args.top_quiet or getattr(args, "quiet", False))
+    args.quiet = quiet  # every sub-command reads args.quiet (no progress bars)
+    configure_logging(logging.DEBUG if args.verbose else logging.WARNING if quiet else logging.INFO)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, FileExistsError, KeyError, ImportError) as e:
-        # bad input or a missing optional package: one clear line; MERC_DEBUG=1 shows the traceback
+    except MercError as e:  # something the user can fix: one line; anything else is a bug -> traceback
         if os.environ.get("MERC_DEBUG"):
             raise
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"merc {args.command}: error: {msg}", file=sys.stderr)
+        print(f"merc {args.command}: error: {e}", file=sys.stderr)
         return 2
 
 

@@ -1,26 +1,49 @@
-"""Atomic file writes: a temp file in the same folder, fsync, then rename — a crash never leaves a
-half-written file where a finished one is expected."""
+"""Files merc writes, and where they came from.
+
+Every file the package writes goes through :func:`atomic_writer` (or its wrappers
+:func:`atomic_write_bytes`, :func:`atomic_write_text`, :func:`write_json`): a temp file in the same folder,
+flushed and fsynced, then renamed over the target — a crash never leaves a half-written file where a
+finished one is expected, and a failed write leaves no temp file behind.
+
+:func:`provenance` describes the code and machine that produced a result (merc version, git commit and
+whether the tree was dirty, command line, Python / torch versions, CPU, date); run directories and
+benchmark results record it.
+"""
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
+import platform
+import subprocess
+import sys
 import tempfile
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Iterator
 
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` via a temp file in the same folder, fsync, then rename."""
+@contextlib.contextmanager
+def atomic_writer(path: str | Path, mode: str = "wb", *, encoding: str | None = None) -> Iterator[IO[Any]]:
+    """Open a temp file next to ``path`` for writing (``mode`` "wb" or "w"); on a clean exit flush, fsync
+    and rename it over ``path``; on an exception remove it and re-raise. Parent folders are created.
+
+        with atomic_writer(run_dir / "model.pt") as f:
+            torch.save(state, f)
+    """
+    if mode not in ("wb", "w"):
+        raise ValueError(f"atomic_writer writes whole files: mode must be 'wb' or 'w', got {mode!r}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+        with os.fdopen(fd, mode, encoding=encoding or ("utf-8" if mode == "w" else None)) as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -28,7 +51,13 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    return path
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` via a temp file in the same folder, fsync, then rename."""
+    with atomic_writer(path, "wb") as f:
+        f.write(data)
+    return Path(path)
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
@@ -41,10 +70,83 @@ def write_json(path: str | Path, obj: Any) -> Path:
 
 def file_digest(*paths: str | Path) -> str:
     """Short sha256 over the bytes of ``paths`` in order (a stable id of model weight files)."""
-    import hashlib
     h = hashlib.sha256()
     for p in paths:
         with open(p, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 h.update(block)
     return h.hexdigest()[:16]
+
+
+# provenance
+
+def _git(*args: str, cwd: Path) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def git_state(path: str | Path | None = None) -> dict[str, Any]:
+    """``{"git_commit": sha or None, "git_dirty": bool or None}`` of the repository holding ``path``
+    (default: this package's source). None when merc is not run from a git checkout. Dirty = tracked files
+    modified or untracked files present (``git status --porcelain``)."""
+    where = Path(path) if path is not None else Path(__file__).resolve().parent
+    commit = _git("rev-parse", "HEAD", cwd=where)
+    if commit is None:
+        return {"git_commit": None, "git_dirty": None}
+    status = _git("status", "--porcelain", "--untracked-files=normal", cwd=where)
+    return {"git_commit": commit, "git_dirty": None if status is None else bool(status)}
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def provenance(argv: list[str] | None = None) -> dict[str, Any]:
+    """What produced a result: merc version, git commit and dirtiness, command line, Python, torch,
+    platform and CPU, and the UTC date. Cheap (two ``git`` calls); safe outside a git checkout."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        merc_version = version("merc")
+    except PackageNotFoundError:
+        merc_version = None
+    try:
+        import torch
+        torch_version = torch.__version__
+    except ImportError:
+        torch_version = None
+    return {
+        "merc_version": merc_version,
+        **git_state(),
+        "command": list(sys.argv if argv is None else argv),
+        "python": platform.python_version(),
+        "torch": torch_version,
+        "platform": platform.platform(),
+        "machine": {"arch": platform.machine(), "cpu_count": os.cpu_count(), "cpu_model": _cpu_model()},
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def provenance_markdown(prov: dict[str, Any]) -> str:
+    """A few markdown lines for a results file; a dirty tree is stated in bold."""
+    commit = prov.get("git_commit") or "unknown (not a git checkout)"
+    dirty = prov.get("git_dirty")
+    state = (" — **the working tree had uncommitted changes (dirty); these figures may not be reproducible "
+             "from this commit**" if dirty else "" if dirty is False else " (tree state unknown)")
+    m = prov.get("machine", {})
+    return "\n".join([
+        f"- merc {prov.get('merc_version')}, git commit `{commit}`{state}",
+        f"- command: `{' '.join(prov.get('command', []))}`",
+        f"- Python {prov.get('python')}, torch {prov.get('torch')}, {prov.get('platform')}",
+        f"- machine: {m.get('cpu_model')} ({m.get('cpu_count')} CPUs, {m.get('arch')})",
+        f"- date: {prov.get('date')}",
+    ])

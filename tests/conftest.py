@@ -10,7 +10,6 @@ from typing import Callable
 import pytest
 
 
-
 @pytest.fixture(autouse=True, scope="session")
 def one_thread():
     """Tests use tiny models: a second intra-op thread only adds contention (several times slower on a
@@ -56,7 +55,7 @@ def build_iemocap(root: Path, dialogues: Turns) -> Path:
     """Write ``dialogues`` as an IEMOCAP tree (EmoEvaluation, transcriptions, wavs) under ``root``."""
     for dialog, turns in dialogues.items():
         session = root / f"Session{int(dialog[3:5])}"
-        ev = [f"% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]", ""]
+        ev = ["% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]", ""]
         tr = []
         for k, (turn, start, end, label, text) in enumerate(turns):
             vad = (1.5 + k, 2.0 + k, 2.5 + k)

@@ -4,12 +4,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from test_iemocap import TREE
+from test_meld import GOOD, HEADER_DYA, ROWS_DYA, write_meld
 
 import merc.cli
 from merc.data import load_corpus
-
-from test_iemocap import TREE
-from test_meld import GOOD, HEADER_DYA, ROWS_DYA, write_meld
 
 
 @pytest.fixture(autouse=True)

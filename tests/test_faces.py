@@ -10,8 +10,16 @@ pytest.importorskip("dlib")
 synth = pytest.importorskip("merc.qc.synth")
 
 from merc.data.schema import Utterance  # noqa: E402
-from merc.encoders.face import (FACE_MATCH_DISTANCE, FaceDetector, FaceDetectorConfig, FaceObs,  # noqa: E402
-                                TrackerConfig, detect_and_embed, iou, track_faces)
+from merc.encoders.face import (  # noqa: E402
+    FACE_MATCH_DISTANCE,
+    FaceDetector,
+    FaceDetectorConfig,
+    FaceObs,
+    TrackerConfig,
+    detect_and_embed,
+    iou,
+    track_faces,
+)
 from merc.qc.base import QCItem  # noqa: E402
 from merc.qc.faces import FaceCheck, FaceCheckConfig  # noqa: E402
 

@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 
 from merc.data.schema import Conversation, Corpus, Utterance
-from merc.encoders import Features, TextEncoder, encode_split, feature_cache_dir, get_text_encoder, register_text_encoder
+from merc.encoders import (
+    Features,
+    TextEncoder,
+    encode_split,
+    feature_cache_dir,
+    get_text_encoder,
+    register_text_encoder,
+)
 
 
 class CountingEncoder(TextEncoder):

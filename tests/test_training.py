@@ -11,7 +11,7 @@ import pytest
 from merc.cli import main
 from merc.encoders import register_text_encoder
 from merc.encoders.text import TextEncoder
-from merc.training.metrics import evaluate_predictions, mean_std
+from merc.metrics import evaluate_predictions, mean_std
 
 LABELS = ["angry", "calm", "happy"]
 CUE = {"angry": "furious", "calm": "fine", "happy": "great"}

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from merc.data.schema import SPLITS, Conversation, Corpus, CorpusError, Utterance
+from merc.errors import ConfigError
 
 DATASETS = ("meld", "meld_dyadic", "iemocap", "jsonl")
 MELD_DATASETS = ("meld", "meld_dyadic")  # media paths from ``media_dir``; option ``splits``
@@ -15,9 +16,8 @@ MELD_DATASETS = ("meld", "meld_dyadic")  # media paths from ``media_dir``; optio
 __all__ = ["DATASETS", "MELD_DATASETS", "SPLITS", "Conversation", "Corpus", "CorpusError", "Utterance", "load_corpus"]
 
 
-class DatasetChoiceError(ValueError):
+class DatasetChoiceError(ConfigError):
     """A wrong dataset name or option; merc's CLI prints it as one line."""
-    user_error = True
 
 
 def load_corpus(dataset: str, data_dir: str | Path, media_dir: str | Path | None = None, **options) -> Corpus:

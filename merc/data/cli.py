@@ -6,11 +6,11 @@ import json
 from typing import Any
 
 from merc.data import DATASETS, MELD_DATASETS, SPLITS, load_corpus
+from merc.errors import ConfigError
 
 
-class SplitChoiceError(ValueError):
+class SplitChoiceError(ConfigError):
     """A ``--split`` name the corpus does not have; merc's CLI prints it as one line."""
-    user_error = True
 
 
 # helpers

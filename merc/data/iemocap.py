@@ -24,6 +24,7 @@ from pathlib import Path
 
 from merc.data.labels import iemocap_label_map, iemocap_labels
 from merc.data.schema import SPLITS, Conversation, Corpus, CorpusError, Utterance
+from merc.errors import ConfigError
 
 SESSIONS = tuple(f"Session{i}" for i in range(1, 6))
 _EVAL = re.compile(r"\[\s*([\d.]+)\s*-\s*([\d.]+)\s*\]\s+(\S+)\s+(\S+)\s+\[([^\]]*)\]\s*")
@@ -90,7 +91,7 @@ def speaker_of(turn: str) -> str:
 def assign_splits(dialogues: list[str], dev_fraction: float, seed: int) -> dict[str, str]:
     """dialogue -> split: Ses05* is test; a seeded fraction of the others (sorted, then shuffled) is dev."""
     if not 0.0 <= dev_fraction < 1.0:
-        raise ValueError(f"dev_fraction must be in [0, 1), got {dev_fraction!r}")
+        raise ConfigError(f"dev_fraction must be in [0, 1), got {dev_fraction!r}")
     pool = sorted(d for d in dialogues if not d.startswith("Ses05"))
     random.Random(seed).shuffle(pool)
     n_dev = round(dev_fraction * len(pool))

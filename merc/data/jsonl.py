@@ -19,8 +19,8 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, Iterable
 
-from merc.io import atomic_write_text
 from merc.data.schema import SPLITS, Conversation, Corpus, CorpusError, Utterance
+from merc.io import atomic_write_text
 
 REQUIRED = ("utterance_id", "speaker", "text")
 OPTIONAL = ("emotion", "start", "end", "audio", "video", "meta")

@@ -5,6 +5,8 @@ DialogueRNN) and the 4-class set where *excited* is merged into *happy* (Poria e
 """
 from __future__ import annotations
 
+from merc.errors import ConfigError
+
 MELD_LABELS: list[str] = ["anger", "disgust", "fear", "joy", "neutral", "sadness", "surprise"]
 
 IEMOCAP_6: list[str] = ["neu", "hap", "sad", "ang", "exc", "fru"]
@@ -21,7 +23,7 @@ def iemocap_label_map(classes: int) -> dict[str, str]:
         return dict(IEMOCAP_6_MAP)
     if classes == 4:
         return dict(IEMOCAP_4_MAP)
-    raise ValueError(f"IEMOCAP classes must be 4 or 6, got {classes!r}")
+    raise ConfigError(f"IEMOCAP classes must be 4 or 6, got {classes!r}")
 
 
 def iemocap_labels(classes: int) -> list[str]:

@@ -6,15 +6,26 @@ MELD ``{split}_dia{D}_utt{U}`` (conversation ``{split}_dia{D}``), IEMOCAP turn n
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
+
+from merc.errors import ConfigError, InputError
 
 SPLITS = ("train", "dev", "test")
 
 
-class CorpusError(ValueError):
+class CorpusError(InputError):
     """Bad input in a corpus file; the message names the file, the line and the offending value."""
+
+
+class MissingSplitError(ConfigError, KeyError):
+    """A split the corpus does not have (also a KeyError, as ``corpus[split]`` lookups were)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
 
 
 @dataclass
@@ -80,11 +91,39 @@ class Corpus:
 
     def __getitem__(self, split: str) -> list[Conversation]:
         if split not in self.splits:
-            raise KeyError(f"corpus {self.name!r} has no split {split!r}; it has {sorted(self.splits)}")
+            raise MissingSplitError(f"corpus {self.name!r} has no split {split!r}; it has {sorted(self.splits)}")
         return self.splits[split]
 
     def utterances(self, split: str) -> list[Utterance]:
         return [u for c in self[split] for u in c]
+
+    def subset(self, keep: set[str] | Iterable[str]) -> "Corpus":
+        """The corpus restricted to the utterances whose ids are in ``keep`` (conversations left empty are
+        omitted; every split stays, possibly empty). Drop and repair records are not carried over."""
+        keep = set(keep)
+        splits: dict[str, list[Conversation]] = {}
+        for split, convs in self.splits.items():
+            out = []
+            for c in convs:
+                utts = [u for u in c if u.utterance_id in keep]
+                if utts:
+                    out.append(Conversation(c.conversation_id, split, utts))
+            splits[split] = out
+        return Corpus(name=self.name, splits=splits, labels=list(self.labels), root=self.root)
+
+    def fingerprint(self) -> str:
+        """sha256 over the label set and, per split in order, every conversation id and every utterance's id,
+        speaker, text and label: two corpora with the same fingerprint train the same model. Media paths,
+        times and ``meta`` are not part of it."""
+        h = hashlib.sha256()
+        h.update(json.dumps(list(self.labels)).encode())
+        for split, convs in self.splits.items():
+            h.update(b"\x00split\x00" + split.encode())
+            for c in convs:
+                h.update(b"\x00conv\x00" + c.conversation_id.encode())
+                for u in c:
+                    h.update(json.dumps([u.utterance_id, u.speaker, u.text, u.emotion], ensure_ascii=False).encode())
+        return h.hexdigest()
 
     def stats(self) -> dict[str, Any]:
         out: dict[str, Any] = {"dataset": self.name, "labels": list(self.labels), "splits": {},

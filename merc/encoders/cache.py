@@ -17,42 +17,27 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from merc.data.schema import Corpus
 from merc.encoders.text import TextEncoder, cache_root
+from merc.errors import ConfigError, InputError
+from merc.io import atomic_write_bytes, atomic_write_text, atomic_writer
 
 log = logging.getLogger(__name__)
 FEATURES_FILE = "features.safetensors"
 META_FILE = "meta.json"
 
 # helpers
-
-
-def _atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:
-    """Write through ``write(fileobj)`` into a temporary sibling, fsync, then rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}-", dir=path.parent)
-    try:
-        with os.fdopen(fd, mode) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _content_hash(ids: list[str], texts: list[str]) -> str:
@@ -168,11 +153,11 @@ def encode_split(corpus: Corpus, split: str, encoder: TextEncoder, *, cache_dir:
                  chunk_size: int = 512, progress: bool = True) -> Features:
     """Features of ``corpus.utterances(split)`` by ``encoder``, from the cache or encoded (resumably) into it."""
     if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        raise ConfigError(f"chunk_size must be >= 1, got {chunk_size}")
     utts = corpus.utterances(split)
     ids, texts = [u.utterance_id for u in utts], encoder.texts_for(utts)
     if len(set(ids)) != len(ids):
-        raise ValueError(f"{corpus.name}/{split} has duplicate utterance ids; fix the reader before encoding")
+        raise InputError(f"{corpus.name}/{split} has duplicate utterance ids; fix the reader before encoding")
     folder = feature_cache_dir(corpus, split, encoder, cache_dir=cache_dir, texts=(ids, texts))
     done = _load_final(folder, ids, encoder.dim)
     if done is not None:
@@ -196,7 +181,8 @@ def encode_split(corpus: Corpus, split: str, encoder: TextEncoder, *, cache_dir:
             if not _valid(X, e - s, dim):
                 raise RuntimeError(f"encoder {encoder.name!r} returned {X.shape} {X.dtype} (or non-finite "
                                    f"values) for {e - s} texts; expected ({e - s}, {dim}) float32")
-            _atomic_write(chunk_dir / f"chunk_{k:05d}.npy", lambda f: np.save(f, X, allow_pickle=False))
+            with atomic_writer(chunk_dir / f"chunk_{k:05d}.npy") as f:
+                np.save(f, X, allow_pickle=False)
             chunks[k] = X
             bar.update(e - s)
 
@@ -207,7 +193,7 @@ def encode_split(corpus: Corpus, split: str, encoder: TextEncoder, *, cache_dir:
             "chunk_size": chunk_size, "chunks": len(bounds), "chunks_reused": reused, "ids": ids}
     from safetensors.numpy import save as st_save
     payload = st_save({"X": X}, metadata={"encoder": encoder.name, "fingerprint": encoder.fingerprint})
-    _atomic_write(folder / FEATURES_FILE, lambda f: f.write(payload))
-    _atomic_write(folder / META_FILE, lambda f: f.write(json.dumps(meta, indent=1)), mode="w")  # marks completion
+    atomic_write_bytes(folder / FEATURES_FILE, payload)
+    atomic_write_text(folder / META_FILE, json.dumps(meta, indent=1))  # written last: marks completion
     shutil.rmtree(chunk_dir, ignore_errors=True)
     return Features(ids, X, {**meta, "cache_hit": False})

@@ -18,6 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
+from merc.errors import ConfigError, MissingDependencyError
 from merc.io import file_digest
 
 Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels of the original image
@@ -54,7 +55,7 @@ def _require_dlib():
     try:
         import dlib
     except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError("face models need dlib: pip install dlib-bin face-recognition-models") from e
+        raise MissingDependencyError("face models need dlib: pip install dlib-bin face-recognition-models") from e
     return dlib
 
 
@@ -62,17 +63,17 @@ def models_dir() -> Path:
     """Folder of the dlib ``.dat`` files shipped by ``face-recognition-models`` (not imported: pkg_resources)."""
     spec = importlib.util.find_spec("face_recognition_models")
     if spec is None or spec.origin is None:
-        raise ImportError("face models need the 'face-recognition-models' package: pip install face-recognition-models")
+        raise MissingDependencyError("face models need the 'face-recognition-models' package: pip install face-recognition-models")
     folder = Path(spec.origin).parent / "models"
     if not folder.is_dir():
-        raise FileNotFoundError(f"face-recognition-models is installed but {folder} is missing")
+        raise MissingDependencyError(f"face-recognition-models is installed but {folder} is missing")
     return folder
 
 
 def model_file(name: str) -> str:
     path = models_dir() / name
     if not path.is_file():
-        raise FileNotFoundError(f"dlib model file {path} is missing; reinstall face-recognition-models")
+        raise MissingDependencyError(f"dlib model file {path} is missing; reinstall face-recognition-models")
     return str(path)
 
 
@@ -124,7 +125,7 @@ class FaceDetector:
     def __init__(self, config: FaceDetectorConfig | None = None):
         self.config = config or FaceDetectorConfig()
         if self.config.backend not in ("hog", "cnn", "mtcnn"):
-            raise ValueError(f"unknown face detector backend {self.config.backend!r}; use 'hog', 'cnn' or 'mtcnn'")
+            raise ConfigError(f"unknown face detector backend {self.config.backend!r}; use 'hog', 'cnn' or 'mtcnn'")
         self._model = None
         self._lock = threading.Lock()
 
@@ -142,7 +143,7 @@ class FaceDetector:
                     try:
                         from facenet_pytorch import MTCNN
                     except ImportError as e:
-                        raise ImportError("the 'mtcnn' backend needs facenet-pytorch (and torchvision): "
+                        raise MissingDependencyError("the 'mtcnn' backend needs facenet-pytorch (and torchvision): "
                                           "pip install --no-deps facenet-pytorch") from e
                     self._model = MTCNN(keep_all=True, device="cpu")
         return self._model

@@ -21,7 +21,6 @@ Cost on the 2-core CPU machine: see benchmarks/results/finetune_mpnet-meld.md.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import random
@@ -36,22 +35,14 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from merc.data.schema import Corpus, Utterance
-from merc.io import write_json
+from merc.encoders.template import DEFAULT_TEMPLATE, META_FILE, render
+from merc.errors import ConfigError, IncompatibleRunError, InputError, OutputExistsError
+from merc.io import atomic_write_bytes, atomic_writer, write_json
 
-META_FILE = "merc_encoder.json"  # read by SentenceTransformerEncoder: template, labels, provenance
 HEAD_FILE = "classifier.safetensors"
 CHECKPOINT = ".checkpoint.pt"
-DEFAULT_TEMPLATE = "{speaker}: {text}"
 
 # helpers
-
-
-def render(template: str, u: Utterance) -> str:
-    """The text an encoder sees for utterance ``u`` (``{speaker}`` and ``{text}`` are filled in)."""
-    try:
-        return template.format(speaker=u.speaker, text=u.text)
-    except (KeyError, IndexError, ValueError) as e:
-        raise ValueError(f"text template {template!r} is invalid ({e}); use the fields {{speaker}} and {{text}}") from None
 
 
 def length_grouped_batches(lengths: Sequence[int], batch_size: int, *, seed: int, pool: int = 50) -> list[list[int]]:
@@ -73,18 +64,6 @@ def length_grouped_batches(lengths: Sequence[int], batch_size: int, *, seed: int
     return batches
 
 
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    import torch
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _labelled(corpus: Corpus, split: str, template: str) -> tuple[list[str], np.ndarray, list[str]]:
     """Rendered texts, label indices and utterance ids of the labelled utterances of ``split``."""
     index = {lab: i for i, lab in enumerate(corpus.labels)}
@@ -93,7 +72,7 @@ def _labelled(corpus: Corpus, split: str, template: str) -> tuple[list[str], np.
         if u.emotion is None:
             continue
         if u.emotion not in index:
-            raise ValueError(f"{corpus.name}/{split}: utterance {u.utterance_id} has label {u.emotion!r}, "
+            raise InputError(f"{corpus.name}/{split}: utterance {u.utterance_id} has label {u.emotion!r}, "
                              f"not one of {corpus.labels}")
         texts.append(render(template, u))
         ys.append(index[u.emotion])
@@ -122,9 +101,9 @@ class FinetuneConfig:
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.max_length < 4:
-            raise ValueError(f"FinetuneConfig: epochs, batch_size must be >= 1 and max_length >= 4, got {self}")
+            raise ConfigError(f"FinetuneConfig: epochs, batch_size must be >= 1 and max_length >= 4, got {self}")
         if self.class_weights not in ("none", "balanced"):
-            raise ValueError(f"class_weights must be 'none' or 'balanced', got {self.class_weights!r}")
+            raise ConfigError(f"class_weights must be 'none' or 'balanced', got {self.class_weights!r}")
         render(self.template, Utterance("u", "Speaker", "text"))  # fails early on a bad template
 
     @classmethod
@@ -182,7 +161,7 @@ def _load_base(base: str):
     from merc.encoders.text import SentenceTransformerEncoder, get_text_encoder
     enc = get_text_encoder(base)
     if not isinstance(enc, SentenceTransformerEncoder):
-        raise ValueError(f"text encoder {base!r} is a {type(enc).__name__}; fine-tuning needs a "
+        raise ConfigError(f"text encoder {base!r} is a {type(enc).__name__}; fine-tuning needs a "
                          "sentence-transformers model")
     return enc.model, enc
 
@@ -197,20 +176,20 @@ def finetune_text_encoder(corpus: Corpus, out_dir: str | Path, config: FinetuneC
     ``on_step(epoch, step)`` is called after every optimizer step (and after any checkpoint it triggered).
     """
     import torch
-    from safetensors.torch import save_file
+    from safetensors.torch import save as st_save
 
-    from merc.training.metrics import evaluate_predictions
+    from merc.metrics import evaluate_predictions
 
     config = config or FinetuneConfig()
     out = Path(out_dir)
     if not (out / CHECKPOINT).is_file() and out.is_dir() and any(not p.name.startswith(".") for p in out.iterdir()):
-        raise FileExistsError(f"{out} is not empty (and holds no checkpoint to resume); choose another --out "
+        raise OutputExistsError(f"{out} is not empty (and holds no checkpoint to resume); choose another --out "
                               "or delete it")
     out.mkdir(parents=True, exist_ok=True)
     tr_texts, tr_y, _ = _labelled(corpus, "train", config.template)
     dev_texts, dev_y, _ = _labelled(corpus, "dev", config.template)
     if len(tr_texts) == 0 or len(dev_texts) == 0:
-        raise ValueError(f"{corpus.name}: fine-tuning needs labelled train and dev utterances "
+        raise InputError(f"{corpus.name}: fine-tuning needs labelled train and dev utterances "
                          f"(train {len(tr_texts)}, dev {len(dev_texts)})")
     if config.max_train is not None:
         tr_texts, tr_y = tr_texts[:config.max_train], tr_y[:config.max_train]
@@ -239,7 +218,7 @@ def finetune_text_encoder(corpus: Corpus, out_dir: str | Path, config: FinetuneC
     if ck.is_file():
         saved = torch.load(ck, map_location="cpu", weights_only=False)
         if saved["config"] != asdict(config) or saved["labels"] != corpus.labels:
-            raise ValueError(f"{ck} was written by a different fine-tuning config or label set; "
+            raise IncompatibleRunError(f"{ck} was written by a different fine-tuning config or label set; "
                              "delete it (or the folder) to start over")
         st.load_state_dict(saved["st"])
         model.head.load_state_dict(saved["head"])
@@ -252,14 +231,15 @@ def finetune_text_encoder(corpus: Corpus, out_dir: str | Path, config: FinetuneC
             print(f"resuming {out}: epoch {state['epoch'] + 1}, step {state['step']}/{steps_per_epoch}")
 
     def checkpoint() -> None:
-        _atomic_torch_save({"config": asdict(config), "labels": corpus.labels, "st": st.state_dict(),
-                            "head": model.head.state_dict(), "opt": opt.state_dict(),
-                            "sched": sched.state_dict(), "rng": torch.get_rng_state(), "state": state}, ck)
+        with atomic_writer(ck) as f:
+            torch.save({"config": asdict(config), "labels": corpus.labels, "st": st.state_dict(),
+                        "head": model.head.state_dict(), "opt": opt.state_dict(),
+                        "sched": sched.state_dict(), "rng": torch.get_rng_state(), "state": state}, f)
 
     def save_best(dev_scores: dict[str, Any]) -> None:
         tmp = Path(tempfile.mkdtemp(dir=out, prefix=".best-"))
         st.save(str(tmp))
-        save_file({k: v.detach().contiguous() for k, v in model.head.state_dict().items()}, str(tmp / HEAD_FILE))
+        atomic_write_bytes(tmp / HEAD_FILE, st_save({k: v.detach().contiguous() for k, v in model.head.state_dict().items()}))
         for old in out.iterdir():  # swap the folder's contents; the checkpoint and temp folders stay
             if old.name.startswith(".") or old == tmp:
                 continue

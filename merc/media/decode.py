@@ -13,8 +13,10 @@ from pathlib import Path
 import av
 import numpy as np
 
+from merc.errors import ConfigError, InputError
 
-class MediaError(Exception):
+
+class MediaError(InputError):
     """A media file is missing, unreadable, or lacks what was asked for. The message names the file."""
 
 
@@ -143,7 +145,7 @@ def load_frames(path: str | os.PathLike, *, fps: float = 1.0, start: float | Non
     Raises MediaError when the file is missing, has no video stream, or fails to decode.
     """
     if fps <= 0:
-        raise ValueError(f"fps must be > 0, got {fps}")
+        raise ConfigError(f"fps must be > 0, got {fps}")
     with _open(path) as c:
         if not c.streams.video:
             raise MediaError(f"no video stream in {path}")

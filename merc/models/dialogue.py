@@ -26,6 +26,7 @@ import torch.nn as nn
 from torch import Tensor
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from merc.errors import ConfigError
 from merc.models.mamba import MambaConfig, MambaStack
 
 KINDS = ("mamba", "gru", "transformer", "mlp")
@@ -48,9 +49,9 @@ class DialogueConfig:
 
     def __post_init__(self):
         if self.kind not in KINDS:
-            raise ValueError(f"unknown dialogue model kind {self.kind!r}; choose one of {KINDS}")
+            raise ConfigError(f"unknown dialogue model kind {self.kind!r}; choose one of {KINDS}")
         if not self.input_dims:
-            raise ValueError("input_dims is empty: give at least one modality, e.g. {'text': 768}")
+            raise ConfigError("input_dims is empty: give at least one modality, e.g. {'text': 768}")
 
 # helpers
 

@@ -28,6 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from merc.errors import ConfigError
 from merc.models.scan import selective_scan, selective_scan_ref
 
 
@@ -87,7 +88,7 @@ def make_norm(kind: str, dim: int) -> nn.Module:
         return nn.RMSNorm(dim, eps=1e-5)
     if kind == "layer":
         return nn.LayerNorm(dim)
-    raise ValueError(f"norm must be 'rms' or 'layer', got {kind!r}")
+    raise ConfigError(f"norm must be 'rms' or 'layer', got {kind!r}")
 
 # classes
 

@@ -39,6 +39,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from merc.errors import ConfigError, InputError, MissingDependencyError
+from merc.io import write_json
 from merc.media.decode import MediaError, load_audio
 from merc.qc.base import Flag, QCItem
 
@@ -103,9 +105,7 @@ class AlignmentCalibration:
         return asdict(self)
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
-        return path
+        return write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | Path) -> "AlignmentCalibration":
@@ -117,7 +117,7 @@ def derangement(texts: Sequence[str], seed: int = 0) -> list[int]:
     n = len(texts)
     norm = [" ".join(normalize(t)) for t in texts]
     if len(set(norm)) < 2:
-        raise ValueError("calibration needs at least two different transcripts")
+        raise InputError("calibration needs at least two different transcripts")
     rng = random.Random(seed)
     out = []
     for i in range(n):
@@ -163,7 +163,7 @@ def calibrate_from_scores(true: Sequence[dict[str, Any]], mismatched: Sequence[d
     true = [d for d in true if "error" not in d]
     mismatched = [d for d in mismatched if "error" not in d]
     if not true or not mismatched:
-        raise ValueError("no usable measurements to calibrate on (every utterance failed to decode?)")
+        raise InputError("no usable measurements to calibrate on (every utterance failed to decode?)")
     metrics = [m for m in metrics if all(m in d for d in true + mismatched)]
     pos = np.array([[_oriented(m, d.get(m)) for m in metrics] for d in true])
     neg = np.array([[_oriented(m, d.get(m)) for m in metrics] for d in mismatched])
@@ -198,7 +198,7 @@ def calibrate_alignment(items: Sequence[QCItem], measure_fn: Callable[[QCItem, s
     "true" here, which only makes the reported AUCs conservative.
     """
     if len(items) < 2:
-        raise ValueError(f"calibration needs >= 2 utterances, got {len(items)}")
+        raise InputError(f"calibration needs >= 2 utterances, got {len(items)}")
     partner = derangement([it.utterance.text for it in items], seed)
     true, mismatched = [], []
     for i, item in enumerate(items):  # same item twice in a row: its audio analysis is reused
@@ -267,6 +267,7 @@ class AlignmentConfig:
 class AlignmentCheck:
     """Transcript-vs-audio agreement (see the module docstring). Implements :class:`merc.qc.base.Check`."""
     name = "alignment"
+    measure_fields = ("asr", "whisper_model", "max_seconds", "align_beam")  # change ``measure`` (merc.qc.cache)
 
     def __init__(self, config: AlignmentConfig | None = None):
         self.config = config or AlignmentConfig()
@@ -276,18 +277,18 @@ class AlignmentCheck:
         if self.config.calibration:
             self.use_calibration(AlignmentCalibration.load(self.config.calibration))
         if self.config.asr not in ASR_BACKENDS:
-            raise ValueError(f"unknown asr {self.config.asr!r}; choose one of {ASR_BACKENDS}")
+            raise ConfigError(f"unknown asr {self.config.asr!r}; choose one of {ASR_BACKENDS}")
         module, package = {"whisper": ("whisper", "openai-whisper"),
                            "faster-whisper": ("faster_whisper", "faster-whisper")}.get(self.config.asr, (None, None))
         if module is not None:
             import importlib.util
             if importlib.util.find_spec(module) is None:
-                raise ImportError(f"asr={self.config.asr!r} needs the {package} package (and its model "
-                                  "weights); the offline default is asr='pocketsphinx'")
+                raise MissingDependencyError(f"asr={self.config.asr!r} needs the {package} package (and its "
+                                             "model weights); the offline default is asr='pocketsphinx'")
         unknown = [m for m in self.config.rule if m not in METRICS or m not in self.config.thresholds]
         if unknown or not self.config.rule:
-            raise ValueError(f"bad alignment rule {self.config.rule!r}: each metric must be one of {METRICS} "
-                             "and have a threshold")
+            raise ConfigError(f"bad alignment rule {self.config.rule!r}: each metric must be one of {METRICS} "
+                              "and have a threshold")
 
     def use_calibration(self, cal: AlignmentCalibration) -> None:
         """Decide with the calibrated rule and thresholds from now on."""
@@ -435,16 +436,26 @@ class AlignmentCheck:
         return flags
 
     def calibrate(self, items: Sequence[QCItem], measurements: dict[str, dict[str, Any]] | None = None, *,
-                  seed: int = 0) -> AlignmentCalibration:
+                  seed: int = 0, progress: bool = False) -> AlignmentCalibration:
         """Calibrate on ``items`` (no labels needed) and use the result; see :func:`calibrate_alignment`.
 
         With ``measurements`` (this check's own, from :meth:`measure`) the true pairs are not scored
-        again and the mismatched pairs reuse the stored hypotheses (no second free decoding).
+        again and the mismatched pairs reuse the stored hypotheses (no second free decoding). The QC
+        pipeline calls this between measuring and judging (``QCConfig.calibrate``).
         """
+        from tqdm.auto import tqdm
+
         hyps = {u: m["hypothesis"] for u, m in (measurements or {}).items() if "hypothesis" in m}
+        bar = tqdm(total=len(items), desc="calibrate alignment", unit="utt", disable=not progress,
+                   dynamic_ncols=True)
 
         def score(item: QCItem, text: str) -> dict[str, Any]:
-            return self.score(item, text, hypothesis=hyps.get(item.utterance_id))
-        cal = calibrate_alignment(items, score, seed=seed, true_scores=measurements)
+            out = self.score(item, text, hypothesis=hyps.get(item.utterance_id))
+            bar.update(1)
+            return out
+        try:
+            cal = calibrate_alignment(items, score, seed=seed, true_scores=measurements)
+        finally:
+            bar.close()
         self.use_calibration(cal)
         return cal

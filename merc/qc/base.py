@@ -6,10 +6,18 @@ A check runs in two phases so that a long run is resumable and corpus-level chec
      media: it returns ``{"error": "..."}`` and the pipeline records the failure.
   2. ``judge(items, measurements)`` over the whole corpus: cheap; turns measurements into Flags
      (speaker identity and faces need every utterance's embedding to build centroids/galleries).
+
+What is specific to one check lives on the check, as optional members the pipeline looks for:
+
+- ``measure_fields``: the config fields that change what ``measure`` returns (a cached measurement is
+  reused while they are unchanged; without it the whole config counts);
+- ``calibrate(items, measurements, *, seed, progress)``: fit thresholds on this corpus before judging;
+- ``artifacts()``: what the check exposes after ``judge`` besides flags (faces: speaker tracks and galleries);
+- ``gate(measurement)``: (integrity) why later checks cannot measure an utterance, or None.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, is_dataclass
 from typing import Any, Protocol
 
 from merc.data.schema import Utterance
@@ -50,3 +58,27 @@ class Check(Protocol):
     def measure(self, item: QCItem) -> dict[str, Any]: ...
 
     def judge(self, items: list[QCItem], measurements: dict[str, dict[str, Any]]) -> list[Flag]: ...
+
+
+# helpers shared by the pipeline, the cache and the report
+
+def jsonable(x: Any) -> Any:
+    """numpy scalars/arrays and tuples -> plain JSON types (for measurements)."""
+    if isinstance(x, dict):
+        return {str(k): jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [jsonable(v) for v in x]
+    if hasattr(x, "tolist") and not isinstance(x, (str, bytes)):
+        return x.tolist()
+    return x
+
+
+def config_dict(cfg: Any) -> Any:
+    """A check's config as a dict (dataclass, dict or plain object); ``{}`` for None."""
+    if cfg is None:
+        return {}
+    if is_dataclass(cfg):
+        return asdict(cfg)
+    if isinstance(cfg, dict):
+        return cfg
+    return {k: v for k, v in vars(cfg).items() if not k.startswith("_")} if hasattr(cfg, "__dict__") else repr(cfg)

@@ -11,12 +11,14 @@ from typing import Any
 
 from merc.data import DATASETS, MELD_DATASETS, load_corpus
 from merc.data.schema import SPLITS, Corpus
-from merc.qc.pipeline import BUILTIN_CHECKS, DEFAULT_CHECKS, QCConfig, QCPipeline, resolve_factory
+from merc.errors import ConfigError
+from merc.qc.config import QCConfig
+from merc.qc.pipeline import QCPipeline
+from merc.qc.registry import BUILTIN_CHECKS, DEFAULT_CHECKS, resolve_factory
 
 
-class QCArgumentError(ValueError):
+class QCArgumentError(ConfigError):
     """A bad ``merc qc`` option; printed as one line."""
-    user_error = True
 
 
 # helpers

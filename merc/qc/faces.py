@@ -26,6 +26,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from merc.errors import ConfigError
 from merc.qc.base import Flag, QCItem
 from merc.qc.speaker import leave_one_out_centroids, media_segment, robust_centroid
 
@@ -67,14 +68,21 @@ class FaceCheck:
     """Labelled speaker's face vs. the faces in the clip (see the module docstring)."""
 
     name = "faces"
+    # config fields that change what ``measure`` returns (see merc.qc.cache)
+    measure_fields = ("fps", "max_frames", "detector", "upsample", "min_score", "min_iou", "link_distance", "max_gap")
 
     def __init__(self, config: FaceCheckConfig | None = None):
         self.config = config or FaceCheckConfig()
         if self.config.min_gallery < 1:
-            raise ValueError(f"FaceCheckConfig.min_gallery must be >= 1, got {self.config.min_gallery}")
+            raise ConfigError(f"FaceCheckConfig.min_gallery must be >= 1, got {self.config.min_gallery}")
         self.speaker_tracks: dict[str, dict[str, Any]] = {}
         self.galleries: dict[str, list[str]] = {}  # speaker -> gallery utterance ids (after judge)
         self._models = None
+
+    def artifacts(self) -> dict[str, Any]:
+        """After ``judge``: ``speaker_tracks`` (utterance id -> the labelled speaker's face track; written to
+        ``speaker_tracks.json``) and ``galleries`` (speaker -> gallery utterance ids, sized in the report)."""
+        return {"speaker_tracks": self.speaker_tracks, "galleries": self.galleries}
 
     def _get_models(self):
         if self._models is None:

@@ -87,6 +87,8 @@ class IntegrityConfig:
 class IntegrityCheck:
     """Per-utterance media integrity (see the module docstring). Implements :class:`merc.qc.base.Check`."""
     name = "integrity"
+    # config fields that change what ``measure`` returns (the rest only change ``judge``): see merc.qc.cache
+    measure_fields = ("sample_rate", "vad_threshold", "vad_max_seconds", "require_video")
 
     def __init__(self, config: IntegrityConfig | None = None):
         self.config = config or IntegrityConfig()

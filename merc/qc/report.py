@@ -6,7 +6,7 @@
   tables, flagged examples, every flag;
 - ``manifest.jsonl``: the kept utterances, one conversation per line with a ``split`` field, absolute
   media paths; ``curated/{train,dev,test}.jsonl`` + ``labels.json`` for ``merc train --dataset jsonl``;
-- ``speaker_tracks.json`` when the faces check exposed speaker tracks.
+- ``speaker_tracks.json`` when a check (faces) exposed ``speaker_tracks`` among its artifacts.
 """
 from __future__ import annotations
 
@@ -19,13 +19,11 @@ import os
 from collections import Counter, defaultdict
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from merc.io import atomic_write_bytes, atomic_write_text, write_json  # noqa: F401 (re-exported)
-from merc.qc.base import Flag
-
-if TYPE_CHECKING:
-    from merc.qc.pipeline import QCResult
+from merc.io import atomic_write_text, write_json
+from merc.qc.base import Flag, jsonable
+from merc.qc.result import QCResult
 
 FLAG_FIELDS = ("utterance_id", "check", "passed", "score", "threshold", "reason")
 PASS_COLOUR, FAIL_COLOUR = "#4c9a2a", "#c0392b"
@@ -51,15 +49,14 @@ def read_flags_csv(path: str | Path) -> list[Flag]:
                 for r in csv.DictReader(f)]
 
 
-def write_manifest(result: "QCResult", qc_dir: str | Path) -> tuple[Path, Path]:
+def write_manifest(result: QCResult, qc_dir: str | Path) -> tuple[Path, Path]:
     """``manifest.jsonl`` (absolute media paths, ``split`` per line) and ``curated/`` (write_corpus_jsonl)."""
     from merc.data.jsonl import write_corpus_jsonl
-    from merc.qc.pipeline import subset_corpus
 
     if result.corpus is None:
         raise ValueError("QCResult has no corpus attached; cannot write the manifest")
     qc_dir = Path(qc_dir)
-    kept = subset_corpus(result.corpus, set(result.kept))
+    kept = result.corpus.subset(set(result.kept))
     lines = []
     for split, convs in kept.splits.items():
         for c in convs:
@@ -78,16 +75,16 @@ def write_manifest(result: "QCResult", qc_dir: str | Path) -> tuple[Path, Path]:
     return manifest, curated
 
 
-def write_outputs(result: "QCResult", qc_dir: str | Path) -> dict[str, Path]:
+def write_outputs(result: QCResult, qc_dir: str | Path) -> dict[str, Path]:
     """Every output file of a QC run; returns name -> path."""
     qc_dir = Path(qc_dir)
     qc_dir.mkdir(parents=True, exist_ok=True)
     paths = {"flags": write_flags_csv(result.flags, qc_dir / "flags.csv"),
              "summary": write_json(qc_dir / "summary.json", result.summary)}
     paths["manifest"], paths["curated"] = write_manifest(result, qc_dir)
-    if result.speaker_tracks is not None:
-        from merc.qc.pipeline import jsonable
-        tracks = jsonable(result.speaker_tracks)
+    tracks = result.artifact("speaker_tracks")  # the faces check's
+    if tracks is not None:
+        tracks = jsonable(tracks)
         text = (json.dumps(tracks) + "\n" if not isinstance(tracks, dict) else  # one utterance per line
                 "{\n" + ",\n".join(f"{json.dumps(k)}: {json.dumps(v)}" for k, v in tracks.items()) + "\n}\n")
         paths["speaker_tracks"] = atomic_write_text(qc_dir / "speaker_tracks.json", text)
@@ -142,11 +139,12 @@ def score_plot(flags: list[Flag], check: str) -> str | None:
     return _png(fig)
 
 
-def _gallery_size(result: "QCResult", speaker: str) -> str:
+def _gallery_size(result: QCResult, speaker: str) -> str:
     """Size of the speaker's face gallery (utterances the faces check used as the reference)."""
-    if result.face_galleries is None:
+    galleries = result.artifact("galleries")
+    if galleries is None:
         return ""
-    return str(len(result.face_galleries.get(speaker, [])))
+    return str(len(galleries.get(speaker, [])))
 
 
 def _table(header: list[str], rows: list[list[Any]], cls: str = "") -> str:
@@ -155,7 +153,7 @@ def _table(header: list[str], rows: list[list[Any]], cls: str = "") -> str:
     return f'<table class="{cls}"><thead><tr>{h}</tr></thead><tbody>\n{body}\n</tbody></table>'
 
 
-def render_html(result: "QCResult", n_examples: int = 10) -> str:
+def render_html(result: QCResult, n_examples: int = 10) -> str:
     s = result.summary
     checks = list(s["checks"])
     items = {it.utterance_id: it for it in result.items}

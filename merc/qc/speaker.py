@@ -24,6 +24,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from merc.errors import ConfigError
 from merc.qc.base import Flag, QCItem
 
 
@@ -130,16 +131,17 @@ class SpeakerIdentityCheck:
     """Voice vs. speaker label (see the module docstring)."""
 
     name = "speaker"
+    measure_fields = ("sr", "max_seconds")  # config fields that change ``measure`` (see merc.qc.cache)
 
     def __init__(self, config: SpeakerCheckConfig | None = None):
         self.config = config or SpeakerCheckConfig()
         if self.config.scope not in ("corpus", "conversation"):
-            raise ValueError(f"SpeakerCheckConfig.scope must be 'corpus' or 'conversation', got {self.config.scope!r}")
+            raise ConfigError(f"SpeakerCheckConfig.scope must be 'corpus' or 'conversation', got {self.config.scope!r}")
         if self.config.rivals not in ("corpus", "conversation"):
-            raise ValueError("SpeakerCheckConfig.rivals must be 'corpus' or 'conversation', "
+            raise ConfigError("SpeakerCheckConfig.rivals must be 'corpus' or 'conversation', "
                              f"got {self.config.rivals!r}")
         if self.config.min_utts < 2:
-            raise ValueError(f"SpeakerCheckConfig.min_utts must be >= 2 (a leave-one-out reference needs another "
+            raise ConfigError(f"SpeakerCheckConfig.min_utts must be >= 2 (a leave-one-out reference needs another "
                              f"utterance), got {self.config.min_utts}")
         self._encoder = None
 

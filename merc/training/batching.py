@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from merc.data.schema import Conversation
+from merc.errors import InputError
 
 IGNORE = -100  # label of padding and unlabelled utterances (torch cross_entropy's ignore_index)
 
@@ -64,7 +65,7 @@ def build_dialogues(conversations: Sequence[Conversation], features: Mapping[str
             elif u.emotion in label_index:
                 ys.append(label_index[u.emotion])
             else:
-                raise ValueError(f"utterance {u.utterance_id}: emotion {u.emotion!r} is not in the label set {list(labels)}")
+                raise InputError(f"utterance {u.utterance_id}: emotion {u.emotion!r} is not in the label set {list(labels)}")
         out.append(Dialogue(conv.conversation_id, ids, feats,
                             speaker_indices([u.speaker for u in conv], max_speakers), np.asarray(ys, dtype=np.int64)))
     return out

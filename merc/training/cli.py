@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-from pathlib import Path
 
 from merc.data import DATASETS
+from merc.errors import ConfigError, IncompatibleRunError
 from merc.models.dialogue import DialogueConfig
 from merc.training.trainer import TrainConfig
 
@@ -20,7 +19,7 @@ def _fmt(ms: dict) -> str:
 def cmd_train(args: argparse.Namespace) -> int:
     from merc.training.experiment import run_experiment
     if args.model == "matav":
-        raise ValueError("--model matav is not available yet (it needs audio and face features); "
+        raise ConfigError("--model matav is not available yet (it needs audio and face features); "
                          "choose one of mamba, gru, transformer, mlp")
     mc = DialogueConfig(kind=args.model, d_model=args.d_model, n_layers=args.layers, dropout=args.dropout,
                         bidirectional=not args.causal)
@@ -47,7 +46,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     run = from_pretrained(args.run_dir)
     corpus = load_corpus(args.dataset, args.data_dir)
     if list(corpus.labels) != list(run.labels):
-        raise ValueError(f"the corpus labels {corpus.labels} differ from the run's {run.labels}")
+        raise IncompatibleRunError(f"the corpus labels {corpus.labels} differ from the run's {run.labels}")
     feats, _ = corpus_features(corpus, [args.split], run.config.modalities, run.config.text_encoder,
                                progress=not args.json)
     dialogues = build_dialogues(corpus[args.split], feats[args.split], run.labels,

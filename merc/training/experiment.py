@@ -13,9 +13,10 @@ import torch
 
 from merc.data import load_corpus
 from merc.data.schema import Corpus
+from merc.errors import ConfigError, InputError
+from merc.metrics import mean_std
 from merc.models.dialogue import DialogueConfig, DialogueModel
 from merc.training.batching import build_dialogues
-from merc.training.metrics import mean_std
 from merc.training.plots import plot_confusion, plot_training_curve
 from merc.training.run import RunConfig, save_run, write_json
 from merc.training.trainer import TrainConfig, fit, score_dialogues
@@ -28,7 +29,7 @@ def corpus_features(corpus: Corpus, splits: Sequence[str], modalities: Sequence[
     """``features[split][modality][utterance_id]`` from the feature cache, and the encoder fingerprint."""
     unsupported = [m for m in modalities if m not in SUPPORTED_MODALITIES]
     if unsupported:
-        raise ValueError(f"modalities {unsupported} are not trainable yet: `merc train` currently uses text "
+        raise ConfigError(f"modalities {unsupported} are not trainable yet: `merc train` currently uses text "
                          f"features only (supported: {list(SUPPORTED_MODALITIES)})")
     from merc.encoders import get_text_encoder
     from merc.encoders.cache import encode_split
@@ -75,7 +76,7 @@ def run_experiment(*, dataset: str, data_dir: str, out: str | Path, model_config
     corpus = corpus or load_corpus(dataset, data_dir, media_dir=media_dir)
     for s in ("train", "dev"):
         if not corpus.splits.get(s):
-            raise ValueError(f"{dataset} corpus at {data_dir} has no {s!r} split; training needs train and dev")
+            raise InputError(f"{dataset} corpus at {data_dir} has no {s!r} split; training needs train and dev")
     splits = [s for s in ("train", "dev", "test") if corpus.splits.get(s)]
     features, fingerprint = corpus_features(corpus, splits, modalities, text_encoder, progress=progress)
     model_config = replace(model_config, n_classes=len(corpus.labels),

@@ -1,7 +1,7 @@
 """Pictures a person would rather look at than read: training curves, confusion matrices, emotion timelines."""
 from __future__ import annotations
 
-import os
+import io
 from pathlib import Path
 from typing import Sequence
 
@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from merc.data.schema import Conversation  # noqa: E402
+from merc.io import atomic_write_bytes  # noqa: E402
 
 # a fixed colour per common emotion name; others cycle through tab10
 EMOTION_COLOURS = {"neutral": "#9e9e9e", "neu": "#9e9e9e", "joy": "#f4b400", "hap": "#f4b400", "exc": "#ff7f0e",
@@ -24,12 +25,14 @@ def _colour(label: str, i: int) -> str:
 
 
 def _save(fig, path: str | Path) -> Path:
+    """Render ``fig`` in memory (format from the suffix) and write it atomically."""
     path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, format=path.suffix.lstrip(".") or "png", dpi=120, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+    return atomic_write_bytes(path, buf.getvalue())
 
 
 def plot_training_curve(epochs: Sequence[dict], path: str | Path, *, title: str = "") -> Path:

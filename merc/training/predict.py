@@ -16,12 +16,13 @@ from typing import Sequence, TextIO
 import numpy as np
 
 from merc.data.schema import Conversation, CorpusError, Utterance
+from merc.errors import MissingFileError
 
 
 def read_conversations(path: str | Path) -> list[Conversation]:
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file")
+        raise MissingFileError(f"{path}: no such file")
     if path.suffix in (".jsonl", ".json"):
         return _read_jsonl(path)
     if path.suffix == ".txt":

@@ -8,17 +8,17 @@ A run directory holds ``config.json`` (model, training, data and encoder setting
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as st_save
 
 from merc.data.schema import Conversation
-from merc.io import write_json
+from merc.errors import IncompatibleRunError, MissingFileError
+from merc.io import atomic_write_bytes, write_json
 from merc.models.dialogue import DialogueConfig, DialogueModel
 from merc.training.batching import build_dialogues
 from merc.training.trainer import TrainConfig, predict_dialogues
@@ -47,9 +47,8 @@ def save_run(run_dir: str | Path, model: DialogueModel, config: RunConfig, label
              metrics: dict[str, Any] | None = None) -> Path:
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = run_dir / ".model.safetensors.tmp"
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
-    os.replace(tmp, run_dir / "model.safetensors")
+    atomic_write_bytes(run_dir / "model.safetensors",
+                       st_save({k: v.contiguous() for k, v in model.state_dict().items()}))
     write_json(run_dir / "config.json", config.to_dict())
     write_json(run_dir / "labels.json", list(labels))
     if metrics is not None:
@@ -66,7 +65,7 @@ def resolve_run_dir(run_dir: str | Path) -> Path:
     if summary.exists():
         best = json.loads(summary.read_text())["dev_selected_seed_dir"]
         return run_dir / best
-    raise FileNotFoundError(f"{run_dir} is not a merc run directory (no model.safetensors or summary.json); "
+    raise MissingFileError(f"{run_dir} is not a merc run directory (no model.safetensors or summary.json); "
                             f"create one with `merc train ... --out {run_dir}`")
 
 
@@ -91,11 +90,11 @@ class TrainedRun:
     def features_for(self, conversations: Sequence[Conversation], *, progress: bool = False,
                      encoder=None) -> dict[str, dict[str, np.ndarray]]:
         if self.config.modalities != ["text"]:
-            raise ValueError(f"prediction from raw input supports text-only runs; this run uses {self.config.modalities}")
+            raise IncompatibleRunError(f"prediction from raw input supports text-only runs; this run uses {self.config.modalities}")
         from merc.encoders import get_text_encoder
         enc = encoder or get_text_encoder(self.config.text_encoder)
         if self.config.text_encoder_fingerprint and enc.fingerprint != self.config.text_encoder_fingerprint:
-            raise ValueError(f"text encoder {self.config.text_encoder!r} differs from the one this run was trained "
+            raise IncompatibleRunError(f"text encoder {self.config.text_encoder!r} differs from the one this run was trained "
                              f"with (fingerprint {enc.fingerprint} != {self.config.text_encoder_fingerprint})")
         utts = [u for c in conversations for u in c]
         X = enc.encode(enc.texts_for(utts), progress=progress)

@@ -15,8 +15,9 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from merc.errors import ConfigError, InputError
+from merc.metrics import evaluate_predictions
 from merc.training.batching import IGNORE, Dialogue, iterate_batches
-from merc.training.metrics import evaluate_predictions
 
 
 @dataclass
@@ -53,7 +54,7 @@ def class_weight_vector(dialogues: Sequence[Dialogue], n_classes: int, scheme: s
     if scheme == "sqrt":
         w = np.sqrt(w)
     elif scheme != "balanced":
-        raise ValueError(f"class_weights must be none, balanced or sqrt, not {scheme!r}")
+        raise ConfigError(f"class_weights must be none, balanced or sqrt, not {scheme!r}")
     return torch.tensor(w / w.mean(), dtype=torch.float32)
 
 
@@ -90,7 +91,7 @@ def fit(model: torch.nn.Module, train: Sequence[Dialogue], dev: Sequence[Dialogu
         on_epoch: Callable[[dict[str, float]], None] | None = None) -> TrainHistory:
     """Train ``model`` in place; on return it holds the weights of the epoch with the best dev weighted F1."""
     if not dev:
-        raise ValueError("early stopping needs a dev split with labelled utterances; none was given")
+        raise InputError("early stopping needs a dev split with labelled utterances; none was given")
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     weight = class_weight_vector(train, len(labels), config.class_weights)

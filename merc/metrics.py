@@ -7,6 +7,8 @@ from typing import Any, Sequence
 import numpy as np
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
+from merc.errors import InputError
+
 
 def evaluate_predictions(y_true: Sequence[int], y_pred: Sequence[int], labels: Sequence[str]) -> dict[str, Any]:
     """Scores for integer class predictions; ``labels[i]`` names class ``i``."""
@@ -14,7 +16,7 @@ def evaluate_predictions(y_true: Sequence[int], y_pred: Sequence[int], labels: S
     if y_true.shape != y_pred.shape:
         raise ValueError(f"y_true has shape {y_true.shape} but y_pred has {y_pred.shape}")
     if y_true.size == 0:
-        raise ValueError("no labelled utterances to evaluate")
+        raise InputError("no labelled utterances to evaluate")
     idx = list(range(len(labels)))
     per_class = f1_score(y_true, y_pred, labels=idx, average=None, zero_division=0)
     return {
