@@ -1,6 +1,6 @@
 """QC benchmark: how well does `merc qc` recover injected faults, and how fast is it?
 
-Builds a MELD-layout fixture (merc.qc.synth: espeak-ng voices, real face photos, H.264/AAC clips) with
+Builds a MELD-layout fixture (merc.testing.synth: espeak-ng voices, real face photos, H.264/AAC clips) with
 a fraction of utterances faulted (spread over every fault kind), runs the full pipeline through the
 `merc qc` command, and scores each check against the ground truth it is responsible for:
 
@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     import shutil
 
     from merc.cli import main as merc_main
-    from merc.qc.synth import FAULTS, build_corpus_fixture
+    from merc.testing.synth import FAULTS, build_corpus_fixture
 
     work = Path(args.work)
     if work.exists():
@@ -285,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
                                 {k: v["alignment"] for k, v in cs["matrix"].items()}, "dropped": cs["dropped"]}
     out = Path(args.results)
     out.mkdir(parents=True, exist_ok=True)
-    from merc.qc.report import atomic_write_text, write_json
+    from merc.io import atomic_write_text, write_json
     write_json(out / f"{args.name}.json", result)
     atomic_write_text(out / f"{args.name}.md", to_markdown(result))
     print(to_markdown(result))

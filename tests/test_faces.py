@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("dlib")
-synth = pytest.importorskip("merc.qc.synth")
+synth = pytest.importorskip("merc.testing.synth")
 
 from merc.data.schema import Utterance  # noqa: E402
 from merc.encoders.face import (  # noqa: E402

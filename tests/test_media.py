@@ -7,7 +7,7 @@ import pytest
 pytest.importorskip("av")
 
 from merc.media import Frame, MediaError, MediaInfo, load_audio, load_frames, probe  # noqa: E402
-from merc.qc.synth import make_audio_only_clip, make_clip, make_video_only_clip, truncate_file, write_wav  # noqa: E402
+from merc.testing.synth import make_audio_only_clip, make_clip, make_video_only_clip, truncate_file, write_wav  # noqa: E402
 
 SR_IN = 22050
 SECONDS = 2.5

@@ -29,7 +29,7 @@ from merc.qc.alignment import (  # noqa: E402
     roc_auc,
 )
 from merc.qc.base import QCItem  # noqa: E402
-from merc.qc.synth import build_corpus_fixture  # noqa: E402
+from merc.testing.synth import build_corpus_fixture  # noqa: E402
 
 
 @pytest.fixture(scope="session")

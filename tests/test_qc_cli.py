@@ -88,10 +88,10 @@ def _have(*modules: str) -> bool:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not _have("merc.qc.integrity", "merc.qc.alignment", "merc.qc.speaker", "merc.qc.faces",
-                              "merc.qc.synth"), reason="the QC checks or the fixture builder are not there yet")
+                              "merc.testing.synth"), reason="the QC checks or the fixture builder are not there yet")
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng synthesizes the fixture's speech")
 def test_qc_end_to_end_meld_fixture(tmp_path: Path, capsys) -> None:
-    from merc.qc.synth import build_corpus_fixture
+    from merc.testing.synth import build_corpus_fixture
     fx = build_corpus_fixture(tmp_path / "fx", layout="meld", n_dialogues=4, utts_per_dialogue=5, n_speakers=3,
                               faults=E2E_FAULTS, seed=3, too_long_seconds=32.0)
     assert sorted(fx.faults.values()) == sorted(E2E_FAULTS)

@@ -15,7 +15,7 @@ from merc.data import load_corpus  # noqa: E402
 from merc.data.schema import Utterance  # noqa: E402
 from merc.qc.base import QCItem  # noqa: E402
 from merc.qc.integrity import IntegrityCheck, IntegrityConfig, count_words, wav_declared_seconds  # noqa: E402
-from merc.qc.synth import build_corpus_fixture, silence, speak, truncate_file  # noqa: E402
+from merc.testing.synth import build_corpus_fixture, silence, speak, truncate_file  # noqa: E402
 
 MELD_FAULTS = {"corrupt": 1, "missing": 1, "silent": 1, "too_long": 1, "no_audio": 1, "no_face": 1}
 

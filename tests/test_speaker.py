@@ -11,7 +11,7 @@ from merc.qc.base import QCItem
 from merc.qc.speaker import SpeakerCheckConfig, SpeakerIdentityCheck, cosine_centroid, robust_centroid
 
 pytest.importorskip("resemblyzer")
-synth = pytest.importorskip("merc.qc.synth")
+synth = pytest.importorskip("merc.testing.synth")
 
 
 # helpers

@@ -15,7 +15,16 @@ if shutil.which("espeak-ng") is None:
 from merc.data import load_corpus  # noqa: E402
 from merc.media import MediaError, load_audio, load_frames, probe  # noqa: E402
 from merc.qc import synth  # noqa: E402
-from merc.qc.synth import FAULTS, VOICES, build_corpus_fixture, face_images, make_clip, no_face_image, sentence, speak  # noqa: E402
+from merc.testing.synth import (  # noqa: E402
+    FAULTS,
+    VOICES,
+    build_corpus_fixture,
+    face_images,
+    make_clip,
+    no_face_image,
+    sentence,
+    speak,
+)
 
 ALL_FAULTS = {f: 1 for f in FAULTS}
 

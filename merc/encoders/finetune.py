@@ -21,6 +21,7 @@ Cost on the 2-core CPU machine: see benchmarks/results/finetune_mpnet-meld.md.
 """
 from __future__ import annotations
 
+import logging
 import math
 import os
 import random
@@ -39,6 +40,7 @@ from merc.encoders.template import DEFAULT_TEMPLATE, META_FILE, render
 from merc.errors import ConfigError, IncompatibleRunError, InputError, OutputExistsError
 from merc.io import atomic_write_bytes, atomic_writer, write_json
 
+log = logging.getLogger(__name__)
 HEAD_FILE = "classifier.safetensors"
 CHECKPOINT = ".checkpoint.pt"
 
@@ -227,8 +229,7 @@ def finetune_text_encoder(corpus: Corpus, out_dir: str | Path, config: FinetuneC
         if "rng" in saved:  # same dropout masks as an uninterrupted run
             torch.set_rng_state(saved["rng"])
         state = saved["state"]
-        if progress:
-            print(f"resuming {out}: epoch {state['epoch'] + 1}, step {state['step']}/{steps_per_epoch}")
+        log.info("resuming %s: epoch %d, step %d/%d", out, state["epoch"] + 1, state["step"], steps_per_epoch)
 
     def checkpoint() -> None:
         with atomic_writer(ck) as f:
@@ -282,9 +283,8 @@ def finetune_text_encoder(corpus: Corpus, out_dir: str | Path, config: FinetuneC
         row = {"epoch": epoch + 1, "train_loss": running / max(1, len(batches)),
                "dev_weighted_f1": dev_scores["weighted_f1"], "dev_accuracy": dev_scores["accuracy"]}
         state["history"].append(row)
-        if progress:
-            print(f"epoch {epoch + 1}: train loss {row['train_loss']:.4f}  dev wF1 {row['dev_weighted_f1']:.4f}  "
-                  f"acc {row['dev_accuracy']:.4f}")
+        log.info("epoch %d: train loss %.4f  dev wF1 %.4f  acc %.4f", epoch + 1, row["train_loss"],
+                 row["dev_weighted_f1"], row["dev_accuracy"])
         if dev_scores["weighted_f1"] > state["best"]:
             state["best"], state["best_epoch"], state["best_dev"] = dev_scores["weighted_f1"], epoch + 1, dev_scores
             save_best(dev_scores)

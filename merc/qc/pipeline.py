@@ -6,7 +6,7 @@ optional progress hook; its steps (checks) are swappable; its output is a typed 
     from merc.data import load_corpus
     from merc.qc import QCConfig, QCPipeline
     result = QCPipeline(QCConfig(workers=2)).run(load_corpus("meld", "MELD.Raw"), "qc_out")
-    print(result)                          # summary table
+    result.table()                         # summary table
     result.failed("speaker")               # the failing flags of one check
 
 Phase 1 (``measure``, per utterance) is cached in ``out_dir/cache/<check>.jsonl``: one JSON line per

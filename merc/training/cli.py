@@ -48,7 +48,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if list(corpus.labels) != list(run.labels):
         raise IncompatibleRunError(f"the corpus labels {corpus.labels} differ from the run's {run.labels}")
     feats, _ = corpus_features(corpus, [args.split], run.config.modalities, run.config.text_encoder,
-                               progress=not args.json)
+                               progress=not (args.json or args.quiet))
     dialogues = build_dialogues(corpus[args.split], feats[args.split], run.labels,
                                 max_speakers=run.config.model.max_speakers)
     m = score_dialogues(run.model, dialogues, run.labels)

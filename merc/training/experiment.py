@@ -3,10 +3,11 @@ early stopping on dev -> the dev-selected checkpoint evaluated on test once -> r
 """
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -14,13 +15,15 @@ import torch
 from merc.data import load_corpus
 from merc.data.schema import Corpus
 from merc.errors import ConfigError, InputError
+from merc.io import provenance, write_json
 from merc.metrics import mean_std
 from merc.models.dialogue import DialogueConfig, DialogueModel
 from merc.training.batching import build_dialogues
 from merc.training.plots import plot_confusion, plot_training_curve
-from merc.training.run import RunConfig, save_run, write_json
+from merc.training.run import RunConfig, save_run
 from merc.training.trainer import TrainConfig, fit, score_dialogues
 
+logger = logging.getLogger(__name__)
 SUPPORTED_MODALITIES = ("text",)
 
 
@@ -70,7 +73,10 @@ def train_one_seed(run_dir: Path, corpus: Corpus, features, model_config: Dialog
 def run_experiment(*, dataset: str, data_dir: str, out: str | Path, model_config: DialogueConfig,
                    train_config: TrainConfig, modalities: Sequence[str] = ("text",), text_encoder: str = "mpnet",
                    seeds: int = 1, media_dir: str | None = None, progress: bool = True,
-                   corpus: Corpus | None = None, log=print) -> dict[str, Any]:
+                   corpus: Corpus | None = None, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Train ``seeds`` seeds and write their run directories under ``out``; ``log(line)`` receives one line per
+    seed (default: this module's logger at INFO)."""
+    log = log or logger.info
     out = Path(out)
     t0 = time.time()
     corpus = corpus or load_corpus(dataset, data_dir, media_dir=media_dir)
@@ -82,13 +88,15 @@ def run_experiment(*, dataset: str, data_dir: str, out: str | Path, model_config
     model_config = replace(model_config, n_classes=len(corpus.labels),
                            input_dims={m: len(next(iter(features["train"][m].values()))) for m in modalities})
     encode_seconds = time.time() - t0
+    corpus_fingerprint, prov = corpus.fingerprint(), provenance()
     per_seed: list[dict[str, Any]] = []
     seed_list = [train_config.seed + k for k in range(seeds)]
     for seed in seed_list:
         run_dir = out if seeds == 1 else out / f"seed_{seed}"
         rc = RunConfig(model=model_config, train=replace(train_config, seed=seed), dataset=dataset,
                        data_dir=str(data_dir), modalities=list(modalities), text_encoder=text_encoder,
-                       text_encoder_fingerprint=fingerprint)
+                       text_encoder_fingerprint=fingerprint, corpus_fingerprint=corpus_fingerprint,
+                       provenance=prov)
         m = train_one_seed(run_dir, corpus, features, model_config, rc.train, rc, progress=progress)
         per_seed.append(m)
         line = f"seed {seed}: best epoch {m['best_epoch']}, dev wF1 {m['dev']['weighted_f1']:.4f}"
@@ -97,7 +105,8 @@ def run_experiment(*, dataset: str, data_dir: str, out: str | Path, model_config
         log(line + f" ({m['train_seconds']:.0f} s)")
     summary: dict[str, Any] = {
         "dataset": dataset, "model": model_config.kind, "text_encoder": text_encoder, "seeds": seed_list,
-        "encode_seconds": encode_seconds, "train_seconds": [m["train_seconds"] for m in per_seed]}
+        "encode_seconds": encode_seconds, "train_seconds": [m["train_seconds"] for m in per_seed],
+        "corpus_fingerprint": corpus_fingerprint, "provenance": prov}
     for split in ("dev", "test"):
         if split in per_seed[0]:
             summary[split] = {k: mean_std([m[split][k] for m in per_seed]) for k in ("weighted_f1", "accuracy", "macro_f1")}

@@ -108,12 +108,12 @@ def predict_file(run_dir, input_path, *, out_dir: str | Path | None = "predictio
                 for u, pi in zip(conv.utterances, p)]
         results.append({"conversation_id": conv.conversation_id, "utterances": utts})
         if as_json:
-            print(json.dumps(results[-1]), file=stream)
+            stream.write(json.dumps(results[-1]) + "\n")
         else:
-            print(format_table(conv, p, run.labels), file=stream)
+            stream.write(format_table(conv, p, run.labels) + "\n")
         if plots and out_dir is not None:
             Path(out_dir).mkdir(parents=True, exist_ok=True)
             png = plot_timeline(conv, p, run.labels, Path(out_dir) / f"{conv.conversation_id}_timeline.png")
             if not as_json:
-                print(f"   timeline: {png}", file=stream)
+                stream.write(f"   timeline: {png}\n")
     return results

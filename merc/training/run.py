@@ -4,6 +4,11 @@
 A run directory holds ``config.json`` (model, training, data and encoder settings), ``model.safetensors``,
 ``labels.json``, ``metrics.json`` and plots. A multi-seed run holds one such directory per seed
 (``seed_<n>/``) plus ``summary.json``; loading it picks the seed with the best **dev** weighted F1.
+
+``config.json`` is versioned (``config_version``): version 2 adds ``provenance`` (merc version, git commit
+and dirtiness, command line, machine, date: :func:`merc.io.provenance`) and ``corpus_fingerprint``
+(:meth:`merc.data.schema.Corpus.fingerprint`). A config without a version is version 1 (e.g. the bundled
+demo run) and still loads; a config from a newer merc is refused with a clear error.
 """
 from __future__ import annotations
 
@@ -23,6 +28,8 @@ from merc.models.dialogue import DialogueConfig, DialogueModel
 from merc.training.batching import build_dialogues
 from merc.training.trainer import TrainConfig, predict_dialogues
 
+CONFIG_VERSION = 2  # 1: no version field; 2: + config_version, provenance, corpus_fingerprint
+
 
 @dataclass
 class RunConfig:
@@ -33,13 +40,23 @@ class RunConfig:
     modalities: list[str] = field(default_factory=lambda: ["text"])
     text_encoder: str = "mpnet"
     text_encoder_fingerprint: str = ""
+    corpus_fingerprint: str = ""  # Corpus.fingerprint() of the corpus trained on ("" in version 1)
+    provenance: dict[str, Any] = field(default_factory=dict)  # merc.io.provenance() at training time
+    config_version: int = CONFIG_VERSION
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
+    def from_dict(cls, d: dict[str, Any], *, source: str | Path = "config.json") -> "RunConfig":
         d = dict(d)
+        version = d.setdefault("config_version", 1)
+        if not isinstance(version, int) or version > CONFIG_VERSION:
+            raise IncompatibleRunError(f"{source}: config_version {version!r} was written by a newer merc "
+                                       f"(this one reads up to {CONFIG_VERSION}); upgrade merc")
+        unknown = sorted(set(d) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise IncompatibleRunError(f"{source}: unknown field(s) {unknown} for config_version {version}")
         return cls(model=DialogueConfig(**d.pop("model")), train=TrainConfig(**d.pop("train")), **d)
 
 
@@ -80,7 +97,7 @@ class TrainedRun:
     @classmethod
     def from_pretrained(cls, run_dir: str | Path) -> "TrainedRun":
         path = resolve_run_dir(run_dir)
-        config = RunConfig.from_dict(json.loads((path / "config.json").read_text()))
+        config = RunConfig.from_dict(json.loads((path / "config.json").read_text()), source=path / "config.json")
         labels = json.loads((path / "labels.json").read_text())
         model = DialogueModel(config.model)
         model.load_state_dict(load_file(str(path / "model.safetensors")))

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from merc.errors import ConfigError, InputError
 from merc.metrics import evaluate_predictions
 from merc.training.batching import IGNORE, Dialogue, iterate_batches
+from merc.training.optim import param_groups
 
 
 @dataclass
@@ -95,7 +96,7 @@ def fit(model: torch.nn.Module, train: Sequence[Dialogue], dev: Sequence[Dialogu
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     weight = class_weight_vector(train, len(labels), config.class_weights)
-    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    opt = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr)  # no decay: biases, norms, A_log, D
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
     total, warm = config.epochs * steps_per_epoch, config.warmup_epochs * steps_per_epoch
     sched = torch.optim.lr_scheduler.LambdaLR(  # linear warm-up, cosine decay

@@ -7,6 +7,10 @@ upscaled 8x), and clips are encoded with PyAV (H.264 + AAC in mp4), so nothing i
 :func:`build_corpus_fixture` writes a corpus in the real on-disk layout of MELD, IEMOCAP or the
 generic JSONL format, and injects faults into chosen utterances; the returned :class:`Fixture`
 records the ground truth (``faults: utterance_id -> fault``) that the QC checks must recover.
+
+Test and benchmark tooling (installed, as benchmarks use it), not part of the pipeline. Heavy packages
+(PyAV, soundfile, Pillow, scikit-image, dlib, matplotlib) are imported inside the functions that use them,
+so importing this module is cheap.
 """
 from __future__ import annotations
 
@@ -24,11 +28,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
 
-import av
 import numpy as np
-import soundfile as sf
-
-from merc.media.decode import load_audio
 
 # espeak-ng voices (base voice + variant, pitch 0-99, words per minute), chosen for two properties the QC
 # fixtures need. 56 random (base, variant, pitch, speed) candidates were scored on 6 sentences each:
@@ -65,6 +65,7 @@ def _default_cache() -> Path:
 
 def write_wav(wav: np.ndarray, path: str | os.PathLike, sr: int = 16000) -> Path:
     """Write float32 mono audio in [-1, 1] as 16-bit PCM wav."""
+    import soundfile as sf
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(str(path), np.clip(wav, -1, 1), sr, subtype="PCM_16")
@@ -78,6 +79,7 @@ def speak(text: str, voice: str, path: str | os.PathLike, *, sr: int = 16000,
     With ``cache_dir`` the result is cached by (voice, text, sr), so rebuilding a fixture is fast.
     Raises RuntimeError when espeak-ng is not installed (``apt-get install espeak-ng``).
     """
+    from merc.media.decode import load_audio
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     pitch, speed = _PROSODY.get(voice, (50, 175))
@@ -226,6 +228,7 @@ def _add_audio_stream(container, sr: int):
 
 
 def _encode_audio(container, stream, wav: np.ndarray, sr: int) -> None:
+    import av
     block = 4096
     for i in range(0, len(wav), block):
         chunk = np.ascontiguousarray(wav[i:i + block], dtype=np.float32).reshape(1, -1)
@@ -240,6 +243,7 @@ def _encode_audio(container, stream, wav: np.ndarray, sr: int) -> None:
 
 
 def _read_wav(wav_path: str | os.PathLike, sr: int = 16000) -> np.ndarray:
+    from merc.media.decode import load_audio
     return load_audio(wav_path, sr=sr)
 
 
@@ -251,6 +255,7 @@ def make_clip(wav_path: str | os.PathLike, image_or_frames: np.ndarray | Sequenc
     ``image_or_frames`` is one RGB image or a list cycled frame by frame; each is fitted onto a
     ``size`` canvas with a slight horizontal drift.
     """
+    import av
     wav = _read_wav(wav_path, sr)
     images = [image_or_frames] if isinstance(image_or_frames, np.ndarray) else list(image_or_frames)
     out_path = Path(out_path)
@@ -266,6 +271,7 @@ def make_clip(wav_path: str | os.PathLike, image_or_frames: np.ndarray | Sequenc
 
 def make_audio_only_clip(wav_path: str | os.PathLike, out_path: str | os.PathLike, *, sr: int = 16000) -> Path:
     """An mp4 holding only an AAC audio stream (no video)."""
+    import av
     wav = _read_wav(wav_path, sr)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -277,6 +283,7 @@ def make_audio_only_clip(wav_path: str | os.PathLike, out_path: str | os.PathLik
 def make_video_only_clip(image: np.ndarray, out_path: str | os.PathLike, seconds: float, *, fps: int = 10,
                          size: tuple[int, int] = (320, 240)) -> Path:
     """An mp4 holding only an H.264 video stream (like MELD test dia263_utt7, which has no audio)."""
+    import av
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(out_path), "w", format="mp4") as c:
@@ -287,6 +294,7 @@ def make_video_only_clip(image: np.ndarray, out_path: str | os.PathLike, seconds
 
 def _encode_video(c, v, canvases, size: tuple[int, int], fps: int) -> None:
     """Encode RGB canvases (H, W, 3) into video stream ``v`` of container ``c`` at ``fps``, then flush."""
+    import av
     v.width, v.height, v.pix_fmt = size[0], size[1], "yuv420p"
     for k, canvas in enumerate(canvases):
         frame = av.VideoFrame.from_ndarray(canvas, format="rgb24")
@@ -461,6 +469,7 @@ def build_corpus_fixture(root: str | os.PathLike, *, layout: str = "meld", n_dia
     without an audio stream). ``cache_dir`` caches espeak output ("default": ``$MERC_CACHE/tts`` or
     ``~/.cache/merc/tts``; None: no cache).
     """
+    import soundfile as sf
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; expected one of {LAYOUTS}")
     if layout != "iemocap" and n_speakers < 1:
