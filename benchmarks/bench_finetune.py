@@ -45,14 +45,17 @@ def main() -> None:
         feats = encode_split(corpus, split, enc)
         encode[split] = {"n": len(feats), "seconds": round(time.perf_counter() - t0, 1),
                          "cache_hit": bool(feats.meta.get("cache_hit"))}
-    res = {"label": args.label, "machine": machine(), "finetune": meta, "encode": encode}
-    (OUT / f"finetune_{args.label}.json").write_text(json.dumps(res, indent=2))
+    from merc.io import atomic_write_text, provenance, provenance_markdown, write_json
+    prov = provenance()
+    res = {"label": args.label, "machine": machine(), "provenance": prov, "finetune": meta, "encode": encode}
+    write_json(OUT / f"finetune_{args.label}.json", res)
     c = meta["config"]
     lines = [f"# Emotion-tuned text encoder `{args.label}`: {meta['base']} fine-tuned on MELD utterance labels", "",
              f"Command: `.venv/bin/python benchmarks/bench_finetune.py --base {args.base} --out <folder> --label {args.label} "
              f"--epochs {args.epochs} --threads {args.threads}` (equivalently `merc encoder finetune --dataset meld "
              f"--data-dir ../shared/data/meld --base {args.base} --epochs {args.epochs} --threads {args.threads} --out <folder>`)", "",
              f"Machine: {machine()}; {time.strftime('%Y-%m-%d')}; {args.threads} threads.", "",
+             "Provenance:", "", provenance_markdown(prov), "",
              f"Setup: input `{meta['template']}` per utterance (no neighbouring utterances), max {c['max_length']} tokens, "
              f"sentence embedding → dropout {c['dropout']} → linear; AdamW lr {c['lr']} (head {c['head_lr']}), weight decay "
              f"{c['weight_decay']}, batch {c['batch_size']}, {int(100 * c['warmup'])}% linear warm-up then linear decay, "
@@ -68,7 +71,7 @@ def main() -> None:
               f"Fine-tuning wall time: {meta['seconds']:.0f} s ({meta['seconds'] / 60:.1f} min) including the per-epoch dev passes and the test pass.", "",
               "Encoding MELD with the tuned encoder (feature cache): " + ", ".join(
                   f"{s} {e['n']} utt " + ("cached" if e["cache_hit"] else f"{e['seconds']:.0f} s") for s, e in encode.items()) + "."]
-    (OUT / f"finetune_{args.label}.md").write_text("\n".join(lines) + "\n")
+    atomic_write_text(OUT / f"finetune_{args.label}.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

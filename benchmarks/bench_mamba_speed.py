@@ -148,12 +148,14 @@ def machine(threads: int) -> dict:
 
 
 def write_markdown(path: Path, result: dict) -> None:
+    from merc.io import atomic_write_text, provenance_markdown
     m, rows = result["machine"], result["rows"]
     lines = ["# Dialogue context models: time and memory against dialogue length (CPU)", "",
              f"Command: `{result['command']}`", "",
              f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['torch_threads']} thread), "
              f"Python {m['python']}, {m['date']}; load average at start {m['load_average_at_start'][0]:.1f} "
              "(shared machine: other jobs were running, so absolute times are noisy).", "",
+             "Provenance:", "", provenance_markdown(result["provenance"]), "",
              "Model: `DialogueModel` (768-d text input, d_model 256, 2 layers, bidirectional, batch 1). "
              "Time: median wall time of the reps. Memory: peak RSS increase over the resident size "
              "before the first call (ru_maxrss in a fresh process per row; includes allocator slack).", "",
@@ -171,7 +173,7 @@ def write_markdown(path: Path, result: dict) -> None:
         fmt = lambda v: "n/a" if v is None else f"{v:.2f}"  # noqa: E731
         lines.append(f"| {name} | {fmt(s['forward'])} | {fmt(s['forward_backward'])} |")
     lines += ["", *result.get("notes", [])]
-    path.write_text("\n".join(lines) + "\n")
+    atomic_write_text(path, "\n".join(lines) + "\n")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -187,8 +189,9 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(child(args.child[0], int(args.child[1]), args.threads)))
         return
 
+    from merc.io import provenance, write_json
     result = {"command": " ".join([".venv/bin/python", "benchmarks/bench_mamba_speed.py", *sys.argv[1:]]),
-              "machine": machine(args.threads), "rows": [], "slopes": {}}
+              "machine": machine(args.threads), "provenance": provenance(), "rows": [], "slopes": {}}
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     for name in args.models:
         prev = None
@@ -213,8 +216,7 @@ def main(argv: list[str] | None = None) -> None:
                                   "forward_backward": slope(rows, "forward_backward_s")}
     result["notes"] = notes(result, args)
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+    write_json(out.with_suffix(".json"), result)
     write_markdown(out.with_suffix(".md"), result)
     print(json.dumps(result["slopes"], indent=1))
 

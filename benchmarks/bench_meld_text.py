@@ -11,6 +11,16 @@ Resumable: each (model, encoder) result is saved as it finishes under benchmarks
 rerun skips finished ones. Runs go to $MERC_BENCH_RUNS (default /tmp/merc-bench-runs).
 
     .venv/bin/python benchmarks/bench_meld_text.py --seeds 5 --jobs 2
+
+Part ``wd`` (issue 10): the rows that weight-decay groups change (merc.training.optim: no decay on biases,
+norms, Mamba A_log / D), rerun over the tuned encoder and compared with the rows recorded before in
+benchmarks/results/meld_text/ — a before/after table in benchmarks/results/meld_text_wd.md (and .json):
+
+    .venv/bin/python benchmarks/bench_meld_text.py --part wd --encoders mpnet-meld=/path/to/tuned --seeds 5 --jobs 2 \
+        --hp '<the same hyper-parameters as the recorded rows>'
+
+Every part and results file records ``merc.io.provenance()`` (commit, dirty tree, command, machine, date).
+``--data-dir`` / ``--dataset`` / ``--results-dir`` point it at another corpus (e.g. a tiny one, to try it).
 """
 from __future__ import annotations
 
@@ -23,7 +33,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from merc.io import write_json
+from merc.io import atomic_write_text, provenance, provenance_markdown, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results"
@@ -59,7 +69,12 @@ def per_seed(run_dir: Path, seeds: list[int]) -> list[dict] | None:
     return rows
 
 
-def one(model: str, label: str, encoder: str, seeds: int, hp: dict) -> dict:
+def one(model: str, label: str, encoder: str, seeds: int, hp: dict, *, parts: Path | None = None,
+        run_name: str | None = None, dataset: str = "meld", data_dir: Path | None = None) -> dict:
+    """Train ``seeds`` seeds of ``model`` over ``encoder``; save the summary as ``parts/{model}_{label}.json``."""
+    parts = parts or PARTS
+    data_dir = data_dir or DATA
+    run_name = run_name or f"{model}_{label}"
     import torch
     torch.set_num_threads(1)
     from merc.models.dialogue import DialogueConfig
@@ -69,25 +84,26 @@ def one(model: str, label: str, encoder: str, seeds: int, hp: dict) -> dict:
     mc = DialogueConfig(kind=model, **{k: v for k, v in hp.items() if k in DialogueConfig.__dataclass_fields__})
     tc = TrainConfig(**{k: v for k, v in hp.items() if k in TrainConfig.__dataclass_fields__})
     t0 = time.time()
-    s = run_experiment(dataset="meld", data_dir=str(DATA), out=runs / f"{model}_{label}", model_config=mc,
+    s = run_experiment(dataset=dataset, data_dir=str(data_dir), out=runs / run_name, model_config=mc,
                        train_config=tc, text_encoder=encoder, seeds=seeds, progress=False, log=lambda *a: None)
     s["wall_seconds"] = time.time() - t0
     s["hyperparameters"] = hp
     s["encoder_source"] = encoder
     s["date"] = time.strftime("%Y-%m-%d")
-    s["per_seed"] = per_seed(runs / f"{model}_{label}", s["seeds"])
-    write_json(PARTS / f"{model}_{label}.json", s)
+    s["per_seed"] = per_seed(runs / run_name, s["seeds"])
+    s["provenance"] = provenance()
+    write_json(parts / f"{model}_{label}.json", s)
     return s
 
 
-def logreg_floor(encoder: str) -> dict:
+def logreg_floor(encoder: str, dataset: str = "meld", data_dir: Path | None = None) -> dict:
     """Frozen embeddings, no context, logistic regression with C chosen on dev weighted F1."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import accuracy_score, f1_score
 
     from merc.data import load_corpus
     from merc.training.experiment import corpus_features
-    corpus = load_corpus("meld", str(DATA))
+    corpus = load_corpus(dataset, str(data_dir or DATA))
     feats, _ = corpus_features(corpus, ["train", "dev", "test"], ["text"], encoder, progress=False)
     xy = {}
     for s in feats:
@@ -107,7 +123,7 @@ def logreg_floor(encoder: str) -> dict:
                                        "test_weighted_f1": own["test"]["weighted_f1"],
                                        "test_accuracy": own["test"]["accuracy"], "seconds": own["seconds"]},
             "C": C, "dev_weighted_f1": dev, "test_weighted_f1": f1_score(xy["test"][1], pred, average="weighted"),
-            "test_accuracy": accuracy_score(xy["test"][1], pred)}
+            "test_accuracy": accuracy_score(xy["test"][1], pred), "provenance": provenance()}
 
 
 def machine() -> str:
@@ -178,9 +194,108 @@ def report(results: dict, floors: dict, args) -> None:
         lines.append(f"- {enc}: mamba {100 * mt['mean']:.2f} vs {name} {100 * bt['mean']:.2f}: "
                      f"{100 * diff:+.2f} ± {100 * se:.2f} points ({verdict}"
                      f"{', but within two standard errors: not a clear difference' if abs(diff) < 2 * se else ''}{test}).")
-    (OUT / "meld_text.md").write_text("\n".join(lines) + "\n")
-    (OUT / "meld_text.json").write_text(json.dumps({"results": {f"{m}_{e}": s for (m, e), s in results.items()},
-                                                    "logreg": floors, "machine": machine()}, indent=2))
+    prov = provenance()
+    lines += ["", "## Provenance", "", "This file was written by:", "", provenance_markdown(prov), "",
+              "The rows were computed at: " + part_commits([*results.values(), *floors.values()]), ""]
+    atomic_write_text(OUT / "meld_text.md", "\n".join(lines) + "\n")
+    write_json(OUT / "meld_text.json", {"results": {f"{m}_{e}": s for (m, e), s in results.items()},
+                                        "logreg": floors, "machine": machine(), "provenance": prov})
+
+
+def part_commits(parts: list[dict]) -> str:
+    """Which commits (and dirty trees) the saved parts were computed at."""
+    seen: dict[str, int] = {}
+    for s in parts:
+        p = s.get("provenance")
+        key = ("not recorded (computed before provenance was kept; `git log benchmarks/results/` dates them)"
+               if not p else f"`{p.get('git_commit')}`" + (" **(dirty tree)**" if p.get("git_dirty") else ""))
+        seen[key] = seen.get(key, 0) + 1
+    return "; ".join(f"{k} ({n} part{'s' * (n != 1)})" for k, n in seen.items()) or "no parts"
+
+
+# part "wd": weight-decay groups, before vs after
+
+WD_MODELS = ["mamba", "transformer"]
+
+
+def _welch(a: list[float], b: list[float]) -> float | None:
+    if len(a) < 2 or len(b) < 2:
+        return None
+    from scipy.stats import ttest_ind
+    return float(ttest_ind(a, b, equal_var=False).pvalue)
+
+
+def _rel(p: Path) -> str:
+    try:
+        return str(Path(p).resolve().relative_to(ROOT))
+    except ValueError:
+        return str(p)
+
+
+def wd_report(before: dict, after: dict, out: Path, args) -> str:
+    """Markdown + JSON: for each (model, encoder) the recorded row (AdamW decaying every parameter) and the
+    rerun with weight-decay groups, and their difference."""
+    prov = provenance()
+    lines = ["# MELD text: weight-decay groups, before and after", "",
+             f"Before: the rows recorded in `{_rel(args.before_dir)}/` (for the MELD rows: AdamW with weight decay on "
+             "**every** parameter, as trained before merc.training.optim existed). After: the same models, encoder, hyper-parameters and seeds, with the parameter groups of "
+             "`merc.training.optim.param_groups` (decay on weights with dim >= 2 incl. the speaker embedding; none on "
+             "biases, LayerNorm/RMSNorm weights, Mamba `A_log` and `D`). Train / dev-selected / test once; mean ± "
+             "sample std over seeds.", "",
+             f"Command: `{' '.join(prov['command'])}`", "",
+             "| encoder | model | run | seeds | test weighted F1 (%) | test accuracy (%) | test macro F1 (%) | "
+             "dev weighted F1 (%) | computed at |",
+             "|---|---|---|---:|---:|---:|---:|---:|---|"]
+    diffs, table = [], {}
+    for (model, enc) in sorted(after, key=lambda k: (k[1], MODELS.index(k[0]) if k[0] in MODELS else 9)):
+        rows = [("before", before.get((model, enc))), ("after (wd groups)", after[(model, enc)])]
+        for name, s in rows:
+            if s is None:
+                lines.append(f"| {enc} | {model} | {name} | | no recorded row | | | | |")
+                continue
+            lines.append(f"| {enc} | {model} | {name} | {len(s['seeds'])} | {pm(s['test']['weighted_f1'])} | "
+                         f"{pm(s['test']['accuracy'])} | {pm(s['test']['macro_f1'])} | {pm(s['dev']['weighted_f1'])} | "
+                         f"{part_commits([s])} |")
+        b, a = before.get((model, enc)), after[(model, enc)]
+        table[f"{model}_{enc}"] = {"before": b, "after": a}
+        if b is not None:
+            bt, at = b["test"]["weighted_f1"], a["test"]["weighted_f1"]
+            se = (bt["std"] ** 2 / bt["n"] + at["std"] ** 2 / at["n"]) ** 0.5
+            p = _welch([r["test_weighted_f1"] for r in b.get("per_seed") or []],
+                       [r["test_weighted_f1"] for r in a.get("per_seed") or []])
+            diffs.append(f"- {enc} / {model}: after − before = {100 * (at['mean'] - bt['mean']):+.2f} ± "
+                         f"{100 * se:.2f} points test weighted F1"
+                         + (f" (Welch's t-test over seeds p = {p:.2f})" if p is not None else "")
+                         + ("; within two standard errors: no clear difference" if abs(at["mean"] - bt["mean"]) < 2 * se
+                            else ""))
+    lines += ["", "Differences (± is the standard error of the difference of the two means):", "", *(diffs or ["- none"])]
+    lines += ["", "## Provenance", "", provenance_markdown(prov), ""]
+    text = "\n".join(lines) + "\n"
+    atomic_write_text(out.with_suffix(".md"), text)
+    write_json(out.with_suffix(".json"), {"rows": table, "provenance": prov, "hyperparameters": args.hp})
+    return text
+
+
+def main_wd(args) -> None:
+    encoders = parse_encoders(args.encoders)
+    models = args.models.split(",") if args.models != ",".join(MODELS) else WD_MODELS
+    parts = args.results_dir / "meld_text_wd"
+    parts.mkdir(parents=True, exist_ok=True)
+    before_dir = args.before_dir or PARTS
+    todo = [] if args.report_only else [(m, e) for e in encoders for m in models
+                                        if not (parts / f"{m}_{e}.json").exists()]
+    with ProcessPoolExecutor(args.jobs) as pool:
+        futs = {pool.submit(one, m, e, encoders[e], args.seeds, args.hp, parts=parts, run_name=f"wd_{m}_{e}",
+                            dataset=args.dataset, data_dir=args.data_dir): (m, e) for m, e in todo}
+        for fut in futs:
+            m, e = futs[fut]
+            s = fut.result()
+            print(f"{m:>12} {e:>10}: test wF1 {pm(s['test']['weighted_f1'])}  ({s['wall_seconds']:.0f} s)", flush=True)
+    after = {(m, e): json.loads((parts / f"{m}_{e}.json").read_text()) for e in encoders for m in models
+             if (parts / f"{m}_{e}.json").exists()}
+    before = {(m, e): json.loads((before_dir / f"{m}_{e}.json").read_text()) for (m, e) in after
+              if (before_dir / f"{m}_{e}.json").exists()}
+    print(wd_report(before, after, args.results_dir / "meld_text_wd", args))
 
 
 def main() -> None:
@@ -191,7 +306,21 @@ def main() -> None:
     ap.add_argument("--encoders", default=",".join(ENCODERS))
     ap.add_argument("--hp", type=json.loads, default={})
     ap.add_argument("--report-only", action="store_true", help="only rewrite the report from finished parts")
+    ap.add_argument("--part", choices=("main", "wd"), default="main",
+                    help="main: the full table (meld_text.md); wd: mamba and transformer rerun with weight-decay "
+                         "groups against the recorded rows (meld_text_wd.md)")
+    ap.add_argument("--dataset", default="meld", help="corpus reader (default meld)")
+    ap.add_argument("--data-dir", type=Path, default=DATA, help=f"corpus folder (default {DATA})")
+    ap.add_argument("--results-dir", type=Path, default=OUT, help=f"where results go (default {OUT})")
+    ap.add_argument("--before-dir", type=Path, default=None,
+                    help="part wd: the recorded parts to compare with (default <results-dir>/meld_text)")
     args = ap.parse_args()
+    if args.part == "wd":
+        if args.before_dir is None:
+            args.before_dir = args.results_dir / "meld_text"
+        return main_wd(args)
+    if args.results_dir != OUT or args.data_dir != DATA or args.dataset != "meld":
+        ap.error("--results-dir, --data-dir and --dataset are for --part wd; the main table is MELD's")
     PARTS.mkdir(parents=True, exist_ok=True)
     encoders = parse_encoders(args.encoders)
     todo = [] if args.report_only else [(m, e) for e in encoders for m in args.models.split(",")

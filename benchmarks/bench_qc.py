@@ -139,12 +139,14 @@ def _fmt(x) -> str:
 
 
 def to_markdown(r: dict) -> str:
+    from merc.io import provenance_markdown
     s, sc = r["summary"], r["scores"]
     lines = [
         "# QC benchmark on a synthetic MELD-layout corpus", "",
         f"Command: `{r['command']}`  ", f"Machine: {r['machine']['cpu']}, {r['machine']['cores']} cores "
         f"(load average at start {r['machine']['load_average_at_start']}), {r['machine']['date']}  ",
-        "Software: " + ", ".join(f"{k} {v}" for k, v in r["versions"].items() if v) + "  ",
+        "Software: " + ", ".join(f"{k} {v}" for k, v in r["versions"].items() if v) + "  ", "",
+        "Provenance:", "", provenance_markdown(r["provenance"]) if "provenance" in r else "- not recorded", "",
         f"Fixture: {r['fixture']['utterances']} utterances in {r['fixture']['dialogues']} dialogues, "
         f"{r['fixture']['speakers']} speakers, {r['fixture']['faulty']} faulted "
         f"({', '.join(f'{k} {v}' for k, v in r['fixture']['faults'].items())}); seed {r['fixture']['seed']}; "
@@ -255,10 +257,11 @@ def main(argv: list[str] | None = None) -> int:
     uids = list(fx.utterances)
     scores = score(flags, fx.faults, uids, dropped)
     measure_total = sum(summary["timings"][c]["measure_seconds"] for c in CHECKS)
+    from merc.io import provenance
     result = {
         "command": "nice -n 10 .venv/bin/python benchmarks/bench_qc.py " + shlex.join(argv or sys.argv[1:]),
         "qc_command": "merc " + shlex.join(qc_argv),
-        "machine": machine(), "versions": versions(), "workers": args.workers,
+        "machine": machine(), "versions": versions(), "provenance": provenance(), "workers": args.workers,
         "fixture": {"utterances": len(fx.utterances), "dialogues": args.dialogues, "speakers": args.speakers,
                     "faulty": len(fx.faults), "faults": {k: v for k, v in faults.items() if v},
                     "seed": args.seed, "too_long_seconds": args.too_long_seconds, "build_seconds": round(build_s, 1)},

@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO))
 
 from merc.data import load_corpus  # noqa: E402
 from merc.encoders import cache_root, encode_split, feature_cache_dir, get_text_encoder, mpnet_model_dir  # noqa: E402
-from merc.io import atomic_write_text  # noqa: E402
+from merc.io import atomic_write_text, provenance, provenance_markdown  # noqa: E402
 
 
 def machine() -> dict[str, str]:
@@ -126,7 +126,8 @@ def main(argv: list[str] | None = None) -> None:
               "Texts are sorted by length within each 512-utterance chunk, batch size "
               f"{args.batch_size}.", "", "## Notes", ""] + [f"- {x}" for x in notes]
     lines += ["", "## Cache folders", ""] + [f"- {r['encoder']}/{r['split']}: `{r['path']}`" for r in rows]
-    lines += ["", "## Machine", ""] + [f"- {k}: {v}" for k, v in m.items()] + [""]
+    lines += ["", "## Machine", ""] + [f"- {k}: {v}" for k, v in m.items()]
+    lines += ["", "## Provenance", "", provenance_markdown(provenance()), ""]
     out = Path(args.out)
     atomic_write_text(out, "\n".join(lines))
     print(f"wrote {out}")

@@ -80,7 +80,7 @@ def test_measurements_are_json_and_errors_never_raise(meld_run, tmp_path):
     u = Utterance("x", "A", "Some words here.")
     for media in (None, str(tmp_path), str(tmp_path / "gone.wav")):
         m = check.measure(QCItem(u, "c", "train", media))
-        assert "error" in m and m["failed"] == "file" or m["failed"] == "decode", m
+        assert "error" in m and m["failed"] in ("file", "decode"), m
     garbage = tmp_path / "garbage.mp4"
     garbage.write_bytes(b"\x00\x01garbage" * 100)
     m = check.measure(QCItem(u, "c", "train", str(garbage)))
