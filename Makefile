@@ -1,16 +1,23 @@
-# Two entry points: `make demo` and `make test`. Both build .venv on first use.
+# Entry points: `make demo`, `make test` (ruff, then the full suite; what CI runs) and `make test-fast`
+# (ruff, then the tests not marked slow; under a minute). All build .venv on first use.
 PY      ?= python3.11
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed-$(shell cat pyproject.toml requirements-models.txt 2>/dev/null | sha1sum | cut -c1-12)
 
-.PHONY: demo test venv sysdeps clean
+.PHONY: demo test test-fast lint venv sysdeps clean
 
 demo: $(STAMP)
 	$(BIN)/merc demo
 
-test: $(STAMP) sysdeps
+test: lint sysdeps
 	$(BIN)/python -m pytest -q tests
+
+test-fast: lint
+	$(BIN)/python -m pytest -q -m "not slow" tests
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
 
 venv: $(STAMP)
 

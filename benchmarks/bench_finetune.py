@@ -51,26 +51,35 @@ def main() -> None:
     write_json(OUT / f"finetune_{args.label}.json", res)
     c = meta["config"]
     lines = [f"# Emotion-tuned text encoder `{args.label}`: {meta['base']} fine-tuned on MELD utterance labels", "",
-             f"Command: `.venv/bin/python benchmarks/bench_finetune.py --base {args.base} --out <folder> --label {args.label} "
+             f"Command: `.venv/bin/python benchmarks/bench_finetune.py --base {args.base} --out <folder> --label "
+             f"{args.label} "
              f"--epochs {args.epochs} --threads {args.threads}` (equivalently `merc encoder finetune --dataset meld "
-             f"--data-dir ../shared/data/meld --base {args.base} --epochs {args.epochs} --threads {args.threads} --out <folder>`)", "",
+             f"--data-dir ../shared/data/meld --base {args.base} --epochs {args.epochs} --threads {args.threads} "
+             "--out <folder>`)", "",
              f"Machine: {machine()}; {time.strftime('%Y-%m-%d')}; {args.threads} threads.", "",
              "Provenance:", "", provenance_markdown(prov), "",
-             f"Setup: input `{meta['template']}` per utterance (no neighbouring utterances), max {c['max_length']} tokens, "
-             f"sentence embedding → dropout {c['dropout']} → linear; AdamW lr {c['lr']} (head {c['head_lr']}), weight decay "
-             f"{c['weight_decay']}, batch {c['batch_size']}, {int(100 * c['warmup'])}% linear warm-up then linear decay, "
+             f"Setup: input `{meta['template']}` per utterance (no neighbouring utterances), max {c['max_length']} "
+             "tokens, "
+             f"sentence embedding → dropout {c['dropout']} → linear; AdamW lr {c['lr']} (head {c['head_lr']}), weight "
+             "decay "
+             f"{c['weight_decay']}, batch {c['batch_size']}, {int(100 * c['warmup'])}% linear warm-up then linear "
+             "decay, "
              f"class weights {c['class_weights']}, seed {c['seed']}; {meta['n_train']} training utterances. "
              "The kept epoch is the one with the best **dev** weighted F1; test scored once with it.", "",
              "| epoch | train loss | dev weighted F1 (%) | dev accuracy (%) |", "|---:|---:|---:|---:|"]
     for h in meta["history"]:
         mark = " (kept)" if h["epoch"] == meta["best_epoch"] else ""
-        lines.append(f"| {h['epoch']}{mark} | {h['train_loss']:.4f} | {100 * h['dev_weighted_f1']:.2f} | {100 * h['dev_accuracy']:.2f} |")
+        lines.append(f"| {h['epoch']}{mark} | {h['train_loss']:.4f} | {100 * h['dev_weighted_f1']:.2f} | "
+                     f"{100 * h['dev_accuracy']:.2f} |")
     t = meta["test"]
-    lines += ["", f"Its own classifier on test (utterance only, no dialogue context): weighted F1 {100 * t['weighted_f1']:.2f}, "
+    lines += ["", "Its own classifier on test (utterance only, no dialogue context): weighted F1 "
+                  f"{100 * t['weighted_f1']:.2f}, "
               f"accuracy {100 * t['accuracy']:.2f}, macro F1 {100 * t['macro_f1']:.2f}.", "",
-              f"Fine-tuning wall time: {meta['seconds']:.0f} s ({meta['seconds'] / 60:.1f} min) including the per-epoch dev passes and the test pass.", "",
+              f"Fine-tuning wall time: {meta['seconds']:.0f} s ({meta['seconds'] / 60:.1f} min) including the "
+              "per-epoch dev passes and the test pass.", "",
               "Encoding MELD with the tuned encoder (feature cache): " + ", ".join(
-                  f"{s} {e['n']} utt " + ("cached" if e["cache_hit"] else f"{e['seconds']:.0f} s") for s, e in encode.items()) + "."]
+                  f"{s} {e['n']} utt " + ("cached" if e["cache_hit"] else f"{e['seconds']:.0f} s")
+                  for s, e in encode.items()) + "."]
     atomic_write_text(OUT / f"finetune_{args.label}.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 

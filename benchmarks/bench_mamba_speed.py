@@ -209,7 +209,8 @@ def main(argv: list[str] | None = None) -> None:
                 raise RuntimeError(f"{name} at length {seq_len} failed:\n{out.stderr}")
             prev = json.loads(out.stdout.strip().splitlines()[-1])
             result["rows"].append(prev)
-            print(f"{name:12s} L={seq_len:5d}  fwd {prev['forward_s']:8.4f} s  fwd+bwd {prev['forward_backward_s']:8.4f} s"
+            print(f"{name:12s} L={seq_len:5d}  fwd {prev['forward_s']:8.4f} s  fwd+bwd "
+                  f"{prev['forward_backward_s']:8.4f} s"
                   f"  peak {prev['peak_forward_mb']:7.0f} / {prev['peak_forward_backward_mb']:7.0f} MB", flush=True)
         rows = [r for r in result["rows"] if r["model"] == name and not r.get("skipped")]
         result["slopes"][name] = {"forward": slope(rows, "forward_s"),

@@ -65,7 +65,8 @@ def per_seed(run_dir: Path, seeds: list[int]) -> list[dict] | None:
         if not f.is_file():
             return None
         m = json.loads(f.read_text())
-        rows.append({"seed": k, "dev_weighted_f1": m["dev"]["weighted_f1"], "test_weighted_f1": m["test"]["weighted_f1"]})
+        rows.append({"seed": k, "dev_weighted_f1": m["dev"]["weighted_f1"],
+                     "test_weighted_f1": m["test"]["weighted_f1"]})
     return rows
 
 
@@ -127,8 +128,8 @@ def logreg_floor(encoder: str, dataset: str = "meld", data_dir: Path | None = No
 
 
 def machine() -> str:
-    cpu = next((l.split(":", 1)[1].strip() for l in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
-                if l.startswith("Model name")), platform.processor())
+    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
+    cpu = next((ln.split(":", 1)[1].strip() for ln in lscpu if ln.startswith("Model name")), platform.processor())
     import torch
     return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, Python {platform.python_version()}"
 
@@ -142,19 +143,24 @@ def report(results: dict, floors: dict, args) -> None:
     n_seeds = sorted({len(s["seeds"]) for s in results.values()})
     dated = sorted({s["date"] for s in results.values() if "date" in s})
     undated = sum("date" not in s for s in results.values())
-    dates = "; ".join(filter(None, [", ".join(dated), undated and (f"{undated} parts undated (written before dates were recorded: "
+    dates = "; ".join(filter(None, [", ".join(dated), undated and (f"{undated} parts undated (written before dates "
+                                                                   "were recorded: "
                                 "`git log benchmarks/results/meld_text/` dates them)")]))
     lines = ["# MELD, text only: dialogue models over frozen and emotion-tuned sentence embeddings", "",
-             "Command: `.venv/bin/python benchmarks/bench_meld_text.py --seeds 5 --jobs 2 --hp '<hyper-parameters below>' "
+             "Command: `.venv/bin/python benchmarks/bench_meld_text.py --seeds 5 --jobs 2 --hp '<hyper-parameters "
+             "below>' "
              "--encoders minilm,mpnet,mpnet-meld=<folder written by benchmarks/bench_finetune.py>` "
              "(then `--report-only` to rewrite this file from the saved parts)", "",
              f"Machine: {machine()}; each run single-threaded, {args.jobs} runs in parallel. Run dates: {dates}.", "",
-             f"Protocol: train on MELD train ({DATA.name} from ../shared/data), early stopping and checkpoint selection on "
+             f"Protocol: train on MELD train ({DATA.name} from ../shared/data), early stopping and checkpoint "
+             "selection on "
              "**dev** weighted F1, the selected checkpoint evaluated on test once; mean ± sample std over "
              f"{max(n_seeds)} seeds (0..{max(n_seeds) - 1}). Speaker identity: per-dialogue speaker-index embedding. "
-             f"Hyper-parameters (chosen on dev weighted F1 by a small manual search of 4 configurations with mamba and gru, then fixed for every model; other settings are the DialogueConfig/TrainConfig defaults): "
+             "Hyper-parameters (chosen on dev weighted F1 by a small manual search of 4 configurations with mamba "
+             "and gru, then fixed for every model; other settings are the DialogueConfig/TrainConfig defaults): "
              f"`{' / '.join(sorted(hps))}`.", "",
-             "| encoder | model | test weighted F1 (%) | test accuracy (%) | test macro F1 (%) | dev weighted F1 (%) | train s / seed |",
+             "| encoder | model | test weighted F1 (%) | test accuracy (%) | test macro F1 (%) | dev weighted F1 (%) "
+             "| train s / seed |",
              "|---|---|---:|---:|---:|---:|---:|"]
     labels = sorted({e for _, e in results} | set(floors), key=lambda e: (ORDER.get(e, 9), e))
     for enc in labels:
@@ -165,7 +171,8 @@ def report(results: dict, floors: dict, args) -> None:
                          f"{100 * own['test_weighted_f1']:.2f} | {100 * own['test_accuracy']:.2f} | | "
                          f"{100 * own['dev_weighted_f1']:.2f} | {own['seconds']:.0f} (fine-tuning) |")
         if f:
-            lines.append(f"| {enc} | logistic regression (no context, C={f['C']} on dev) | {100 * f['test_weighted_f1']:.2f} | "
+            lines.append(f"| {enc} | logistic regression (no context, C={f['C']} on dev) | "
+                         f"{100 * f['test_weighted_f1']:.2f} | "
                          f"{100 * f['test_accuracy']:.2f} | | {100 * f['dev_weighted_f1']:.2f} | |")
         for model in MODELS:
             s = results.get((model, enc))
@@ -188,12 +195,14 @@ def report(results: dict, floors: dict, args) -> None:
         test = ""
         if m.get("per_seed") and b.get("per_seed"):  # Welch's t-test over the seeds' test scores
             from scipy.stats import ttest_ind
-            p = ttest_ind([r["test_weighted_f1"] for r in m["per_seed"]], [r["test_weighted_f1"] for r in b["per_seed"]],
+            p = ttest_ind([r["test_weighted_f1"] for r in m["per_seed"]],
+                          [r["test_weighted_f1"] for r in b["per_seed"]],
                           equal_var=False).pvalue
             test = f"; Welch's t-test over seeds p = {p:.2f}"
         lines.append(f"- {enc}: mamba {100 * mt['mean']:.2f} vs {name} {100 * bt['mean']:.2f}: "
                      f"{100 * diff:+.2f} ± {100 * se:.2f} points ({verdict}"
-                     f"{', but within two standard errors: not a clear difference' if abs(diff) < 2 * se else ''}{test}).")
+                     + (", but within two standard errors: not a clear difference" if abs(diff) < 2 * se else "")
+                     + f"{test}).")
     prov = provenance()
     lines += ["", "## Provenance", "", "This file was written by:", "", provenance_markdown(prov), "",
               "The rows were computed at: " + part_commits([*results.values(), *floors.values()]), ""]
@@ -238,7 +247,8 @@ def wd_report(before: dict, after: dict, out: Path, args) -> str:
     prov = provenance()
     lines = ["# MELD text: weight-decay groups, before and after", "",
              f"Before: the rows recorded in `{_rel(args.before_dir)}/` (for the MELD rows: AdamW with weight decay on "
-             "**every** parameter, as trained before merc.training.optim existed). After: the same models, encoder, hyper-parameters and seeds, with the parameter groups of "
+             "**every** parameter, as trained before merc.training.optim existed). After: the same models, encoder, "
+             "hyper-parameters and seeds, with the parameter groups of "
              "`merc.training.optim.param_groups` (decay on weights with dim >= 2 incl. the speaker embedding; none on "
              "biases, LayerNorm/RMSNorm weights, Mamba `A_log` and `D`). Train / dev-selected / test once; mean ± "
              "sample std over seeds.", "",
@@ -268,7 +278,8 @@ def wd_report(before: dict, after: dict, out: Path, args) -> str:
                          + (f" (Welch's t-test over seeds p = {p:.2f})" if p is not None else "")
                          + ("; within two standard errors: no clear difference" if abs(at["mean"] - bt["mean"]) < 2 * se
                             else ""))
-    lines += ["", "Differences (± is the standard error of the difference of the two means):", "", *(diffs or ["- none"])]
+    lines += ["", "Differences (± is the standard error of the difference of the two means):", "",
+              *(diffs or ["- none"])]
     lines += ["", "## Provenance", "", provenance_markdown(prov), ""]
     text = "\n".join(lines) + "\n"
     atomic_write_text(out.with_suffix(".md"), text)

@@ -156,7 +156,8 @@ def to_markdown(r: dict) -> str:
         "FP counts every utterance the check failed without a fault it is responsible for, including "
         "utterances with *other* faults (a silent clip also fails the speaker check); FP clean counts only "
         "false alarms on clean utterances, and precision vs clean = TP / (TP + FP clean).", "",
-        "| check | responsible for | TP | FP | FP clean | FN | precision | precision vs clean | recall | not measured |",
+        "| check | responsible for | TP | FP | FP clean | FN | precision | precision vs clean | recall | not measured "
+        "|",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for c in CHECKS:
@@ -182,7 +183,8 @@ def to_markdown(r: dict) -> str:
         lines.append(f"| {c} | {t['measured']} | {t['measure_seconds']:.1f} | {t['wall_seconds']:.1f} | "
                      f"{_fmt(t.get('utterances_per_second'))} | {_fmt(t.get('rtf'))} |")
     tot = r["throughput_total"]
-    lines += [f"| **total** (qc command) | {s['utterances']} | {tot['measure_seconds']:.1f} | {tot['wall_seconds']:.1f} | "
+    lines += [f"| **total** (qc command) | {s['utterances']} | {tot['measure_seconds']:.1f} | "
+              f"{tot['wall_seconds']:.1f} | "
               f"{_fmt(tot['utterances_per_second'])} | {_fmt(tot['rtf'])} |", ""]
     if "calibrated" in r:
         c = r["calibrated"]

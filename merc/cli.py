@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     done: set[str] = set()
-    for name, module in COMMANDS.items():
+    for module in COMMANDS.values():
         if module in done:
             continue
         done.add(module)

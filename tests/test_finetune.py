@@ -113,7 +113,8 @@ def test_resume_after_interruption_equals_uninterrupted(tmp_path):
     res = finetune_text_encoder(corpus, tmp_path / "cut", cfg, progress=False, score_test=False)
     assert [h["dev_weighted_f1"] for h in res.history] == [h["dev_weighted_f1"] for h in ref.history]
     from safetensors.torch import load_file
-    a, b = load_file(str(tmp_path / "ref" / "model.safetensors")), load_file(str(tmp_path / "cut" / "model.safetensors"))
+    a = load_file(str(tmp_path / "ref" / "model.safetensors"))
+    b = load_file(str(tmp_path / "cut" / "model.safetensors"))
     assert a.keys() == b.keys()
     assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-5
     with pytest.raises(ValueError, match="different fine-tuning config"):

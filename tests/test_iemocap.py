@@ -90,7 +90,7 @@ def test_splits_are_disjoint_deterministic_and_session5_is_test(make_iemocap):
 def test_missing_transcription_line_is_counted(make_iemocap):
     root = make_iemocap(TREE)
     trans = root / "Session3/dialog/transcriptions/Ses03F_impro02.txt"
-    trans.write_text("\n".join(l for l in trans.read_text().splitlines() if "_M000" not in l) + "\n")
+    trans.write_text("\n".join(ln for ln in trans.read_text().splitlines() if "_M000" not in ln) + "\n")
     corpus = read_iemocap(root, dev_fraction=0.0)
     assert "Ses03F_impro02_M000" not in all_utts(corpus)
     assert corpus.dropped["train"]["no_transcription"] == 1

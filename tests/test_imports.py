@@ -135,3 +135,13 @@ def test_checker_finds_a_cycle(tmp_path: Path) -> None:
     assert find_cycles(graph) == [["pkg.a", "pkg.sub.b", "pkg.sub.c"]]
     (pkg / "sub" / "c.py").write_text("def g():\n    return 1\n")
     assert find_cycles(import_graph(pkg)) == []
+
+
+def test_synthetic_media_tooling_imports_lazily() -> None:
+    """merc.testing.synth is installed (benchmarks use it) but importing it must not load the media stack."""
+    import subprocess
+    import sys
+    code = ("import sys, merc.testing.synth; "
+            "print(sorted(m for m in ('av', 'soundfile', 'PIL', 'skimage', 'dlib') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -82,7 +82,8 @@ def test_label_free_calibration_separates_with_forced_alignment(run, tmp_path):
     t = time.perf_counter()
     cal = calibrate_alignment(clean_items, check.score, seed=0)
     print(f"\ncalibration ({len(clean_items)} true + {len(clean_items)} mismatched pairs, "
-          f"{(time.perf_counter() - t) / len(clean_items):.2f} s per utterance): rule {cal.rule} {cal.rule_thresholds}, "
+          f"{(time.perf_counter() - t) / len(clean_items):.2f} s per utterance): rule {cal.rule} "
+          f"{cal.rule_thresholds}, "
           f"AUC {{{', '.join(f'{k}: {v:.3f}' for k, v in cal.auc.items())}}}, "
           f"thresholds {{{', '.join(f'{k}: {v:.3g}' for k, v in cal.thresholds.items())}}}")
     assert (cal.n_true, cal.n_mismatched) == (9, 9)
@@ -134,7 +135,8 @@ def test_bad_media_is_an_error_not_an_exception(tmp_path):
 
 
 def test_normalize():
-    assert normalize("Oh, I DON’T know... 42 cats-and dogs!") == ["oh", "i", "don't", "know", "42", "cats", "and", "dogs"]
+    assert normalize("Oh, I DON’T know... 42 cats-and dogs!") == ["oh", "i", "don't", "know", "42", "cats", "and",
+                                                                  "dogs"]
     assert normalize("") == []
 
 
@@ -155,8 +157,10 @@ def test_roc_auc_and_thresholds():
 def test_calibration_prefers_a_pair_only_when_it_helps():
     # coverage alone cannot separate (a negative aligned with coverage 0.81 > a positive's 0.2), nor llr
     # alone (a negative at -4.0 > a positive at -4.2); together they do
-    true = [{"align_coverage": c, "align_llr": l, "wer": 0.5} for c, l in [(0.9, -2), (1.0, -3), (0.2, -2.5), (0.95, -4.2)]]
-    wrong = [{"align_coverage": c, "align_llr": l, "wer": 0.5} for c, l in [(0.0, None), (0.0, None), (0.81, -6.0), (0.1, -4.0)]]
+    true = [{"align_coverage": c, "align_llr": llr, "wer": 0.5}
+            for c, llr in [(0.9, -2), (1.0, -3), (0.2, -2.5), (0.95, -4.2)]]
+    wrong = [{"align_coverage": c, "align_llr": llr, "wer": 0.5}
+             for c, llr in [(0.0, None), (0.0, None), (0.81, -6.0), (0.1, -4.0)]]
     cal = calibrate_from_scores(true, wrong, metrics=("align_coverage", "align_llr", "wer"))
     assert cal.rule == ["align_coverage", "align_llr"] and cal.rule_balanced_accuracy == 1.0
     assert cal.balanced_accuracy["align_coverage"] < 1.0 and cal.auc["wer"] == 0.5

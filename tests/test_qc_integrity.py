@@ -47,7 +47,8 @@ def test_each_meld_fault_is_flagged_with_its_reason(meld_run):
         "corrupt": r"^decode: not decodable: .*\.mp4",
         "no_audio": r"^audio: no audio stream in .*\.mp4",
         "silent": r"^speech: silent, speech in [01]% of the clip \(< 10%\)$",
-        "too_long": r"duration: too long, 4\d\.\d s > 30 s maximum; rate: duration 4\d\.\d s for \d+ words \(0\.\d+ words/s, "
+        "too_long": r"duration: too long, 4\d\.\d s > 30 s maximum; rate: duration 4\d\.\d s for \d+ words \(0\.\d+ "
+                    r"words/s, "
                     r"expected 0\.25-12\)",
     }
     for fault, pattern in expected.items():

@@ -152,7 +152,8 @@ def test_run_flags_and_result(tmp_path: Path, corpus: Corpus) -> None:
     # the raising measure is recorded, not fatal
     boom = {f.check: f for f in res.flags_for("train_c0_u1_boom")}
     assert boom["integrity"].passed
-    assert not boom["fake_score"].passed and boom["fake_score"].reason.startswith("not measured: ValueError: cannot score")
+    assert not boom["fake_score"].passed and boom["fake_score"].reason.startswith("not measured: ValueError: cannot "
+                                                                                  "score")
     cache = MeasureCache(tmp_path / "qc" / "cache" / "fake_score.jsonl").load()
     assert cache["train_c0_u1_boom"]["result"]["error"].startswith("ValueError: cannot score")
     assert "train_c1_u2" not in cache  # gated utterances are not measured, so not cached

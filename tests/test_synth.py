@@ -14,7 +14,7 @@ if shutil.which("espeak-ng") is None:
 
 from merc.data import load_corpus  # noqa: E402
 from merc.media import MediaError, load_audio, load_frames, probe  # noqa: E402
-from merc.qc import synth  # noqa: E402
+from merc.testing import synth  # noqa: E402
 from merc.testing.synth import (  # noqa: E402
     FAULTS,
     VOICES,

@@ -77,7 +77,8 @@ def test_train_evaluate_predict(kind, toy_corpus, tmp_path, monkeypatch, capsys)
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["history"][metrics["best_epoch"]]["dev_weighted_f1"] == pytest.approx(metrics["dev"]["weighted_f1"])
     capsys.readouterr()
-    assert main(["evaluate", str(run), "--dataset", "jsonl", "--data-dir", str(toy_corpus), "--split", "test", "--json"]) == 0
+    assert main(["evaluate", str(run), "--dataset", "jsonl", "--data-dir", str(toy_corpus), "--split", "test",
+                 "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert set(result) == {"weighted_f1", "accuracy", "macro_f1", "per_class_f1", "n"}
     assert result["n"] == sum(len(json.loads(line)["utterances"]) for line in (toy_corpus / "test.jsonl").open())
@@ -121,7 +122,8 @@ def test_multi_seed_summary_and_dev_selection(toy_corpus, tmp_path, monkeypatch)
     devs = {s: json.loads((out / f"seed_{s}" / "metrics.json").read_text())["dev"]["weighted_f1"] for s in (0, 1, 2)}
     assert summary["dev_selected_seed_dir"] == f"seed_{max(devs, key=devs.get)}"
     assert summary["test"]["weighted_f1"]["mean"] == pytest.approx(
-        np.mean([json.loads((out / f"seed_{s}" / "metrics.json").read_text())["test"]["weighted_f1"] for s in (0, 1, 2)]))
+        np.mean([json.loads((out / f"seed_{s}" / "metrics.json").read_text())["test"]["weighted_f1"]
+                 for s in (0, 1, 2)]))
     from merc.training.run import from_pretrained
     assert from_pretrained(out).path.name == summary["dev_selected_seed_dir"]
 

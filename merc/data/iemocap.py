@@ -2,7 +2,8 @@
 
 Layout under ``root``::
 
-    Session{1..5}/dialog/EmoEvaluation/<dialog>.txt     [6.2901 - 8.2357]\\tSes01F_impro01_F000\\tneu\\t[2.5000, 2.5000, 2.5000]
+    Session{1..5}/dialog/EmoEvaluation/<dialog>.txt
+                                                        [6.2901 - 8.2357]\\tSes01F_impro01_F000\\tneu\\t[2.5, 2.5, 2.5]
     Session{n}/dialog/transcriptions/<dialog>.txt       Ses01F_impro01_F000 [006.2901-008.2357]: Excuse me.
     Session{n}/sentences/wav/<dialog>/<turn>.wav        one wav per turn
     Session{n}/dialog/avi/DivX/<dialog>.avi             one video per *dialogue* (cut it with start/end)
@@ -66,7 +67,8 @@ def read_evaluation(path: Path) -> list[Turn]:
             v, a, d = (float(x) for x in vad.split(","))
             turns.append(Turn(name, float(start), float(end), label, (v, a, d), i))
         except ValueError:
-            raise CorpusError(f"{path}:{i}: bad numbers in {line!r}; expected seconds and three V, A, D values") from None
+            raise CorpusError(f"{path}:{i}: bad numbers in {line!r}; "
+                              "expected seconds and three V, A, D values") from None
     return turns
 
 
@@ -140,7 +142,8 @@ def read_iemocap(root: str | Path, classes: int = 6, dev_fraction: float = 0.1, 
                 raise CorpusError(f"{where}: turn {t.name!r} does not belong to dialogue {dialog!r}; "
                                   f"expected a name starting with '{dialog}_'")
             if t.name in seen:
-                raise CorpusError(f"{where}: duplicate turn {t.name!r} (first in {seen[t.name]}); expected unique turns")
+                raise CorpusError(f"{where}: duplicate turn {t.name!r} (first in {seen[t.name]}); expected unique "
+                                  "turns")
             seen[t.name] = where
             try:
                 speaker = speaker_of(t.name)

@@ -136,7 +136,7 @@ def read_jsonl(folder: str | Path) -> Corpus:
         labels = sorted({u.emotion for c in splits["train"] for u in c if u.emotion is not None})
         source = "the emotions of train.jsonl (add labels.json to fix the label set)"
     allowed = set(labels)
-    for split, convs in splits.items():
+    for convs in splits.values():
         for c in convs:
             for u in c:
                 if u.emotion is not None and u.emotion not in allowed:

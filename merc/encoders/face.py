@@ -63,7 +63,8 @@ def models_dir() -> Path:
     """Folder of the dlib ``.dat`` files shipped by ``face-recognition-models`` (not imported: pkg_resources)."""
     spec = importlib.util.find_spec("face_recognition_models")
     if spec is None or spec.origin is None:
-        raise MissingDependencyError("face models need the 'face-recognition-models' package: pip install face-recognition-models")
+        raise MissingDependencyError("face models need the 'face-recognition-models' package: pip install "
+                                     "face-recognition-models")
     folder = Path(spec.origin).parent / "models"
     if not folder.is_dir():
         raise MissingDependencyError(f"face-recognition-models is installed but {folder} is missing")

@@ -240,7 +240,8 @@ def finetune_text_encoder(corpus: Corpus, out_dir: str | Path, config: FinetuneC
     def save_best(dev_scores: dict[str, Any]) -> None:
         tmp = Path(tempfile.mkdtemp(dir=out, prefix=".best-"))
         st.save(str(tmp))
-        atomic_write_bytes(tmp / HEAD_FILE, st_save({k: v.detach().contiguous() for k, v in model.head.state_dict().items()}))
+        head = {k: v.detach().contiguous() for k, v in model.head.state_dict().items()}
+        atomic_write_bytes(tmp / HEAD_FILE, st_save(head))
         for old in out.iterdir():  # swap the folder's contents; the checkpoint and temp folders stay
             if old.name.startswith(".") or old == tmp:
                 continue
@@ -255,7 +256,8 @@ def finetune_text_encoder(corpus: Corpus, out_dir: str | Path, config: FinetuneC
         epoch = state["epoch"]
         batches = length_grouped_batches(lengths, config.batch_size, seed=config.seed * 1000 + epoch)
         model.train(True)
-        bar = tqdm(total=len(batches), initial=state["step"], desc=f"fine-tune {base_enc.name} epoch {epoch + 1}/{config.epochs}",
+        bar = tqdm(total=len(batches), initial=state["step"], desc=f"fine-tune {base_enc.name} epoch "
+                                                                   f"{epoch + 1}/{config.epochs}",
                    unit="batch", disable=not progress)
         running = state.get("running_loss", 0.0)
         for k in range(state["step"], len(batches)):
@@ -303,7 +305,8 @@ def finetune_text_encoder(corpus: Corpus, out_dir: str | Path, config: FinetuneC
         best.head.load_state_dict(load_file(str(out / HEAD_FILE)))
         te_texts, te_y, _ = _labelled(corpus, "test", config.template)
         if len(te_texts):
-            test_scores = evaluate_predictions(te_y, best.predict(te_texts, progress=progress, desc="test"), corpus.labels)
+            te_pred = best.predict(te_texts, progress=progress, desc="test")
+            test_scores = evaluate_predictions(te_y, te_pred, corpus.labels)
     meta = {"template": config.template, "labels": corpus.labels, "corpus": corpus.name, "base": config.base,
             "base_fingerprint": base_enc.fingerprint, "config": asdict(config), "best_epoch": state["best_epoch"],
             "history": state["history"], "dev": state.get("best_dev"), "test": test_scores,

@@ -21,4 +21,5 @@ def render(template: str, u: Any) -> str:
     try:
         return template.format(speaker=u.speaker, text=u.text)
     except (KeyError, IndexError, ValueError) as e:
-        raise ConfigError(f"text template {template!r} is invalid ({e}); use the fields {{speaker}} and {{text}}") from None
+        raise ConfigError(f"text template {template!r} is invalid ({e}); "
+                          "use the fields {speaker} and {text}") from None

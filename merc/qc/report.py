@@ -118,7 +118,8 @@ def score_plot(flags: list[Flag], check: str) -> str | None:
         line = counts.most_common(1)[0][0]
         shown = [f for f in scored if f.threshold in (line, None)]
         if len(shown) < len(scored):
-            title = f"scores against threshold {line:g}; {len(scored) - len(shown)} flag(s) of other sub-checks not shown"
+            title = (f"scores against threshold {line:g}; "
+                     f"{len(scored) - len(shown)} flag(s) of other sub-checks not shown")
         scored = shown
     elif counts:
         title = f"{len(counts)} distinct thresholds (per speaker or utterance); not drawn"

@@ -13,7 +13,8 @@ centroids of the other speakers. It fails when
   who is not among the known speakers).
 
 Speakers with fewer than ``min_utts`` embedded utterances cannot be judged: they pass with a reason
-that says so. Measured on espeak-ng voices (../shared/OFFLINE_MODELS.md, outside this repository): correctly labelled 0.78–0.97 to
+that says so. Measured on espeak-ng voices (../shared/OFFLINE_MODELS.md, outside this repository):
+correctly labelled 0.78–0.97 to
 the own centroid; mislabelled 0.73–0.74 to the label's and 0.93–0.96 to the true speaker's.
 """
 from __future__ import annotations

@@ -131,10 +131,10 @@ def _dlib_models() -> tuple | None:
 
 
 def _crop_to_face(img: np.ndarray, box: tuple[int, int, int, int], margin: float = 0.6) -> np.ndarray:
-    l, t, r, b = box
-    m = int(margin * max(r - l, b - t))
+    left, t, r, b = box
+    m = int(margin * max(r - left, b - t))
     h, w = img.shape[:2]
-    return np.ascontiguousarray(img[max(0, t - m):min(h, b + m), max(0, l - m):min(w, r + m)])
+    return np.ascontiguousarray(img[max(0, t - m):min(h, b + m), max(0, left - m):min(w, r + m)])
 
 
 def _candidate_faces():

@@ -65,7 +65,8 @@ def build_dialogues(conversations: Sequence[Conversation], features: Mapping[str
             elif u.emotion in label_index:
                 ys.append(label_index[u.emotion])
             else:
-                raise InputError(f"utterance {u.utterance_id}: emotion {u.emotion!r} is not in the label set {list(labels)}")
+                raise InputError(f"utterance {u.utterance_id}: emotion {u.emotion!r} is not in the label set "
+                                 f"{list(labels)}")
         out.append(Dialogue(conv.conversation_id, ids, feats,
                             speaker_indices([u.speaker for u in conv], max_speakers), np.asarray(ys, dtype=np.int64)))
     return out

@@ -103,7 +103,8 @@ def add_parser(sub) -> None:
 
     p = sub.add_parser("predict", help="label every utterance of new conversations")
     p.add_argument("run_dir")
-    p.add_argument("input", help="conversations: .jsonl (one per line) or .txt ('Speaker: text' lines, blank line between conversations)")
+    p.add_argument("input", help="conversations: .jsonl (one per line) or .txt ('Speaker: text' lines, blank line "
+                                 "between conversations)")
     p.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
     p.add_argument("--out", default="predictions", help="folder for the timeline plots (default ./predictions)")
     p.add_argument("--no-plots", action="store_true")

@@ -45,7 +45,8 @@ def corpus_features(corpus: Corpus, splits: Sequence[str], modalities: Sequence[
 
 
 def train_one_seed(run_dir: Path, corpus: Corpus, features, model_config: DialogueConfig, train_config: TrainConfig,
-                   run_config: RunConfig, *, progress: bool = True, eval_splits: Sequence[str] = ("dev", "test")) -> dict[str, Any]:
+                   run_config: RunConfig, *, progress: bool = True,
+                   eval_splits: Sequence[str] = ("dev", "test")) -> dict[str, Any]:
     labels = corpus.labels
     data = {s: build_dialogues(corpus[s], features[s], labels, max_speakers=model_config.max_speakers)
             for s in features}
@@ -109,7 +110,8 @@ def run_experiment(*, dataset: str, data_dir: str, out: str | Path, model_config
         "corpus_fingerprint": corpus_fingerprint, "provenance": prov}
     for split in ("dev", "test"):
         if split in per_seed[0]:
-            summary[split] = {k: mean_std([m[split][k] for m in per_seed]) for k in ("weighted_f1", "accuracy", "macro_f1")}
+            summary[split] = {k: mean_std([m[split][k] for m in per_seed])
+                              for k in ("weighted_f1", "accuracy", "macro_f1")}
     if seeds > 1:
         best = int(np.argmax([m["dev"]["weighted_f1"] for m in per_seed]))
         summary["dev_selected_seed_dir"] = f"seed_{seed_list[best]}"

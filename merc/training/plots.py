@@ -40,23 +40,29 @@ def plot_training_curve(epochs: Sequence[dict], path: str | Path, *, title: str 
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6))
     a1.plot(e, [r["train_loss"] for r in epochs], label="train loss")
     a1.plot(e, [r["dev_loss"] for r in epochs], label="dev loss")
-    a1.set_xlabel("epoch"); a1.legend(); a1.set_title("loss")
+    a1.set_xlabel("epoch")
+    a1.legend()
+    a1.set_title("loss")
     a2.plot(e, [r["dev_weighted_f1"] for r in epochs], label="dev weighted F1", color="C2")
     best = int(np.argmax([r["dev_weighted_f1"] for r in epochs]))
     a2.axvline(e[best], ls="--", color="k", lw=0.8, label=f"selected (epoch {e[best]})")
-    a2.set_xlabel("epoch"); a2.legend(); a2.set_title("dev weighted F1")
+    a2.set_xlabel("epoch")
+    a2.legend()
+    a2.set_title("dev weighted F1")
     fig.suptitle(title)
     return _save(fig, path)
 
 
-def plot_confusion(confusion: Sequence[Sequence[int]], labels: Sequence[str], path: str | Path, *, title: str = "") -> Path:
+def plot_confusion(confusion: Sequence[Sequence[int]], labels: Sequence[str], path: str | Path, *,
+                   title: str = "") -> Path:
     cm = np.asarray(confusion, dtype=float)
     norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
     fig, ax = plt.subplots(figsize=(1.0 + 0.8 * len(labels), 0.8 + 0.7 * len(labels)))
     im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
     ax.set_yticks(range(len(labels)), labels)
-    ax.set_xlabel("predicted"); ax.set_ylabel("true")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
     for i in range(len(labels)):
         for j in range(len(labels)):
             ax.text(j, i, f"{int(cm[i, j])}", ha="center", va="center", fontsize=8,
@@ -75,10 +81,11 @@ def plot_timeline(conversation: Conversation, probs: np.ndarray, labels: Sequenc
         ax.bar(range(n), probs[:, k], bottom=bottom, color=_colour(lab, k), label=lab, width=0.8)
         bottom += probs[:, k]
     pred = probs.argmax(1)
-    for i, u in enumerate(conversation.utterances):
+    for i in range(n):
         ax.text(i, 1.02, labels[pred[i]], ha="center", va="bottom", fontsize=8, rotation=30)
     ax.set_xticks(range(n), [f"{i}\n{u.speaker[:10]}" for i, u in enumerate(conversation.utterances)], fontsize=8)
-    ax.set_ylim(0, 1.25); ax.set_ylabel("probability")
+    ax.set_ylim(0, 1.25)
+    ax.set_ylabel("probability")
     ax.set_title(f"emotion timeline — {conversation.conversation_id}", pad=18)
     ax.legend(ncol=1, fontsize=8, bbox_to_anchor=(1.01, 1), loc="upper left")
     return _save(fig, path)

@@ -38,7 +38,8 @@ def _read_jsonl(path: Path) -> list[Conversation]:
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
-            raise CorpusError(f"{path}:{n}: not valid JSON ({e.msg} at column {e.colno}); expected one conversation object per line") from None
+            raise CorpusError(f"{path}:{n}: not valid JSON ({e.msg} at column {e.colno}); expected one conversation "
+                              "object per line") from None
         if not isinstance(obj, dict) or not isinstance(obj.get("utterances"), list) or not obj["utterances"]:
             raise CorpusError(f"{path}:{n}: expected an object with a non-empty 'utterances' list, got {line[:80]!r}")
         cid = str(obj.get("conversation_id", f"conversation{len(convs)}"))
@@ -46,7 +47,8 @@ def _read_jsonl(path: Path) -> list[Conversation]:
         for i, u in enumerate(obj["utterances"]):
             missing = [k for k in ("speaker", "text") if not isinstance(u, dict) or k not in u]
             if missing:
-                raise CorpusError(f"{path}:{n}: utterance {i} of {cid!r} lacks {missing}; each utterance needs 'speaker' and 'text'")
+                raise CorpusError(f"{path}:{n}: utterance {i} of {cid!r} lacks {missing}; each utterance needs "
+                                  "'speaker' and 'text'")
             utts.append(Utterance(utterance_id=str(u.get("utterance_id", f"{cid}_u{i}")), speaker=str(u["speaker"]),
                                   text=str(u["text"]), emotion=u.get("emotion")))
         convs.append(Conversation(cid, "predict", utts))

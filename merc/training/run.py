@@ -107,17 +107,20 @@ class TrainedRun:
     def features_for(self, conversations: Sequence[Conversation], *, progress: bool = False,
                      encoder=None) -> dict[str, dict[str, np.ndarray]]:
         if self.config.modalities != ["text"]:
-            raise IncompatibleRunError(f"prediction from raw input supports text-only runs; this run uses {self.config.modalities}")
+            raise IncompatibleRunError("prediction from raw input supports text-only runs; this run uses "
+                                       f"{self.config.modalities}")
         from merc.encoders import get_text_encoder
         enc = encoder or get_text_encoder(self.config.text_encoder)
         if self.config.text_encoder_fingerprint and enc.fingerprint != self.config.text_encoder_fingerprint:
-            raise IncompatibleRunError(f"text encoder {self.config.text_encoder!r} differs from the one this run was trained "
+            raise IncompatibleRunError(f"text encoder {self.config.text_encoder!r} differs from the one this run was "
+                                       "trained "
                              f"with (fingerprint {enc.fingerprint} != {self.config.text_encoder_fingerprint})")
         utts = [u for c in conversations for u in c]
         X = enc.encode(enc.texts_for(utts), progress=progress)
         return {"text": {u.utterance_id: x for u, x in zip(utts, X)}}
 
-    def predict(self, conversations: Sequence[Conversation], *, features=None, progress: bool = False) -> list[np.ndarray]:
+    def predict(self, conversations: Sequence[Conversation], *, features=None,
+                progress: bool = False) -> list[np.ndarray]:
         """Per conversation, class probabilities (seq_len, n_classes) in ``self.labels`` order."""
         features = features or self.features_for(conversations, progress=progress)
         stripped = [Conversation(c.conversation_id, c.split,

@@ -60,7 +60,8 @@ def class_weight_vector(dialogues: Sequence[Dialogue], n_classes: int, scheme: s
 
 
 @torch.no_grad()
-def predict_dialogues(model: torch.nn.Module, dialogues: Sequence[Dialogue], *, batch_size: int = 32) -> list[np.ndarray]:
+def predict_dialogues(model: torch.nn.Module, dialogues: Sequence[Dialogue], *,
+                      batch_size: int = 32) -> list[np.ndarray]:
     """Class probabilities per dialogue: a list of (seq_len, n_classes) arrays in input order."""
     model.eval()
     out: list[np.ndarray] = []
@@ -100,7 +101,8 @@ def fit(model: torch.nn.Module, train: Sequence[Dialogue], dev: Sequence[Dialogu
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
     total, warm = config.epochs * steps_per_epoch, config.warmup_epochs * steps_per_epoch
     sched = torch.optim.lr_scheduler.LambdaLR(  # linear warm-up, cosine decay
-        opt, lambda s: (s + 1) / max(warm, 1) if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(total - warm, 1))))
+        opt, lambda s: (s + 1) / max(warm, 1) if s < warm
+        else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(total - warm, 1))))
     history, best_state, t0, stale = TrainHistory(), None, time.time(), 0
     bar = tqdm(range(config.epochs), desc="epochs", disable=not progress, leave=False)
     for epoch in bar:
