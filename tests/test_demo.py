@@ -3,8 +3,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from merc.cli import main
 from merc.demo import demo_paths
+
+pytestmark = pytest.mark.slow  # loads the bundled model and the MiniLM encoder (~30 s)
 
 
 def test_demo_runs_and_writes_timelines(tmp_path, capsys):

@@ -83,6 +83,7 @@ def previous_token_task(n_dialogues: int, *, n_tokens: int = 4, seed: int):
     return feats, speakers, mask, labels
 
 
+@pytest.mark.slow
 def test_context_models_learn_what_mlp_cannot():
     train, test = previous_token_task(64, seed=1), previous_token_task(64, seed=2)
     acc = {}

@@ -25,6 +25,8 @@ from merc.qc.faces import FaceCheck, FaceCheckConfig  # noqa: E402
 
 # helpers
 
+pytestmark = pytest.mark.slow  # face detection and embedding on synthetic clips (dlib)
+
 
 def item(uid: str, speaker: str, media: str | None, conv: str = "c0") -> QCItem:
     u = Utterance(uid, speaker, "text", video=media)

@@ -138,12 +138,12 @@ def test_corrupt_final_file_is_recomputed(tmp_path):
 
 
 def test_atomic_write_failure_leaves_no_tmp(tmp_path, monkeypatch):
-    import merc.encoders.cache as cache_mod
+    import merc.io
 
     def boom(*a, **k):
         raise OSError("disk full")
 
-    monkeypatch.setattr(cache_mod.os, "replace", boom)
+    monkeypatch.setattr(merc.io.os, "replace", boom)  # the atomic writer (merc.io) renames into place
     with pytest.raises(OSError, match="disk full"):
         encode_split(make_corpus(), "train", CountingEncoder(), cache_dir=tmp_path, chunk_size=5, progress=False)
     assert tmp_files(tmp_path) == [] and not list(tmp_path.rglob("*.npy"))

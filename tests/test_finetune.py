@@ -68,6 +68,7 @@ def test_render_and_bad_template():
         FinetuneConfig(template="{who} says {text}")
 
 
+@pytest.mark.slow
 def test_finetune_learns_and_saves_a_text_encoder(tmp_path):
     corpus = toy_corpus()
     res = finetune_text_encoder(corpus, tmp_path / "enc", tiny(), progress=False)
@@ -98,6 +99,7 @@ def test_finetune_learns_and_saves_a_text_encoder(tmp_path):
     assert margin(X) > margin(Xb)
 
 
+@pytest.mark.slow
 def test_resume_after_interruption_equals_uninterrupted(tmp_path):
     corpus = toy_corpus(n_train=32)
     cfg = tiny(epochs=2, checkpoint_minutes=0.0)  # checkpoint after every step
@@ -130,6 +132,7 @@ def test_refuses_a_non_empty_folder(tmp_path):
     assert (tmp_path / "mine.txt").read_text() == "keep me"
 
 
+@pytest.mark.slow
 def test_cli_finetune_on_jsonl(tmp_path, capsys):
     from merc.data.jsonl import write_corpus_jsonl
     data = write_corpus_jsonl(toy_corpus(), tmp_path / "data")

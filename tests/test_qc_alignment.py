@@ -31,6 +31,8 @@ from merc.qc.alignment import (  # noqa: E402
 from merc.qc.base import QCItem  # noqa: E402
 from merc.testing.synth import build_corpus_fixture  # noqa: E402
 
+pytestmark = pytest.mark.slow  # its module fixture synthesizes speech and runs pocketsphinx (~80 s)
+
 
 @pytest.fixture(scope="session")
 def run(tmp_path_factory):

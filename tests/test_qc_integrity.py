@@ -19,6 +19,8 @@ from merc.testing.synth import build_corpus_fixture, silence, speak, truncate_fi
 
 MELD_FAULTS = {"corrupt": 1, "missing": 1, "silent": 1, "too_long": 1, "no_audio": 1, "no_face": 1}
 
+pytestmark = pytest.mark.slow  # builds a synthetic MELD corpus with media (espeak-ng, PyAV)
+
 
 def _items(corpus, media_of):
     return [QCItem(u, c.conversation_id, split, media_of(u)) for split in corpus.splits

@@ -213,6 +213,7 @@ def test_outputs_parse_and_agree(tmp_path: Path, corpus: Corpus) -> None:
     assert not list(qc.glob(".*.tmp"))  # atomic writes leave no temp files
 
 
+@pytest.mark.slow
 def test_rerun_skips_finished_utterances(tmp_path: Path, corpus: Corpus) -> None:
     counter = tmp_path / "calls.txt"
     first = QCPipeline(config(tmp_path)).run(corpus, tmp_path / "qc", progress=False)
@@ -224,6 +225,7 @@ def test_rerun_skips_finished_utterances(tmp_path: Path, corpus: Corpus) -> None
     assert again.summary["timings"]["fake_score"]["cached"] == n - 1
 
 
+@pytest.mark.slow
 def test_crash_then_rerun_equals_uninterrupted(tmp_path: Path, corpus: Corpus) -> None:
     reference = QCPipeline(config(tmp_path / "ref")).run(corpus, tmp_path / "ref" / "qc", progress=False)
     counter = tmp_path / "calls.txt"
@@ -244,6 +246,7 @@ def test_crash_then_rerun_equals_uninterrupted(tmp_path: Path, corpus: Corpus) -
     assert len(lines) == n - 1 and all(json.loads(x) for x in lines)
 
 
+@pytest.mark.slow
 def test_changed_media_path_is_remeasured(tmp_path: Path, corpus: Corpus) -> None:
     counter = tmp_path / "calls.txt"
     QCPipeline(config(tmp_path)).run(corpus, tmp_path / "qc", progress=False)
@@ -256,6 +259,7 @@ def test_changed_media_path_is_remeasured(tmp_path: Path, corpus: Corpus) -> Non
     assert _calls(counter) - before == 2
 
 
+@pytest.mark.slow
 def test_workers_two_equals_one(tmp_path: Path, corpus: Corpus) -> None:
     one = QCPipeline(config(tmp_path / "a")).run(corpus, tmp_path / "a" / "qc", progress=False)
     two = QCPipeline(config(tmp_path / "b", workers=2)).run(corpus, tmp_path / "b" / "qc", progress=False)
@@ -286,6 +290,7 @@ def test_shared_dialogue_video_gives_segments(tmp_path: Path) -> None:
     assert items[1].extra["video_segment"] == [2.0, 3.0]
 
 
+@pytest.mark.slow
 def test_worker_crash_is_recorded_not_fatal(tmp_path: Path, corpus: Corpus) -> None:
     """A worker dying in native code (here os._exit) on one file: retried once, then recorded."""
     cfg = config(tmp_path, workers=2)

@@ -16,6 +16,8 @@ synth = pytest.importorskip("merc.testing.synth")
 
 # helpers
 
+pytestmark = pytest.mark.slow  # speaker embeddings of synthesized speech (resemblyzer)
+
 def item(uid: str, speaker: str, media: str | None, conv: str = "c0") -> QCItem:
     u = Utterance(uid, speaker, "text", audio=media if media and media.endswith(".wav") else None,
                   video=media if media and media.endswith(".mp4") else None)

@@ -28,6 +28,8 @@ from merc.testing.synth import (  # noqa: E402
 
 ALL_FAULTS = {f: 1 for f in FAULTS}
 
+pytestmark = pytest.mark.slow  # synthesizes speech, faces and clips
+
 
 @pytest.fixture(scope="session")
 def tts_cache(tmp_path_factory):

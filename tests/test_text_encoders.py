@@ -21,6 +21,7 @@ def minilm():
     return get_text_encoder("minilm", batch_size=2)
 
 
+@pytest.mark.slow  # loads a sentence-transformers model
 def test_minilm_shape_normalised_deterministic(minilm):
     assert minilm.name == "minilm" and minilm.dim == 384
     X = minilm.encode(SENTS, progress=False)
@@ -32,6 +33,7 @@ def test_minilm_shape_normalised_deterministic(minilm):
     np.testing.assert_allclose(minilm.encode(SENTS[::-1], progress=False), X[::-1], atol=1e-5)
 
 
+@pytest.mark.slow  # loads a sentence-transformers model
 def test_minilm_similar_closer_than_unrelated(minilm):
     X = minilm.encode(SENTS[:3], progress=False)
     sim = X @ X.T
@@ -55,6 +57,7 @@ def test_lazy_load_checks_dim():
         enc.encode(["hi"], progress=False)
 
 
+@pytest.mark.slow  # loads a sentence-transformers model
 def test_mpnet_reassembles_loads_encodes():
     enc = get_text_encoder("mpnet")  # first call per machine reassembles ~400 MB into the cache
     assert enc.dim == 768 and enc.fingerprint.startswith("all-mpnet-base-v2-")

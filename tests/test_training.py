@@ -64,6 +64,7 @@ def test_metrics_match_definitions():
     assert mean_std([1.0, 3.0]) == {"mean": 2.0, "std": pytest.approx(2 ** 0.5), "n": 2}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["mamba", "gru", "transformer", "mlp"])
 def test_train_evaluate_predict(kind, toy_corpus, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("MERC_CACHE", str(tmp_path / "cache"))
@@ -111,6 +112,7 @@ def test_train_evaluate_predict(kind, toy_corpus, tmp_path, monkeypatch, capsys)
     assert [u["emotion"] for u in lines[0]["utterances"]][:2] == ["angry", "happy"]
 
 
+@pytest.mark.slow
 def test_multi_seed_summary_and_dev_selection(toy_corpus, tmp_path, monkeypatch):
     monkeypatch.setenv("MERC_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "runs"
@@ -149,6 +151,7 @@ class SpeakerToyEncoder(ToyEncoder):
 register_text_encoder("toy-speaker", lambda **kw: SpeakerToyEncoder(), overwrite=True)
 
 
+@pytest.mark.slow
 def test_encoder_template_reaches_training_and_prediction(tmp_path, monkeypatch, capsys):
     """Here only the speaker's name tells the emotion: a model learns it only if the template is applied
     by the feature cache (training) and by predict (new conversations)."""
