@@ -13,7 +13,8 @@ import torch
 
 from merc.data import load_corpus
 from merc.data.schema import Corpus
-from merc.models.dialogue import DialogueConfig, DialogueModel
+from merc.models.dialogue import DialogueConfig
+from merc.models.factory import build_model
 from merc.training.batching import build_dialogues
 from merc.training.metrics import mean_std
 from merc.training.plots import plot_confusion, plot_training_curve
@@ -47,7 +48,7 @@ def train_one_seed(run_dir: Path, corpus: Corpus, features, model_config: Dialog
             for s in features}
     torch.manual_seed(train_config.seed)
     np.random.seed(train_config.seed)
-    model = DialogueModel(model_config)
+    model = build_model(model_config)
     history = fit(model, data["train"], data["dev"], labels, train_config, progress=progress)
     metrics: dict[str, Any] = {"best_epoch": history.best_epoch, "train_seconds": history.seconds,
                                "n_parameters": sum(p.numel() for p in model.parameters()),

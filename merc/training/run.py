@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save_file
 from merc.data.schema import Conversation
 from merc.io import write_json
 from merc.models.dialogue import DialogueConfig, DialogueModel
+from merc.models.factory import build_model, config_from_dict
 from merc.training.batching import build_dialogues
 from merc.training.trainer import TrainConfig, predict_dialogues
 
@@ -40,7 +41,7 @@ class RunConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
         d = dict(d)
-        return cls(model=DialogueConfig(**d.pop("model")), train=TrainConfig(**d.pop("train")), **d)
+        return cls(model=config_from_dict(d.pop("model")), train=TrainConfig(**d.pop("train")), **d)
 
 
 def save_run(run_dir: str | Path, model: DialogueModel, config: RunConfig, labels: Sequence[str],
@@ -83,7 +84,7 @@ class TrainedRun:
         path = resolve_run_dir(run_dir)
         config = RunConfig.from_dict(json.loads((path / "config.json").read_text()))
         labels = json.loads((path / "labels.json").read_text())
-        model = DialogueModel(config.model)
+        model = build_model(config.model)
         model.load_state_dict(load_file(str(path / "model.safetensors")))
         model.eval()
         return cls(model, labels, config, path)
