@@ -50,7 +50,8 @@ def padded(lengths, dims=DIMS, *, seed=0, absent=None):
 def garbage_like(batch: Batch, keep: dict, seed: int) -> dict:
     """Copy of feats with new random values wherever ``keep[m]`` is False."""
     g = torch.Generator().manual_seed(seed)
-    return {m: torch.where(keep[m][..., None], f, 100 * torch.randn(f.shape, generator=g)) for m, f in batch.feats.items()}
+    return {m: torch.where(keep[m][..., None], f, 100 * torch.randn(f.shape, generator=g))
+            for m, f in batch.feats.items()}
 
 
 @pytest.mark.parametrize("attention", ["modality", "dialogue"])
@@ -184,7 +185,8 @@ def _dialogues(n, rng, *, absent_rate=0.0):
         y = rng.integers(0, 3, T)
         feats = {"text": rng.normal(size=(T, DIMS["text"])), "face": rng.normal(size=(T, DIMS["face"])),
                  "audio": protos[y] + rng.normal(size=(T, DIMS["audio"]))}
-        out.append(Dialogue(f"d{c}", [f"d{c}_{i}" for i in range(T)], {m: f.astype(np.float32) for m, f in feats.items()},
+        out.append(Dialogue(f"d{c}", [f"d{c}_{i}" for i in range(T)],
+                            {m: f.astype(np.float32) for m, f in feats.items()},
                             np.arange(T) % 2, y.astype(np.int64)))
     return out, protos
 

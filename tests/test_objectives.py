@@ -106,7 +106,8 @@ def test_mec_equals_hand_computation(symmetric, in_batch):
     for x, y in (("text", "audio"), ("audio", "face"), ("text", "face")):
         dirs = [(x, y), (y, x)] if symmetric else [(x, y)]
         for a, b in dirs:
-            t = _hand_term(npy["z"][a], npy["z_m"][b], vn[a], vn[b], queues[b].numpy().astype(np.float64), tau, in_batch)
+            queue = queues[b].numpy().astype(np.float64)
+            t = _hand_term(npy["z"][a], npy["z_m"][b], vn[a], vn[b], queue, tau, in_batch)
             assert logs[f"s({a},{b}')"] == pytest.approx(t, rel=1e-5, abs=1e-6)
             hand += t / len(dirs)
     assert hand > 0 and float(loss) == pytest.approx(hand, rel=1e-5)

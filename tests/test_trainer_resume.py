@@ -79,8 +79,9 @@ def test_resume_after_kill_gives_the_uninterrupted_history(kind, tmp_path):
     full = fit(full_model, TRAIN, DEV, LABELS, CONFIG, progress=False, checkpoint_dir=tmp_path / "full")
     model = make(kind)
     with pytest.raises(Killed):
-        fit(model, TRAIN, DEV, LABELS, CONFIG, progress=False, checkpoint_dir=tmp_path / "cut", callbacks=[KillAfter(1)])
-    resumed_model = make(kind, seed=123)                                # other initial weights: all comes from the checkpoint
+        fit(model, TRAIN, DEV, LABELS, CONFIG, progress=False, checkpoint_dir=tmp_path / "cut",
+            callbacks=[KillAfter(1)])
+    resumed_model = make(kind, seed=123)           # other initial weights: everything comes from the checkpoint
     steps = Steps()
     resumed = fit(resumed_model, TRAIN, DEV, LABELS, CONFIG, progress=False, checkpoint_dir=tmp_path / "cut",
                   callbacks=[steps])

@@ -88,7 +88,8 @@ class MatavConfig:
             raise ConfigError(f"MatavConfig.kind must be 'matav', got {self.kind!r}")
         unknown = [m for m in self.input_dims if m not in MODALITIES]
         if not self.input_dims or unknown:
-            raise ConfigError(f"MaTAV modalities must be a non-empty subset of {MODALITIES}; got {list(self.input_dims)}")
+            raise ConfigError(f"MaTAV modalities must be a non-empty subset of {MODALITIES}; "
+                              f"got {list(self.input_dims)}")
         if self.attention not in ATTENTION:
             raise ConfigError(f"attention must be one of {ATTENTION}, got {self.attention!r}")
         if self.d_model % self.n_heads:
@@ -138,7 +139,8 @@ class CrossAttention(nn.Module):
         """x (batch', L, d_model), keys (batch', L) bool True = may be attended to -> (batch', L, d_model)."""
         Bp, L, D = x.shape
         q, k, v = self.qkv(x).split(D, dim=-1)                              # (batch', L, d_model) each
-        q, k, v = (t.view(Bp, L, self.n_heads, D // self.n_heads).transpose(1, 2) for t in (q, k, v))  # (batch', heads, L, d_head)
+        q, k, v = (t.view(Bp, L, self.n_heads, D // self.n_heads).transpose(1, 2)
+                   for t in (q, k, v))                                      # (batch', heads, L, d_head)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=keys[:, None, None, :],  # (batch', 1, 1, L)
                                            dropout_p=self.dropout if self.training else 0.0)
         return self.out(y.transpose(1, 2).reshape(Bp, L, D))                # (batch', L, d_model)
@@ -200,7 +202,7 @@ class MatavModel(nn.Module):
         valid = presence(feats, mask, present, list(self.proj))
         dtype = self.absent.dtype
         x = {m: feats[m].to(dtype).masked_fill(~valid[m][..., None], 0.0) for m in self.proj}  # (batch, seq_len, d_m)
-        h = {m: self.proj[m](x[m]) for m in self.proj}                                          # (batch, seq_len, d_model)
+        h = {m: self.proj[m](x[m]) for m in self.proj}                                  # (batch, seq_len, d_model)
         return h, valid, x
 
     def fuse(self, h: dict[str, Tensor], valid: dict[str, Tensor]) -> Tensor:

@@ -147,7 +147,8 @@ def contrastive_term(q: Tensor, k: Tensor, q_valid: Tensor, k_valid: Tensor, que
 
 def mec_loss(z: Mapping[str, Tensor], z_m: Mapping[str, Tensor], valid: Mapping[str, Tensor],
              queues: Mapping[str, Tensor], temperature: float, *, symmetric: bool = True,
-             in_batch_negatives: bool = True, pairs: Iterable[tuple[str, str]] = MEC_PAIRS) -> tuple[Tensor, dict[str, float]]:
+             in_batch_negatives: bool = True,
+             pairs: Iterable[tuple[str, str]] = MEC_PAIRS) -> tuple[Tensor, dict[str, float]]:
     """MEC = Σ over pairs (X, Y) of s(X, Y′) (or ½[s(X, Y′) + s(Y, X′)] when ``symmetric``).
 
     z[m] (N, d) online normalised vectors, z_m[m] (N, d) momentum ones, valid[m] (N,) bool, queues[m] (K_m, d)

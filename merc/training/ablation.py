@@ -73,7 +73,8 @@ def run_ablation(train_one: TrainOne, base: MatavConfig, seeds: Sequence[int], o
             else:
                 cell = {"variant": v, "seed": seed, "config": asdict(cfg), **train_one(v, cfg, seed)}
                 write_json(path, cell)
-                logger.info("%s seed %d: %s", v, seed, {s: cell[s].get("weighted_f1") for s in ("dev", "test") if s in cell})
+                logger.info("%s seed %d: weighted F1 %s", v, seed,
+                            {s: cell[s].get("weighted_f1") for s in ("dev", "test") if s in cell})
             cells[v].append({k: c for k, c in cell.items() if k not in ("variant", "seed", "config")})
     table = summarise(cells)
     result = {"title": title, "seeds": list(seeds), "variants": {v: VARIANTS[v] for v in variants}, "table": table}

@@ -114,7 +114,8 @@ def _load_checkpoint(path: Path, config: TrainConfig) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - a truncated or foreign file: say which and what to do
-        raise IncompatibleRunError(f"cannot read the training checkpoint {path} ({e}); delete it to start afresh") from e
+        raise IncompatibleRunError(f"cannot read the training checkpoint {path} ({e}); "
+                                   f"delete it to start afresh") from e
     saved = state.get("train_config", {})
     diff = {k: (saved.get(k), v) for k, v in asdict(config).items() if saved.get(k) != v}
     if diff:
