@@ -114,7 +114,7 @@ def test_no_mec_switch_and_text_only_have_no_momentum_or_queues():
         assert set(logs) == {"ce"}
         torch.manual_seed(0)
         model.eval()
-        assert float(objective_for(model)(model, b)[0]) == pytest.approx(
+        assert float(objective_for(model)(model, b)[0].detach()) == pytest.approx(
             float(CrossEntropy().loss(model(b.feats, b.speakers, b.mask), b.labels)))
     full = MatavModel(tiny())
     assert full.config.has_mec and set(full.queues) == {"text", "audio", "face"}

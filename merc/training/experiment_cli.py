@@ -18,13 +18,42 @@ from merc.training.trainer import TrainConfig
 logger = logging.getLogger(__name__)
 
 
+def add_matav_arguments(p: argparse.ArgumentParser, *, switches: bool = True) -> None:
+    """MaTAV's model options (for ``merc train --model matav`` and ``merc experiment ablation``);
+    ``switches`` adds the ablation flags --no-mamba and --no-mec."""
+    g = p.add_argument_group("MaTAV")
+    g.add_argument("--d-model", type=int, default=MatavConfig.d_model)
+    g.add_argument("--cross-layers", type=int, default=MatavConfig.n_cross_layers)
+    g.add_argument("--heads", type=int, default=MatavConfig.n_heads)
+    g.add_argument("--attention", choices=ATTENTION, default=MatavConfig.attention,
+                   help="modality: each utterance's modality vectors attend to each other (default); "
+                        "dialogue: across the utterances of the dialogue too")
+    g.add_argument("--dropout", type=float, default=MatavConfig.dropout)
+    g.add_argument("--mec-weight", type=float, default=MatavConfig.mec_weight, help="λ of the MEC loss")
+    g.add_argument("--queue-size", type=int, default=MatavConfig.queue_size)
+    g.add_argument("--momentum", type=float, default=MatavConfig.momentum)
+    g.add_argument("--temperature", type=float, default=MatavConfig.temperature)
+    if switches:
+        g.add_argument("--no-mamba", action="store_true", help="ablation: per-utterance classifier after fusion")
+        g.add_argument("--no-mec", action="store_true", help="ablation: no MEC loss (λ = 0)")
+
+
+def matav_config(args: argparse.Namespace, **overrides) -> MatavConfig:
+    """The MatavConfig the options of ``add_matav_arguments`` describe (input_dims / n_classes are set later
+    from the data, as ``run_experiment`` does)."""
+    mec = 0.0 if getattr(args, "no_mec", False) else args.mec_weight
+    return MatavConfig(**{"d_model": args.d_model, "d_mamba": args.d_model, "n_cross_layers": args.cross_layers,
+                          "n_heads": args.heads, "attention": args.attention, "dropout": args.dropout,
+                          "mec_weight": mec, "queue_size": args.queue_size, "momentum": args.momentum,
+                          "temperature": args.temperature, "use_mamba": not getattr(args, "no_mamba", False),
+                          **overrides})
+
+
 def cmd_ablation(args: argparse.Namespace) -> int:
     from merc.data import load_corpus
     from merc.training.ablation import run_ablation
     from merc.training.experiment import run_experiment
-    base = MatavConfig(d_model=args.d_model, n_cross_layers=args.cross_layers, n_heads=args.heads,
-                       attention=args.attention, dropout=args.dropout, mec_weight=args.mec_weight,
-                       queue_size=args.queue_size, d_mamba=args.d_model)
+    base = matav_config(args)
     tc = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                      patience=args.patience, class_weights=args.class_weights)
     corpus = load_corpus(args.dataset, args.data_dir, media_dir=args.media_dir)
@@ -63,13 +92,7 @@ def add_parser(sub) -> None:
     a.add_argument("--weight-decay", type=float, default=TrainConfig.weight_decay)
     a.add_argument("--patience", type=int, default=TrainConfig.patience)
     a.add_argument("--class-weights", choices=("none", "balanced", "sqrt"), default=TrainConfig.class_weights)
-    a.add_argument("--d-model", type=int, default=MatavConfig.d_model)
-    a.add_argument("--cross-layers", type=int, default=MatavConfig.n_cross_layers)
-    a.add_argument("--heads", type=int, default=MatavConfig.n_heads)
-    a.add_argument("--attention", choices=ATTENTION, default=MatavConfig.attention)
-    a.add_argument("--dropout", type=float, default=MatavConfig.dropout)
-    a.add_argument("--mec-weight", type=float, default=MatavConfig.mec_weight)
-    a.add_argument("--queue-size", type=int, default=MatavConfig.queue_size)
+    add_matav_arguments(a, switches=False)
     a.add_argument("--quiet", action="store_true", help="no progress bars")
     a.add_argument("--out", required=True, help="folder for the runs and the table")
     a.set_defaults(func=cmd_ablation)
