@@ -29,6 +29,7 @@ COMMANDS = {
     "evaluate": "merc.training.cli",
     "predict": "merc.training.cli",
     "qc": "merc.qc.cli",
+    "experiment": "merc.training.experiment_cli",
     "demo": "merc.demo",
 }
 

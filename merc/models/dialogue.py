@@ -144,7 +144,7 @@ class DialogueModel(nn.Module):
         self.context = CONTEXTS[c.kind](c)
         self.head = nn.Sequential(nn.LayerNorm(c.d_model), nn.Dropout(c.dropout), nn.Linear(c.d_model, c.n_classes))
 
-    def forward(self, feats: dict[str, Tensor], speakers: Tensor, mask: Tensor) -> Tensor:
+    def forward(self, feats: dict[str, Tensor], speakers: Tensor, mask: Tensor, present=None) -> Tensor:
         """feats[m] (batch, seq_len, input_dims[m]), speakers (batch, seq_len) long, mask (batch, seq_len) bool
         True = real utterance -> logits (batch, seq_len, n_classes). Logits at padded positions are
         meaningless; mask them out of the loss."""

@@ -17,7 +17,8 @@ from merc.data.schema import Corpus
 from merc.errors import ConfigError, InputError
 from merc.io import provenance, write_json
 from merc.metrics import mean_std
-from merc.models.dialogue import DialogueConfig, DialogueModel
+from merc.models.dialogue import DialogueConfig
+from merc.models.factory import build_model
 from merc.training.batching import build_dialogues
 from merc.training.plots import plot_confusion, plot_training_curve
 from merc.training.run import RunConfig, save_run
@@ -52,7 +53,7 @@ def train_one_seed(run_dir: Path, corpus: Corpus, features, model_config: Dialog
             for s in features}
     torch.manual_seed(train_config.seed)
     np.random.seed(train_config.seed)
-    model = DialogueModel(model_config)
+    model = build_model(model_config)
     history = fit(model, data["train"], data["dev"], labels, train_config, progress=progress)
     metrics: dict[str, Any] = {"best_epoch": history.best_epoch, "train_seconds": history.seconds,
                                "n_parameters": sum(p.numel() for p in model.parameters()),

@@ -25,6 +25,7 @@ from merc.data.schema import Conversation
 from merc.errors import IncompatibleRunError, MissingFileError
 from merc.io import atomic_write_bytes, write_json
 from merc.models.dialogue import DialogueConfig, DialogueModel
+from merc.models.factory import build_model, config_from_dict
 from merc.training.batching import build_dialogues
 from merc.training.trainer import TrainConfig, predict_dialogues
 
@@ -57,7 +58,7 @@ class RunConfig:
         unknown = sorted(set(d) - set(cls.__dataclass_fields__))
         if unknown:
             raise IncompatibleRunError(f"{source}: unknown field(s) {unknown} for config_version {version}")
-        return cls(model=DialogueConfig(**d.pop("model")), train=TrainConfig(**d.pop("train")), **d)
+        return cls(model=config_from_dict(d.pop("model")), train=TrainConfig(**d.pop("train")), **d)
 
 
 def save_run(run_dir: str | Path, model: DialogueModel, config: RunConfig, labels: Sequence[str],
@@ -99,7 +100,7 @@ class TrainedRun:
         path = resolve_run_dir(run_dir)
         config = RunConfig.from_dict(json.loads((path / "config.json").read_text()), source=path / "config.json")
         labels = json.loads((path / "labels.json").read_text())
-        model = DialogueModel(config.model)
+        model = build_model(config.model)
         model.load_state_dict(load_file(str(path / "model.safetensors")))
         model.eval()
         return cls(model, labels, config, path)

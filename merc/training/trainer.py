@@ -1,24 +1,32 @@
-"""Training loop: AdamW, optional class weights, early stopping on **dev** weighted F1.
+"""Training loop: AdamW, an objective (cross-entropy by default; CE + MEC for MaTAV), step callbacks,
+early stopping on **dev** weighted F1, and resumable checkpoints.
 
 The test split is never seen here: the caller evaluates the dev-selected checkpoint on test once.
 """
 from __future__ import annotations
 
 import copy
+import io
+import logging
 import math
 import time
+from collections import defaultdict
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from merc.errors import ConfigError, InputError
+from merc.errors import ConfigError, IncompatibleRunError, InputError
+from merc.io import atomic_write_bytes
 from merc.metrics import evaluate_predictions
-from merc.training.batching import IGNORE, Dialogue, iterate_batches
+from merc.objectives import Objective, model_logits, objective_for
+from merc.training.batching import IGNORE, Dialogue, DialogueBatch, iterate_batches
 from merc.training.optim import param_groups
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -66,7 +74,7 @@ def predict_dialogues(model: torch.nn.Module, dialogues: Sequence[Dialogue], *,
     model.eval()
     out: list[np.ndarray] = []
     for batch in iterate_batches(dialogues, batch_size):
-        probs = model(batch.feats, batch.speakers, batch.mask).softmax(-1)  # (batch, max_len, n_classes)
+        probs = model_logits(model, batch).softmax(-1)  # (batch, max_len, n_classes)
         for b, ids in enumerate(batch.utterance_ids):
             out.append(probs[b, :len(ids)].numpy())
     return out
@@ -82,34 +90,93 @@ def score_dialogues(model: torch.nn.Module, dialogues: Sequence[Dialogue], label
     return metrics
 
 
-def _loss(model, batch, weight, smoothing) -> torch.Tensor:
-    logits = model(batch.feats, batch.speakers, batch.mask)  # (batch, max_len, n_classes)
-    return F.cross_entropy(logits.flatten(0, 1), batch.labels.flatten(), weight=weight,
-                           ignore_index=IGNORE, label_smoothing=smoothing)
+class Callback:
+    """Hooks the trainer calls; override what you need. ``on_step_end`` runs after each optimizer step
+    (``step`` counts steps from 0 over the whole run), ``on_epoch_end`` after each epoch's dev scoring and
+    checkpoint (``row`` is the history row). MaTAV's momentum and queue updates are done by its objective
+    (``merc.objectives.mec``), not here."""
+
+    def on_step_end(self, model: torch.nn.Module, batch: DialogueBatch, step: int) -> None:
+        pass
+
+    def on_epoch_end(self, model: torch.nn.Module, row: dict[str, float], epoch: int) -> None:
+        pass
+
+
+CHECKPOINT = "checkpoint.pt"
+
+
+def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write_bytes(path, buf.getvalue())  # a kill mid-write leaves the previous checkpoint intact
+
+
+def _load_checkpoint(path: Path, config: TrainConfig) -> dict[str, Any]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - a truncated or foreign file: say which and what to do
+        raise IncompatibleRunError(f"cannot read the training checkpoint {path} ({e}); "
+                                   f"delete it to start afresh") from e
+    saved = state.get("train_config", {})
+    diff = {k: (saved.get(k), v) for k, v in asdict(config).items() if saved.get(k) != v}
+    if diff:
+        raise IncompatibleRunError(f"the checkpoint {path} was made with other training settings "
+                                   f"(setting: (checkpoint, now) {diff}); use the same settings to resume, "
+                                   f"or another checkpoint directory to start afresh")
+    return state
 
 
 def fit(model: torch.nn.Module, train: Sequence[Dialogue], dev: Sequence[Dialogue], labels: Sequence[str],
-        config: TrainConfig, *, progress: bool = True,
+        config: TrainConfig, *, objective: Objective | None = None, callbacks: Sequence[Callback] = (),
+        checkpoint_dir: str | Path | None = None, progress: bool = True,
         on_epoch: Callable[[dict[str, float]], None] | None = None) -> TrainHistory:
-    """Train ``model`` in place; on return it holds the weights of the epoch with the best dev weighted F1."""
+    """Train ``model`` in place; on return it holds the weights of the epoch with the best dev weighted F1.
+
+    objective: ``objective(model, batch) -> (loss, logs)``; default ``objective_for(model, …)``, i.e. the
+    cross-entropy with ``config.class_weights`` and ``config.label_smoothing`` (CE + λ·MEC for MaTAV).
+    Each history row gets ``train_loss`` and the epoch mean of every log as ``train_<name>``.
+    checkpoint_dir: after every epoch the full training state (model, optimizer, scheduler, RNG states,
+    history, best weights, epoch) is written there atomically; calling ``fit`` again with the same
+    directory and settings continues where the last run stopped (a finished run returns at once), and
+    gives the same history as a run that was never interrupted.
+    """
     if not dev:
         raise InputError("early stopping needs a dev split with labelled utterances; none was given")
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    weight = class_weight_vector(train, len(labels), config.class_weights)
+    if objective is None:
+        objective = objective_for(model, weight=class_weight_vector(train, len(labels), config.class_weights),
+                                  label_smoothing=config.label_smoothing)
     opt = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr)  # no decay: biases, norms, A_log, D
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
     total, warm = config.epochs * steps_per_epoch, config.warmup_epochs * steps_per_epoch
     sched = torch.optim.lr_scheduler.LambdaLR(  # linear warm-up, cosine decay
-        opt, lambda s: (s + 1) / max(warm, 1) if s < warm
-        else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(total - warm, 1))))
-    history, best_state, t0, stale = TrainHistory(), None, time.time(), 0
-    bar = tqdm(range(config.epochs), desc="epochs", disable=not progress, leave=False)
-    for epoch in bar:
+        opt, lambda s: (s + 1) / max(warm, 1) if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(total - warm, 1))))
+    history, best_state, t0, stale, start, done, elapsed = TrainHistory(), None, time.time(), 0, 0, False, 0.0
+    ckpt = Path(checkpoint_dir) / CHECKPOINT if checkpoint_dir is not None else None
+    if ckpt is not None and ckpt.exists():
+        state = _load_checkpoint(ckpt, config)
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError as e:
+            raise IncompatibleRunError(f"the checkpoint {ckpt} holds another model's weights ({e}); use another "
+                                       f"checkpoint directory for this model") from e
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        rng.bit_generator.state = state["numpy_rng"]
+        history = TrainHistory(**state["history"])
+        best_state, stale, start, done, elapsed = (state["best_state"], state["stale"], state["epoch"],
+                                                   state["done"], state["seconds"])
+        logger.info("resuming from %s at epoch %d of %d", ckpt, start, config.epochs)
+    bar = tqdm(range(start, config.epochs), desc="epochs", disable=not progress or done, leave=False,
+               initial=start, total=config.epochs)
+    for epoch in ([] if done else bar):
         model.train()
-        losses = []
-        for batch in iterate_batches(train, config.batch_size, shuffle=True, rng=rng):
-            loss = _loss(model, batch, weight, config.label_smoothing)
+        losses, logs = [], defaultdict(list)
+        for i, batch in enumerate(iterate_batches(train, config.batch_size, shuffle=True, rng=rng)):
+            loss, step_logs = objective(model, batch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if config.grad_clip:
@@ -117,22 +184,37 @@ def fit(model: torch.nn.Module, train: Sequence[Dialogue], dev: Sequence[Dialogu
             opt.step()
             sched.step()
             losses.append(loss.item())
+            for k, v in step_logs.items():
+                logs[k].append(v)
+            for cb in callbacks:
+                cb.on_step_end(model, batch, epoch * steps_per_epoch + i)
         dev_metrics = score_dialogues(model, dev, labels)
         row = {"epoch": epoch, "train_loss": float(np.mean(losses)), "dev_loss": dev_metrics["loss"],
-               "dev_weighted_f1": dev_metrics["weighted_f1"], "dev_accuracy": dev_metrics["accuracy"]}
+               "dev_weighted_f1": dev_metrics["weighted_f1"], "dev_accuracy": dev_metrics["accuracy"],
+               **{f"train_{k}": float(np.mean(v)) for k, v in logs.items()}}
         history.epochs.append(row)
-        if on_epoch:
-            on_epoch(row)
         if row["dev_weighted_f1"] > history.best_dev_weighted_f1:
             history.best_dev_weighted_f1, history.best_epoch = row["dev_weighted_f1"], epoch
             best_state, stale = copy.deepcopy(model.state_dict()), 0
         else:
             stale += 1
+        done = stale >= config.patience or epoch + 1 == config.epochs
+        history.seconds = elapsed + time.time() - t0
+        if ckpt is not None:
+            _save_checkpoint(ckpt, {
+                "format": 1, "train_config": asdict(config), "epoch": epoch + 1, "done": done,
+                "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                "torch_rng": torch.get_rng_state(), "numpy_rng": rng.bit_generator.state,
+                "history": history.to_dict(), "best_state": best_state, "stale": stale, "seconds": history.seconds})
+        if on_epoch:
+            on_epoch(row)
+        for cb in callbacks:
+            cb.on_epoch_end(model, row, epoch)
         bar.set_postfix(loss=f"{row['train_loss']:.3f}", dev_wf1=f"{row['dev_weighted_f1']:.3f}",
                         best=f"{history.best_dev_weighted_f1:.3f}")
-        if stale >= config.patience:
+        if done:
             break
     if best_state is not None:
         model.load_state_dict(best_state)
-    history.seconds = time.time() - t0
+    history.seconds = elapsed + time.time() - t0
     return history
