@@ -88,7 +88,7 @@ def logreg_floor(encoder: str) -> dict:
     from merc.data import load_corpus
     from merc.training.experiment import corpus_features
     corpus = load_corpus("meld", str(DATA))
-    feats, _ = corpus_features(corpus, ["train", "dev", "test"], ["text"], encoder, progress=False)
+    feats, _, _ = corpus_features(corpus, ["train", "dev", "test"], ["text"], encoder, progress=False)
     xy = {}
     for s in feats:
         utts = corpus.utterances(s)
