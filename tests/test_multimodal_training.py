@@ -80,8 +80,9 @@ def _random_dialogues(n: int, rng: np.random.Generator):
 def test_modality_dropout_never_drops_every_modality_and_is_off_at_eval():
     ds = _random_dialogues(40, np.random.default_rng(0))
     had_both = dropped = 0
-    for batch, ref in zip(iterate_batches(ds, 8, rng=np.random.default_rng(1), modality_dropout={"text": 0.8, "audio": 0.8}),
-                          iterate_batches(ds, 8)):
+    p = {"text": 0.8, "audio": 0.8}
+    for batch, ref in zip(iterate_batches(ds, 8, rng=np.random.default_rng(1), modality_dropout=p),
+                          iterate_batches(ds, 8), strict=True):
         before = torch.stack([ref.present[m] for m in ("text", "audio")])     # (2, B, T)
         after = torch.stack([batch.present[m] for m in ("text", "audio")])
         assert not (after & ~before).any()                                    # nothing absent becomes present
@@ -93,9 +94,9 @@ def test_modality_dropout_never_drops_every_modality_and_is_off_at_eval():
         dropped += int((both & ~after.all(0)).sum())
     assert had_both > 20 and dropped > 0.5 * had_both  # with p=0.8 most two-modality utterances lose one
     # seeded: the same rng gives the same drops; no dropout argument (evaluation) changes nothing
-    a = [b.present["audio"] for b in iterate_batches(ds, 8, rng=np.random.default_rng(5), modality_dropout={"audio": 0.5})]
-    b = [b.present["audio"] for b in iterate_batches(ds, 8, rng=np.random.default_rng(5), modality_dropout={"audio": 0.5})]
-    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    a, b = ([x.present["audio"] for x in iterate_batches(ds, 8, rng=np.random.default_rng(5),
+                                                         modality_dropout={"audio": 0.5})] for _ in range(2))
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
     for batch in iterate_batches(ds, 8):
         assert torch.equal(batch.present["audio"], collate([d for d in ds if d.utterance_ids[0] in
                                                              {u[0] for u in batch.utterance_ids}]).present["audio"])

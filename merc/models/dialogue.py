@@ -14,7 +14,9 @@ the projection is then replaced by ``absent[m]`` — the output does not depend 
 sum + absent embedding over a masked mean because with every modality present it is exactly the fusion
 of earlier versions (old run directories load and predict the same; their checkpoints have no absent
 embeddings and get zeros), and because the model can learn what a missing face or voice means rather than
-only seeing a smaller sum. ``present=None`` means every real utterance has every modality. Context encoders: ``mamba`` = n_layers of pre-norm (Bi)Mamba residual layers
+only seeing a smaller sum. ``present=None`` means every real utterance has every modality.
+
+Context encoders: ``mamba`` = n_layers of pre-norm (Bi)Mamba residual layers
 (``merc.models.mamba``); ``gru`` = a (bi)GRU over packed sequences; ``transformer`` = a pre-norm
 TransformerEncoder with a key padding mask and sinusoidal positions (any length; causal when
 ``bidirectional=False``); ``mlp`` = no context, a residual per-utterance MLP (the ablation baseline).

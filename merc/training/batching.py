@@ -114,7 +114,8 @@ def build_dialogues(conversations: Sequence[Conversation], features: Mapping[str
             elif u.emotion in label_index:
                 ys.append(label_index[u.emotion])
             else:
-                raise InputError(f"utterance {u.utterance_id}: emotion {u.emotion!r} is not in the label set {list(labels)}")
+                raise InputError(f"utterance {u.utterance_id}: emotion {u.emotion!r} is not in the label set "
+                                 f"{list(labels)}")
         out.append(Dialogue(conv.conversation_id, ids, feats,
                             speaker_indices([u.speaker for u in conv], max_speakers), np.asarray(ys, dtype=np.int64),
                             present))
@@ -156,7 +157,8 @@ def check_modality_dropout(p: Mapping[str, float] | None, modalities: Sequence[s
     p = dict(p or {})
     for m, q in p.items():
         if m not in modalities:
-            raise ConfigError(f"modality dropout for {m!r}, which this run does not use (modalities {list(modalities)})")
+            raise ConfigError(f"modality dropout for {m!r}, which this run does not use "
+                              f"(modalities {list(modalities)})")
         if not 0.0 <= float(q) < 1.0:
             raise ConfigError(f"modality dropout for {m!r} must be in [0, 1), got {q}")
     return {m: float(q) for m, q in p.items() if q > 0}

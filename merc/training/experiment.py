@@ -22,13 +22,15 @@ from merc.data.schema import Corpus
 from merc.errors import ConfigError
 from merc.models.dialogue import DialogueConfig, DialogueModel
 from merc.training.batching import absence_counts, build_dialogues, check_modality_dropout
-from merc.training.features import (  # noqa: F401  (FEATURE_PROVIDERS: the hook the feature store plugs into)
-    FEATURE_PROVIDERS, corpus_features, feature_dims, resolve_encoders)
+from merc.training.features import FEATURE_PROVIDERS, corpus_features, feature_dims, resolve_encoders
 from merc.training.metrics import mean_std
 from merc.training.normalize import DEFAULT_STANDARDIZED, FeatureNormalizer
 from merc.training.plots import plot_confusion, plot_training_curve
 from merc.training.run import RunConfig, save_run, write_json
 from merc.training.trainer import TrainConfig, fit, score_dialogues
+
+# FEATURE_PROVIDERS (modality -> provider) is the hook the encoder feature store plugs into
+__all__ = ["FEATURE_PROVIDERS", "corpus_features", "run_experiment", "train_one_seed"]
 
 
 def _fit_kwargs(modality_dropout: dict[str, float]) -> dict[str, Any]:

@@ -117,7 +117,7 @@ def combine(utterance_ids: Sequence[str], parts: Sequence[tuple[str, ProvidedFea
     vector); reasons name the first encoder that failed."""
     dims = {}
     for name, p in parts:
-        for uid, v in p.features.items():
+        for v in p.features.values():
             if v is not None:
                 dims[name] = int(np.asarray(v).size)
                 break

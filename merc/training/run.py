@@ -173,7 +173,8 @@ class TrainedRun:
         return build_dialogues(conversations, self.normalizer.transform(features), self.labels,
                                max_speakers=self.config.model.max_speakers, dims=self.config.model.input_dims)
 
-    def predict(self, conversations: Sequence[Conversation], *, features=None, progress: bool = False) -> list[np.ndarray]:
+    def predict(self, conversations: Sequence[Conversation], *, features=None,
+                progress: bool = False) -> list[np.ndarray]:
         """Per conversation, class probabilities (seq_len, n_classes) in ``self.labels`` order. ``features`` are
         raw encoder outputs (as from :meth:`features_for`); the run's standardisation is applied here."""
         features = features or self.features_for(conversations, progress=progress)
