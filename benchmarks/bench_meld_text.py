@@ -105,7 +105,7 @@ def logreg_floor(encoder: str, dataset: str = "meld", data_dir: Path | None = No
     from merc.data import load_corpus
     from merc.training.experiment import corpus_features
     corpus = load_corpus(dataset, str(data_dir or DATA))
-    feats, _ = corpus_features(corpus, ["train", "dev", "test"], ["text"], encoder, progress=False)
+    feats, _, _ = corpus_features(corpus, ["train", "dev", "test"], ["text"], encoder, progress=False)
     xy = {}
     for s in feats:
         utts = corpus.utterances(s)

@@ -45,11 +45,14 @@ def test_gradients_flow(kind):
     model = DialogueModel(tiny(kind)).train()
     feats, speakers, mask = padded([5, 3, 8], model.config.input_dims)
     labels = torch.randint(0, 5, mask.shape)
-    loss = torch.nn.functional.cross_entropy(model(feats, speakers, mask)[mask], labels[mask])
+    # every third utterance lacks audio (and text is absent at padding only), so the absent embeddings learn too
+    present = {"audio": mask & (torch.arange(mask.shape[1]) % 3 != 0), "text": mask}
+    loss = torch.nn.functional.cross_entropy(model(feats, speakers, mask, present)[mask], labels[mask])
     loss.backward()
     grads = {n: p.grad for n, p in model.named_parameters()}
     assert all(g is not None and torch.isfinite(g).all() for g in grads.values())
     assert grads["inputs.text.0.weight"].abs().sum() > 0 and grads["speaker.weight"].abs().sum() > 0
+    assert grads["absent.audio"].abs().sum() > 0
 
 
 def test_config_errors_and_missing_modality():

@@ -4,9 +4,19 @@
         + speaker-index embedding (index = order of first appearance in the dialogue)
         ──context encoder (mamba | gru | transformer | mlp)──▶ LayerNorm, Dropout, Linear ──▶ logits
 
-Modalities are fused by a **sum** of their d_model projections (each has its own Linear+LayerNorm, so the
-sum is a concat + Linear followed by per-block normalisation; it keeps d_model fixed for any set of
-modalities). Context encoders: ``mamba`` = n_layers of pre-norm (Bi)Mamba residual layers
+Modalities are fused by a **masked sum** of their d_model projections (each has its own Linear+LayerNorm,
+so the sum is a concat + Linear followed by per-block normalisation; it keeps d_model fixed for any set of
+modalities). Where an utterance lacks modality m (``present[m]`` False) its slot contributes a **learned
+absent embedding** ``absent[m]`` (d_model, initialised to zero: at first an absent modality adds nothing,
+as in a plain masked sum) instead of its projection. The absent slot's values are never read: they are
+replaced by zeros *before* the projection (so NaN or garbage there is harmless, including in gradients) and
+the projection is then replaced by ``absent[m]`` — the output does not depend on them at all. We chose
+sum + absent embedding over a masked mean because with every modality present it is exactly the fusion
+of earlier versions (old run directories load and predict the same; their checkpoints have no absent
+embeddings and get zeros), and because the model can learn what a missing face or voice means rather than
+only seeing a smaller sum. ``present=None`` means every real utterance has every modality.
+
+Context encoders: ``mamba`` = n_layers of pre-norm (Bi)Mamba residual layers
 (``merc.models.mamba``); ``gru`` = a (bi)GRU over packed sequences; ``transformer`` = a pre-norm
 TransformerEncoder with a key padding mask and sinusoidal positions (any length; causal when
 ``bidirectional=False``); ``mlp`` = no context, a residual per-utterance MLP (the ablation baseline).
@@ -139,22 +149,42 @@ class DialogueModel(nn.Module):
         self.inputs = nn.ModuleDict({m: nn.Sequential(nn.Linear(dim, c.d_model), nn.LayerNorm(c.d_model),
                                                       nn.Dropout(c.dropout))
                                      for m, dim in c.input_dims.items()})
+        self.absent = nn.ParameterDict({m: nn.Parameter(torch.zeros(c.d_model)) for m in c.input_dims})
         self.speaker = nn.Embedding(c.max_speakers, c.d_model)
         nn.init.normal_(self.speaker.weight, std=0.02)
         self.context = CONTEXTS[c.kind](c)
         self.head = nn.Sequential(nn.LayerNorm(c.d_model), nn.Dropout(c.dropout), nn.Linear(c.d_model, c.n_classes))
 
-    def forward(self, feats: dict[str, Tensor], speakers: Tensor, mask: Tensor, present=None) -> Tensor:
+    def forward(self, feats: dict[str, Tensor], speakers: Tensor, mask: Tensor,
+                present: dict[str, Tensor] | None = None) -> Tensor:
         """feats[m] (batch, seq_len, input_dims[m]), speakers (batch, seq_len) long, mask (batch, seq_len) bool
-        True = real utterance -> logits (batch, seq_len, n_classes). Logits at padded positions are
-        meaningless; mask them out of the loss."""
+        True = real utterance, present[m] (batch, seq_len) bool True = the utterance has modality m (None, or a
+        modality missing from the dict: every utterance has it) -> logits (batch, seq_len, n_classes). Logits
+        at padded positions are meaningless; mask them out of the loss."""
         missing = [m for m in self.inputs if m not in feats]
         if missing:
             raise KeyError(f"feats has no {missing}; this model was built for modalities {list(self.inputs)}")
-        x = sum(proj(feats[m].to(self.speaker.weight.dtype)) for m, proj in self.inputs.items())
+        x = sum(self._project(m, feats[m], None if present is None else present.get(m)) for m in self.inputs)
         x = x + self.speaker(speakers.clamp(0, self.config.max_speakers - 1))  # (batch, seq_len, d_model)
         x = x * mask[..., None]                                                 # padded utterances carry nothing
         return self.head(self.context(x, mask))                                 # (batch, seq_len, n_classes)
+
+    def _project(self, m: str, f: Tensor, present: Tensor | None) -> Tensor:
+        """(batch, seq_len, d_m) -> (batch, seq_len, d_model); absent[m] where ``present`` is False."""
+        f = f.to(self.speaker.weight.dtype)
+        if present is None:
+            return self.inputs[m](f)
+        p = present.to(torch.bool)[..., None]                                   # (batch, seq_len, 1)
+        h = self.inputs[m](torch.where(p, f, torch.zeros((), dtype=f.dtype, device=f.device)))
+        return torch.where(p, h, self.absent[m].to(h.dtype))
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        # checkpoints from before absent embeddings (config_version 1) have none: zeros = the plain sum of old
+        for m in self.inputs:
+            state_dict.setdefault(f"{prefix}absent.{m}", torch.zeros(self.config.d_model))
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

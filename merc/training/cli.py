@@ -7,6 +7,8 @@ import json
 from merc.data import DATASETS
 from merc.errors import ConfigError, IncompatibleRunError
 from merc.models.dialogue import DialogueConfig
+from merc.models.matav import MatavConfig
+from merc.training.features import DEFAULT_ENCODERS
 from merc.training.trainer import TrainConfig
 
 MODELS = ("mamba", "gru", "transformer", "mlp", "matav")
@@ -16,17 +18,45 @@ def _fmt(ms: dict) -> str:
     return f"{100 * ms['mean']:.2f} ± {100 * ms['std']:.2f}"
 
 
+def _names(csv: str) -> list[str]:
+    return [x.strip() for x in csv.split(",") if x.strip()]
+
+
+def parse_modality_dropout(spec: str | None, modalities: list[str]) -> dict[str, float]:
+    """``0.1`` (every modality of the run, when it has more than one) or ``audio=0.2,face=0.3``."""
+    if not spec:
+        return {}
+    try:
+        if "=" not in spec:
+            p = float(spec)
+            return {m: p for m in modalities} if len(modalities) > 1 and p > 0 else {}
+        return {m.strip(): float(q) for m, q in (part.split("=", 1) for part in _names(spec))}
+    except ValueError:
+        raise ConfigError(f"--modality-dropout {spec!r}: expected a probability (0.1) or modality=p pairs "
+                          f"(audio=0.2,face=0.3)") from None
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from merc.training.experiment import run_experiment
     if args.model == "matav":
-        raise ConfigError("--model matav is not available yet (it needs audio and face features); "
-                         "choose one of mamba, gru, transformer, mlp")
-    mc = DialogueConfig(kind=args.model, d_model=args.d_model, n_layers=args.layers, dropout=args.dropout,
-                        bidirectional=not args.causal)
+        mc = MatavConfig(d_model=args.d_model, d_mamba=args.d_model, n_mamba_layers=args.layers,
+                         n_cross_layers=args.cross_layers, n_heads=args.heads, attention=args.attention,
+                         dropout=args.dropout, mec_weight=0.0 if args.no_mec else args.mec_weight,
+                         queue_size=args.queue_size, momentum=args.momentum, temperature=args.temperature,
+                         use_mamba=not args.no_mamba, bidirectional=not args.causal)
+    else:
+        if args.no_mamba or args.no_mec:
+            raise ConfigError("--no-mamba and --no-mec are MaTAV ablations: use them with --model matav")
+        mc = DialogueConfig(kind=args.model, d_model=args.d_model, n_layers=args.layers, dropout=args.dropout,
+                            bidirectional=not args.causal)
     tc = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, patience=args.patience,
                      class_weights=args.class_weights, seed=args.seed)
+    modalities = _names(args.modalities)
+    encoders = {"text": [args.text_encoder], "audio": _names(args.audio_encoders), "face": _names(args.face_encoders)}
     summary = run_experiment(dataset=args.dataset, data_dir=args.data_dir, media_dir=args.media_dir, out=args.out,
-                             model_config=mc, train_config=tc, modalities=args.modalities.split(","),
+                             model_config=mc, train_config=tc, modalities=modalities,
+                             encoders={m: e for m, e in encoders.items() if m in modalities},
+                             modality_dropout=parse_modality_dropout(args.modality_dropout, modalities),
                              text_encoder=args.text_encoder, seeds=args.seeds, progress=not args.quiet)
     for split in ("dev", "test"):
         if split in summary:
@@ -39,24 +69,29 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from merc.data import load_corpus
-    from merc.training.batching import build_dialogues
     from merc.training.experiment import corpus_features
+    from merc.training.features import check_fingerprints
     from merc.training.run import from_pretrained
     from merc.training.trainer import score_dialogues
     run = from_pretrained(args.run_dir)
-    corpus = load_corpus(args.dataset, args.data_dir)
+    media_dir = args.media_dir or run.config.media_dir or None
+    corpus = load_corpus(args.dataset, args.data_dir, media_dir=media_dir)
     if list(corpus.labels) != list(run.labels):
         raise IncompatibleRunError(f"the corpus labels {corpus.labels} differ from the run's {run.labels}")
-    feats, _ = corpus_features(corpus, [args.split], run.config.modalities, run.config.text_encoder,
-                               progress=not (args.json or args.quiet))
-    dialogues = build_dialogues(corpus[args.split], feats[args.split], run.labels,
-                                max_speakers=run.config.model.max_speakers)
+    feats, report, fingerprints = corpus_features(corpus, [args.split], run.config.modalities, run.config.encoders,
+                                                  media_dir=media_dir, progress=not (args.json or args.quiet))
+    check_fingerprints(run.config.encoder_fingerprints, fingerprints)
+    dialogues = run.dialogues(corpus[args.split], feats[args.split])
     m = score_dialogues(run.model, dialogues, run.labels)
     result = {k: m[k] for k in ("weighted_f1", "accuracy", "macro_f1", "per_class_f1", "n")}
     if args.json:
         print(json.dumps(result))
     else:
         print(f"{args.split} ({result['n']} utterances), run {run.path}")
+        for mod, r in report[args.split].items():
+            if r["absent"]:
+                print(f"  {r['absent']} utterances lack {mod} (scored all the same): "
+                      + ", ".join(f"{why} ({k})" for why, k in r["reasons"].items()))
         print(f"  weighted F1 {100 * result['weighted_f1']:.2f}  accuracy {100 * result['accuracy']:.2f}  "
               f"macro F1 {100 * result['macro_f1']:.2f}")
         for lab, f in result["per_class_f1"].items():
@@ -74,9 +109,16 @@ def add_parser(sub) -> None:
     p = sub.add_parser("train", help="train a dialogue emotion model (early stopping on dev, test once)")
     p.add_argument("--dataset", choices=DATASETS, required=True)
     p.add_argument("--data-dir", required=True)
-    p.add_argument("--media-dir")
+    p.add_argument("--media-dir", help="folder of the corpus's audio/video (MELD raw clips, IEMOCAP wav/avi)")
     p.add_argument("--model", choices=MODELS, default="mamba")
-    p.add_argument("--modalities", default="text", help="comma-separated; currently text")
+    p.add_argument("--modalities", default="text", help="comma-separated subset of text,audio,face (default: text)")
+    p.add_argument("--audio-encoders", default=",".join(DEFAULT_ENCODERS["audio"]),
+                   help="comma-separated, concatenated in this order (default: %(default)s)")
+    p.add_argument("--face-encoders", default=",".join(DEFAULT_ENCODERS["face"]),
+                   help="comma-separated, concatenated in this order (default: %(default)s)")
+    p.add_argument("--modality-dropout", default=None,
+                   help="training-time probability of hiding a modality of an utterance (never all of them): "
+                        "one value for every modality (0.1) or per modality (audio=0.2,face=0.3); default off")
     p.add_argument("--text-encoder", default="mpnet", help="mpnet, minilm, or a sentence-transformers name/path")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--seeds", type=int, default=1, help="run K seeds (seed, seed+1, …) and report mean ± std")
@@ -88,6 +130,18 @@ def add_parser(sub) -> None:
     p.add_argument("--d-model", type=int, default=DialogueConfig.d_model)
     p.add_argument("--layers", type=int, default=DialogueConfig.n_layers)
     p.add_argument("--dropout", type=float, default=DialogueConfig.dropout)
+    g = p.add_argument_group("MaTAV (--model matav)")
+    g.add_argument("--cross-layers", type=int, default=MatavConfig.n_cross_layers, help="cross-attention layers")
+    g.add_argument("--heads", type=int, default=MatavConfig.n_heads, help="attention heads")
+    g.add_argument("--attention", choices=("modality", "dialogue"), default=MatavConfig.attention,
+                   help="modality: each utterance's modality vectors attend to each other; dialogue: across the "
+                        "utterances of the dialogue too")
+    g.add_argument("--mec-weight", type=float, default=MatavConfig.mec_weight, help="λ of the MEC loss")
+    g.add_argument("--queue-size", type=int, default=MatavConfig.queue_size, help="MEC queue length per modality")
+    g.add_argument("--momentum", type=float, default=MatavConfig.momentum, help="EMA momentum of the key encoders")
+    g.add_argument("--temperature", type=float, default=MatavConfig.temperature, help="InfoNCE temperature")
+    g.add_argument("--no-mamba", action="store_true", help="ablation: per-utterance classifier after fusion")
+    g.add_argument("--no-mec", action="store_true", help="ablation: no MEC loss (λ = 0)")
     p.add_argument("--causal", action="store_true", help="unidirectional context (online use); default bidirectional")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--out", required=True, help="run directory to create")
@@ -97,6 +151,7 @@ def add_parser(sub) -> None:
     p.add_argument("run_dir")
     p.add_argument("--dataset", choices=DATASETS, required=True)
     p.add_argument("--data-dir", required=True)
+    p.add_argument("--media-dir", help="folder of the corpus's media (default: the one the run was trained with)")
     p.add_argument("--split", choices=("dev", "test"), default="test")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_evaluate)

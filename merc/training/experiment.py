@@ -1,5 +1,10 @@
-"""One training experiment end to end: corpus -> cached features -> K seeds of fit on train with
+"""One training experiment end to end: corpus -> features per modality (``corpus_features``; absent
+modalities counted with their reasons) -> standardisation fitted on train -> K seeds of fit on train with
 early stopping on dev -> the dev-selected checkpoint evaluated on test once -> run directories, plots.
+
+Metrics are over every utterance of a split: an utterance lacking a modality keeps its place (presence
+masks, ``merc.training.batching``). The extraction report is logged and saved under ``"extraction"`` in each
+run's metrics.json.
 """
 from __future__ import annotations
 
@@ -14,56 +19,48 @@ import torch
 
 from merc.data import load_corpus
 from merc.data.schema import Corpus
-from merc.errors import ConfigError, InputError
+from merc.errors import InputError
 from merc.io import provenance, write_json
 from merc.metrics import mean_std
 from merc.models.dialogue import DialogueConfig
 from merc.models.factory import build_model
-from merc.training.batching import build_dialogues
+from merc.training.batching import absence_counts, build_dialogues, check_modality_dropout
+from merc.training.features import FEATURE_PROVIDERS, corpus_features, feature_dims, resolve_encoders
+from merc.training.normalize import DEFAULT_STANDARDIZED, FeatureNormalizer
 from merc.training.plots import plot_confusion, plot_training_curve
 from merc.training.run import RunConfig, save_run
 from merc.training.trainer import TrainConfig, fit, score_dialogues
 
 logger = logging.getLogger(__name__)
-SUPPORTED_MODALITIES = ("text",)
 
-
-def corpus_features(corpus: Corpus, splits: Sequence[str], modalities: Sequence[str], text_encoder: str,
-                    *, progress: bool = True) -> tuple[dict[str, dict[str, dict[str, np.ndarray]]], str]:
-    """``features[split][modality][utterance_id]`` from the feature cache, and the encoder fingerprint."""
-    unsupported = [m for m in modalities if m not in SUPPORTED_MODALITIES]
-    if unsupported:
-        raise ConfigError(f"modalities {unsupported} are not trainable yet: `merc train` currently uses text "
-                         f"features only (supported: {list(SUPPORTED_MODALITIES)})")
-    from merc.encoders import get_text_encoder
-    from merc.encoders.cache import encode_split
-    enc = get_text_encoder(text_encoder)
-    out: dict[str, dict[str, dict[str, np.ndarray]]] = {}
-    for split in splits:
-        feats = encode_split(corpus, split, enc, progress=progress)
-        out[split] = {"text": dict(zip(feats.ids, feats.X))}
-    return out, enc.fingerprint
+# FEATURE_PROVIDERS (modality -> provider) is the hook the encoder feature store plugs into
+__all__ = ["FEATURE_PROVIDERS", "corpus_features", "run_experiment", "train_one_seed"]
 
 
 def train_one_seed(run_dir: Path, corpus: Corpus, features, model_config: DialogueConfig, train_config: TrainConfig,
-                   run_config: RunConfig, *, progress: bool = True,
+                   run_config: RunConfig, *, progress: bool = True, extraction: dict[str, Any] | None = None,
                    eval_splits: Sequence[str] = ("dev", "test")) -> dict[str, Any]:
     labels = corpus.labels
-    data = {s: build_dialogues(corpus[s], features[s], labels, max_speakers=model_config.max_speakers)
+    data = {s: build_dialogues(corpus[s], features[s], labels, max_speakers=model_config.max_speakers,
+                               dims=model_config.input_dims)
             for s in features}
     torch.manual_seed(train_config.seed)
     np.random.seed(train_config.seed)
     model = build_model(model_config)
-    history = fit(model, data["train"], data["dev"], labels, train_config, progress=progress)
+    history = fit(model, data["train"], data["dev"], labels, train_config, progress=progress,
+                  modality_dropout=run_config.modality_dropout or None)
     metrics: dict[str, Any] = {"best_epoch": history.best_epoch, "train_seconds": history.seconds,
                                "n_parameters": sum(p.numel() for p in model.parameters()),
-                               "history": history.epochs}
+                               "history": history.epochs,
+                               "absent": {s: absence_counts(d) for s, d in data.items()}}
+    if extraction is not None:
+        metrics["extraction"] = extraction
     for split in eval_splits:  # the dev-selected checkpoint, evaluated once per split
         if split in data and data[split]:
             metrics[split] = score_dialogues(model, data[split], labels)
     save_run(run_dir, model, run_config, labels, metrics)
     plot_training_curve(history.epochs, run_dir / "training_curve.png",
-                        title=f"{model_config.kind} · {run_config.text_encoder} · seed {train_config.seed}")
+                        title=f"{model_config.kind} · {_encoder_label(run_config)} · seed {train_config.seed}")
     for split in eval_splits:
         if split in metrics:
             m = metrics[split]
@@ -72,23 +69,40 @@ def train_one_seed(run_dir: Path, corpus: Corpus, features, model_config: Dialog
     return metrics
 
 
+def _encoder_label(rc: RunConfig) -> str:
+    return " + ".join(",".join(rc.encoders.get(m, [m])) for m in rc.modalities)
+
+
 def run_experiment(*, dataset: str, data_dir: str, out: str | Path, model_config: DialogueConfig,
                    train_config: TrainConfig, modalities: Sequence[str] = ("text",), text_encoder: str = "mpnet",
-                   seeds: int = 1, media_dir: str | None = None, progress: bool = True,
-                   corpus: Corpus | None = None, log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Train ``seeds`` seeds and write their run directories under ``out``; ``log(line)`` receives one line per
-    seed (default: this module's logger at INFO)."""
-    log = log or logger.info
+                   encoders: dict[str, list[str]] | None = None, modality_dropout: dict[str, float] | None = None,
+                   standardize: Sequence[str] = DEFAULT_STANDARDIZED, seeds: int = 1, media_dir: str | None = None,
+                   progress: bool = True, corpus: Corpus | None = None,
+                   log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """``encoders[m]`` lists modality m's encoders (defaults per modality; ``text_encoder`` when text has
+    none); ``modality_dropout[m]`` its training-time dropout probability; ``standardize`` the modalities
+    z-scored with train-split statistics."""
     out = Path(out)
+    log = log or logger.info
     t0 = time.time()
+    encoders = resolve_encoders(list(modalities), {"text": [text_encoder], **(encoders or {})})
+    modality_dropout = check_modality_dropout(modality_dropout, list(modalities))
     corpus = corpus or load_corpus(dataset, data_dir, media_dir=media_dir)
     for s in ("train", "dev"):
         if not corpus.splits.get(s):
             raise InputError(f"{dataset} corpus at {data_dir} has no {s!r} split; training needs train and dev")
     splits = [s for s in ("train", "dev", "test") if corpus.splits.get(s)]
-    features, fingerprint = corpus_features(corpus, splits, modalities, text_encoder, progress=progress)
+    raw, extraction, fingerprints = corpus_features(corpus, splits, modalities, encoders, media_dir=media_dir,
+                                                    progress=progress)
+    for split, per_m in extraction.items():
+        for m, rep in per_m.items():
+            if rep["absent"]:
+                log(f"{split}: {rep['absent']} of {rep['utterances']} utterances lack {m} "
+                    f"({', '.join(f'{r}: {n}' for r, n in rep['reasons'].items())})")
+    normalizer = FeatureNormalizer.fit(raw["train"], [m for m in standardize if m in modalities])
+    features = {s: normalizer.transform(raw[s]) for s in splits}
     model_config = replace(model_config, n_classes=len(corpus.labels),
-                           input_dims={m: len(next(iter(features["train"][m].values()))) for m in modalities})
+                           input_dims={m: feature_dims(features["train"])[m] for m in modalities})
     encode_seconds = time.time() - t0
     corpus_fingerprint, prov = corpus.fingerprint(), provenance()
     per_seed: list[dict[str, Any]] = []
@@ -96,17 +110,21 @@ def run_experiment(*, dataset: str, data_dir: str, out: str | Path, model_config
     for seed in seed_list:
         run_dir = out if seeds == 1 else out / f"seed_{seed}"
         rc = RunConfig(model=model_config, train=replace(train_config, seed=seed), dataset=dataset,
-                       data_dir=str(data_dir), modalities=list(modalities), text_encoder=text_encoder,
-                       text_encoder_fingerprint=fingerprint, corpus_fingerprint=corpus_fingerprint,
-                       provenance=prov)
-        m = train_one_seed(run_dir, corpus, features, model_config, rc.train, rc, progress=progress)
+                       data_dir=str(data_dir), modalities=list(modalities),
+                       text_encoder=encoders.get("text", [text_encoder])[0], encoders=encoders,
+                       encoder_fingerprints=fingerprints, normalization=normalizer.to_dict(),
+                       modality_dropout=modality_dropout, media_dir=str(media_dir or ""),
+                       corpus_fingerprint=corpus_fingerprint, provenance=prov)
+        m = train_one_seed(run_dir, corpus, features, model_config, rc.train, rc, progress=progress,
+                           extraction=extraction)
         per_seed.append(m)
         line = f"seed {seed}: best epoch {m['best_epoch']}, dev wF1 {m['dev']['weighted_f1']:.4f}"
         if "test" in m:
             line += f", test wF1 {m['test']['weighted_f1']:.4f}, acc {m['test']['accuracy']:.4f}"
         log(line + f" ({m['train_seconds']:.0f} s)")
     summary: dict[str, Any] = {
-        "dataset": dataset, "model": model_config.kind, "text_encoder": text_encoder, "seeds": seed_list,
+        "dataset": dataset, "model": model_config.kind, "modalities": list(modalities), "encoders": encoders,
+        "text_encoder": encoders.get("text", [""])[0], "seeds": seed_list, "extraction": extraction,
         "encode_seconds": encode_seconds, "train_seconds": [m["train_seconds"] for m in per_seed],
         "corpus_fingerprint": corpus_fingerprint, "provenance": prov}
     for split in ("dev", "test"):

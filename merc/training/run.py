@@ -13,7 +13,9 @@ demo run) and still loads; a config from a newer merc is refused with a clear er
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+import logging
+import os
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -21,19 +23,31 @@ import numpy as np
 from safetensors.torch import load_file
 from safetensors.torch import save as st_save
 
-from merc.data.schema import Conversation
+from merc.data.schema import Conversation, Corpus
 from merc.errors import IncompatibleRunError, MissingFileError
 from merc.io import atomic_write_bytes, write_json
 from merc.models.dialogue import DialogueConfig, DialogueModel
 from merc.models.factory import build_model, config_from_dict
-from merc.training.batching import build_dialogues
+from merc.training.batching import Dialogue, build_dialogues
+from merc.training.features import check_fingerprints, encoder_features
+from merc.training.normalize import FeatureNormalizer
 from merc.training.trainer import TrainConfig, predict_dialogues
 
-CONFIG_VERSION = 2  # 1: no version field; 2: + config_version, provenance, corpus_fingerprint
+log = logging.getLogger(__name__)
+
+
+# 1: text only (text_encoder, text_encoder_fingerprint); 2: encoders per modality, standardisation, modality
+# dropout, media_dir, provenance, corpus_fingerprint, and any model kind (DialogueConfig or MatavConfig)
+CONFIG_VERSION = 2
 
 
 @dataclass
 class RunConfig:
+    """Everything needed to rebuild a run's inputs: model and training settings, data, and per modality the
+    encoders (concatenated in this order), their fingerprints and the train-split standardisation stats.
+
+    ``text_encoder`` / ``text_encoder_fingerprint`` mirror ``encoders["text"][0]`` and its fingerprint, so
+    readers of version-1 configs keep working. :meth:`from_dict` migrates version-less (version 1) configs."""
     model: DialogueConfig
     train: TrainConfig
     dataset: str = ""
@@ -41,24 +55,56 @@ class RunConfig:
     modalities: list[str] = field(default_factory=lambda: ["text"])
     text_encoder: str = "mpnet"
     text_encoder_fingerprint: str = ""
+    encoders: dict[str, list[str]] = field(default_factory=dict)  # modality -> encoder names, concatenated in order
+    encoder_fingerprints: dict[str, list[str]] = field(default_factory=dict)  # modality -> one per encoder
+    normalization: dict[str, Any] = field(default_factory=dict)  # FeatureNormalizer.to_dict(): train-split stats
+    modality_dropout: dict[str, float] = field(default_factory=dict)  # modality -> p (training only)
+    media_dir: str = ""
     corpus_fingerprint: str = ""  # Corpus.fingerprint() of the corpus trained on ("" in version 1)
     provenance: dict[str, Any] = field(default_factory=dict)  # merc.io.provenance() at training time
     config_version: int = CONFIG_VERSION
+
+    def __post_init__(self):
+        if "text" in self.modalities:
+            if not self.encoders.get("text"):
+                self.encoders = {**self.encoders, "text": [self.text_encoder]}
+            self.text_encoder = self.encoders["text"][0]
+            if self.text_encoder_fingerprint and not self.encoder_fingerprints.get("text"):
+                self.encoder_fingerprints = {**self.encoder_fingerprints, "text": [self.text_encoder_fingerprint]}
+            self.text_encoder_fingerprint = (self.encoder_fingerprints.get("text") or [""])[0]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], *, source: str | Path = "config.json") -> "RunConfig":
-        d = dict(d)
-        version = d.setdefault("config_version", 1)
-        if not isinstance(version, int) or version > CONFIG_VERSION:
-            raise IncompatibleRunError(f"{source}: config_version {version!r} was written by a newer merc "
-                                       f"(this one reads up to {CONFIG_VERSION}); upgrade merc")
-        unknown = sorted(set(d) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise IncompatibleRunError(f"{source}: unknown field(s) {unknown} for config_version {version}")
+        d = migrate_config(d, source=source)
+        known = {f.name for f in fields(cls)}
+        extra = sorted(set(d) - known)
+        if extra:
+            log.warning("run config: ignoring fields this version of merc does not know: %s", extra)
+        d = {k: v for k, v in d.items() if k in known}
         return cls(model=config_from_dict(d.pop("model")), train=TrainConfig(**d.pop("train")), **d)
+
+
+def migrate_config(d: dict[str, Any], *, source: str | Path = "config.json") -> dict[str, Any]:
+    """A config dict of any known version -> the current version (a new dict). Version 1 (no
+    ``config_version``): text only, ``text_encoder`` + ``text_encoder_fingerprint``, no standardisation."""
+    d = dict(d)
+    version = d.get("config_version", 1)
+    if not isinstance(version, int) or version > CONFIG_VERSION:
+        raise IncompatibleRunError(f"{source}: run config version {version!r} is newer than this merc understands "
+                                   f"({CONFIG_VERSION}); upgrade merc to load this run")
+    if version == 1:
+        modalities = list(d.get("modalities") or ["text"])
+        text = d.get("text_encoder", "mpnet")
+        d["encoders"] = {"text": [text]} if "text" in modalities else {}
+        fp = d.get("text_encoder_fingerprint", "")
+        d["encoder_fingerprints"] = {"text": [fp]} if "text" in modalities and fp else {}
+        d.setdefault("normalization", {})
+        d.setdefault("modality_dropout", {})
+    d["config_version"] = CONFIG_VERSION
+    return d
 
 
 def save_run(run_dir: str | Path, model: DialogueModel, config: RunConfig, labels: Sequence[str],
@@ -105,29 +151,45 @@ class TrainedRun:
         model.eval()
         return cls(model, labels, config, path)
 
-    def features_for(self, conversations: Sequence[Conversation], *, progress: bool = False,
-                     encoder=None) -> dict[str, dict[str, np.ndarray]]:
-        if self.config.modalities != ["text"]:
-            raise IncompatibleRunError("prediction from raw input supports text-only runs; this run uses "
-                                       f"{self.config.modalities}")
-        from merc.encoders import get_text_encoder
-        enc = encoder or get_text_encoder(self.config.text_encoder)
-        if self.config.text_encoder_fingerprint and enc.fingerprint != self.config.text_encoder_fingerprint:
-            raise IncompatibleRunError(f"text encoder {self.config.text_encoder!r} differs from the one this run was "
-                                       "trained "
-                             f"with (fingerprint {enc.fingerprint} != {self.config.text_encoder_fingerprint})")
+    @property
+    def normalizer(self) -> FeatureNormalizer:
+        return FeatureNormalizer.from_dict(self.config.normalization)
+
+    def features_for(self, conversations: Sequence[Conversation], *, progress: bool = False, encoder=None,
+                     media_dir: str | None = None) -> dict[str, dict[str, np.ndarray | None]]:
+        """Raw (unstandardised) ``features[modality][utterance_id]`` of ``conversations`` by the run's encoders."""
         utts = [u for c in conversations for u in c]
-        X = enc.encode(enc.texts_for(utts), progress=progress)
-        return {"text": {u.utterance_id: x for u, x in zip(utts, X)}}
+        out: dict[str, dict[str, np.ndarray | None]] = {}
+        if "text" in self.config.modalities:
+            from merc.encoders import get_text_encoder
+            enc = encoder or get_text_encoder(self.config.text_encoder)
+            check_fingerprints(self.config.encoder_fingerprints, {"text": [enc.fingerprint]})
+            X = enc.encode(enc.texts_for(utts), progress=progress)
+            out["text"] = {u.utterance_id: (x if u.text and u.text.strip() else None) for u, x in zip(utts, X)}
+        others = [m for m in self.config.modalities if m != "text"]
+        if others:
+            from merc.training.features import combine
+            corpus = Corpus("predict", {"predict": list(conversations)}, list(self.labels))
+            for m in others:
+                parts = [(n, encoder_features(corpus, "predict", m, n, media_dir=media_dir, progress=progress))
+                         for n in self.config.encoders[m]]
+                check_fingerprints(self.config.encoder_fingerprints, {m: [p.fingerprint for _, p in parts]})
+                out[m], _ = combine([u.utterance_id for u in utts], parts)
+        return out
+
+    def dialogues(self, conversations: Sequence[Conversation], features) -> list[Dialogue]:
+        """Standardise raw ``features`` with the run's train-split statistics and build dialogues."""
+        return build_dialogues(conversations, self.normalizer.transform(features), self.labels,
+                               max_speakers=self.config.model.max_speakers, dims=self.config.model.input_dims)
 
     def predict(self, conversations: Sequence[Conversation], *, features=None,
                 progress: bool = False) -> list[np.ndarray]:
-        """Per conversation, class probabilities (seq_len, n_classes) in ``self.labels`` order."""
+        """Per conversation, class probabilities (seq_len, n_classes) in ``self.labels`` order. ``features`` are
+        raw encoder outputs (as from :meth:`features_for`); the run's standardisation is applied here."""
         features = features or self.features_for(conversations, progress=progress)
         stripped = [Conversation(c.conversation_id, c.split,
                                  [type(u)(**{**u.__dict__, "emotion": None}) for u in c]) for c in conversations]
-        dialogues = build_dialogues(stripped, features, self.labels, max_speakers=self.config.model.max_speakers)
-        return predict_dialogues(self.model, dialogues)
+        return predict_dialogues(self.model, self.dialogues(stripped, features))
 
 
 def from_pretrained(run_dir: str | Path) -> TrainedRun:

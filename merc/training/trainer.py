@@ -130,7 +130,8 @@ def _load_checkpoint(path: Path, config: TrainConfig) -> dict[str, Any]:
 def fit(model: torch.nn.Module, train: Sequence[Dialogue], dev: Sequence[Dialogue], labels: Sequence[str],
         config: TrainConfig, *, objective: Objective | None = None, callbacks: Sequence[Callback] = (),
         checkpoint_dir: str | Path | None = None, progress: bool = True,
-        on_epoch: Callable[[dict[str, float]], None] | None = None) -> TrainHistory:
+        on_epoch: Callable[[dict[str, float]], None] | None = None,
+        modality_dropout: dict[str, float] | None = None) -> TrainHistory:
     """Train ``model`` in place; on return it holds the weights of the epoch with the best dev weighted F1.
 
     objective: ``objective(model, batch) -> (loss, logs)``; default ``objective_for(model, …)``, i.e. the
@@ -175,7 +176,8 @@ def fit(model: torch.nn.Module, train: Sequence[Dialogue], dev: Sequence[Dialogu
     for epoch in ([] if done else bar):
         model.train()
         losses, logs = [], defaultdict(list)
-        for i, batch in enumerate(iterate_batches(train, config.batch_size, shuffle=True, rng=rng)):
+        for i, batch in enumerate(iterate_batches(train, config.batch_size, shuffle=True, rng=rng,
+                                                      modality_dropout=modality_dropout)):
             loss, step_logs = objective(model, batch)
             opt.zero_grad(set_to_none=True)
             loss.backward()

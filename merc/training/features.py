@@ -1,0 +1,204 @@
+"""Utterance features for training, evaluation and prediction, for any set of modalities.
+
+    corpus_features(corpus, splits, modalities, encoders) -> (features, report, fingerprints)
+        features[split][modality][utterance_id] -> (d,) float32 vector, or None when absent
+        report[split][modality] = {"utterances", "present", "absent", "reasons": {reason: n}, "examples"}
+        fingerprints[modality] = [fingerprint of each encoder, in order]
+
+Text goes through the text feature cache (``merc.encoders.cache.encode_split``) as before; an utterance with
+an empty transcript is absent for text (reason "empty text") instead of encoding "". Audio and face come
+from a **feature provider** registered per modality in :data:`FEATURE_PROVIDERS`::
+
+    provider(corpus, split, encoder_name, *, media_dir=None, progress=True) -> ProvidedFeatures
+        ProvidedFeatures(features={uid: vector | None}, reasons={uid: why absent}, fingerprint="...")
+
+(the feature store plugs in here). Several encoders of one modality are **concatenated** in the order the run
+lists them (``encoders["audio"] = ["egemaps", "resemblyzer"]`` -> 88 + 256 = 344-d) and the utterance has the
+modality only when **every** one of them produced a vector: a half-filled row would be indistinguishable from
+real values to the model, while presence masks say exactly what is missing. The reason recorded is that of
+the first encoder (in order) that failed.
+"""
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
+
+import numpy as np
+
+from merc.data.schema import Corpus
+from merc.errors import ConfigError, IncompatibleRunError, InputError
+
+log = logging.getLogger(__name__)
+
+MODALITIES = ("text", "audio", "face")
+DEFAULT_ENCODERS: dict[str, list[str]] = {"text": ["mpnet"], "audio": ["egemaps", "resemblyzer"],
+                                          "face": ["fer", "dlib"]}
+# stage-1 encoder names by modality (issue 12), to name the modality of a misplaced encoder; text encoders
+# are open-ended (any sentence-transformers name or folder). At merge this reads the encoder registry.
+STAGE1_ENCODERS: dict[str, tuple[str, ...]] = {"audio": ("egemaps", "resemblyzer", "compare", "wavlm", "ecapa"),
+                                               "face": ("fer", "dlib", "blendshapes")}
+N_EXAMPLES = 5  # utterance ids kept per absence reason in the report
+
+
+class ProvidedFeatures(NamedTuple):
+    features: Mapping[str, "np.ndarray | None"]  # utterance id -> (d,) vector, None (or missing) = absent
+    reasons: Mapping[str, str]  # utterance id -> why it is absent (no face found, no audio stream, …)
+    fingerprint: str  # stable id of the encoder's exact weights/settings
+
+
+FeatureProvider = Callable[..., ProvidedFeatures]
+FEATURE_PROVIDERS: dict[str, FeatureProvider] = {}  # modality -> provider (audio, face)
+
+
+def resolve_encoders(modalities: Sequence[str], encoders: Mapping[str, Sequence[str]] | None = None
+                     ) -> dict[str, list[str]]:
+    """Encoders per used modality: given ones, else :data:`DEFAULT_ENCODERS`. Raises ConfigError for an
+    unknown modality, an empty list, a repeated name, or an encoder of another modality."""
+    unknown = [m for m in modalities if m not in MODALITIES]
+    if unknown or not modalities:
+        raise ConfigError(f"unknown modalities {unknown or list(modalities)}; choose from {list(MODALITIES)}")
+    if len(set(modalities)) != len(modalities):
+        raise ConfigError(f"modalities {list(modalities)} repeat a name")
+    encoders = encoders or {}
+    out = {}
+    for m in modalities:
+        names = list(encoders.get(m) or DEFAULT_ENCODERS[m])
+        if len(set(names)) != len(names):
+            raise ConfigError(f"{m} encoders {names} repeat a name")
+        if m == "text" and len(names) != 1:
+            raise ConfigError(f"a run uses exactly one text encoder, got {names}")
+        for name in names:
+            home = [k for k, known in STAGE1_ENCODERS.items() if name in known]
+            if home and m not in home:
+                raise ConfigError(f"{name!r} is a {home[0]} encoder, not a {m} encoder "
+                                  f"(use it with --{home[0]}-encoders)")
+            if m != "text" and not home and name not in _provider_encoders(m):
+                raise ConfigError(f"unknown {m} encoder {name!r}; known: {list(STAGE1_ENCODERS[m])}")
+        out[m] = names
+    return out
+
+
+def _provider_encoders(m: str) -> tuple[str, ...]:
+    return tuple(getattr(FEATURE_PROVIDERS.get(m), "encoders", ()))
+
+
+def _text_features(corpus: Corpus, split: str, name: str, *, progress: bool) -> ProvidedFeatures:
+    from merc.encoders import get_text_encoder
+    from merc.encoders.cache import encode_split
+    enc = get_text_encoder(name)
+    feats = encode_split(corpus, split, enc, progress=progress)
+    texts = {u.utterance_id: u.text for u in corpus.utterances(split)}
+    table: dict[str, np.ndarray | None] = {}
+    reasons = {}
+    for uid, x in zip(feats.ids, feats.X):
+        if texts[uid] is None or not str(texts[uid]).strip():
+            table[uid], reasons[uid] = None, "empty text"
+        else:
+            table[uid] = x
+    return ProvidedFeatures(table, reasons, enc.fingerprint)
+
+
+def encoder_features(corpus: Corpus, split: str, modality: str, name: str, *, media_dir: str | None = None,
+                     progress: bool = True) -> ProvidedFeatures:
+    """One encoder's features for one split (text: the feature cache; others: the registered provider)."""
+    if modality == "text":
+        return _text_features(corpus, split, name, progress=progress)
+    provider = FEATURE_PROVIDERS.get(modality)
+    if provider is None:
+        raise ConfigError(f"no feature provider is registered for {modality!r}: {modality} features need the "
+                          f"encoder feature store (merc.training.features.FEATURE_PROVIDERS[{modality!r}])")
+    return ProvidedFeatures(*provider(corpus, split, name, media_dir=media_dir, progress=progress))
+
+
+def combine(utterance_ids: Sequence[str], parts: Sequence[tuple[str, ProvidedFeatures]]
+            ) -> tuple[dict[str, np.ndarray | None], dict[str, str]]:
+    """Concatenate several encoders' vectors per utterance (present only when every encoder gave a finite
+    vector); reasons name the first encoder that failed."""
+    dims = {}
+    for name, p in parts:
+        for v in p.features.values():
+            if v is not None:
+                dims[name] = int(np.asarray(v).size)
+                break
+    table: dict[str, np.ndarray | None] = {}
+    reasons: dict[str, str] = {}
+    for uid in utterance_ids:
+        vecs = []
+        for name, p in parts:
+            v = p.features.get(uid)
+            if v is None:
+                reasons[uid] = f"{name}: {p.reasons.get(uid, 'no feature')}"
+                break
+            v = np.asarray(v, dtype=np.float32).reshape(-1)
+            if v.size != dims[name]:
+                raise InputError(f"encoder {name!r} gave utterance {uid!r} a {v.size}-d vector, other utterances "
+                                 f"{dims[name]}-d")
+            if not np.isfinite(v).all():
+                reasons[uid] = f"{name}: non-finite values"
+                break
+            vecs.append(v)
+        table[uid] = np.concatenate(vecs) if len(vecs) == len(parts) else None
+    return table, reasons
+
+
+def presence_report(table: Mapping[str, "np.ndarray | None"], reasons: Mapping[str, str]) -> dict[str, Any]:
+    absent = [uid for uid, v in table.items() if v is None]
+    why = Counter(reasons.get(uid, "no feature") for uid in absent)
+    examples: dict[str, list[str]] = {}
+    for uid in absent:
+        r = reasons.get(uid, "no feature")
+        if len(examples.setdefault(r, [])) < N_EXAMPLES:
+            examples[r].append(uid)
+    return {"utterances": len(table), "present": len(table) - len(absent), "absent": len(absent),
+            "reasons": dict(why.most_common()), "examples": examples}
+
+
+def corpus_features(corpus: Corpus, splits: Sequence[str], modalities: Sequence[str],
+                    encoders: Mapping[str, Sequence[str]] | str | None = None, *, media_dir: str | None = None,
+                    progress: bool = True):
+    """``(features, report, fingerprints)`` for ``splits``: see the module docstring. ``encoders`` maps modality
+    -> encoder names (defaults per modality when omitted; a plain string is the text encoder)."""
+    if isinstance(encoders, str):
+        encoders = {"text": [encoders]}
+    encoders = resolve_encoders(list(modalities), encoders)
+    features: dict[str, dict[str, dict[str, np.ndarray | None]]] = {}
+    report: dict[str, dict[str, Any]] = {}
+    fingerprints: dict[str, list[str]] = {}
+    for split in splits:
+        ids = [u.utterance_id for u in corpus.utterances(split)]
+        features[split], report[split] = {}, {}
+        for m, names in encoders.items():
+            parts = [(n, encoder_features(corpus, split, m, n, media_dir=media_dir, progress=progress)) for n in names]
+            fps = [p.fingerprint for _, p in parts]
+            if fingerprints.setdefault(m, fps) != fps:
+                raise InputError(f"{m} encoder fingerprints changed between splits ({fingerprints[m]} vs {fps})")
+            table, reasons = combine(ids, parts)
+            features[split][m] = table
+            report[split][m] = rep = presence_report(table, reasons)
+            if rep["absent"]:
+                log.info("%s/%s: %d of %d utterances lack %s (%s)", corpus.name, split, rep["absent"],
+                         rep["utterances"], m, ", ".join(f"{r}: {n}" for r, n in rep["reasons"].items()))
+    return features, report, fingerprints
+
+
+def feature_dims(features: Mapping[str, Mapping[str, "np.ndarray | None"]]) -> dict[str, int]:
+    """Dimension per modality from the first present vector; ConfigError when a modality has none."""
+    dims = {}
+    for m, table in features.items():
+        v = next((v for v in table.values() if v is not None), None)
+        if v is None:
+            raise ConfigError(f"no utterance of the training split has a {m} feature: nothing to learn from; "
+                              f"check --media-dir or drop {m} from --modalities")
+        dims[m] = int(np.asarray(v).size)
+    return dims
+
+
+def check_fingerprints(recorded: Mapping[str, Sequence[str]], actual: Mapping[str, Sequence[str]]) -> None:
+    """IncompatibleRunError when an encoder now gives different features than when the run was trained."""
+    for m, fps in actual.items():
+        want = list(recorded.get(m) or [])
+        if want and any(want) and list(fps) != want:
+            raise IncompatibleRunError(f"the {m} encoders differ from the ones this run was trained with "
+                                       f"(fingerprints {list(fps)} != recorded {want}); use the same encoder "
+                                       f"versions or retrain")
