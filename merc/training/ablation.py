@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from merc.io import atomic_write_text, write_json
-from merc.models.matav import MatavConfig
 from merc.metrics import mean_std
+from merc.models.matav import MatavConfig
 
 logger = logging.getLogger(__name__)
 

@@ -153,7 +153,8 @@ def fit(model: torch.nn.Module, train: Sequence[Dialogue], dev: Sequence[Dialogu
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
     total, warm = config.epochs * steps_per_epoch, config.warmup_epochs * steps_per_epoch
     sched = torch.optim.lr_scheduler.LambdaLR(  # linear warm-up, cosine decay
-        opt, lambda s: (s + 1) / max(warm, 1) if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(total - warm, 1))))
+        opt, lambda s: (s + 1) / max(warm, 1) if s < warm
+        else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(total - warm, 1))))
     history, best_state, t0, stale, start, done, elapsed = TrainHistory(), None, time.time(), 0, 0, False, 0.0
     ckpt = Path(checkpoint_dir) / CHECKPOINT if checkpoint_dir is not None else None
     if ckpt is not None and ckpt.exists():
