@@ -10,10 +10,12 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterator
 
+from merc.errors import InputError
+
 SPLITS = ("train", "dev", "test")
 
 
-class CorpusError(ValueError):
+class CorpusError(InputError):
     """Bad input in a corpus file; the message names the file, the line and the offending value."""
 
 

@@ -17,6 +17,7 @@ from merc.models.dialogue import DialogueConfig, DialogueModel
 from merc.training.batching import build_dialogues
 from merc.training.metrics import mean_std
 from merc.training.plots import plot_confusion, plot_training_curve
+from merc.training.resume import completed_seed
 from merc.training.run import RunConfig, save_run, write_json
 from merc.training.trainer import TrainConfig, fit, score_dialogues
 
@@ -69,7 +70,7 @@ def train_one_seed(run_dir: Path, corpus: Corpus, features, model_config: Dialog
 def run_experiment(*, dataset: str, data_dir: str, out: str | Path, model_config: DialogueConfig,
                    train_config: TrainConfig, modalities: Sequence[str] = ("text",), text_encoder: str = "mpnet",
                    seeds: int = 1, media_dir: str | None = None, progress: bool = True,
-                   corpus: Corpus | None = None, log=print) -> dict[str, Any]:
+                   corpus: Corpus | None = None, log=print, resume: bool = False) -> dict[str, Any]:
     out = Path(out)
     t0 = time.time()
     corpus = corpus or load_corpus(dataset, data_dir, media_dir=media_dir)
@@ -88,7 +89,8 @@ def run_experiment(*, dataset: str, data_dir: str, out: str | Path, model_config
         rc = RunConfig(model=model_config, train=replace(train_config, seed=seed), dataset=dataset,
                        data_dir=str(data_dir), modalities=list(modalities), text_encoder=text_encoder,
                        text_encoder_fingerprint=fingerprint)
-        m = train_one_seed(run_dir, corpus, features, model_config, rc.train, rc, progress=progress)
+        m = completed_seed(run_dir, rc.to_dict()) if resume else None  # --resume: keep finished seeds
+        m = m or train_one_seed(run_dir, corpus, features, model_config, rc.train, rc, progress=progress)
         per_seed.append(m)
         line = f"seed {seed}: best epoch {m['best_epoch']}, dev wF1 {m['dev']['weighted_f1']:.4f}"
         if "test" in m:

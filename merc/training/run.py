@@ -15,13 +15,14 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from merc.data.schema import Conversation
 from merc.io import write_json
 from merc.models.dialogue import DialogueConfig, DialogueModel
 from merc.training.batching import build_dialogues
 from merc.training.trainer import TrainConfig, predict_dialogues
+from merc.training.weights import load_into, record_checksum
 
 
 @dataclass
@@ -50,6 +51,7 @@ def save_run(run_dir: str | Path, model: DialogueModel, config: RunConfig, label
     tmp = run_dir / ".model.safetensors.tmp"
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
     os.replace(tmp, run_dir / "model.safetensors")
+    record_checksum(run_dir)  # checksums.json: sha256 of the weights, verified by from_pretrained
     write_json(run_dir / "config.json", config.to_dict())
     write_json(run_dir / "labels.json", list(labels))
     if metrics is not None:
@@ -84,7 +86,7 @@ class TrainedRun:
         config = RunConfig.from_dict(json.loads((path / "config.json").read_text()))
         labels = json.loads((path / "labels.json").read_text())
         model = DialogueModel(config.model)
-        model.load_state_dict(load_file(str(path / "model.safetensors")))
+        load_into(model, path)  # checksum (when recorded), parse, finite values: IncompatibleRunError otherwise
         model.eval()
         return cls(model, labels, config, path)
 
