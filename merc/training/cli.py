@@ -120,7 +120,7 @@ def add_parser(sub) -> None:
     p.add_argument("--d-model", type=int, default=DialogueConfig.d_model, help="model width")
     p.add_argument("--layers", type=int, default=DialogueConfig.n_layers, help="dialogue-model layers")
     p.add_argument("--dropout", type=float, default=DialogueConfig.dropout, help="dropout probability")
-    p.add_argument("--causal", action="store_true", help="unidirectional context (online use); default bidirectional")
+    p.add_argument("--causal", action="store_true", help="unidirectional context (online use) instead of bidirectional")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--out", required=True, help="run directory to create (must not exist unless --overwrite or "
                                                 "--resume)")
