@@ -213,8 +213,8 @@ def test_json_output_keeps_fields_adds_gold_predicted_probabilities(cache, tmp_p
     written = [strict_json(x) for x in out_file.read_text().splitlines()]
     assert printed == written and [c["conversation_id"] for c in written] == ["g1", "plain"]
     labels = json.loads((cache["run"] / "labels.json").read_text())
-    for got, given in zip(written, convs):
-        for u, g in zip(got["utterances"], given["utterances"]):
+    for got, given in zip(written, convs, strict=True):
+        for u, g in zip(got["utterances"], given["utterances"], strict=True):
             assert {k: u[k] for k in g} == g  # every input field, unchanged (emotion included)
             assert u["predicted"] in labels and list(u["probabilities"]) == labels
             assert sum(u["probabilities"].values()) == pytest.approx(1, abs=1e-3)
@@ -321,7 +321,8 @@ def test_predict_runs_in_bounded_batches_and_matches_one_batch(cache, tmp_path, 
 def test_more_speakers_than_slots_is_stated(cache, tmp_path, caplog):
     run = from_pretrained(cache["run"])
     slots = run.config.model.max_speakers
-    inp = write_jsonl(tmp_path / "crowd.jsonl", [conv("crowd", n=slots + 4, speakers=[f"S{i}" for i in range(slots + 4)])])
+    crowd = conv("crowd", n=slots + 4, speakers=[f"S{i}" for i in range(slots + 4)])
+    inp = write_jsonl(tmp_path / "crowd.jsonl", [crowd])
     with caplog.at_level(logging.WARNING):
         predict_file(None, inp, run=run, plots=False, stream=io.StringIO())
     assert f"{slots + 4} speakers but the model has {slots} speaker slots" in caplog.text
@@ -437,7 +438,8 @@ def test_one_split_spelling_and_quiet_everywhere():
         assert not [s for s in visible if "split" in s and s != "--split"], name
     args = parser.parse_args(["qc", "--dataset", "jsonl", "--data-dir", "d", "--out", "o", "--splits", "dev"])
     assert args.splits == "dev"  # the old spelling still works
-    assert parser.parse_args(["qc", "--dataset", "jsonl", "--data-dir", "d", "--out", "o", "--split", "dev"]).splits == "dev"
+    qc = ["qc", "--dataset", "jsonl", "--data-dir", "d", "--out", "o"]
+    assert parser.parse_args([*qc, "--split", "dev"]).splits == "dev"
     for argv in (["train", "--dataset", "jsonl", "--data-dir", "d", "--out", "o"], ["evaluate", "r"],
                  ["predict", "r", "i.txt"], ["qc", "--dataset", "jsonl", "--data-dir", "d", "--out", "o"], ["demo"],
                  ["encoder", "finetune", "--dataset", "jsonl", "--data-dir", "d", "--out", "o"]):

@@ -64,7 +64,8 @@ def _read_jsonl(path: Path) -> PredictInput:
     convs, raws = [], []
     for _, raw, conv in iter_jsonl_file(path, "predict", fill_ids=True):
         raw = {"conversation_id": conv.conversation_id, **raw}
-        raw["utterances"] = [{"utterance_id": u.utterance_id, **r} for u, r in zip(conv, raw["utterances"])]
+        raw["utterances"] = [{"utterance_id": u.utterance_id, **r}
+                             for u, r in zip(conv, raw["utterances"], strict=True)]
         convs.append(conv)
         raws.append(raw)
     if not convs:
@@ -109,12 +110,12 @@ def _read_txt(path: Path) -> PredictInput:
 def prediction_record(raw: dict[str, Any], conv: Conversation, probs: np.ndarray, labels: Sequence[str]) -> dict:
     """The output object of one conversation: original fields + gold, predicted, probabilities per utterance."""
     utts = []
-    for r, u, p in zip(raw["utterances"], conv, probs):
+    for r, u, p in zip(raw["utterances"], conv, probs, strict=True):
         rec = dict(r)
         if u.emotion is not None:
             rec["gold"] = u.emotion
         rec["predicted"] = labels[int(p.argmax())]
-        rec["probabilities"] = {lab: round(float(x), 4) for lab, x in zip(labels, p)}
+        rec["probabilities"] = {lab: round(float(x), 4) for lab, x in zip(labels, p, strict=True)}
         utts.append(rec)
     return {**{k: v for k, v in raw.items() if k != "utterances"}, "utterances": utts}
 
@@ -125,7 +126,7 @@ def format_table(conv: Conversation, probs: np.ndarray, labels: Sequence[str]) -
     rows = [f"── {conv.conversation_id} " + "─" * max(0, 60 - len(conv.conversation_id))]
     if gold:
         rows.append(f"{'speaker':>12} │ {'text':<48} │ {'gold':>8} │ predicted")
-    for u, p in zip(conv.utterances, probs):
+    for u, p in zip(conv.utterances, probs, strict=True):
         k = int(p.argmax())
         top2 = np.argsort(-p)[:2]
         alt = f"{labels[top2[1]]} {p[top2[1]]:.2f}" if len(labels) > 1 else ""
@@ -260,7 +261,7 @@ def predict_file(run_dir, input_path, *, out_dir: str | Path | None = "predictio
                 if warning:
                     log.warning(warning)
             probs = run.predict(batch)  # per conversation (seq_len, n_classes)
-            for i, conv, p in zip(idx, batch, probs):
+            for i, conv, p in zip(idx, batch, probs, strict=True):
                 check_finite(p, conv, run.path)
                 rec = prediction_record(data.raw[i], conv, p, run.labels)
                 line = json.dumps(rec, ensure_ascii=False, allow_nan=False)
