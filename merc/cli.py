@@ -35,12 +35,14 @@ COMMANDS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from merc import __version__
     parser = argparse.ArgumentParser(prog="merc", description="Multimodal emotion recognition in conversation.")
     level = parser.add_mutually_exclusive_group()
     level.add_argument("-v", "--verbose", action="store_true", help="debug messages (default: info)")
     # dest differs from the sub-commands' own --quiet: a sub-parser's default would overwrite this one
     level.add_argument("--quiet", dest="top_quiet", action="store_true",
                        help="warnings and errors only, no progress bars")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     done: set[str] = set()
@@ -49,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         done.add(module)
         importlib.import_module(module).add_parser(sub)
+    show_defaults(parser)
     return parser
 
 
@@ -90,6 +93,33 @@ class _Formatter(logging.Formatter):
         return f"merc: {msg}"
 
 
+def show_defaults(parser: argparse.ArgumentParser) -> None:
+    """Every sub-command's help lists each flag's default (ArgumentDefaultsHelpFormatter, keeping a raw
+    description where a command asked for one)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for p in set(action.choices.values()):
+                if p.formatter_class is argparse.RawDescriptionHelpFormatter:
+                    p.formatter_class = _RawDescriptionDefaults
+                elif p.formatter_class is argparse.HelpFormatter:
+                    p.formatter_class = argparse.ArgumentDefaultsHelpFormatter
+                show_defaults(p)
+
+
+class _RawDescriptionDefaults(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    pass
+
+
+def _quiet_stdout() -> None:
+    """After a closed pipe (``merc ... | head``): point stdout at /dev/null so the interpreter's final flush
+    does not print a second error."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -97,7 +127,15 @@ def main(argv: list[str] | None = None) -> int:
     args.quiet = quiet  # every sub-command reads args.quiet (no progress bars)
     configure_logging(logging.DEBUG if args.verbose else logging.WARNING if quiet else logging.INFO)
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handlers below
+        return code
+    except KeyboardInterrupt:  # Ctrl-C: one line, the shell's exit code for SIGINT; outputs are written atomically
+        print(f"merc {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # the reader went away (`| head`): nothing to say
+        _quiet_stdout()
+        return 141
     except MercError as e:  # something the user can fix: one line; anything else is a bug -> traceback
         if os.environ.get("MERC_DEBUG"):
             raise

@@ -28,7 +28,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"merc demo — {m.kind} dialogue model ({sum(p.numel() for p in run.model.parameters()):,} parameters) "
           f"over {run.config.text_encoder} sentence embeddings, trained on {run.config.dataset.upper()}")
     print(f"labels: {', '.join(run.labels)}\nconversations: {inp}\n")
-    predict_file(run_dir, inp, out_dir=args.out, run=run)
+    predict_file(run_dir, inp, out_dir=args.out, run=run, progress=not args.quiet)
     print(f"\ndone in {time.time() - t0:.1f} s; timelines in {Path(args.out).resolve()}")
     return 0
 
@@ -36,5 +36,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def add_parser(sub) -> None:
     p = sub.add_parser("demo", help="label example conversations with the bundled model")
     p.add_argument("--input", help="your own conversations (.jsonl or .txt) instead of the examples")
-    p.add_argument("--out", default="merc-demo", help="folder for the timeline plots (default ./merc-demo)")
+    p.add_argument("--out", default="merc-demo", help="folder for the timeline plots")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_demo)

@@ -95,8 +95,10 @@ def test_train_evaluate_predict(kind, toy_corpus, tmp_path, monkeypatch, capsys)
     assert main(["predict", str(run), str(toy_corpus / "test.jsonl"), "--json", "--no-plots"]) == 0
     predicted = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     gold = [json.loads(x) for x in (toy_corpus / "test.jsonl").open()]
-    pairs = [(p["emotion"], g["emotion"]) for pc, gc in zip(predicted, gold)
+    pairs = [(p["predicted"], g["emotion"]) for pc, gc in zip(predicted, gold)
              for p, g in zip(pc["utterances"], gc["utterances"])]
+    assert all(p["emotion"] == p["gold"] == g["emotion"] for pc, gc in zip(predicted, gold)  # input kept
+               for p, g in zip(pc["utterances"], gc["utterances"]))
     assert len(pairs) == result["n"]
     assert np.mean([a == b for a, b in pairs]) == pytest.approx(result["accuracy"])
 
@@ -109,7 +111,7 @@ def test_train_evaluate_predict(kind, toy_corpus, tmp_path, monkeypatch, capsys)
         for u in c["utterances"]:
             assert sum(u["probabilities"].values()) == pytest.approx(1.0, abs=1e-3)
     assert (tmp_path / "pred" / "new_0_timeline.png").exists()
-    assert [u["emotion"] for u in lines[0]["utterances"]][:2] == ["angry", "happy"]
+    assert [u["predicted"] for u in lines[0]["utterances"]][:2] == ["angry", "happy"]
 
 
 @pytest.mark.slow
@@ -139,7 +141,7 @@ def test_bad_predict_input_names_file_and_line(toy_corpus, tmp_path):
         read_conversations(bad)
     badj = tmp_path / "bad.jsonl"
     badj.write_text('{"conversation_id": "c", "utterances": [{"speaker": "A"}]}\n')
-    with pytest.raises(CorpusError, match=r"bad.jsonl:1: utterance 0 of 'c' lacks \['text'\]"):
+    with pytest.raises(CorpusError, match=r"bad.jsonl:1: utterance 'c_u0' \(utterances\[0\]\) lacks .*\['text'\]"):
         read_conversations(badj)
 
 
@@ -176,5 +178,5 @@ def test_encoder_template_reaches_training_and_prediction(tmp_path, monkeypatch,
     conv.write_text("Furious: ok then.\nGreat: ok then.\nFine: ok then.\n")
     capsys.readouterr()
     assert main(["predict", str(tmp_path / "run"), str(conv), "--json", "--no-plots"]) == 0
-    got = [u["emotion"] for u in json.loads(capsys.readouterr().out)["utterances"]]
+    got = [u["predicted"] for u in json.loads(capsys.readouterr().out)["utterances"]]
     assert got == ["angry", "happy", "calm"]

@@ -96,12 +96,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     sub = data.add_subparsers(dest="data_command", metavar="ACTION")
     sub.required = True
     p = sub.add_parser("stats", help="conversations, utterances, speakers, labels, drops and repairs per split")
-    p.add_argument("--dataset", required=True, choices=DATASETS)
+    p.add_argument("--dataset", required=True, choices=DATASETS, help="corpus format")
     p.add_argument("--data-dir", required=True, help="corpus folder (MELD CSVs, IEMOCAP root, or JSONL folder)")
     p.add_argument("--media-dir", default=None, help="meld / meld_dyadic only: folder with the raw clip folders")
     p.add_argument("--split", action="append", default=None, metavar="NAME",
-                   help="only these splits (repeatable or comma-separated, e.g. --split dev,test); default all")
-    p.add_argument("--iemocap-classes", type=int, choices=(4, 6), default=6)
+                   help="only these splits (repeatable or comma-separated, e.g. --split dev,test); all when omitted")
+    p.add_argument("--iemocap-classes", type=int, choices=(4, 6), default=6, help="iemocap only: label set size")
     p.add_argument("--json", action="store_true", help="print Corpus.stats() as JSON")
     p.set_defaults(func=stats_command)
     return data

@@ -6,21 +6,31 @@ One conversation per line::
       {"utterance_id": "c1_u0", "speaker": "Ross", "text": "Hi.", "emotion": "joy",
        "start": 1.2, "end": 3.4, "audio": "clips/c1_u0.wav", "video": "clips/c1_u0.mp4", "meta": {}}]}
 
-Required per utterance: utterance_id, speaker, text; ``emotion`` may be null or absent (unlabelled).
-Media paths are relative to the folder (absolute ones are kept). The label set is ``labels.json`` (a
-JSON list) when present, else the sorted set of train emotions; any other emotion is an error.
+Required per utterance: utterance_id, speaker, text (a non-empty string); ``emotion`` may be null or absent
+(unlabelled). Media paths are relative to the folder (absolute ones are kept). The label set is
+``labels.json`` (a JSON list) when present, else the sorted set of train emotions — logged as a warning
+that lists every class with its count, so a typo cannot create a class unnoticed; any other emotion is an
+error. Conversation and utterance ids are unique across the corpus; files must be UTF-8.
+
+:func:`read_jsonl_file` reads one such file on its own (``merc predict`` input), optionally filling absent
+ids (``<file stem>_<line>`` and ``<conversation_id>_u<index>``).
 """
 from __future__ import annotations
 
+import difflib
 import json
+import logging
 import os
 from collections import Counter
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from merc.data.schema import SPLITS, Conversation, Corpus, CorpusError, Utterance
+from merc.data.textio import read_lines
 from merc.io import atomic_write_text
+
+log = logging.getLogger(__name__)
 
 REQUIRED = ("utterance_id", "speaker", "text")
 OPTIONAL = ("emotion", "start", "end", "audio", "video", "meta")
@@ -37,9 +47,11 @@ def _expected(types: tuple[type, ...]) -> str:
     return " or ".join(dict.fromkeys(_JSON_TYPE[t] for t in types))
 
 
-def _parse_utterance(d: Any, where: str, k: int, folder: Path) -> Utterance:
+def _parse_utterance(d: Any, where: str, k: int, folder: Path, default_id: str | None = None) -> Utterance:
     if not isinstance(d, dict):
         raise CorpusError(f"{where}: utterances[{k}] is {d!r}; expected an object")
+    if default_id is not None and "utterance_id" not in d:
+        d = {"utterance_id": default_id, **d}
     uid = d.get("utterance_id", f"#{k}")
     missing = [f for f in REQUIRED if f not in d]
     if missing:
@@ -52,6 +64,9 @@ def _parse_utterance(d: Any, where: str, k: int, folder: Path) -> Utterance:
     for f, v in d.items():
         if isinstance(v, bool) or not isinstance(v, _TYPES[f]):
             raise CorpusError(f"{where}: utterance {uid!r} field {f!r} is {v!r}; expected {_expected(_TYPES[f])}")
+    if not d["text"].strip():
+        raise CorpusError(f"{where}: utterance {uid!r} (utterances[{k}]) has empty text {d['text']!r}; "
+                          "expected the words spoken (drop the utterance or transcribe it)")
     u = Utterance(**{f: d[f] for f in REQUIRED + OPTIONAL if f in d})
     u.start = None if u.start is None else float(u.start)
     u.end = None if u.end is None else float(u.end)
@@ -60,8 +75,9 @@ def _parse_utterance(d: Any, where: str, k: int, folder: Path) -> Utterance:
     return u
 
 
-def parse_line(line: str, where: str, split: str, folder: Path) -> Conversation:
-    """One JSONL line -> Conversation; ``where`` is ``file:line`` for messages."""
+def parse_line(line: str, where: str, split: str, folder: Path, *, default_id: str | None = None) -> Conversation:
+    """One JSONL line -> Conversation; ``where`` is ``file:line`` for messages. With ``default_id``, an absent
+    conversation_id becomes ``default_id`` and an absent utterance_id ``<conversation_id>_u<index>``."""
     try:
         d = json.loads(line)
     except json.JSONDecodeError as e:
@@ -69,7 +85,7 @@ def parse_line(line: str, where: str, split: str, folder: Path) -> Conversation:
                           "expected one conversation object per line") from None
     if not isinstance(d, dict):
         raise CorpusError(f"{where}: got {line.strip()[:80]!r}; expected a conversation object")
-    cid = d.get("conversation_id")
+    cid = d.get("conversation_id", default_id)
     if not isinstance(cid, str) or not cid:
         raise CorpusError(f"{where}: conversation_id is {cid!r}; expected a non-empty string")
     utts = d.get("utterances")
@@ -82,7 +98,9 @@ def parse_line(line: str, where: str, split: str, folder: Path) -> Conversation:
     if d.get("split", split) != split:
         raise CorpusError(f"{where}: conversation {cid!r} has split {d['split']!r} in {split}.jsonl; "
                           f"expected {split!r} or no split field")
-    return Conversation(cid, split, [_parse_utterance(u, where, k, folder) for k, u in enumerate(utts)])
+    fill = default_id is not None
+    return Conversation(cid, split, [_parse_utterance(u, where, k, folder, f"{cid}_u{k}" if fill else None)
+                                     for k, u in enumerate(utts)])
 
 
 def _read_labels(path: Path) -> list[str]:
@@ -111,30 +129,15 @@ def read_jsonl(folder: str | Path) -> Corpus:
         path = folder / f"{split}.jsonl"
         if not path.is_file():
             continue
-        convs = []
-        with path.open(encoding="utf-8-sig") as f:
-            for i, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                where = f"{path}:{i}"
-                c = parse_line(line, where, split, folder)
-                if c.conversation_id in seen_conv:
-                    raise CorpusError(f"{where}: duplicate conversation_id {c.conversation_id!r} "
-                                      f"(first at {seen_conv[c.conversation_id]}); expected unique ids")
-                seen_conv[c.conversation_id] = where
-                for u in c:
-                    if u.utterance_id in seen_utt:
-                        raise CorpusError(f"{where}: duplicate utterance_id {u.utterance_id!r} "
-                                          f"(first at {seen_utt[u.utterance_id]}); expected unique ids")
-                    seen_utt[u.utterance_id] = where
-                convs.append(c)
-        splits[split] = convs
+        splits[split] = [c for _, _, c in iter_jsonl_file(path, split, folder, seen_conv=seen_conv,
+                                                           seen_utt=seen_utt)]
     labels_path = folder / "labels.json"
     if labels_path.is_file():
         labels, source = _read_labels(labels_path), str(labels_path)
     else:
         labels = sorted({u.emotion for c in splits["train"] for u in c if u.emotion is not None})
         source = "the emotions of train.jsonl (add labels.json to fix the label set)"
+        _warn_inferred_labels(folder, splits["train"], labels)
     allowed = set(labels)
     for convs in splits.values():
         for c in convs:
@@ -144,6 +147,64 @@ def read_jsonl(folder: str | Path) -> Corpus:
                                       f"{u.emotion!r}; expected one of {labels} (from {source})")
     return Corpus(name="jsonl", splits=splits, labels=labels,
                   dropped={s: Counter() for s in splits}, repaired={}, root=str(folder))
+
+
+def iter_jsonl_file(path: str | Path, split: str, folder: str | Path | None = None, *, fill_ids: bool = False,
+                    seen_conv: dict[str, str] | None = None, seen_utt: dict[str, str] | None = None,
+                    ) -> Iterator[tuple[str, dict[str, Any], Conversation]]:
+    """``(where, raw object, Conversation)`` per non-blank line of one JSONL file, validated as in
+    :func:`read_jsonl` (UTF-8, fields and types, non-empty text, ids unique — also against ``seen_conv`` /
+    ``seen_utt`` when given). Media paths are relative to ``folder`` (default: the file's folder). With
+    ``fill_ids``, absent ids are filled (see :func:`parse_line`)."""
+    path = Path(path).expanduser().resolve()
+    folder = path.parent if folder is None else Path(folder)
+    seen_conv = {} if seen_conv is None else seen_conv
+    seen_utt = {} if seen_utt is None else seen_utt
+    for i, line in read_lines(path):
+        if not line.strip():
+            continue
+        where = f"{path}:{i}"
+        c = parse_line(line, where, split, folder, default_id=f"{path.stem}_{i}" if fill_ids else None)
+        if c.conversation_id in seen_conv:
+            raise CorpusError(f"{where}: duplicate conversation_id {c.conversation_id!r} "
+                              f"(first at {seen_conv[c.conversation_id]}); expected unique ids")
+        seen_conv[c.conversation_id] = where
+        for u in c:
+            if u.utterance_id in seen_utt:
+                raise CorpusError(f"{where}: duplicate utterance_id {u.utterance_id!r} "
+                                  f"(first at {seen_utt[u.utterance_id]}); expected unique ids")
+            seen_utt[u.utterance_id] = where
+        yield where, json.loads(line), c
+
+
+def read_jsonl_file(path: str | Path, split: str = "predict", *, fill_ids: bool = True) -> list[Conversation]:
+    """Every conversation of one JSONL file (labelled or not), validated as in :func:`read_jsonl`."""
+    convs = [c for _, _, c in iter_jsonl_file(path, split, fill_ids=fill_ids)]
+    if not convs:
+        raise CorpusError(f"{path}: no conversations found; expected one conversation object per line")
+    return convs
+
+
+def _warn_inferred_labels(folder: Path, train: list[Conversation], labels: list[str]) -> None:
+    """Without labels.json every train emotion is a class: say so, listing the classes with their counts,
+    and point at rare ones and near-duplicates (``'anger'`` and ``'angr'``) — likely typos."""
+    if not labels:
+        return
+    counts = Counter(u.emotion for c in train for u in c if u.emotion is not None)
+    total = sum(counts.values())
+    suspicious = []
+    for lab in labels:
+        twins = [o for o in difflib.get_close_matches(lab, labels, n=3, cutoff=0.75) if o != lab]
+        twins += [o for o in labels if o != lab and o.lower() == lab.lower() and o not in twins]
+        if twins and counts[lab] <= max(counts[o] for o in twins):
+            suspicious.append(f"{lab!r} ({counts[lab]}) looks like {twins[0]!r} ({counts[twins[0]]})")
+        elif total >= 100 and counts[lab] < 0.002 * total:
+            suspicious.append(f"{lab!r} is rare ({counts[lab]} of {total})")
+    listing = ", ".join(f"{lab} ({counts[lab]})" for lab in labels)
+    msg = (f"{folder}: no labels.json, so every emotion in train.jsonl is a class: {len(labels)} classes: {listing}")
+    if suspicious:
+        msg += "; check for typos: " + "; ".join(suspicious)
+    log.warning(msg + f". Write the intended list to {folder / 'labels.json'} to fix the label set.")
 
 
 def _relative(path: str | None, folder: Path) -> str | None:

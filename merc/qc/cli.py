@@ -39,7 +39,7 @@ def limit_corpus(corpus: Corpus, splits: list[str] | None, limit: int | None) ->
             continue
         out[s] = convs[:limit] if limit is not None else convs
     if not out:
-        raise QCArgumentError(f"--splits {','.join(splits or [])}: corpus {corpus.name!r} has splits "
+        raise QCArgumentError(f"--split {','.join(splits or [])}: corpus {corpus.name!r} has splits "
                               f"{list(corpus.splits)}")
     return Corpus(name=corpus.name, splits=out, labels=corpus.labels, dropped=corpus.dropped,
                   repaired=corpus.repaired, root=corpus.root)
@@ -77,7 +77,7 @@ def build_config(args: argparse.Namespace) -> QCConfig:
 # command
 
 def qc_command(args: argparse.Namespace) -> int:
-    splits = _csv_list(args.splits, SPLITS, "splits") if args.splits else None
+    splits = _csv_list(args.splits, SPLITS, "split") if args.splits else None
     if args.limit is not None and args.limit < 1:
         raise QCArgumentError(f"--limit must be >= 1, got {args.limit}")
     if args.workers < 1:
@@ -109,21 +109,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p = subparsers.add_parser("qc", help="quality-check a corpus: media integrity, transcript alignment, "
                                          "speaker identity, faces; write flags, report and a curated manifest",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", required=True, choices=DATASETS)
+    p.add_argument("--dataset", required=True, choices=DATASETS, help="corpus format")
     p.add_argument("--data-dir", required=True, help="the corpus folder (MELD csvs, IEMOCAP root, JSONL folder)")
     p.add_argument("--media-dir", default=None, help="MELD only: folder holding the clip folders")
     p.add_argument("--out", required=True, help="QC_DIR for flags.csv, summary.json, report.html, manifest, cache")
-    p.add_argument("--workers", type=int, default=1, help="processes measuring in parallel (default 1)")
+    p.add_argument("--workers", type=int, default=1, help="processes measuring in parallel")
     p.add_argument("--checks", default=",".join(DEFAULT_CHECKS), help="comma-separated, run in this order")
     p.add_argument("--fps", type=float, default=None, help="frames per second sampled by the faces check")
-    p.add_argument("--splits", default=None, help="comma-separated subset of train,dev,test")
+    p.add_argument("--split", dest="splits", default=None, metavar="NAME",
+                   help="only these splits, comma-separated (e.g. --split dev,test); all when omitted")
+    p.add_argument("--splits", dest="splits", help=argparse.SUPPRESS)  # old spelling, kept as an alias
     p.add_argument("--limit", type=int, default=None, help="first N conversations per split (a quick look)")
     p.add_argument("--asr", choices=("pocketsphinx", "whisper", "faster-whisper"), default=None,
-                   help="free ASR of the alignment check (default pocketsphinx; whisper needs its model locally)")
+                   help="free ASR of the alignment check (None: pocketsphinx; whisper needs its model locally)")
     p.add_argument("--calibrate", action="store_true",
                    help="fit the alignment rule and thresholds on this corpus (true vs deranged transcripts; "
                         "no labels needed) before judging; recorded in summary.json")
-    p.add_argument("--calibrate-max", type=int, default=300, help="calibrate on at most N utterances (default 300)")
+    p.add_argument("--calibrate-max", type=int, default=300, help="calibrate on at most N utterances")
     p.add_argument("--fresh", action="store_true", help="discard cached measurements of the chosen checks")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=qc_command)

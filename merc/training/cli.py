@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+from pathlib import Path
 
-from merc.data import DATASETS
-from merc.errors import ConfigError, IncompatibleRunError
+from merc.data import DATASETS, SPLITS
+from merc.errors import ConfigError, IncompatibleRunError, MissingFileError
 from merc.models.dialogue import DialogueConfig
 from merc.models.matav import MatavConfig
 from merc.training.features import DEFAULT_ENCODERS
@@ -38,6 +40,10 @@ def parse_modality_dropout(spec: str | None, modalities: list[str]) -> dict[str,
 
 def cmd_train(args: argparse.Namespace) -> int:
     from merc.training.experiment import run_experiment
+    from merc.training.resume import prepare_out
+    if args.overwrite and args.resume:
+        raise ConfigError("--overwrite and --resume exclude each other: replace the run, or finish it")
+    prepare_out(args.out, overwrite=args.overwrite, resume=args.resume)
     if args.model == "matav":
         mc = MatavConfig(d_model=args.d_model, d_mamba=args.d_model, n_mamba_layers=args.layers,
                          n_cross_layers=args.cross_layers, n_heads=args.heads, attention=args.attention,
@@ -53,11 +59,12 @@ def cmd_train(args: argparse.Namespace) -> int:
                      class_weights=args.class_weights, seed=args.seed)
     modalities = _names(args.modalities)
     encoders = {"text": [args.text_encoder], "audio": _names(args.audio_encoders), "face": _names(args.face_encoders)}
-    summary = run_experiment(dataset=args.dataset, data_dir=args.data_dir, media_dir=args.media_dir, out=args.out,
-                             model_config=mc, train_config=tc, modalities=modalities,
+    summary = run_experiment(dataset=args.dataset, data_dir=os.path.abspath(args.data_dir), media_dir=args.media_dir,
+                             out=args.out, model_config=mc, train_config=tc, modalities=modalities,
                              encoders={m: e for m, e in encoders.items() if m in modalities},
                              modality_dropout=parse_modality_dropout(args.modality_dropout, modalities),
-                             text_encoder=args.text_encoder, seeds=args.seeds, progress=not args.quiet)
+                             text_encoder=args.text_encoder, seeds=args.seeds, progress=not args.quiet,
+                             resume=args.resume)
     for split in ("dev", "test"):
         if split in summary:
             s = summary[split]
@@ -67,6 +74,22 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def recorded_data(args: argparse.Namespace, run) -> tuple[str, str]:
+    """``--dataset`` / ``--data-dir``, each defaulting to what the run recorded at training time."""
+    dataset = args.dataset or run.config.dataset
+    if args.data_dir is None and args.dataset and args.dataset != run.config.dataset:
+        raise ConfigError(f"--dataset {args.dataset} differs from the run's {run.config.dataset!r}: pass --data-dir")
+    data_dir = args.data_dir or run.config.data_dir
+    if not dataset or not data_dir:
+        raise ConfigError(f"{run.path / 'config.json'} does not record its dataset and data folder; pass "
+                          "--dataset and --data-dir")
+    if not Path(data_dir).exists():
+        given = "--data-dir" if args.data_dir else f"the data folder recorded in {run.path / 'config.json'}"
+        raise MissingFileError(f"{data_dir}: no such folder ({given}); pass --data-dir to say where the "
+                               f"{dataset} corpus is now")
+    return dataset, data_dir
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from merc.data import load_corpus
     from merc.training.experiment import corpus_features
@@ -74,10 +97,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from merc.training.run import from_pretrained
     from merc.training.trainer import score_dialogues
     run = from_pretrained(args.run_dir)
+    dataset, data_dir = recorded_data(args, run)
     media_dir = args.media_dir or run.config.media_dir or None
-    corpus = load_corpus(args.dataset, args.data_dir, media_dir=media_dir)
+    corpus = load_corpus(dataset, data_dir, media_dir=media_dir)
     if list(corpus.labels) != list(run.labels):
-        raise IncompatibleRunError(f"the corpus labels {corpus.labels} differ from the run's {run.labels}")
+        raise IncompatibleRunError(f"the labels of {dataset} at {data_dir} ({corpus.labels}) differ from the run's "
+                                   f"({run.labels}, {run.path / 'labels.json'})")
     feats, report, fingerprints = corpus_features(corpus, [args.split], run.config.modalities, run.config.encoders,
                                                   media_dir=media_dir, progress=not (args.json or args.quiet))
     check_fingerprints(run.config.encoder_fingerprints, fingerprints)
@@ -101,35 +126,42 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from merc.training.predict import predict_file
-    predict_file(args.run_dir, args.input, out_dir=args.out, as_json=args.json, plots=not args.no_plots)
+    predict_file(args.run_dir, args.input, out_dir=args.out, as_json=args.json, plots=not args.no_plots,
+                 output=args.output, overwrite=args.overwrite, progress=not args.quiet,
+                 batch_utterances=args.batch_utterances, per_page=args.page_size)
     return 0
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("train", help="train a dialogue emotion model (early stopping on dev, test once)")
-    p.add_argument("--dataset", choices=DATASETS, required=True)
-    p.add_argument("--data-dir", required=True)
-    p.add_argument("--media-dir", help="folder of the corpus's audio/video (MELD raw clips, IEMOCAP wav/avi)")
-    p.add_argument("--model", choices=MODELS, default="mamba")
-    p.add_argument("--modalities", default="text", help="comma-separated subset of text,audio,face (default: text)")
+    fmt = argparse.ArgumentDefaultsHelpFormatter  # every flag's help ends with its default
+    p = sub.add_parser("train", help="train a dialogue emotion model (early stopping on dev, test once)",
+                       formatter_class=fmt)
+    p.add_argument("--dataset", choices=DATASETS, required=True, help="corpus format")
+    p.add_argument("--data-dir", required=True, help="corpus folder (recorded in the run as an absolute path)")
+    p.add_argument("--media-dir", help="folder of the corpus's audio/video (MELD raw clips, IEMOCAP wav/avi); "
+                   "jsonl media paths are relative to --data-dir")
+    p.add_argument("--model", choices=MODELS, default="mamba", help="dialogue model")
+    p.add_argument("--modalities", default="text", help="comma-separated subset of text,audio,face")
     p.add_argument("--audio-encoders", default=",".join(DEFAULT_ENCODERS["audio"]),
-                   help="comma-separated, concatenated in this order (default: %(default)s)")
+                   help="comma-separated audio encoders, concatenated in this order (`merc encoder list`)")
     p.add_argument("--face-encoders", default=",".join(DEFAULT_ENCODERS["face"]),
-                   help="comma-separated, concatenated in this order (default: %(default)s)")
+                   help="comma-separated face encoders, concatenated in this order (`merc encoder list`)")
     p.add_argument("--modality-dropout", default=None,
                    help="training-time probability of hiding a modality of an utterance (never all of them): "
-                        "one value for every modality (0.1) or per modality (audio=0.2,face=0.3); default off")
+                        "one value for every modality (0.1) or per modality (audio=0.2,face=0.3); None = off")
     p.add_argument("--text-encoder", default="mpnet", help="mpnet, minilm, or a sentence-transformers name/path")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed of the first run")
     p.add_argument("--seeds", type=int, default=1, help="run K seeds (seed, seed+1, …) and report mean ± std")
-    p.add_argument("--epochs", type=int, default=TrainConfig.epochs)
-    p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
-    p.add_argument("--lr", type=float, default=TrainConfig.lr)
-    p.add_argument("--patience", type=int, default=TrainConfig.patience)
-    p.add_argument("--class-weights", choices=("none", "balanced", "sqrt"), default=TrainConfig.class_weights)
-    p.add_argument("--d-model", type=int, default=DialogueConfig.d_model)
-    p.add_argument("--layers", type=int, default=DialogueConfig.n_layers)
-    p.add_argument("--dropout", type=float, default=DialogueConfig.dropout)
+    p.add_argument("--epochs", type=int, default=TrainConfig.epochs, help="maximum training epochs")
+    p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size, help="dialogues per batch")
+    p.add_argument("--lr", type=float, default=TrainConfig.lr, help="peak learning rate (AdamW)")
+    p.add_argument("--patience", type=int, default=TrainConfig.patience,
+                   help="stop after this many epochs without a better dev weighted F1")
+    p.add_argument("--class-weights", choices=("none", "balanced", "sqrt"), default=TrainConfig.class_weights,
+                   help="loss weights per class (inverse frequency, or its square root)")
+    p.add_argument("--d-model", type=int, default=DialogueConfig.d_model, help="model width")
+    p.add_argument("--layers", type=int, default=DialogueConfig.n_layers, help="dialogue-model layers")
+    p.add_argument("--dropout", type=float, default=DialogueConfig.dropout, help="dropout probability")
     g = p.add_argument_group("MaTAV (--model matav)")
     g.add_argument("--cross-layers", type=int, default=MatavConfig.n_cross_layers, help="cross-attention layers")
     g.add_argument("--heads", type=int, default=MatavConfig.n_heads, help="attention heads")
@@ -142,25 +174,41 @@ def add_parser(sub) -> None:
     g.add_argument("--temperature", type=float, default=MatavConfig.temperature, help="InfoNCE temperature")
     g.add_argument("--no-mamba", action="store_true", help="ablation: per-utterance classifier after fusion")
     g.add_argument("--no-mec", action="store_true", help="ablation: no MEC loss (λ = 0)")
-    p.add_argument("--causal", action="store_true", help="unidirectional context (online use); default bidirectional")
+    p.add_argument("--causal", action="store_true", help="unidirectional context (online use) instead of bidirectional")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--out", required=True, help="run directory to create")
+    p.add_argument("--out", required=True, help="run directory to create (must not exist unless --overwrite or "
+                                                "--resume)")
+    p.add_argument("--overwrite", action="store_true", help="delete an existing run directory at --out first")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the finished seeds of an existing run at --out (same settings) and train the rest")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("evaluate", help="score a run on a split (weighted F1, accuracy, macro F1, per class)")
-    p.add_argument("run_dir")
-    p.add_argument("--dataset", choices=DATASETS, required=True)
-    p.add_argument("--data-dir", required=True)
-    p.add_argument("--media-dir", help="folder of the corpus's media (default: the one the run was trained with)")
-    p.add_argument("--split", choices=("dev", "test"), default="test")
-    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("evaluate", help="score a run on a split (weighted F1, accuracy, macro F1, per class)",
+                       formatter_class=fmt)
+    p.add_argument("run_dir", help="run directory (a multi-seed run uses its dev-selected seed)")
+    p.add_argument("--dataset", choices=DATASETS, default=None,
+                   help="corpus format (None: the dataset the run was trained on)")
+    p.add_argument("--data-dir", default=None, help="corpus folder (None: the folder recorded in the run)")
+    p.add_argument("--media-dir", default=None, help="corpus media folder (None: the one the run recorded)")
+    p.add_argument("--split", choices=SPLITS, default="test", help="split to score")
+    p.add_argument("--json", action="store_true", help="print the scores as one JSON object")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("predict", help="label every utterance of new conversations")
-    p.add_argument("run_dir")
-    p.add_argument("input", help="conversations: .jsonl (one per line) or .txt ('Speaker: text' lines, blank line "
-                                 "between conversations)")
-    p.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
-    p.add_argument("--out", default="predictions", help="folder for the timeline plots (default ./predictions)")
-    p.add_argument("--no-plots", action="store_true")
+    p = sub.add_parser("predict", help="label every utterance of new conversations", formatter_class=fmt)
+    p.add_argument("run_dir", help="run directory (a multi-seed run uses its dev-selected seed)")
+    p.add_argument("input", help="conversations: .jsonl (one per line, as `merc data` reads) or .txt "
+                                 "('Speaker: text' lines, blank line between conversations)")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object per conversation (input fields + gold, predicted, probabilities)")
+    p.add_argument("--output", default=None, metavar="FILE.jsonl",
+                   help="also write the JSON lines to FILE; rerunning resumes (skips conversations already there)")
+    p.add_argument("--overwrite", action="store_true", help="start --output afresh instead of resuming")
+    p.add_argument("--out", default="predictions", help="folder for the timeline plots")
+    p.add_argument("--no-plots", action="store_true", help="do not draw timelines")
+    p.add_argument("--page-size", type=int, default=50, metavar="N",
+                   help="utterances per timeline page; longer conversations get several pages")
+    p.add_argument("--batch-utterances", type=int, default=1024, metavar="N",
+                   help="encode and run at most N utterances at a time (whole conversations; bounds memory)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_predict)

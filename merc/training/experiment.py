@@ -28,6 +28,7 @@ from merc.training.batching import absence_counts, build_dialogues, check_modali
 from merc.training.features import FEATURE_PROVIDERS, corpus_features, feature_dims, resolve_encoders
 from merc.training.normalize import DEFAULT_STANDARDIZED, FeatureNormalizer
 from merc.training.plots import plot_confusion, plot_training_curve
+from merc.training.resume import completed_seed
 from merc.training.run import RunConfig, save_run
 from merc.training.trainer import TrainConfig, fit, score_dialogues
 
@@ -78,7 +79,8 @@ def run_experiment(*, dataset: str, data_dir: str, out: str | Path, model_config
                    encoders: dict[str, list[str]] | None = None, modality_dropout: dict[str, float] | None = None,
                    standardize: Sequence[str] = DEFAULT_STANDARDIZED, seeds: int = 1, media_dir: str | None = None,
                    progress: bool = True, corpus: Corpus | None = None,
-                   log: Callable[[str], None] | None = None) -> dict[str, Any]:
+                   log: Callable[[str], None] | None = None,
+                   resume: bool = False) -> dict[str, Any]:
     """``encoders[m]`` lists modality m's encoders (defaults per modality; ``text_encoder`` when text has
     none); ``modality_dropout[m]`` its training-time dropout probability; ``standardize`` the modalities
     z-scored with train-split statistics."""
@@ -115,8 +117,9 @@ def run_experiment(*, dataset: str, data_dir: str, out: str | Path, model_config
                        encoder_fingerprints=fingerprints, normalization=normalizer.to_dict(),
                        modality_dropout=modality_dropout, media_dir=str(media_dir or ""),
                        corpus_fingerprint=corpus_fingerprint, provenance=prov)
-        m = train_one_seed(run_dir, corpus, features, model_config, rc.train, rc, progress=progress,
-                           extraction=extraction)
+        m = completed_seed(run_dir, rc.to_dict()) if resume else None  # --resume: keep finished seeds
+        m = m or train_one_seed(run_dir, corpus, features, model_config, rc.train, rc, progress=progress,
+                                extraction=extraction)
         per_seed.append(m)
         line = f"seed {seed}: best epoch {m['best_epoch']}, dev wF1 {m['dev']['weighted_f1']:.4f}"
         if "test" in m:

@@ -1,25 +1,50 @@
-"""Prediction on new, unlabelled conversations: read them, encode, run the model, show a table or JSON,
-and draw an emotion timeline per conversation.
+"""Prediction on new conversations: read them through merc's validating readers, encode and run the model in
+bounded batches, show a table or JSON lines, write a predictions file and an emotion timeline per conversation.
 
 Input formats:
-- ``.jsonl``: one conversation per line, ``{"conversation_id": ..., "utterances": [{"speaker", "text", ...}]}``
-  (``utterance_id`` optional: ``<conversation_id>_u<i>`` is used when absent);
+- ``.jsonl``: one conversation per line, as in the generic corpus format (``merc.data.jsonl``), read by the
+  same validating reader: ``{"conversation_id": ..., "utterances": [{"speaker", "text", ...}]}``. Ids may be
+  absent here (``<file stem>_<line>``, ``<conversation_id>_u<i>`` are used); duplicate ids, empty or null text,
+  unknown fields and non-UTF-8 bytes are errors naming file and line. ``emotion`` (gold) is optional; media
+  fields (audio, video, start, end) are kept.
 - ``.txt``: ``Speaker: text`` per line, a blank line between conversations.
+
+Output per utterance (``--json`` on stdout, ``--output FILE.jsonl``): the utterance's original fields (the
+input's ``emotion`` untouched), ``gold`` (the input's emotion, when present), ``predicted`` and
+``probabilities``. Probabilities are checked finite: a model that yields NaN is an error, never a printed
+number. ``--output`` is appended one conversation at a time (flushed), so an interrupted run leaves a valid
+file; rerunning with the same ``--output`` skips the conversations already in it.
 """
 from __future__ import annotations
 
 import json
+import logging
+import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence, TextIO
+from typing import Any, Iterator, Sequence, TextIO
 
 import numpy as np
 
 from merc.data.schema import Conversation, CorpusError, Utterance
-from merc.errors import MissingFileError
+from merc.errors import IncompatibleRunError, InputError, MissingFileError, OutputExistsError
+
+log = logging.getLogger(__name__)
+
+BATCH_UTTERANCES = 1024  # encode and run at most this many utterances at a time (whole conversations)
 
 
-def read_conversations(path: str | Path) -> list[Conversation]:
+@dataclass
+class PredictInput:
+    """Conversations to label, and for each the original JSON object (ids filled in) to echo in the output."""
+    conversations: list[Conversation]
+    raw: list[dict[str, Any]]
+
+
+# reading
+
+def read_input(path: str | Path) -> PredictInput:
     path = Path(path)
     if not path.exists():
         raise MissingFileError(f"{path}: no such file")
@@ -27,37 +52,29 @@ def read_conversations(path: str | Path) -> list[Conversation]:
         return _read_jsonl(path)
     if path.suffix == ".txt":
         return _read_txt(path)
-    raise CorpusError(f"{path}: unknown input format {path.suffix!r}; expected .jsonl or .txt")
+    raise InputError(f"{path}: unknown input format {path.suffix!r}; expected .jsonl or .txt")
 
 
-def _read_jsonl(path: Path) -> list[Conversation]:
-    convs = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise CorpusError(f"{path}:{n}: not valid JSON ({e.msg} at column {e.colno}); expected one conversation "
-                              "object per line") from None
-        if not isinstance(obj, dict) or not isinstance(obj.get("utterances"), list) or not obj["utterances"]:
-            raise CorpusError(f"{path}:{n}: expected an object with a non-empty 'utterances' list, got {line[:80]!r}")
-        cid = str(obj.get("conversation_id", f"conversation{len(convs)}"))
-        utts = []
-        for i, u in enumerate(obj["utterances"]):
-            missing = [k for k in ("speaker", "text") if not isinstance(u, dict) or k not in u]
-            if missing:
-                raise CorpusError(f"{path}:{n}: utterance {i} of {cid!r} lacks {missing}; each utterance needs "
-                                  "'speaker' and 'text'")
-            utts.append(Utterance(utterance_id=str(u.get("utterance_id", f"{cid}_u{i}")), speaker=str(u["speaker"]),
-                                  text=str(u["text"]), emotion=u.get("emotion")))
-        convs.append(Conversation(cid, "predict", utts))
+def read_conversations(path: str | Path) -> list[Conversation]:
+    return read_input(path).conversations
+
+
+def _read_jsonl(path: Path) -> PredictInput:
+    from merc.data.jsonl import iter_jsonl_file
+    convs, raws = [], []
+    for _, raw, conv in iter_jsonl_file(path, "predict", fill_ids=True):
+        raw = {"conversation_id": conv.conversation_id, **raw}
+        raw["utterances"] = [{"utterance_id": u.utterance_id, **r}
+                             for u, r in zip(conv, raw["utterances"], strict=True)]
+        convs.append(conv)
+        raws.append(raw)
     if not convs:
-        raise CorpusError(f"{path}: no conversations found")
-    return convs
+        raise CorpusError(f"{path}: no conversations found; expected one conversation object per line")
+    return PredictInput(convs, raws)
 
 
-def _read_txt(path: Path) -> list[Conversation]:
+def _read_txt(path: Path) -> PredictInput:
+    from merc.data.textio import read_lines
     convs: list[Conversation] = []
     current: list[Utterance] = []
 
@@ -69,53 +86,203 @@ def _read_txt(path: Path) -> list[Conversation]:
             convs.append(Conversation(cid, "predict", list(current)))
             current.clear()
 
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for n, line in read_lines(path):
         if not line.strip():
             close()
             continue
         speaker, sep, text = line.partition(":")
         if not sep or not speaker.strip():
             raise CorpusError(f"{path}:{n}: expected 'Speaker: text', got {line[:80]!r}")
+        if not text.strip():
+            raise CorpusError(f"{path}:{n}: speaker {speaker.strip()!r} has empty text; expected 'Speaker: text'")
         current.append(Utterance("", speaker.strip(), text.strip()))
     close()
     if not convs:
-        raise CorpusError(f"{path}: no conversations found")
-    return convs
+        raise CorpusError(f"{path}: no conversations found; expected 'Speaker: text' lines")
+    raws = [{"conversation_id": c.conversation_id,
+             "utterances": [{"utterance_id": u.utterance_id, "speaker": u.speaker, "text": u.text} for u in c]}
+            for c in convs]
+    return PredictInput(convs, raws)
+
+
+# output records
+
+def prediction_record(raw: dict[str, Any], conv: Conversation, probs: np.ndarray, labels: Sequence[str]) -> dict:
+    """The output object of one conversation: original fields + gold, predicted, probabilities per utterance."""
+    utts = []
+    for r, u, p in zip(raw["utterances"], conv, probs, strict=True):
+        rec = dict(r)
+        if u.emotion is not None:
+            rec["gold"] = u.emotion
+        rec["predicted"] = labels[int(p.argmax())]
+        rec["probabilities"] = {lab: round(float(x), 4) for lab, x in zip(labels, p, strict=True)}
+        utts.append(rec)
+    return {**{k: v for k, v in raw.items() if k != "utterances"}, "utterances": utts}
 
 
 def format_table(conv: Conversation, probs: np.ndarray, labels: Sequence[str]) -> str:
+    """One row per utterance: speaker │ text │ [gold │] predicted p (runner-up); gold only when the input has it."""
+    gold = any(u.emotion is not None for u in conv)
     rows = [f"── {conv.conversation_id} " + "─" * max(0, 60 - len(conv.conversation_id))]
-    for u, p in zip(conv.utterances, probs):
+    if gold:
+        rows.append(f"{'speaker':>12} │ {'text':<48} │ {'gold':>8} │ predicted")
+    for u, p in zip(conv.utterances, probs, strict=True):
         k = int(p.argmax())
         top2 = np.argsort(-p)[:2]
-        alt = f"{labels[top2[1]]} {p[top2[1]]:.2f}"
+        alt = f"{labels[top2[1]]} {p[top2[1]]:.2f}" if len(labels) > 1 else ""
         text = u.text if len(u.text) <= 48 else u.text[:45] + "..."
-        rows.append(f"{u.speaker[:12]:>12} │ {text:<48} │ {labels[k]:>8} {p[k]:.2f}  ({alt})")
+        pred = f"{labels[k]:>8} {p[k]:.2f}  ({alt})"
+        if gold:
+            mark = " " if u.emotion is None or u.emotion == labels[k] else "✗"
+            rows.append(f"{u.speaker[:12]:>12} │ {text:<48} │ {u.emotion or '-':>8} │{mark}{pred}")
+        else:
+            rows.append(f"{u.speaker[:12]:>12} │ {text:<48} │ {pred}")
     return "\n".join(rows)
 
 
+def check_finite(probs: np.ndarray, conv: Conversation, run_path: Path) -> None:
+    bad = ~np.isfinite(probs).all(axis=1)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise IncompatibleRunError(
+            f"{run_path}: the model gave non-finite probabilities for {int(bad.sum())} utterance(s) of conversation "
+            f"{conv.conversation_id!r} (first: {conv.utterances[i].utterance_id!r}); the run's weights or its text "
+            "encoder are broken — check the run with `merc evaluate` or retrain")
+
+
+def speaker_slot_warning(conv: Conversation, max_speakers: int) -> str | None:
+    speakers = conv.speakers
+    if len(speakers) <= max_speakers:
+        return None
+    shared = speakers[max_speakers - 1:]
+    return (f"conversation {conv.conversation_id!r} has {len(speakers)} speakers but the model has "
+            f"{max_speakers} speaker slots: {', '.join(repr(s) for s in shared[:6])}"
+            f"{' …' if len(shared) > 6 else ''} ({len(shared)} speakers) share the last slot, so the model "
+            "cannot tell them apart")
+
+
+def _done_in_output(output: Path, input_ids: set[str], labels: Sequence[str]) -> set[str]:
+    """Conversation ids already in ``output`` (a predictions file from an earlier, maybe interrupted, run).
+    A partial last line (a run killed while writing) is cut off; anything else that does not fit is an error."""
+    data = output.read_bytes()
+    *complete, tail = data.split(b"\n")
+    done: set[str] = set()
+
+    def parse(line: bytes, n: int) -> str | None:
+        try:
+            obj = json.loads(line)
+            cid, probs = obj["conversation_id"], obj["utterances"][0]["probabilities"]
+        except (ValueError, KeyError, IndexError, TypeError):
+            return None
+        if cid not in input_ids:
+            raise OutputExistsError(f"{output}:{n}: conversation {cid!r} is not in the input, so this file holds "
+                                    "predictions for other conversations; pass --overwrite to replace it or choose "
+                                    "another --output")
+        if list(probs) != list(labels):
+            raise OutputExistsError(f"{output}:{n}: predictions over labels {list(probs)}, but this run predicts "
+                                    f"{list(labels)}; pass --overwrite to replace the file or choose another --output")
+        return cid
+
+    for n, line in enumerate(complete, 1):
+        if not line.strip():
+            continue
+        cid = parse(line, n)
+        if cid is None:
+            raise OutputExistsError(f"{output}:{n}: not a merc predictions line; pass --overwrite to replace "
+                                    "the file or choose another --output")
+        done.add(cid)
+    if tail.strip():  # no newline at the end: the last write was interrupted (or the file was edited)
+        cid = parse(tail, len(complete) + 1)
+        with open(output, "r+b") as f:
+            if cid is None:
+                log.warning("%s: dropping an incomplete last line left by an interrupted run", output)
+                f.truncate(len(data) - len(tail))
+            else:
+                f.seek(0, os.SEEK_END)
+                f.write(b"\n")
+                done.add(cid)
+    return done
+
+
+def _chunks(convs: Sequence[Conversation], max_utterances: int) -> Iterator[list[int]]:
+    """Indices of consecutive conversations, at most ``max_utterances`` utterances per chunk (a longer
+    conversation is a chunk of its own: the model needs its whole context)."""
+    chunk: list[int] = []
+    size = 0
+    for i, c in enumerate(convs):
+        if chunk and size + len(c) > max_utterances:
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(i)
+        size += len(c)
+    if chunk:
+        yield chunk
+
+
 def predict_file(run_dir, input_path, *, out_dir: str | Path | None = "predictions", as_json: bool = False,
-                 plots: bool = True, stream: TextIO | None = None, run=None) -> list[dict]:
-    from merc.training.plots import plot_timeline
+                 plots: bool = True, stream: TextIO | None = None, run=None, output: str | Path | None = None,
+                 overwrite: bool = False, progress: bool = False, batch_utterances: int = BATCH_UTTERANCES,
+                 per_page: int | None = None) -> list[dict]:
+    """Label every utterance of ``input_path``; returns the output record of each conversation labelled now."""
+    from tqdm.auto import tqdm
+
     from merc.training.run import from_pretrained
+    from merc.training.timeline import PER_PAGE, NameAllocator, write_timelines
+    if batch_utterances < 1:
+        raise InputError(f"--batch-utterances must be >= 1, got {batch_utterances}")
     stream = stream or sys.stdout
     run = run or from_pretrained(run_dir)
-    convs = read_conversations(input_path)
-    probs = run.predict(convs)
-    results = []
-    for conv, p in zip(convs, probs):
-        utts = [{"utterance_id": u.utterance_id, "speaker": u.speaker, "text": u.text,
-                 "emotion": run.labels[int(pi.argmax())],
-                 "probabilities": {lab: round(float(x), 4) for lab, x in zip(run.labels, pi)}}
-                for u, pi in zip(conv.utterances, p)]
-        results.append({"conversation_id": conv.conversation_id, "utterances": utts})
-        if as_json:
-            stream.write(json.dumps(results[-1]) + "\n")
-        else:
-            stream.write(format_table(conv, p, run.labels) + "\n")
-        if plots and out_dir is not None:
-            Path(out_dir).mkdir(parents=True, exist_ok=True)
-            png = plot_timeline(conv, p, run.labels, Path(out_dir) / f"{conv.conversation_id}_timeline.png")
-            if not as_json:
-                stream.write(f"   timeline: {png}\n")
+    data = read_input(input_path)
+    convs = data.conversations
+    done: set[str] = set()
+    out_file = None
+    if output is not None:
+        output = Path(output)
+        if output.exists() and not overwrite:
+            done = _done_in_output(output, {c.conversation_id for c in convs}, run.labels)
+            if done:
+                log.warning("%s: resuming: %d of %d conversations already predicted there are skipped",
+                            output, len(done), len(convs))
+        output.parent.mkdir(parents=True, exist_ok=True)
+        out_file = open(output, "a" if done else "w", encoding="utf-8")
+    names = NameAllocator()
+    stems = [names.stem(c.conversation_id) for c in convs]  # over all conversations: stable across resumes
+    todo = [i for i, c in enumerate(convs) if c.conversation_id not in done]
+    max_speakers = run.config.model.max_speakers
+    results: list[dict] = []
+    bar = tqdm(total=sum(len(convs[i]) for i in todo), unit="utt", desc="predict", disable=not progress,
+               file=sys.stderr)
+    try:
+        for chunk in _chunks([convs[i] for i in todo], batch_utterances):
+            idx = [todo[j] for j in chunk]
+            batch = [convs[i] for i in idx]
+            for c in batch:
+                warning = speaker_slot_warning(c, max_speakers)
+                if warning:
+                    log.warning(warning)
+            probs = run.predict(batch)  # per conversation (seq_len, n_classes)
+            for i, conv, p in zip(idx, batch, probs, strict=True):
+                check_finite(p, conv, run.path)
+                rec = prediction_record(data.raw[i], conv, p, run.labels)
+                line = json.dumps(rec, ensure_ascii=False, allow_nan=False)
+                results.append(rec)
+                if out_file is not None:
+                    out_file.write(line + "\n")
+                    out_file.flush()
+                if as_json:
+                    print(line, file=stream, flush=True)
+                else:
+                    print(format_table(conv, p, run.labels), file=stream)
+                if plots and out_dir is not None:
+                    pngs = write_timelines(conv, p, run.labels, out_dir, stems[i], per_page=per_page or PER_PAGE)
+                    if not as_json:
+                        where = pngs[0] if len(pngs) == 1 else f"{len(pngs)} pages, {pngs[0]} … {pngs[-1].name}"
+                        print(f"   timeline: {where}", file=stream)
+                bar.update(len(conv))
+            if out_file is not None:
+                os.fsync(out_file.fileno())
+    finally:
+        bar.close()
+        if out_file is not None:
+            out_file.close()
     return results

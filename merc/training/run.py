@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-from safetensors.torch import load_file
 from safetensors.torch import save as st_save
 
 from merc.data.schema import Conversation, Corpus
@@ -31,6 +30,7 @@ from merc.training.batching import Dialogue, build_dialogues
 from merc.training.features import check_fingerprints, encoder_features
 from merc.training.normalize import FeatureNormalizer
 from merc.training.trainer import TrainConfig, predict_dialogues
+from merc.training.weights import load_into, record_checksum
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +112,7 @@ def save_run(run_dir: str | Path, model: DialogueModel, config: RunConfig, label
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(run_dir / "model.safetensors",
                        st_save({k: v.contiguous() for k, v in model.state_dict().items()}))
+    record_checksum(run_dir)  # checksums.json: sha256 of the weights, verified by from_pretrained
     write_json(run_dir / "config.json", config.to_dict())
     write_json(run_dir / "labels.json", list(labels))
     if metrics is not None:
@@ -146,7 +147,7 @@ class TrainedRun:
         config = RunConfig.from_dict(json.loads((path / "config.json").read_text()), source=path / "config.json")
         labels = json.loads((path / "labels.json").read_text())
         model = build_model(config.model)
-        model.load_state_dict(load_file(str(path / "model.safetensors")))
+        load_into(model, path)  # checksum (when recorded), parse, finite values: IncompatibleRunError otherwise
         model.eval()
         return cls(model, labels, config, path)
 
