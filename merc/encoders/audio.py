@@ -35,7 +35,15 @@ from pathlib import Path
 
 import numpy as np
 
-from merc.encoders.base import EncodeSkip, MediaEncoder, _spec_found, media_key, media_segment, register_encoder, require
+from merc.encoders.base import (
+    EncodeSkip,
+    MediaEncoder,
+    _spec_found,
+    media_key,
+    media_segment,
+    register_encoder,
+    require,
+)
 from merc.errors import MissingDependencyError
 from merc.io import file_digest
 
@@ -58,7 +66,7 @@ def audio_source(u) -> tuple[str | None, float | None, float | None]:
 @dataclass
 class AudioConfig:
     min_seconds: float = 0.1  # shorter decoded audio is absent ("too short")
-    max_seconds: float | None = 60.0  # longer audio is cut to its first max_seconds (MELD has minutes-long clips)
+    max_seconds: float | None = 30.0  # longer audio: its first 30 s (MELD has minutes-long clips; = QC speaker check)
 
 
 class AudioEncoder(MediaEncoder):

@@ -61,7 +61,8 @@ def store_root(root: str | Path | None = None) -> Path:
 
 def reason_kind(reason: str) -> str:
     """A reason without its file names and numbers, for counting ("no face in N/N sampled frames of <file>")."""
-    r = re.sub(r"(?=[^\s:]*[A-Za-z])[^\s:]*[/\\][^\s:]*|\S+\.(?:mp4|avi|wav|mkv|mov|webm|flac|mp3|m4a)\b", "<file>", reason)
+    path = r"(?=[^\s:]*[A-Za-z])[^\s:]*[/\\][^\s:]*|\S+\.(?:mp4|avi|wav|mkv|mov|webm|flac|mp3|m4a)\b"
+    r = re.sub(path, "<file>", reason)
     r = re.sub(r"\d+(?:\.\d+)?", "N", r)
     r = re.sub(r"utterance \S+", "utterance <id>", r)
     return r.strip()
@@ -213,8 +214,8 @@ class FeatureStore:
                     raise RuntimeError(f"encoder {encoder.name!r} returned {X.shape} (or non-finite values) for "
                                        f"{len(batch)} utterances; expected ({len(batch)}, {dim}) float32")
                 bkeys = [keys[i] for i in batch]
-                payload = _npz_bytes(keys=np.array(json.dumps(bkeys)), X=X,
-                                     present=np.asarray(res.present, np.uint8), reasons=np.array(json.dumps(res.reasons)))
+                payload = _npz_bytes(keys=np.array(json.dumps(bkeys)), X=X, present=np.asarray(res.present, np.uint8),
+                                     reasons=np.array(json.dumps(res.reasons)))
                 while (pending / f"chunk_{n_done:05d}.npz").exists():
                     n_done += 1
                 atomic_write_bytes(pending / f"chunk_{n_done:05d}.npz", payload)
@@ -245,6 +246,42 @@ class FeatureStore:
             log.info("%s/%s %s: %d of %d utterances absent (%s)", corpus_name, split, encoder.name,
                      feats.summary()["absent"], len(ids), feats.summary()["reasons"])
         return feats
+
+
+def seed_rows(store: FeatureStore, corpus_name: str, split: str, utts: Sequence, encoder: Encoder,
+              rows: dict[str, tuple[np.ndarray, bool, str | None]]) -> int:
+    """Put rows computed elsewhere (utterance id -> (x (dim,), present, reason)), e.g. by ``merc qc``, into
+    the store as if ``encoder`` had extracted them; the next :meth:`FeatureStore.get` reuses them. Rows whose
+    content key the store already holds are skipped. Returns how many were written."""
+    folder = store.folder(corpus_name, split, encoder)
+    final = store._load_final(folder, encoder.dim)
+    have = set(final[0]["keys"]) if final is not None else set()
+    have |= set(store._load_pending(folder, encoder.dim))
+    keys, X, present, reasons = [], [], [], []
+    for u in utts:
+        if u.utterance_id not in rows:
+            continue
+        k = encoder.content_key(u)
+        if k in have:
+            continue
+        x, ok, r = rows[u.utterance_id]
+        x = np.asarray(x, np.float32).reshape(-1)
+        if x.shape != (encoder.dim,) or not np.isfinite(x).all():
+            raise ValueError(f"seeded row for {u.utterance_id} has shape {x.shape}, expected ({encoder.dim},)")
+        have.add(k)
+        keys.append(k)
+        X.append(x if ok else np.zeros(encoder.dim, np.float32))
+        present.append(bool(ok))
+        reasons.append(None if ok else (r or "absent"))
+    if keys:
+        pending = folder / PENDING
+        n = 0
+        while (pending / f"chunk_{n:05d}.npz").exists():
+            n += 1
+        atomic_write_bytes(pending / f"chunk_{n:05d}.npz",
+                           _npz_bytes(keys=np.array(json.dumps(keys)), X=np.stack(X),
+                                      present=np.asarray(present, np.uint8), reasons=np.array(json.dumps(reasons))))
+    return len(keys)
 
 
 def _meta(index: dict[str, Any]) -> dict[str, Any]:

@@ -34,7 +34,7 @@ from typing import Callable, Iterable
 import numpy as np
 from tqdm.auto import tqdm
 
-from merc.encoders.base import EncodeResult, Encoder
+from merc.encoders.base import Encoder, EncodeResult
 
 MPNET_DIRNAME = "all-mpnet-base-v2"
 MPNET_PARTS = 5
