@@ -66,7 +66,7 @@ def main() -> int:
     ap.add_argument("--dialogues", type=int, default=12)
     ap.add_argument("--utts", type=int, default=6, help="utterances per dialogue")
     ap.add_argument("--speakers", type=int, default=4)
-    ap.add_argument("--threads", type=int, default=2, help="torch threads (fer always runs on 1)")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads (fer and resemblyzer run on 1, set inside)")
     ap.add_argument("--work", default=None, help="folder for the corpus (default: a temporary one)")
     ap.add_argument("--out", default=str(RESULTS / "extract_speed"))
     args = ap.parse_args()
@@ -127,8 +127,8 @@ def main() -> int:
              f"- data: {len(utts)} clips from `merc.qc.synth` (espeak-ng speech, face photos, "
              "320x240 H.264 + AAC mp4), "
              f"{audio_s:.1f} s of audio, {out['mean_clip_seconds']} s per clip on average; faces sampled at 1 fps",
-             f"- torch threads {args.threads} (fer: 1, set inside the encoder); decoding included, model loading "
-             "excluded (shown apart, with one warm-up utterance)", "",
+             f"- torch threads {args.threads} (fer, resemblyzer: 1, set inside the encoders); decoding included, "
+             "model loading excluded (shown apart, with one warm-up utterance)", "",
              "- wall-clock figures suffer from the other jobs on the machine (see the load averages); the "
              "'CPU' columns divide by the CPU time this process used instead (all its threads), which is "
              "roughly what one free core would need", "",

@@ -113,6 +113,7 @@ class ResemblyzerEncoder(AudioEncoder):
     dim = 256
     description = "speaker identity (GE2E d-vector, resemblyzer; unit norm)"
     install_hint = "pip install --no-deps resemblyzer; pip install webrtcvad-wheels librosa"
+    torch_threads = 1
 
     def __init__(self, config: AudioConfig | None = None):
         super().__init__(config)

@@ -176,9 +176,24 @@ class MediaEncoder(Encoder):
 
     Subclasses implement ``_encode_one(u) -> (dim,)`` and raise :class:`EncodeSkip` (or
     ``merc.media.MediaError``) with a one-line reason when an utterance has no usable input.
+    ``torch_threads``: torch models on one small input at a time run faster on 1 thread (measured here:
+    resemblyzer 0.43 s per clip with 1 thread, 4.5 s with 2 on the shared machine); set while encoding.
     """
 
+    torch_threads: int | None = None
+
     def encode_batch(self, utterances: Sequence, *, progress: bool = False) -> EncodeResult:
+        if self.torch_threads is None:
+            return self._encode_all(utterances, progress)
+        import torch
+        n = torch.get_num_threads()
+        torch.set_num_threads(self.torch_threads)
+        try:
+            return self._encode_all(utterances, progress)
+        finally:
+            torch.set_num_threads(n)
+
+    def _encode_all(self, utterances: Sequence, progress: bool) -> EncodeResult:
         from tqdm.auto import tqdm
 
         from merc.media.decode import MediaError

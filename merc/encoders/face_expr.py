@@ -87,7 +87,6 @@ class FaceFrameEncoder(MediaEncoder):
 
     modality = "face"
     needs = ("video", "segment", "face_track")
-    torch_threads: int | None = None  # set for torch models: tiny tensors run faster on one thread
 
     def __init__(self, config: FaceFrameConfig | None = None, *, speaker_tracks: str | Path | dict | None = None):
         self.config = config or FaceFrameConfig()
@@ -143,17 +142,6 @@ class FaceFrameEncoder(MediaEncoder):
         if not seen:
             raise EncodeSkip(f"no face in 0/{len(frames)} sampled frames of {Path(u.video).name}")
         return np.mean(np.stack([self._embed_face(img, box) for img, box in seen]), axis=0)
-
-    def encode_batch(self, utterances, *, progress: bool = False):
-        if self.torch_threads is None:
-            return super().encode_batch(utterances, progress=progress)
-        import torch
-        n = torch.get_num_threads()
-        torch.set_num_threads(self.torch_threads)
-        try:
-            return super().encode_batch(utterances, progress=progress)
-        finally:
-            torch.set_num_threads(n)
 
     def _embed_face(self, image: np.ndarray, box: Box) -> np.ndarray:  # (H, W, 3), box -> (dim,)
         raise NotImplementedError
