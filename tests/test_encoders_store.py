@@ -204,3 +204,22 @@ def test_modality_block_concatenates_and_masks(tmp_path):
 def test_reason_kind_drops_files_and_numbers():
     assert reason_kind("missing file /data/MELD/train_splits/dia3_utt1.mp4") == "missing file <file>"
     assert reason_kind("no face in 0/4 sampled frames of dia3_utt1.mp4") == "no face in N/N sampled frames of <file>"
+
+
+def test_modality_block_standardizes_with_train_statistics(tmp_path):
+    corpus = make_corpus(tmp_path, missing={3})
+    store = FeatureStore(tmp_path / "store")
+    std_enc = FakeAudio(name="smile")
+    std_enc.standardize = True
+    b = extract_modality(corpus, "train", "audio", [std_enc, FakeAudio(name="raw", fingerprint="r")],
+                         store=store, progress=False)
+    stds = b.fit_standardizers()
+    assert list(stds) == ["smile"] and stds["smile"].n == 10
+    z = b.standardized(stds)
+    np.testing.assert_allclose(z.X[z.present][:, :4].mean(0), 0, atol=1e-5)
+    np.testing.assert_array_equal(z.X[:, 4:], b.X[:, 4:])  # the other encoder is left alone
+    np.testing.assert_array_equal(z.X[3], 0.0)
+    X, present = z.take(["train_dia0_utt3", "train_dia0_utt0"])
+    assert X.shape == (2, 8) and present.tolist() == [False, True]
+    with pytest.raises(KeyError, match="nope"):
+        z.take(["nope"])

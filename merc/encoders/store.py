@@ -44,6 +44,7 @@ from tqdm.auto import tqdm
 from merc.data.schema import Corpus
 from merc.encoders.base import Encoder
 from merc.encoders.cache import Features, _safe
+from merc.encoders.standardize import Standardizer
 from merc.io import atomic_write_bytes, write_json
 
 log = logging.getLogger(__name__)
@@ -307,6 +308,34 @@ class ModalityBlock:
     reasons: list[str | None]
     parts: dict[str, ModalityFeatures] = field(default_factory=dict)  # encoder name -> its features
 
+    def take(self, ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Rows and presence for ``ids`` in the given order: ``(len(ids), dim)``, ``(len(ids),)``."""
+        index = {u: i for i, u in enumerate(self.ids)}
+        missing = [u for u in ids if u not in index]
+        if missing:
+            raise KeyError(f"utterance {missing[0]!r} is not in these {self.modality} features ({len(self.ids)} "
+                           f"utterances)")
+        rows = np.asarray([index[u] for u in ids], np.int64)
+        return self.X[rows], self.present[rows]
+
+    def fit_standardizers(self) -> dict[str, Standardizer]:
+        """Per-encoder statistics (present rows) for the parts that need them (``standardize`` encoders).
+        Call on the *train* block only; keep ``{name: s.to_dict()}`` in the run config."""
+        return {n: Standardizer.fit(p.X, p.present) for n, p in self.parts.items() if p.meta.get("standardize")}
+
+    def standardized(self, standardizers: dict[str, Standardizer]) -> "ModalityBlock":
+        """A copy whose parts named in ``standardizers`` are standardised (absent rows stay zero)."""
+        cols = []
+        for n, p in self.parts.items():
+            cols.append(standardizers[n].transform(p.X, p.present) if n in standardizers else p.X)
+        X = np.concatenate(cols, axis=1)
+        X[~self.present] = 0.0
+        return ModalityBlock(self.modality, self.ids, X, self.present, self.reasons, self.parts)
+
+    @property
+    def dims(self) -> dict[str, int]:
+        return {n: p.dim for n, p in self.parts.items()}
+
     def summary(self) -> dict[str, Any]:
         kinds = Counter(reason_kind(r or "absent") for r, p in zip(self.reasons, self.present) if not p)
         return {"modality": self.modality, "n": len(self.ids), "present": int(self.present.sum()),
@@ -320,9 +349,10 @@ def extract_modality(corpus: Corpus, split: str, modality: str, encoders: Sequen
     """All ``encoders`` of ``modality`` on ``corpus``/``split``, concatenated in the given order.
 
     An utterance is present for the modality only when every encoder has it (its reason is the
-    first absent encoder's, prefixed with the encoder name). Standardise with
-    :class:`merc.encoders.standardize.Standardizer` (fit on train) *per part* before concatenating
-    when an encoder has ``standardize = True``; ``parts`` keeps them separate for that.
+    first absent encoder's, prefixed with the encoder name). Encoders with ``standardize = True``
+    (egemaps, compare) need train-split statistics: ``stds = train_block.fit_standardizers()``, then
+    ``block.standardized(stds)`` for every split. ``encoder_options``: per encoder name, keyword
+    arguments of its factory (e.g. ``{"fer": {"speaker_tracks": qc_dir}}``).
     """
     store = store or FeatureStore()
     parts: dict[str, ModalityFeatures] = {}
