@@ -1,17 +1,18 @@
 """Stage-1 audio encoders: one vector per utterance from its speech (16 kHz mono, segment cut when given).
 
-=============  ======  ==============================================================  ==================
-name           dim     what it measures                                                speed here (2 cores)
-=============  ======  ==============================================================  ==================
-resemblyzer    256     GE2E d-vector: who is speaking (speaker identity), L2-normed   see bench below
-egemaps        88      openSMILE eGeMAPSv02 functionals: pitch, loudness, voice        see bench below
+=============  ======  ==============================================================  ========================
+name           dim     what it measures                                                × real time (wall / CPU)
+=============  ======  ==============================================================  ========================
+resemblyzer    256     GE2E d-vector: who is speaking (speaker identity), L2-normed   8.6× / 31×
+egemaps        88      openSMILE eGeMAPSv02 functionals: pitch, loudness, voice        7.9× / 23×
                        quality, spectral balance, rate (standard acoustic emotion set)
-compare        6373    openSMILE ComParE_2016 functionals (large brute-force set)      see bench below
+compare        6373    openSMILE ComParE_2016 functionals (large brute-force set)      8.7× / 26×
 wavlm          hidden  WavLM mean-pooled last layer (user's weights: path / hub name)  not measured (no weights)
 ecapa          192     SpeechBrain ECAPA-TDNN speaker embedding (user's weights)       not measured (no weights)
-=============  ======  ==============================================================  ==================
+=============  ======  ==============================================================  ========================
 
-Measured speeds (utterances/s, real-time factor) are in ``benchmarks/results/extract_speed.md``
+Speeds: 72 synthetic 3-s mp4 clips, decoding included, on this shared 2-core machine under a load
+average of ~13 (wall) and per CPU-second of this process (CPU); ``benchmarks/results/extract_speed.md``
 (``benchmarks/bench_extract.py``). ``egemaps`` and ``compare`` need standardising with train-split
 statistics (``standardize = True``, see :mod:`merc.encoders.standardize`).
 

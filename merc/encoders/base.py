@@ -295,7 +295,7 @@ def get_encoder(name: str, modality: str | None = None, **options) -> Encoder:
         return matches[0].factory(**options)
     if modality in (None, "text"):
         from merc.encoders.text import get_text_encoder
-        if matches or modality == "text":
+        if matches or modality == "text" or Path(name).expanduser().is_dir():
             return get_text_encoder(name, **options)
     names = ", ".join(f"{i.name} ({i.modality})" for i in available_encoders(modality))
     raise ConfigError(f"unknown {modality or ''} encoder {name!r}; registered: {names}")

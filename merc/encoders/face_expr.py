@@ -1,17 +1,18 @@
 """Stage-1 face encoders: frames at ``fps`` (default 1 per second) of the utterance's video, the labelled
 speaker's face in each, one vector per frame, mean-pooled over the utterance.
 
-===========  ====  =================================================================  =====================
-name         dim   what it measures                                                   speed here
-===========  ====  =================================================================  =====================
-dlib         128   face identity (dlib ResNet descriptor, 5-point aligned)            see bench below
-fer          135   facial expression: 7 FER2013 probabilities (angry, disgust, fear,  see bench below
+===========  ====  =================================================================  ========================
+name         dim   what it measures                                                   × real time (wall / CPU)
+===========  ====  =================================================================  ========================
+dlib         128   face identity (dlib ResNet descriptor, 5-point aligned)            1.6× / 4.6×
+fer          135   facial expression: 7 FER2013 probabilities (angry, disgust, fear,  5.1× / 14×
                    happy, sad, surprise, neutral) + the 128-d pooled mini-Xception
                    features before its last conv
 blendshapes  52    MediaPipe face blendshapes (optional extra; not implemented yet)   —
-===========  ====  =================================================================  =====================
+===========  ====  =================================================================  ========================
 
-Measured speeds are in ``benchmarks/results/extract_speed.md`` (``benchmarks/bench_extract.py``).
+Speeds at 1 fps on 72 synthetic 3-s 320x240 clips (decoding and HOG detection included), on this
+shared 2-core machine (load ~13; wall) and per CPU-second (CPU): ``benchmarks/results/extract_speed.md``.
 
 Which face: when ``merc qc`` ran, its ``speaker_tracks.json`` (``{utterance_id: {"times": [...],
 "boxes": [[x0, y0, x1, y1], ...], ...}}``, see :mod:`merc.qc.faces`) gives the labelled speaker's box
