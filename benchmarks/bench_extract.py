@@ -1,0 +1,160 @@
+"""Extraction throughput of the stage-1 audio and face encoders on synthetic clips.
+
+Builds a MELD-layout corpus with merc.testing.synth (espeak-ng voices, real face photos shipped by
+scikit-image/matplotlib, H.264 + AAC mp4 at 320x240, 10 fps; no faults), then times every audio and
+face encoder over all its clips (decoding included, model loading excluded and reported apart; one
+warm-up utterance first). Reported per encoder: utterances/s and the real-time factor, i.e. seconds of
+audio processed per second of wall time ("12x" = twelve times faster than real time). The issue's
+targets: the default audio encoders together >= 10x real time; faces at 1 fps >= 1x.
+
+    nice -n 5 .venv/bin/python benchmarks/bench_extract.py [--dialogues 12 --utts 6]
+writes benchmarks/results/extract_speed.md and extract_speed.json.
+
+The machine is shared (load average recorded): treat the figures as a lower bound of what a free
+2-core machine does.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from merc.io import atomic_write_text, write_json  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+ENCODERS = [("audio", "egemaps"), ("audio", "resemblyzer"), ("audio", "compare"), ("face", "dlib"), ("face", "fer")]
+DEFAULT_AUDIO = ("egemaps", "resemblyzer")
+PACKAGES = ["numpy", "torch", "av", "opensmile", "resemblyzer", "dlib-bin", "fer", "h5py"]
+
+
+def machine() -> dict:
+    model = ""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        model = next((ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Model name")), "")
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    root = Path(__file__).resolve().parents[1]
+    commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip()
+    dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "merc"], capture_output=True,
+                           text=True).stdout.strip()
+    vers = {}
+    for p in PACKAGES:
+        try:
+            vers[p] = metadata.version(p)
+        except metadata.PackageNotFoundError:
+            vers[p] = None
+    return {"cpu": model or platform.processor(), "cores": os.cpu_count(),
+            "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "python": platform.python_version(),
+            "commit": commit + (" (uncommitted changes in merc/)" if dirty else ""), "versions": vers}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dialogues", type=int, default=12)
+    ap.add_argument("--utts", type=int, default=6, help="utterances per dialogue")
+    ap.add_argument("--speakers", type=int, default=4)
+    ap.add_argument("--threads", type=int, default=2, help="torch threads (fer and resemblyzer run on 1, set inside)")
+    ap.add_argument("--work", default=None, help="folder for the corpus (default: a temporary one)")
+    ap.add_argument("--out", default=str(RESULTS / "extract_speed"))
+    args = ap.parse_args()
+
+    import torch
+
+    from merc.data import load_corpus
+    from merc.encoders.base import get_encoder
+    from merc.media.decode import probe
+    from merc.qc import synth
+    torch.set_num_threads(args.threads)
+    info = machine()
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="bench_extract-"))
+    t0 = time.perf_counter()
+    fx = synth.build_corpus_fixture(work, layout="meld", n_dialogues=args.dialogues, utts_per_dialogue=args.utts,
+                                    n_speakers=args.speakers, seed=0)
+    build_s = time.perf_counter() - t0
+    corpus = load_corpus("meld", fx.data_dir, fx.media_dir)
+    utts = [u for s in corpus.splits for u in corpus.utterances(s)]
+    audio_s = sum(probe(u.video).duration for u in utts)
+    print(f"{len(utts)} clips, {audio_s:.1f} s of audio (built in {build_s:.0f} s)", flush=True)
+
+    rows = []
+    for modality, name in ENCODERS:
+        t0 = time.perf_counter()
+        enc = get_encoder(name, modality)
+        enc.encode_batch(utts[:1])  # loads the model, warms caches
+        load_s = time.perf_counter() - t0
+        t0, c0 = time.perf_counter(), time.process_time()
+        res = enc.encode_batch(utts)
+        secs, cpu = time.perf_counter() - t0, time.process_time() - c0
+        row = {"encoder": name, "modality": modality, "dim": enc.dim, "n": len(utts),
+               "present": int(res.present.sum()), "seconds": round(secs, 2), "cpu_seconds": round(cpu, 2),
+               "load_seconds": round(load_s, 2), "utt_per_s": round(len(utts) / secs, 2),
+               "x_real_time": round(audio_s / secs, 2), "x_real_time_cpu": round(audio_s / cpu, 2),
+               "load_average_after": [round(x, 2) for x in os.getloadavg()]}
+        rows.append(row)
+        print(row, flush=True)
+
+    def together(names):
+        secs = sum(r["seconds"] for r in rows if r["encoder"] in names)
+        cpu = sum(r["cpu_seconds"] for r in rows if r["encoder"] in names)
+        return {"encoders": list(names), "seconds": round(secs, 2), "utt_per_s": round(len(utts) / secs, 2),
+                "x_real_time": round(audio_s / secs, 2), "x_real_time_cpu": round(audio_s / cpu, 2)}
+
+    groups = [together(DEFAULT_AUDIO), together(("egemaps", "resemblyzer", "compare")), together(("dlib", "fer"))]
+    cmd = "nice -n 5 .venv/bin/python benchmarks/" + Path(__file__).name + " " + " ".join(
+        shlex.quote(a) for a in sys.argv[1:])
+    out = {"machine": info, "command": cmd.strip(), "clips": len(utts), "audio_seconds": round(audio_s, 1),
+           "mean_clip_seconds": round(audio_s / len(utts), 2), "torch_threads": args.threads,
+           "encoders": rows, "groups": groups}
+    write_json(Path(args.out).with_suffix(".json"), out)
+
+    lines = ["# Stage-1 extraction throughput (synthetic clips)", "",
+             f"- machine: {info['cpu']}, {info['cores']} cores (shared; load average at start "
+             f"{info['load_average_at_start']}), Python {info['python']}",
+             f"- date: {info['date']}; commit {info['commit']}", f"- command: `{out['command']}`",
+             f"- data: {len(utts)} clips from `merc.testing.synth` (espeak-ng speech, face photos, "
+             "320x240 H.264 + AAC mp4), "
+             f"{audio_s:.1f} s of audio, {out['mean_clip_seconds']} s per clip on average; faces sampled at 1 fps",
+             f"- torch threads {args.threads} (fer, resemblyzer: 1, set inside the encoders); decoding included, "
+             "model loading excluded (shown apart, with one warm-up utterance)", "",
+             "- wall-clock figures suffer from the other jobs on the machine (see the load averages); the "
+             "'CPU' columns divide by the CPU time this process used instead (all its threads), which is "
+             "roughly what one free core would need", "",
+             "| encoder | modality | dim | utterances/s (wall) | × real time (wall) | × real time (CPU) | present | "
+             "load + warm-up s | load avg after |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['encoder']} | {r['modality']} | {r['dim']} | {r['utt_per_s']} | {r['x_real_time']} | "
+                     f"{r['x_real_time_cpu']} | {r['present']}/{r['n']} | {r['load_seconds']} | "
+                     f"{r['load_average_after'][0]} |")
+    lines += ["", "| together | utterances/s (wall) | × real time (wall) | × real time (CPU) |", "|---|---|---|---|"]
+    for g in groups:
+        lines.append(f"| {' + '.join(g['encoders'])} | {g['utt_per_s']} | {g['x_real_time']} | "
+                     f"{g['x_real_time_cpu']} |")
+    a, f = groups[0], groups[2]
+    lines += ["", "Targets (issue 12), judged on wall-clock time as measured here: default audio encoders together "
+              f"≥ 10× real time — {'met' if a['x_real_time'] >= 10 else 'NOT met'} ({a['x_real_time']}× wall, "
+              f"{a['x_real_time_cpu']}× CPU); faces at 1 fps ≥ 1× — "
+              f"{'met' if f['x_real_time'] >= 1 else 'NOT met'} ({f['x_real_time']}× wall, "
+              f"{f['x_real_time_cpu']}× CPU, "
+              "dlib + fer together).",
+              "", "WavLM and ECAPA are not measured: their weights are not available offline here."]
+    atomic_write_text(Path(args.out).with_suffix(".md"), "\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

