@@ -76,7 +76,7 @@ def main() -> int:
     from merc.data import load_corpus
     from merc.encoders.base import get_encoder
     from merc.media.decode import probe
-    from merc.qc import synth
+    from merc.testing import synth
     torch.set_num_threads(args.threads)
     info = machine()
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="bench_extract-"))

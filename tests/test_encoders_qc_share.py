@@ -18,8 +18,8 @@ pytest.importorskip("dlib")
 @pytest.fixture(scope="module")
 def qc_run(tmp_path_factory, espeak):
     from merc.qc.base import QCItem
-    from merc.qc.faces import FaceCheck
     from merc.qc.cache import MeasureCache, measure_key
+    from merc.qc.faces import FaceCheck
     from merc.qc.speaker import SpeakerIdentityCheck
     root = tmp_path_factory.mktemp("qcshare")
     faces = synth.face_images(2)

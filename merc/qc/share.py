@@ -38,8 +38,8 @@ def seed_store_from_qc(qc_dir: str | Path, corpus: Corpus, split: str, *, store=
     tracks) features of ``corpus``/``split`` from a QC run's measurement cache. Returns rows written per encoder."""
     from merc.encoders.audio import AudioConfig, ResemblyzerEncoder
     from merc.encoders.store import FeatureStore, seed_rows
-    from merc.qc.faces import FaceCheck, FaceCheckConfig
     from merc.qc.cache import MeasureCache, measure_key
+    from merc.qc.faces import FaceCheck, FaceCheckConfig
     from merc.qc.speaker import SpeakerCheckConfig, SpeakerIdentityCheck
 
     qc_dir = Path(qc_dir)
