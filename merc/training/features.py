@@ -34,10 +34,6 @@ log = logging.getLogger(__name__)
 MODALITIES = ("text", "audio", "face")
 DEFAULT_ENCODERS: dict[str, list[str]] = {"text": ["mpnet"], "audio": ["egemaps", "resemblyzer"],
                                           "face": ["fer", "dlib"]}
-# stage-1 encoder names by modality (issue 12), to name the modality of a misplaced encoder; text encoders
-# are open-ended (any sentence-transformers name or folder). At merge this reads the encoder registry.
-STAGE1_ENCODERS: dict[str, tuple[str, ...]] = {"audio": ("egemaps", "resemblyzer", "compare", "wavlm", "ecapa"),
-                                               "face": ("fer", "dlib", "blendshapes")}
 N_EXAMPLES = 5  # utterance ids kept per absence reason in the report
 
 
@@ -48,7 +44,32 @@ class ProvidedFeatures(NamedTuple):
 
 
 FeatureProvider = Callable[..., ProvidedFeatures]
-FEATURE_PROVIDERS: dict[str, FeatureProvider] = {}  # modality -> provider (audio, face)
+
+
+def stage1_encoders(modality: str) -> tuple[str, ...]:
+    """Names of the registered audio / face encoders (``merc encoder list``); text encoders are open-ended
+    (any sentence-transformers name or folder)."""
+    from merc.encoders.base import available_encoders
+    return tuple(i.name for i in available_encoders(modality))
+
+
+def store_provider(modality: str) -> FeatureProvider:
+    """The default provider of ``modality``: the registered encoder of that name through the feature store
+    (``merc.encoders.store``: resumable, keyed by clip content; a missing, corrupt, silent or faceless clip
+    is an absent row with its reason)."""
+    def provider(corpus: Corpus, split: str, name: str, *, media_dir: str | None = None,
+                 progress: bool = True) -> ProvidedFeatures:
+        from merc.encoders.store import extract_split
+        feats = extract_split(corpus, split, name, modality=modality, progress=progress)
+        table = {uid: (feats.X[i] if feats.present[i] else None) for i, uid in enumerate(feats.ids)}
+        reasons = {uid: r for uid, r in zip(feats.ids, feats.reasons) if r}
+        return ProvidedFeatures(table, reasons, str(feats.meta.get("fingerprint", "")))
+    provider.__name__ = f"store_provider_{modality}"
+    return provider
+
+
+# modality -> provider; tests and users may register their own (e.g. precomputed features)
+FEATURE_PROVIDERS: dict[str, FeatureProvider] = {"audio": store_provider("audio"), "face": store_provider("face")}
 
 
 def resolve_encoders(modalities: Sequence[str], encoders: Mapping[str, Sequence[str]] | None = None
@@ -69,12 +90,13 @@ def resolve_encoders(modalities: Sequence[str], encoders: Mapping[str, Sequence[
         if m == "text" and len(names) != 1:
             raise ConfigError(f"a run uses exactly one text encoder, got {names}")
         for name in names:
-            home = [k for k, known in STAGE1_ENCODERS.items() if name in known]
+            home = [k for k in ("audio", "face") if name in stage1_encoders(k)]
             if home and m not in home:
                 raise ConfigError(f"{name!r} is a {home[0]} encoder, not a {m} encoder "
                                   f"(use it with --{home[0]}-encoders)")
             if m != "text" and not home and name not in _provider_encoders(m):
-                raise ConfigError(f"unknown {m} encoder {name!r}; known: {list(STAGE1_ENCODERS[m])}")
+                raise ConfigError(f"unknown {m} encoder {name!r}; known: {list(stage1_encoders(m))} "
+                                  "(`merc encoder list`)")
         out[m] = names
     return out
 
