@@ -1,0 +1,1 @@
+"""Test and benchmark fixtures: synthetic corpora with known ground truth."""
