@@ -33,7 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from merc.io import write_json  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-MELD = Path(__file__).resolve().parents[2] / "shared" / "data" / "meld"
+# ../shared/data/meld next to the repository (or next to a folder of worktrees holding it)
+MELD = next((p / "shared" / "data" / "meld" for p in Path(__file__).resolve().parents[1:4]
+             if (p / "shared" / "data" / "meld").is_dir()), Path("../shared/data/meld"))
 
 
 def provenance() -> dict:
@@ -52,9 +54,9 @@ def cmd_generate(args: argparse.Namespace) -> None:
     cfg = MMCorpusConfig(train_dialogues=args.train_dialogues, dev_dialogues=args.dev_dialogues,
                          test_dialogues=args.test_dialogues, signal=args.signal, control=args.control,
                          defect_rate=args.defect_rate, seed=args.seed)
-    t0 = time.time()
+    t0, prov = time.time(), provenance()  # the commit the run starts from
     corpus = generate(args.out, args.source, cfg, workers=args.workers, cache_dir=args.cache_dir)
-    info = {**provenance(), "seconds": round(time.time() - t0, 1), "summary": corpus.summary}
+    info = {**prov, "seconds": round(time.time() - t0, 1), "summary": corpus.summary}
     write_json(Path(args.out) / "generation.json", info)
     s = corpus.summary
     print(f"{args.out}: {s['utterances']} utterances, {s['dialogues']} dialogues, "
