@@ -17,7 +17,6 @@ for the label and for the cue the generator drew. It writes benchmarks/results/m
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import platform
@@ -46,7 +45,8 @@ def provenance() -> dict:
                                 text=True).stdout.strip())
     return {"command": " ".join(shlex.quote(a) for a in sys.argv), "commit": commit + ("+dirty" if dirty else ""),
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}"}
+            "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cores, "
+                       f"Python {platform.python_version()}"}
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
@@ -82,6 +82,7 @@ def main(argv: list[str] | None = None) -> None:
     c = sub.add_parser("check", help="separability of the cues; writes benchmarks/results/mm_corpus.md")
     c.add_argument("corpora", nargs="+")
     c.add_argument("--results", default=str(RESULTS))
+    c.add_argument("--max-train", type=int, default=800, help="train clips used (seeded subset); all dev clips")
     args = ap.parse_args(argv)
     if args.cmd == "generate":
         cmd_generate(args)

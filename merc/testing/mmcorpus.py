@@ -88,6 +88,7 @@ class MMCorpusConfig:
     defect_rate: float = 0.02  # fraction of utterances with a defect, split evenly over defect_kinds
     defect_kinds: tuple[str, ...] = DEFECTS
     n_main: int = 6  # the most frequent speakers get their own voice and face; the rest share a pool
+    n_faces: int = 38  # face identities used (merc.qc.synth.face_images finds 38 distinct ones with dlib)
     expression_strength: float = 1.0
     fps: int = 5
     size: int = 224
@@ -169,7 +170,7 @@ def plan_corpus(source_dir: str | os.PathLike, cfg: MMCorpusConfig) -> list[dict
     n = {"train": cfg.train_dialogues, "dev": cfg.dev_dialogues, "test": cfg.test_dialogues}
     chosen = {s: select_dialogues(src.splits[s], n[s], rng, cfg.selection_tries) for s in ("train", "dev", "test")}
     speakers = Counter(u.speaker for convs in chosen.values() for c in convs for u in c.utterances)
-    cast = assign_cast(speakers, cfg.n_main, len(face_images(64)))
+    cast = assign_cast(speakers, cfg.n_main, cfg.n_faces)
     a_sig = cfg.signal if cfg.audio_signal is None else cfg.audio_signal
     f_sig = cfg.signal if cfg.face_signal is None else cfg.face_signal
     plan: list[dict[str, Any]] = []
@@ -243,9 +244,12 @@ _FACES: dict[tuple[int, str], np.ndarray] = {}  # (face index, emotion) -> RGB i
 
 def prepare_faces(plan: list[dict[str, Any]], strength: float) -> dict[str, int]:
     """Warp each (face, emotion) the plan needs once; returns counts of warps dlib still detects as 1 face."""
-    import dlib  # noqa: F401  (a clear ImportError before the warps)
     from merc.testing.expression import dlib_landmarker
-    faces = face_images(64)
+    need = 1 + max(p["face"] for p in plan)
+    faces = face_images(need)
+    if len(faces) < need:
+        raise ConfigError(f"the plan uses {need} face identities but only {len(faces)} were found; "
+                          f"lower MMCorpusConfig.n_faces to {len(faces)}")
     detector, _ = dlib_landmarker()
     stats: Counter = Counter()
     for f, e in sorted({(p["face"], p["face_emotion"]) for p in plan}):
