@@ -19,9 +19,9 @@ if shutil.which("espeak-ng") is None:
 
 from merc.data import load_corpus  # noqa: E402
 from merc.media import MediaError, load_audio, load_frames, probe  # noqa: E402
-from merc.testing.synth import MELD_COLUMNS  # noqa: E402
 from merc.testing.expression import landmarks  # noqa: E402
 from merc.testing.mmcorpus import PROSODY, MMCorpusConfig, generate, plan_corpus  # noqa: E402
+from merc.testing.synth import MELD_COLUMNS  # noqa: E402
 
 TEXTS = {"joy": "This is the best day of my whole life!", "sadness": "I miss her so much, it is over.",
          "anger": "Get out of my apartment right now!", "neutral": "The coffee house opens at nine.",

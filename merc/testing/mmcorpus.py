@@ -56,8 +56,16 @@ from merc.data.schema import Conversation
 from merc.errors import ConfigError, MissingDependencyError
 from merc.io import atomic_write_bytes, atomic_write_text, write_json
 from merc.media.decode import load_audio
-from merc.testing.synth import MELD_COLUMNS, MELD_MEDIA, VOICES, _meld_time, face_images, make_clip, make_video_only_clip
 from merc.testing.expression import EMOTIONS, express, landmarks
+from merc.testing.synth import (
+    MELD_COLUMNS,
+    MELD_MEDIA,
+    VOICES,
+    _meld_time,
+    face_images,
+    make_clip,
+    make_video_only_clip,
+)
 
 log = logging.getLogger(__name__)
 
