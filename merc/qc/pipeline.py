@@ -78,6 +78,9 @@ class QCConfig:
         ``calibrate_alignment`` on true vs deranged transcript pairs; no labels needed).
     calibrate_max: calibrate on at most this many measured utterances (a seeded random sample).
     seed: for that sample and the calibration's derangement.
+    drop_not_measured: also drop utterances a dropping check could not measure (``Flag.measured`` False);
+        by default "not measured" is its own state and does not drop (a missing or undecodable file is
+        still dropped: the integrity check fails it).
     """
     checks: list[str] = field(default_factory=lambda: list(DEFAULT_CHECKS))
     check_configs: dict[str, Any] = field(default_factory=dict)
@@ -90,6 +93,7 @@ class QCConfig:
     calibrate: list[str] = field(default_factory=list)
     calibrate_max: int = 300
     seed: int = 0
+    drop_not_measured: bool = False
 
     def __post_init__(self) -> None:
         if len(set(self.checks)) != len(self.checks) or not self.checks:
@@ -497,11 +501,12 @@ class QCPipeline:
             uid, m = it.utterance_id, meas[it.utterance_id]
             if _unmeasured(m):
                 reason = m["error"] if m["error"].startswith(NOT_MEASURED) else f"{NOT_MEASURED}: {m['error']}"
-                flags.append(Flag(uid, name, False, None, None, reason))
+                flags.append(Flag(uid, name, False, None, None, reason, measured=False))
             elif uid in by_uid:
                 flags.append(by_uid[uid])
             else:
-                flags.append(Flag(uid, name, False, None, None, f"{NOT_MEASURED}: check {name!r} gave no flag"))
+                flags.append(Flag(uid, name, False, None, None, f"{NOT_MEASURED}: check {name!r} gave no flag",
+                                  measured=False))
         return flags
 
     def _calibrate(self, name: str, items: list[QCItem], meas: dict[str, dict[str, Any]],
@@ -585,7 +590,8 @@ class QCPipeline:
                 hook(f"judge:{name}", completed=k + 1, total=len(self.config.checks))
         failed_by: dict[str, list[str]] = defaultdict(list)
         for f in flags:
-            if not f.passed and f.check in self.config.dropping:
+            if (not f.passed and f.check in self.config.dropping
+                    and (f.measured or self.config.drop_not_measured)):
                 failed_by[f.utterance_id].append(f.check)
         kept = [it.utterance_id for it in items if it.utterance_id not in failed_by]
         dropped = {it.utterance_id: failed_by[it.utterance_id] for it in items if it.utterance_id in failed_by}
