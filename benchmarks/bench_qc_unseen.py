@@ -25,7 +25,6 @@ import csv
 import json
 import os
 import shlex
-import shutil
 import subprocess
 import sys
 import time
@@ -74,20 +73,23 @@ def evaluate(out: Path, truth: dict) -> dict:
     kept = set()
     for line in (out / "manifest.jsonl").read_text(encoding="utf-8").splitlines():
         kept.update(u["utterance_id"] for u in json.loads(line)["utterances"])
-    uids = truth["uids"]
+    seen = {u for u, _ in flags}
+    uids = [u for u in truth["uids"] if u in seen]  # --limit: the utterances QC was run on
+    for u in uids:  # checks not run (--checks subset): never flag
+        for c in CHECKS:
+            flags.setdefault((u, c), {"passed": "True", "reason": "check not run"})
     dropped = set(uids) - kept
-    sc = score(flags, truth["faults"], uids, dropped)
+    sc = score(flags, {u: k for u, k in truth["faults"].items() if u in seen}, uids, dropped)
     summary = json.loads((out / "summary.json").read_text())
-    return {"scores": sc, "kept": len(kept), "dropped": len(dropped), "timings": summary["timings"],
+    return {"scores": sc, "utterances": len(uids), "kept": len(kept), "dropped": len(dropped),
+            "checks": [c for c in CHECKS if c in summary["timings"]], "timings": summary["timings"],
             "audio_seconds": summary["audio_seconds"], "calibration": summary.get("calibration", {}).get("alignment"),
             "alignment_thresholds": summary["thresholds"].get("alignment")}
 
 
 def measure_label(args: argparse.Namespace, work: Path, truth: dict) -> dict:
     out = work / f"qc_{args.label}"
-    if out.exists():
-        shutil.rmtree(out)
-    (out / "cache").mkdir(parents=True)
+    (out / "cache").mkdir(parents=True, exist_ok=True)  # cached measurements are reused only when still valid
     if args.reuse_from:
         for c in CHECKS:
             src = work / f"qc_{args.reuse_from}" / "cache" / f"{c}.jsonl"
@@ -99,9 +101,12 @@ def measure_label(args: argparse.Namespace, work: Path, truth: dict) -> dict:
                  "machine": machine(), "versions": versions()}
     argv, wall = run_qc(src, truth["data_dir"], out, args.workers, args.qc_args)
     res["default"] = {"qc_command": "merc " + shlex.join(argv), "wall_seconds": round(wall, 1), **evaluate(out, truth)}
-    argv, wall = run_qc(src, truth["data_dir"], out, args.workers, [*args.qc_args, "--calibrate"])
-    res["calibrated"] = {"qc_command": "merc " + shlex.join(argv), "wall_seconds": round(wall, 1),
-                         **evaluate(out, truth)}
+    if args.no_calibrate:
+        res["calibrated"] = None
+    else:
+        argv, wall = run_qc(src, truth["data_dir"], out, args.workers, [*args.qc_args, "--calibrate"])
+        res["calibrated"] = {"qc_command": "merc " + shlex.join(argv), "wall_seconds": round(wall, 1),
+                             **evaluate(out, truth)}
     from merc.io import write_json
     write_json(work / f"result_{args.label}.json", res)
     return res
@@ -134,15 +139,19 @@ def markdown(truth: dict, labels: dict[str, dict]) -> str:
     for label, r in labels.items():
         for mode in ("default", "calibrated"):
             m = r[mode]
+            if m is None:
+                continue
             d, a = m["scores"]["dropped"], m["scores"]["per_check"]["alignment"]
             lines.append(f"| {label} | {mode} | {_f(d['precision'])} | {_f(d['recall'])} | {m['dropped']} | "
                          f"{_f(a['precision'])} | {_f(a['recall'])} | {a['not_measured']} | {m['wall_seconds']:.0f} | "
-                         f"{truth['utterances'] / m['wall_seconds']:.2f} |")
+                         f"{m['utterances'] / m['wall_seconds']:.2f} |")
     for label, r in labels.items():
         lines += ["", f"## {label}", "", f"Code: `{r['src']}` (commit {r['versions'].get('merc_commit')}, "
                   f"{r['versions'].get('merc_worktree')}); command `{r['command']}`.", ""]
         for mode in ("default", "calibrated"):
             m = r[mode]
+            if m is None:
+                continue
             sc = m["scores"]
             lines += [f"### {mode}: `{m['qc_command']}`", "",
                       "| check | responsible for | TP | FP | FP clean | FN | precision | recall | not measured |",
@@ -158,9 +167,10 @@ def markdown(truth: dict, labels: dict[str, dict]) -> str:
             for kind, row in sc["matrix"].items():
                 lines.append(f"| {kind} | " + " | ".join(row[c] for c in CHECKS) + " |")
             tm = m["timings"]
-            lines += ["", "Throughput (measured this run; cached measurements cost nothing): " + ", ".join(
+            lines += ["", f"Utterances scored: {m['utterances']}; checks run: {', '.join(m['checks'])}. "
+                      "Throughput (measured this run; cached measurements cost nothing): " + ", ".join(
                 f"{c} {tm[c]['measured']} measured in {tm[c]['wall_seconds']:.0f} s"
-                + (f" (RTF {tm[c]['rtf']:.3f})" if tm[c].get("rtf") is not None else "") for c in CHECKS)
+                + (f" (RTF {tm[c]['rtf']:.3f})" if tm[c].get("rtf") is not None else "") for c in m["checks"])
                 + f"; audio {m['audio_seconds']:.0f} s.", ""]
             cal = m.get("calibration")
             if cal:
@@ -188,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reuse-from", default=None, help="seed non-alignment caches from this label's run")
     ap.add_argument("--workers", type=int, default=1, help="merc qc --workers (default 1)")
     ap.add_argument("--qc-args", nargs="*", default=[], help="extra merc qc arguments (e.g. --asr pocketsphinx)")
+    ap.add_argument("--no-calibrate", action="store_true", help="skip the --calibrate rerun")
     ap.add_argument("--report", action="store_true", help="write results/qc_unseen.md/.json from all labels")
     ap.add_argument("--labels", default="before,after", help="labels in the report, in order (default before,after)")
     args = ap.parse_args(argv)
