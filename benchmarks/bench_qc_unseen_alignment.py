@@ -57,8 +57,9 @@ def main(argv: list[str] | None = None) -> int:
                 for u, f in flags.items()}
         fp = sum(r["state"] == "failed" for u, r in rows.items() if u in clean)
         tp = sum(r["state"] == "failed" for u, r in rows.items() if u in wrong)
+        rule = list(check.config.rule)
         out = {"label": args.label, "merc": str(Path(merc.__file__).parent), "asr": check.config.asr,
-               "rule": list(check.config.rule), "thresholds": {m: check.config.thresholds[m] for m in check.config.rule},
+               "rule": rule, "thresholds": {m: check.config.thresholds[m] for m in rule},
                "clean": len(clean), "wrong": len(wrong), "clean_failed": fp, "wrong_failed": tp,
                "clean_not_measured": sum(rows[u]["state"] == "not measured" for u in clean),
                "wrong_not_measured": sum(rows[u]["state"] == "not measured" for u in wrong),
@@ -75,9 +76,9 @@ def main(argv: list[str] | None = None) -> int:
                  "| run | recogniser | rule | clean failed (false alarms) | clean not measured | wrong failed (caught) "
                  "| wrong not measured | s / utterance |", "|---|---|---|---:|---:|---:|---:|---:|"]
         for r in runs:
-            lines.append(f"| {r['label']} | {r['asr']} | {r['rule']} {r['thresholds']} | {r['clean_failed']}/{r['clean']} "
-                         f"| {r['clean_not_measured']} | {r['wrong_failed']}/{r['wrong']} | {r['wrong_not_measured']} | "
-                         f"{r['seconds_per_utterance']} |")
+            lines.append(f"| {r['label']} | {r['asr']} | {r['rule']} {r['thresholds']} | "
+                         f"{r['clean_failed']}/{r['clean']} | {r['clean_not_measured']} | "
+                         f"{r['wrong_failed']}/{r['wrong']} | {r['wrong_not_measured']} | {r['seconds_per_utterance']} |")
         for r in runs:
             lines += ["", f"## {r['label']}", ""] + [f"- {u} ({x['fault']}): {x['state']}: {x['reason']}"
                                                     for u, x in r["rows"].items() if x["state"] != "passed"

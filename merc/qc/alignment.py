@@ -46,7 +46,6 @@ import json
 import math
 import os
 import random
-import re
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -577,7 +576,8 @@ def _details(m: dict[str, Any]) -> str:
     parts = []
     if "align_ok" in m:
         parts.append(f"forced alignment {'ok' if m.get('align_ok') else 'failed'}"
-                     + (" (wider beam)" if m.get("align_retry") else "") + f", coverage {m.get('align_coverage', 0):.2f}")
+                     + (" (wider beam)" if m.get("align_retry") else "")
+                     + f", coverage {m.get('align_coverage', 0):.2f}")
     if m.get("whisper_lp") is not None:
         parts.append(f"Whisper log-prob per token {m['whisper_lp']:.2f}")
     if "wer" in m:

@@ -138,7 +138,7 @@ class WhisperScorer:
             enc_out = ctranslate2.StorageView.from_array(np.ascontiguousarray(np.repeat(arr, len(todo), axis=0)))
         res = self.model.model.align(enc_out, self.tokenizer.sot_sequence, [toks[i] for i in todo],
                                      [enc.num_frames] * len(todo), median_filter_width=7)
-        for i, r in zip(todo, res):
+        for i, r in zip(todo, res, strict=True):
             out[i] = [math.log(max(p, 1e-30)) for p in r.text_token_probs]
         return out
 
