@@ -63,13 +63,15 @@ def main(argv: list[str] | None = None) -> int:
                "clean": len(clean), "wrong": len(wrong), "clean_failed": fp, "wrong_failed": tp,
                "clean_not_measured": sum(rows[u]["state"] == "not measured" for u in clean),
                "wrong_not_measured": sum(rows[u]["state"] == "not measured" for u in wrong),
-               "seconds_per_utterance": round(secs / len(chosen), 2), "rows": rows}
+               "seconds_per_utterance": round(secs / len(chosen), 2), "rows": rows, "measurements": meas}
         from merc.io import write_json
         write_json(work / f"alignment_{args.label}.json", out)
-        print(json.dumps({k: v for k, v in out.items() if k != "rows"}, indent=1))
+        print(json.dumps({k: v for k, v in out.items() if k not in ("rows", "measurements")}, indent=1))
     if args.report:
         from merc.io import atomic_write_text, write_json
         runs = [json.loads(p.read_text()) for p in sorted(work.glob("alignment_*.json"))]
+        for r in runs:
+            r.pop("measurements", None)
         lines = ["# Alignment check alone on the unseen corpus (subset)", "",
                  "Items: every wrong-transcript utterance of the bench_qc_unseen corpus and the first clean ones "
                  "(corpus order). Failed = judged a mismatch; not measured is kept.", "",
