@@ -72,7 +72,15 @@ def main(argv: list[str] | None = None) -> int:
         runs = [json.loads(p.read_text()) for p in sorted(work.glob("alignment_*.json"))]
         for r in runs:
             r.pop("measurements", None)
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from bench_qc import machine, versions
+        mach, ver = machine(), versions()
         lines = ["# Alignment check alone on the unseen corpus (subset)", "",
+                 f"Report written {mach['date']} on {mach['cpu']}, {mach['cores']} cores shared with other jobs "
+                 f"(load average {mach['load_average_at_start']}); merc commit {ver.get('merc_commit')}; "
+                 "each run: `nice -n 5 env PYTHONPATH=<merc> python benchmarks/bench_qc_unseen_alignment.py "
+                 "--label <run> [--clean N] [--asr A]` (before = `git archive ebae1db merc`, the code before this "
+                 "branch). s / utterance is wall time under that load.", "",
                  "Items: every wrong-transcript utterance of the bench_qc_unseen corpus and the first clean ones "
                  "(corpus order). Failed = judged a mismatch; not measured is kept.", "",
                  "| run | recogniser | rule | clean failed (false alarms) | clean not measured | wrong failed (caught) "
@@ -80,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         for r in runs:
             lines.append(f"| {r['label']} | {r['asr']} | {r['rule']} {r['thresholds']} | "
                          f"{r['clean_failed']}/{r['clean']} | {r['clean_not_measured']} | "
-                         f"{r['wrong_failed']}/{r['wrong']} | {r['wrong_not_measured']} | {r['seconds_per_utterance']} |")
+                         f"{r['wrong_failed']}/{r['wrong']} | {r['wrong_not_measured']} | "
+                         f"{r['seconds_per_utterance']} |")
         for r in runs:
             lines += ["", f"## {r['label']}", ""] + [f"- {u} ({x['fault']}): {x['state']}: {x['reason']}"
                                                     for u, x in r["rows"].items() if x["state"] != "passed"
