@@ -179,8 +179,12 @@ def calibrate_from_scores(true: Sequence[dict[str, Any]], mismatched: Sequence[d
     The rule is the single metric or pair of metrics (``max_rule`` = 2) with the highest balanced
     accuracy; a pair must beat the best single metric by more than 0.01 to be chosen.
     """
-    true = [d for d in true if "error" not in d and "not_measured" not in d]
-    mismatched = [d for d in mismatched if "error" not in d and "not_measured" not in d]
+    # pairs with nothing to score (no words) are left out; a failed pocketsphinx alignment stays in, at the
+    # metrics' floor values: it is most mismatched pairs' strongest signal
+    def usable(d: dict[str, Any]) -> bool:
+        return "error" not in d and ("not_measured" not in d or bool(d.get("align_failed")))
+    true = [d for d in true if usable(d)]
+    mismatched = [d for d in mismatched if usable(d)]
     if not true or not mismatched:
         raise ValueError("no usable measurements to calibrate on (every utterance failed to decode?)")
     metrics = [m for m in metrics if all(m in d for d in true + mismatched)]
