@@ -160,8 +160,9 @@ def test_run_flags_and_result(tmp_path: Path, corpus: Corpus) -> None:
     # kept = passed every check; some genuinely fail the score threshold
     real_fail = [f for f in res.failed("fake_score") if not f.reason.startswith("not measured")]
     assert real_fail, "fixture should make some utterances fail on score"
-    failed_ids = {f.utterance_id for f in res.failed()}
+    failed_ids = {f.utterance_id for f in res.failed() if f.measured}  # "not measured" is no failure: kept
     assert set(res.dropped) == failed_ids and set(res.kept) == {it.utterance_id for it in res.items} - failed_ids
+    assert "train_c0_u1_boom" in res.kept and boom["fake_score"].status == "not measured"
     assert "fake_score" in calls and "judge:fake_score" in calls
     with pytest.raises(KeyError, match="no check 'speaker'"):
         res.by_check("speaker")

@@ -31,6 +31,14 @@ class Flag:
     score: float | None
     threshold: float | None
     reason: str  # human-readable, always set (also when passed: what was measured)
+    # False: the check could not measure this utterance (reason starts "not measured"): neither pass nor
+    # failure; the pipeline drops such utterances only with QCConfig.drop_not_measured
+    measured: bool = True
+
+    @property
+    def status(self) -> str:
+        """"passed", "failed" or "not measured"."""
+        return "passed" if self.passed else ("failed" if self.measured else "not measured")
 
     def to_row(self) -> dict[str, Any]:
         return {"utterance_id": self.utterance_id, "check": self.check, "passed": self.passed,

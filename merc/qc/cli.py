@@ -71,7 +71,8 @@ def build_config(args: argparse.Namespace) -> QCConfig:
     if args.calibrate and "alignment" not in checks:
         raise QCArgumentError("--calibrate fits the alignment thresholds; add alignment to --checks")
     return QCConfig(checks=checks, check_configs=check_configs, workers=args.workers, fps=args.fps,
-                    calibrate=["alignment"] if args.calibrate else [], calibrate_max=args.calibrate_max)
+                    calibrate=["alignment"] if args.calibrate else [], calibrate_max=args.calibrate_max,
+                    drop_not_measured=getattr(args, "drop_not_measured", False))
 
 
 # command
@@ -120,12 +121,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="only these splits, comma-separated (e.g. --split dev,test); all when omitted")
     p.add_argument("--splits", dest="splits", help=argparse.SUPPRESS)  # old spelling, kept as an alias
     p.add_argument("--limit", type=int, default=None, help="first N conversations per split (a quick look)")
-    p.add_argument("--asr", choices=("pocketsphinx", "whisper", "faster-whisper"), default=None,
-                   help="free ASR of the alignment check (None: pocketsphinx; whisper needs its model locally)")
+    p.add_argument("--asr", choices=("auto", "pocketsphinx", "whisper", "faster-whisper"), default=None,
+                   help="recogniser of the alignment check (default auto: Whisper tiny.en when merc[asr] is "
+                        "installed, else pocketsphinx)")
     p.add_argument("--calibrate", action="store_true",
                    help="fit the alignment rule and thresholds on this corpus (true vs deranged transcripts; "
                         "no labels needed) before judging; recorded in summary.json")
-    p.add_argument("--calibrate-max", type=int, default=300, help="calibrate on at most N utterances")
+    p.add_argument("--calibrate-max", type=int, default=300, help="calibrate on at most N utterances (default 300)")
+    p.add_argument("--drop-not-measured", action="store_true",
+                   help="also drop utterances a check could not measure (default: keep them, reported as "
+                        "'not measured')")
     p.add_argument("--fresh", action="store_true", help="discard cached measurements of the chosen checks")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=qc_command)

@@ -25,6 +25,9 @@ class QCConfig:
         through its own ``calibrate`` method; alignment: true vs deranged transcript pairs, no labels needed).
     calibrate_max: calibrate on at most this many measured utterances (a seeded random sample).
     seed: for that sample and the calibration's derangement.
+    drop_not_measured: also drop utterances a dropping check could not measure (``Flag.measured`` False);
+        by default "not measured" is its own state and does not drop (a missing or undecodable file is
+        still dropped: the integrity check fails it).
     """
     checks: list[str] = field(default_factory=lambda: list(DEFAULT_CHECKS))
     check_configs: dict[str, Any] = field(default_factory=dict)
@@ -37,6 +40,7 @@ class QCConfig:
     calibrate: list[str] = field(default_factory=list)
     calibrate_max: int = 300
     seed: int = 0
+    drop_not_measured: bool = False
 
     def __post_init__(self) -> None:
         if len(set(self.checks)) != len(self.checks) or not self.checks:

@@ -231,11 +231,12 @@ class QCPipeline:
             uid, m = it.utterance_id, meas[it.utterance_id]
             if _unmeasured(m):
                 reason = m["error"] if m["error"].startswith(NOT_MEASURED) else f"{NOT_MEASURED}: {m['error']}"
-                flags.append(Flag(uid, name, False, None, None, reason))
+                flags.append(Flag(uid, name, False, None, None, reason, measured=False))
             elif uid in by_uid:
                 flags.append(by_uid[uid])
             else:
-                flags.append(Flag(uid, name, False, None, None, f"{NOT_MEASURED}: check {name!r} gave no flag"))
+                flags.append(Flag(uid, name, False, None, None, f"{NOT_MEASURED}: check {name!r} gave no flag",
+                                  measured=False))
         return flags
 
     def _calibrate(self, name: str, items: list[QCItem], meas: dict[str, dict[str, Any]],
@@ -299,7 +300,8 @@ class QCPipeline:
                 hook(f"judge:{name}", completed=k + 1, total=len(self.config.checks))
         failed_by: dict[str, list[str]] = defaultdict(list)
         for f in flags:
-            if not f.passed and f.check in self.config.dropping:
+            if (not f.passed and f.check in self.config.dropping
+                    and (f.measured or self.config.drop_not_measured)):
                 failed_by[f.utterance_id].append(f.check)
         kept = [it.utterance_id for it in items if it.utterance_id not in failed_by]
         dropped = {it.utterance_id: failed_by[it.utterance_id] for it in items if it.utterance_id in failed_by}
