@@ -1,6 +1,6 @@
 """The ``merc`` command. Each sub-command lives next to the code it drives and registers itself here.
 
-Contract (DESIGN.md): data stats · train · evaluate · predict · qc · demo; plus encoder list/finetune.
+Contract (DESIGN.md): data stats · train · evaluate · predict · qc · adapt · demo; plus encoder list/finetune.
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ COMMANDS = {
     "evaluate": "merc.training.cli",
     "predict": "merc.training.cli",
     "qc": "merc.qc.cli",
+    "adapt": "merc.training.adapt_cli",
     "demo": "merc.demo",
 }
 
