@@ -153,7 +153,7 @@ def fit_adapter(X: np.ndarray, y: np.ndarray, labels: Sequence[str], config: Ada
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += float(loss) * len(b)
+            total += float(loss.detach()) * len(b)
         model.eval()
         with torch.no_grad():
             logits = model(Xh)

@@ -62,11 +62,13 @@ class CachedTextEncoder:
         self.text_encoder = name_or_encoder
         self.name, self.fingerprint, self.dim = name_or_encoder.name, name_or_encoder.fingerprint, name_or_encoder.dim
         self.cache_dir, self.progress, self.corpus_name = cache_dir, progress, corpus_name
+        self.last_meta: dict[str, Any] = {}
 
     def encode(self, items: Sequence[EmotionItem]) -> np.ndarray:
         from merc.encoders import encode_split
         corpus = items_to_corpus(items, self.corpus_name, split="sample")
         feats = encode_split(corpus, "sample", self.text_encoder, cache_dir=self.cache_dir, progress=self.progress)
+        self.last_meta = {k: v for k, v in feats.meta.items() if k != "ids"}  # encoding seconds, cache hit, …
         return feats.X  # (n, dim), rows in item order
 
 
