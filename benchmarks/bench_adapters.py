@@ -90,7 +90,8 @@ def pct(x: float) -> str:
 
 
 def report(rows: list[dict], command: str) -> None:
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                            text=True).stdout.strip()
     lines = ["# Stage-2 text adapters (unimodal corpora → MELD classes)", "",
              f"- machine: {machine()} (shared with other jobs: load average {os.getloadavg()[0]:.1f})",
              f"- command: `{command}`", f"- commit: {commit}; date: {time.strftime('%Y-%m-%d %H:%M %Z')}",
@@ -103,12 +104,14 @@ def report(rows: list[dict], command: str) -> None:
              "sample encoding (s, utt/s) |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         h, e = r["heldout"], r["sample_encoding"]
-        speed = f"{e.get('seconds', 0):.0f} s, {e['n'] / e['seconds']:.1f} utt/s" if e.get("seconds") else "cached"
+        fresh = e.get("n", 0) - e.get("chunks_reused", 0) * e.get("chunk_size", 0)  # encoded in the timed run
+        speed = f"{e['seconds']:.0f} s, {fresh / e['seconds']:.1f} utt/s" if e.get("seconds") and fresh > 0 else "?"
         lines.append(f"| {r['encoder']} ({r['dim']}-d) | {r['per_class']} | {r['n_train']} / {r['n_heldout']} | "
                      f"{r['best_epoch']} | {pct(h['weighted_f1'])} | {pct(h['accuracy'])} | {pct(h['macro_f1'])} | "
                      f"{speed} |")
-    lines += ["", "Per-class held-out F1:", "", "| encoder | per class | " + " | ".join(rows[0]["heldout"]["per_class_f1"])
-              + " |", "|---|---|" + "---|" * len(rows[0]["heldout"]["per_class_f1"])]
+    heads = list(rows[0]["heldout"]["per_class_f1"])
+    lines += ["", "Per-class held-out F1:", "", "| encoder | per class | " + " | ".join(heads) + " |",
+              "|---|---|" + "---|" * len(heads)]
     for r in rows:
         lines.append(f"| {r['encoder']} | {r['per_class']} | "
                      + " | ".join(pct(v) for v in r["heldout"]["per_class_f1"].values()) + " |")

@@ -71,7 +71,7 @@ def test_fit_learns_separable_features_and_not_noise():
 
 def _audio_items(root: Path, n_per: int) -> list[str]:
     names = []
-    for emo, code in (("ANG", 0), ("HAP", 1), ("SAD", 2)):
+    for emo in ("ANG", "HAP", "SAD"):
         for k in range(n_per):
             name = f"{1001 + k}_{['IEO', 'TIE', 'DFA'][k % 3]}_{emo}_XX"
             write_wav(root / f"{name}.wav", seconds=0.01)

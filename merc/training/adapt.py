@@ -191,7 +191,8 @@ def train_adapter(modality: str, corpora: Sequence[tuple[str, str | Path]], enco
     config = config or AdaptTrainConfig()
     out = Path(out)
     if (out / "model.safetensors").exists() and not overwrite:
-        raise OutputExistsError(f"{out} already holds an adapter; pass --overwrite to replace it or choose another --out")
+        raise OutputExistsError(f"{out} already holds an adapter; pass --overwrite to replace it "
+                                "or choose another --out")
     t0 = time.perf_counter()
     data = data or collect(modality, corpora, per_class=per_class, seed=config.seed)
     labels = [lab for lab in MELD_LABELS if any(it.label == lab for it in data.sample)]

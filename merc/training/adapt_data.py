@@ -16,8 +16,16 @@ from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
-from merc.data.unimodal import (EmotionItem, ItemSet, balanced_sample, drop_duplicate_texts, items_to_corpus, merge,
-                                read_unimodal, sample_digest)
+from merc.data.unimodal import (
+    EmotionItem,
+    ItemSet,
+    balanced_sample,
+    drop_duplicate_texts,
+    items_to_corpus,
+    merge,
+    read_unimodal,
+    sample_digest,
+)
 from merc.errors import ConfigError
 
 log = logging.getLogger(__name__)

@@ -13,8 +13,15 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-from merc.data.unimodal.items import (EmotionItem, ItemSet, balanced_sample, drop_duplicate_texts, items_to_corpus,
-                                      merge, sample_digest)
+from merc.data.unimodal.items import (
+    EmotionItem,
+    ItemSet,
+    balanced_sample,
+    drop_duplicate_texts,
+    items_to_corpus,
+    merge,
+    sample_digest,
+)
 from merc.errors import ConfigError
 
 # reader name -> (modality, "module:function")

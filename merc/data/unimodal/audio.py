@@ -14,7 +14,7 @@ naming the file (``strict=False`` counts it as dropped instead, reason ``bad fil
 
 Item ids are ``<corpus>:<file stem>`` (SAVEE: ``savee:<speaker>_<stem>``); ``speaker`` is the actor,
 so a speaker-disjoint split is possible. Items are sorted by id.
-"""
+"""  # noqa: E501 (the mapping tables)
 from __future__ import annotations
 
 import re
@@ -136,7 +136,8 @@ def read_savee(root: str | Path, *, strict: bool = True) -> ItemSet:
         speaker, code, num = m.groups()
         speaker = speaker or p.parent.name
         if speaker not in SAVEE_SPEAKERS:
-            raise ValueError(f"SAVEE speaker {speaker!r} unknown (expected a folder or prefix in {sorted(SAVEE_SPEAKERS)})")
+            raise ValueError(f"SAVEE speaker {speaker!r} unknown (expected a folder or prefix in "
+                             f"{sorted(SAVEE_SPEAKERS)})")
         return f"{speaker}_{code}{num}", SAVEE_EMOTIONS[code], code, f"savee_{speaker}", {}
     return _read("savee", root, parse, strict)
 

@@ -11,7 +11,7 @@ seven MELD classes.
 A file name that does not follow the convention, an unknown code, or a malformed label line raises
 :class:`InputError` naming the file (and line). ``speaker`` is the poser / subject where the corpus
 says so. :func:`load_face_image` gives any face item's image as a grey ``uint8`` array.
-"""
+"""  # noqa: E501 (the mapping tables)
 from __future__ import annotations
 
 import re
