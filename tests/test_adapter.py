@@ -103,6 +103,7 @@ def test_train_adapter_audio_with_callable_encoder(tmp_path):
     assert cfg["modality"] == "audio" and cfg["labels"] == ["anger", "joy", "sadness"]
     assert cfg["counts"]["sample_counts"] == {"anger": 30, "joy": 30, "sadness": 30}
     assert cfg["counts"]["pooled_counts"]["anger"] == 40 and cfg["corpora"][0]["name"] == "cremad"
+    assert cfg["mapping"]["corpora"]["cremad"]["labels"]["ANG"] == "anger"
     assert cfg["provenance"]["date"] and cfg["train"]["seed"] == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["heldout"]) >= {"weighted_f1", "accuracy", "per_class_f1", "confusion"}

@@ -186,7 +186,7 @@ def train_adapter(modality: str, corpora: Sequence[tuple[str, str | Path]], enco
                   per_class: int | None = None, config: AdaptTrainConfig | None = None, overwrite: bool = False,
                   progress: bool = True, data: AdaptData | None = None) -> AdaptResult:
     """Read ``corpora`` → balanced sample (``per_class``, seeded) → ``encoder`` → fit → adapter folder ``out``."""
-    from merc.data.unimodal import READERS
+    from merc.data.unimodal import READERS, label_mapping
     from merc.training.plots import plot_confusion, plot_training_curve
     config = config or AdaptTrainConfig()
     out = Path(out)
@@ -203,15 +203,14 @@ def train_adapter(modality: str, corpora: Sequence[tuple[str, str | Path]], enco
     X = encoder.encode(data.sample)  # (n, d_in)
     encode_seconds = time.perf_counter() - t_enc
     res = fit_adapter(X, y, labels, config, progress=progress)
-    mapping = {}
-    for name, _ in corpora:
-        module = READERS.get(name, (None, "merc.data.unimodal.jsonl:"))[1].split(":")[0]
-        mapping[name] = module  # the mapping table lives in that module's docstring (and README)
+    # raw label -> MELD class per corpus; the tables with their reasons are in the reader modules' docstrings
+    mapping = {name: {"reader": READERS.get(name, (None, "merc.data.unimodal.jsonl:"))[1].split(":")[0],
+                      "labels": label_mapping(name)} for name, _ in corpora}
     res.adapter.modality = modality
     res.adapter.encoder = {"name": encoder.name, "fingerprint": encoder.fingerprint, "dim": int(encoder.dim)}
     res.adapter.extra = {
         "corpora": [{"name": n, "path": str(Path(p).resolve())} for n, p in corpora],
-        "mapping": {"target_labels": list(MELD_LABELS), "documented_in": mapping},
+        "mapping": {"target_labels": list(MELD_LABELS), "corpora": mapping},
         "counts": {**data.provenance(), "train": res.metrics["train_counts"], "heldout": res.metrics["heldout_counts"]},
         "train": asdict(config),
         "provenance": provenance(time.perf_counter() - t0) | {"encode_seconds": round(encode_seconds, 1)},

@@ -40,6 +40,23 @@ READERS: dict[str, tuple[str, str]] = {
 }
 
 
+# reader name -> "module:constant" holding its raw label -> MELD class map (None = dropped)
+_MAPPINGS = {"goemotions": "text:GOEMOTIONS_EKMAN", "crowdflower": "text:CROWDFLOWER_MAP", "isear": "text:ISEAR_MAP",
+             "cremad": "audio:CREMAD_EMOTIONS", "ravdess": "audio:RAVDESS_EMOTIONS", "savee": "audio:SAVEE_EMOTIONS",
+             "tess": "audio:TESS_EMOTIONS", "fer2013": "face:FER2013_EMOTIONS", "rafdb": "face:RAFDB_EMOTIONS",
+             "ckplus": "face:CKPLUS_EMOTIONS", "jaffe": "face:JAFFE_EMOTIONS", "jsonl": "items:LABEL_ALIASES"}
+
+
+def label_mapping(name: str) -> dict[str, object]:
+    """The corpus' own labels -> MELD class (``None``: dropped; GoEmotions: MELD class -> its labels), for
+    recording in an adapter's config.json."""
+    if name not in _MAPPINGS:
+        raise ConfigError(f"unknown unimodal corpus {name!r}; choose one of {sorted(_MAPPINGS)}")
+    module, const = _MAPPINGS[name].split(":")
+    table = getattr(importlib.import_module(f"merc.data.unimodal.{module}"), const)
+    return {str(k): v for k, v in table.items()}
+
+
 def readers_for(modality: str) -> list[str]:
     """Reader names of ``modality`` (``jsonl`` reads every modality)."""
     return [n for n, (m, _) in READERS.items() if m == modality] + ["jsonl"]
@@ -63,4 +80,4 @@ def read_unimodal(name: str, path: str | Path, *, modality: str | None = None, *
 
 
 __all__ = ["EmotionItem", "ItemSet", "READERS", "balanced_sample", "drop_duplicate_texts", "items_to_corpus",
-           "merge", "read_unimodal", "readers_for", "sample_digest"]
+           "label_mapping", "merge", "read_unimodal", "readers_for", "sample_digest"]
