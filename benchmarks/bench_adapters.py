@@ -85,6 +85,10 @@ def one(encoder: str, per_class: int, seed: int, meld: bool, data_root: Path) ->
     return row
 
 
+def se(p: float, n: int) -> float:
+    return (p * (1 - p) / max(n, 1)) ** 0.5
+
+
 def pct(x: float) -> str:
     return f"{100 * x:.2f}"
 
@@ -94,21 +98,27 @@ def report(rows: list[dict], command: str) -> None:
                             text=True).stdout.strip()
     lines = ["# Stage-2 text adapters (unimodal corpora → MELD classes)", "",
              f"- machine: {machine()} (shared with other jobs: load average {os.getloadavg()[0]:.1f})",
-             f"- command: `{command}`", f"- commit: {commit}; date: {time.strftime('%Y-%m-%d %H:%M %Z')}",
+             f"- report written by: `{command}`; each row's run: "
+             + "; ".join(sorted({f"`{r.get('command', '?')}` ({r.get('date', '?')})"
+                                 for r in rows})), f"- commit: {commit}; date: {time.strftime('%Y-%m-%d %H:%M %Z')}",
              "- corpora: GoEmotions (single-class Ekman rows), CrowdFlower, ISEAR (../shared/data), mapped as in "
              "`merc/data/unimodal/text.py`; pooled, duplicate texts dropped, at most `per_class` per class "
              "(seeded); a stratified 10% of the sample is held out for early stopping. No MELD data is used "
              "for training or selection.", "",
              "## Held-out part of the adapter's own sample", "",
-             "| encoder | per class | train / held-out | best epoch | weighted F1 | accuracy | macro F1 | "
+             "Rows with the same `per class` use the same sample (same seed), so they compare encoders on identical "
+             "data. The caps were set by time on a shared 2-core machine (the sample's texts are longer than "
+             "MELD's; MPNet encoded them at about 1 utterance/s here); the held-out parts are small, so read the "
+             "accuracy with its binomial standard error.", "",
+             "| encoder | per class | train / held-out | best epoch | weighted F1 | accuracy (± s.e.) | macro F1 | "
              "sample encoding (s, utt/s) |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         h, e = r["heldout"], r["sample_encoding"]
         fresh = e.get("n", 0) - e.get("chunks_reused", 0) * e.get("chunk_size", 0)  # encoded in the timed run
         speed = f"{e['seconds']:.0f} s, {fresh / e['seconds']:.1f} utt/s" if e.get("seconds") and fresh > 0 else "?"
         lines.append(f"| {r['encoder']} ({r['dim']}-d) | {r['per_class']} | {r['n_train']} / {r['n_heldout']} | "
-                     f"{r['best_epoch']} | {pct(h['weighted_f1'])} | {pct(h['accuracy'])} | {pct(h['macro_f1'])} | "
-                     f"{speed} |")
+                     f"{r['best_epoch']} | {pct(h['weighted_f1'])} | "
+                     f"{pct(h['accuracy'])} ± {pct(se(h['accuracy'], h['n']))} | {pct(h['macro_f1'])} | {speed} |")
     heads = list(rows[0]["heldout"]["per_class_f1"])
     lines += ["", "Per-class held-out F1:", "", "| encoder | per class | " + " | ".join(heads) + " |",
               "|---|---|" + "---|" * len(heads)]
@@ -157,6 +167,8 @@ def main() -> None:
         if part.exists() and ("meld_test" in json.loads(part.read_text()) or enc not in meld):
             continue
         row = one(enc, int(cap), args.seed, enc in meld, Path(args.data))
+        row["command"] = "python " + " ".join(sys.argv)
+        row["date"] = time.strftime("%Y-%m-%d %H:%M %Z")
         write_json(part, row)
         print(f"{enc} per_class={cap}: held-out wF1 {pct(row['heldout']['weighted_f1'])}"
               + (f", MELD test wF1 {pct(row['meld_test']['weighted_f1'])}" if "meld_test" in row else ""), flush=True)
