@@ -125,6 +125,13 @@ def report(rows: list[dict], command: str) -> None:
     for r in rows:
         lines.append(f"| {r['encoder']} | {r['per_class']} | "
                      + " | ".join(pct(v) for v in r["heldout"]["per_class_f1"].values()) + " |")
+    comp = rows[-1]["sample"].get("sample_by_class_and_source")
+    if comp:
+        srcs = sorted({s for d in comp.values() for s in d})
+        lines += ["", f"Where the sample's classes come from (per class {rows[-1]['per_class']}): a class drawn "
+                  "mostly from one corpus can be learnt from that corpus' style rather than its emotion.", "",
+                  "| class | " + " | ".join(srcs) + " |", "|---|" + "---|" * len(srcs)]
+        lines += [f"| {lab} | " + " | ".join(str(d.get(s, 0)) for s in srcs) + " |" for lab, d in comp.items()]
     meld = [r for r in rows if "meld_test" in r]
     lines += ["", "## Cross-corpus transfer: the adapter alone on MELD test (no MELD training)", ""]
     if not meld:

@@ -103,7 +103,10 @@ class AdaptData:
         return {"per_class": self.per_class, "seed": self.seed, "sample_sha256": sample_digest(self.sample),
                 "pooled_counts": self.pooled.counts(), "dropped": dict(sorted(self.pooled.dropped.items())),
                 "sample_counts": dict(sorted(Counter(it.label for it in self.sample).items())),
-                "sample_by_source": dict(sorted(Counter(it.source for it in self.sample).items()))}
+                "sample_by_source": dict(sorted(Counter(it.source for it in self.sample).items())),
+                "sample_by_class_and_source": {lab: dict(sorted(Counter(it.source for it in self.sample
+                                                                        if it.label == lab).items()))
+                                               for lab in sorted({it.label for it in self.sample})}}
 
 
 def collect(modality: str, corpora: Sequence[tuple[str, str | Path]], *, per_class: int | None, seed: int = 0,
