@@ -60,7 +60,10 @@ def callable_encoder(name: str, fingerprint: str, dim: int, fn: Callable) -> Cal
 
 
 class CachedTextEncoder:
-    """A merc text encoder (``mpnet``, ``minilm``, a folder) over items, through the feature cache."""
+    """A merc text encoder (``mpnet``, ``minilm``, a folder) over items, through the feature cache.
+
+    Items have no speaker: an encoder whose template uses ``{speaker}`` (an emotion-tuned folder with
+    ``"{speaker}: {text}"``) sees an empty one, i.e. ``": text"``."""
 
     def __init__(self, name_or_encoder: Any, *, cache_dir: str | Path | None = None, progress: bool = True,
                  corpus_name: str = "adapt_text"):
