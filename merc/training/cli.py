@@ -39,6 +39,7 @@ def parse_modality_dropout(spec: str | None, modalities: list[str]) -> dict[str,
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from merc.training.adapters import parse_adapters
     from merc.training.experiment import run_experiment
     from merc.training.resume import prepare_out
     if args.overwrite and args.resume:
@@ -64,7 +65,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                              encoders={m: e for m, e in encoders.items() if m in modalities},
                              modality_dropout=parse_modality_dropout(args.modality_dropout, modalities),
                              text_encoder=args.text_encoder, seeds=args.seeds, progress=not args.quiet,
-                             resume=args.resume)
+                             resume=args.resume, adapters=parse_adapters(args.adapters),
+                             tune_adapters=args.tune_adapters)
     for split in ("dev", "test"):
         if split in summary:
             s = summary[split]
@@ -150,6 +152,12 @@ def add_parser(sub) -> None:
                    help="training-time probability of hiding a modality of an utterance (never all of them): "
                         "one value for every modality (0.1) or per modality (audio=0.2,face=0.3); None = off")
     p.add_argument("--text-encoder", default="mpnet", help="mpnet, minilm, or a sentence-transformers name/path")
+    p.add_argument("--adapters", default=None, metavar="MOD=DIR,...",
+                   help="stage-2 adapters (`merc adapt --out DIR`) per modality, e.g. text=DIR,face=DIR: the "
+                        "adapter's 128-d bottleneck of the raw stage-1 feature replaces that modality's feature; "
+                        "others keep their stage-1 feature. Each adapter must match the run's encoder")
+    p.add_argument("--tune-adapters", action="store_true",
+                   help="fine-tune the adapters with the dialogue model (default: frozen)")
     p.add_argument("--seed", type=int, default=0, help="random seed of the first run")
     p.add_argument("--seeds", type=int, default=1, help="run K seeds (seed, seed+1, …) and report mean ± std")
     p.add_argument("--epochs", type=int, default=TrainConfig.epochs, help="maximum training epochs")

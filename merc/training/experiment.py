@@ -12,18 +12,18 @@ import logging
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 
 from merc.data import load_corpus
 from merc.data.schema import Corpus
-from merc.errors import InputError
+from merc.errors import ConfigError, InputError
 from merc.io import provenance, write_json
 from merc.metrics import mean_std
 from merc.models.dialogue import DialogueConfig
-from merc.models.factory import build_model
+from merc.training.adapters import adapter_records, build_run_model, check_adapter_encoders, load_adapters
 from merc.training.batching import absence_counts, build_dialogues, check_modality_dropout
 from merc.training.features import FEATURE_PROVIDERS, corpus_features, feature_dims, resolve_encoders
 from merc.training.normalize import DEFAULT_STANDARDIZED, FeatureNormalizer
@@ -47,7 +47,7 @@ def train_one_seed(run_dir: Path, corpus: Corpus, features, model_config: Dialog
             for s in features}
     torch.manual_seed(train_config.seed)
     np.random.seed(train_config.seed)
-    model = build_model(model_config)
+    model = build_run_model(model_config, run_config.adapters, tune=run_config.tune_adapters, from_folders=True)
     history = fit(model, data["train"], data["dev"], labels, train_config, progress=progress,
                   modality_dropout=run_config.modality_dropout or None)
     metrics: dict[str, Any] = {"best_epoch": history.best_epoch, "train_seconds": history.seconds,
@@ -80,15 +80,24 @@ def run_experiment(*, dataset: str, data_dir: str, out: str | Path, model_config
                    standardize: Sequence[str] = DEFAULT_STANDARDIZED, seeds: int = 1, media_dir: str | None = None,
                    progress: bool = True, corpus: Corpus | None = None,
                    log: Callable[[str], None] | None = None,
-                   resume: bool = False) -> dict[str, Any]:
+                   resume: bool = False, adapters: Mapping[str, str | Path] | None = None,
+                   tune_adapters: bool = False) -> dict[str, Any]:
     """``encoders[m]`` lists modality m's encoders (defaults per modality; ``text_encoder`` when text has
     none); ``modality_dropout[m]`` its training-time dropout probability; ``standardize`` the modalities
-    z-scored with train-split statistics."""
+    z-scored with train-split statistics; ``adapters[m]`` a stage-2 adapter folder whose 128-d bottleneck replaces
+    modality m's raw stage-1 feature (frozen unless ``tune_adapters``; ``merc.training.adapters``)."""
     out = Path(out)
     log = log or logger.info
     t0 = time.time()
     encoders = resolve_encoders(list(modalities), {"text": [text_encoder], **(encoders or {})})
     modality_dropout = check_modality_dropout(modality_dropout, list(modalities))
+    adapters = dict(adapters or {})
+    loaded = load_adapters(adapters, list(modalities))  # before extraction: a bad folder fails at once
+    if tune_adapters and not loaded:
+        raise ConfigError("--tune-adapters needs --adapters (there is nothing to fine-tune)")
+    if loaded and not isinstance(model_config, DialogueConfig):
+        raise ConfigError(f"--adapters feed the dialogue models (mamba, gru, transformer, mlp), not "
+                          f"--model {getattr(model_config, 'kind', '?')}")
     corpus = corpus or load_corpus(dataset, data_dir, media_dir=media_dir)
     for s in ("train", "dev"):
         if not corpus.splits.get(s):
@@ -101,7 +110,9 @@ def run_experiment(*, dataset: str, data_dir: str, out: str | Path, model_config
             if rep["absent"]:
                 log(f"{split}: {rep['absent']} of {rep['utterances']} utterances lack {m} "
                     f"({', '.join(f'{r}: {n}' for r, n in rep['reasons'].items())})")
-    normalizer = FeatureNormalizer.fit(raw["train"], [m for m in standardize if m in modalities])
+    check_adapter_encoders(loaded, encoders, fingerprints, feature_dims(raw["train"]), adapters)
+    # an adapted modality stays raw: the adapter standardises its input with its own corpus' statistics
+    normalizer = FeatureNormalizer.fit(raw["train"], [m for m in standardize if m in modalities and m not in loaded])
     features = {s: normalizer.transform(raw[s]) for s in splits}
     model_config = replace(model_config, n_classes=len(corpus.labels),
                            input_dims={m: feature_dims(features["train"])[m] for m in modalities})
@@ -116,7 +127,8 @@ def run_experiment(*, dataset: str, data_dir: str, out: str | Path, model_config
                        text_encoder=encoders.get("text", [text_encoder])[0], encoders=encoders,
                        encoder_fingerprints=fingerprints, normalization=normalizer.to_dict(),
                        modality_dropout=modality_dropout, media_dir=str(media_dir or ""),
-                       corpus_fingerprint=corpus_fingerprint, provenance=prov)
+                       corpus_fingerprint=corpus_fingerprint, provenance=prov,
+                       adapters=adapter_records(loaded, adapters), tune_adapters=bool(tune_adapters))
         m = completed_seed(run_dir, rc.to_dict()) if resume else None  # --resume: keep finished seeds
         m = m or train_one_seed(run_dir, corpus, features, model_config, rc.train, rc, progress=progress,
                                 extraction=extraction)
@@ -129,7 +141,8 @@ def run_experiment(*, dataset: str, data_dir: str, out: str | Path, model_config
         "dataset": dataset, "model": model_config.kind, "modalities": list(modalities), "encoders": encoders,
         "text_encoder": encoders.get("text", [""])[0], "seeds": seed_list, "extraction": extraction,
         "encode_seconds": encode_seconds, "train_seconds": [m["train_seconds"] for m in per_seed],
-        "corpus_fingerprint": corpus_fingerprint, "provenance": prov}
+        "corpus_fingerprint": corpus_fingerprint, "provenance": prov,
+        "adapters": {m: str(Path(f).resolve()) for m, f in adapters.items()}, "tune_adapters": bool(tune_adapters)}
     for split in ("dev", "test"):
         if split in per_seed[0]:
             summary[split] = {k: mean_std([m[split][k] for m in per_seed])

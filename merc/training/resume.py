@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 RUN_FILES = ("config.json", "model.safetensors", "labels.json", "metrics.json", "summary.json")
 # settings that must agree for a finished seed to count in a resumed run (provenance fields may differ)
 SAME_SETTINGS = ("model", "train", "dataset", "modalities", "text_encoder", "text_encoder_fingerprint", "encoders",
-                 "encoder_fingerprints", "modality_dropout")
+                 "encoder_fingerprints", "modality_dropout", "adapters", "tune_adapters")
 
 
 def _is_run_dir(path: Path) -> bool:

@@ -25,7 +25,8 @@ from merc.data.schema import Conversation, Corpus
 from merc.errors import IncompatibleRunError, MissingFileError
 from merc.io import atomic_write_bytes, write_json
 from merc.models.dialogue import DialogueConfig, DialogueModel
-from merc.models.factory import build_model, config_from_dict
+from merc.models.factory import config_from_dict
+from merc.training.adapters import build_run_model
 from merc.training.batching import Dialogue, build_dialogues
 from merc.training.features import check_fingerprints, encoder_features
 from merc.training.normalize import FeatureNormalizer
@@ -61,6 +62,8 @@ class RunConfig:
     media_dir: str = ""
     corpus_fingerprint: str = ""  # Corpus.fingerprint() of the corpus trained on ("" in version 1)
     provenance: dict[str, Any] = field(default_factory=dict)  # merc.io.provenance() at training time
+    adapters: dict[str, dict[str, Any]] = field(default_factory=dict)  # modality -> stage-2 adapter record
+    tune_adapters: bool = False  # the adapters were fine-tuned with the dialogue model (merc.training.adapters)
     config_version: int = CONFIG_VERSION
 
     def __post_init__(self):
@@ -146,7 +149,7 @@ class TrainedRun:
         path = resolve_run_dir(run_dir)
         config = RunConfig.from_dict(json.loads((path / "config.json").read_text()), source=path / "config.json")
         labels = json.loads((path / "labels.json").read_text())
-        model = build_model(config.model)
+        model = build_run_model(config.model, config.adapters, tune=config.tune_adapters)
         load_into(model, path)  # checksum (when recorded), parse, finite values: IncompatibleRunError otherwise
         model.eval()
         return cls(model, labels, config, path)
