@@ -52,10 +52,14 @@ def adapt_command(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The module docstring as written, and every flag's default."""
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser("adapt", help="train a stage-2 emotion adapter on unimodal corpora",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--modality", required=True, choices=["text", "audio", "face"])
+                              description=__doc__, formatter_class=_Formatter)
+    p.add_argument("--modality", required=True, choices=["text", "audio", "face"], help="modality of the corpora")
     p.add_argument("--encoder", required=True, help="stage-1 encoder name (text: mpnet, minilm or a folder)")
     p.add_argument("--corpus", required=True, nargs="+", metavar="NAME=DIR",
                    help="text: goemotions, crowdflower, isear, jsonl; audio: cremad, ravdess, savee, tess, jsonl; "
@@ -64,14 +68,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--seed", type=int, default=0, help="seed of the sample, the held-out split and training")
     p.add_argument("--out", required=True, help="adapter folder to write")
     p.add_argument("--overwrite", action="store_true", help="replace an adapter already in --out")
-    p.add_argument("--hidden", type=int, default=512)
-    p.add_argument("--bottleneck", type=int, default=128)
-    p.add_argument("--dropout", type=float, default=0.2)
+    p.add_argument("--hidden", type=int, default=512, help="width of the adapter's hidden layer")
+    p.add_argument("--bottleneck", type=int, default=128, help="width of the refined feature (stage-3 input)")
+    p.add_argument("--dropout", type=float, default=0.2, help="dropout probability")
     p.add_argument("--epochs", type=int, default=60, help="at most (early stopping on the held-out part)")
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr", type=float, default=1e-3, help="learning rate (AdamW)")
     p.add_argument("--heldout", type=float, default=0.1, help="stratified held-out fraction for early stopping")
-    p.add_argument("--class-weights", choices=["balanced", "none"], default="balanced")
+    p.add_argument("--class-weights", choices=["balanced", "none"], default="balanced",
+                   help="loss weights per class (inverse frequency)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: leave the default)")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=adapt_command)
     return p
