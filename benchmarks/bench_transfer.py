@@ -56,13 +56,15 @@ def run(cmd: list[str]) -> float:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--corpus", default="/work/data/mm_signal", help="generated corpus (MELD layout with media)")
-    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data"), help="../shared/data (text corpora)")
+    ap.add_argument("--data", default=os.environ.get("MERC_SHARED_DATA", "/work/shared/data"),
+                    help="../shared/data (text corpora)")
     ap.add_argument("--per-class", type=int, default=100, help="text adapter: items per class (bench_adapters cap)")
     ap.add_argument("--seeds", type=int, default=3, help="seeds per row")
     ap.add_argument("--epochs", type=int, default=25, help="maximum epochs per dialogue model")
     ap.add_argument("--runs", default=os.environ.get("MERC_BENCH_RUNS", "/tmp/merc-bench-runs"),
                     help="folder for the adapter and the runs (reused on rerun)")
     ap.add_argument("--name", default="transfer_mm", help="results file stem under benchmarks/results")
+    ap.add_argument("--tune-adapters", action="store_true", help="fine-tune the adapters with the dialogue model")
     ap.add_argument("--systems", default=None, help="subset of text,text+speaker,text+face,text+speaker+face")
     ap.add_argument("--audio-encoders", default="egemaps,resemblyzer", help="the speaker modality's encoders")
     ap.add_argument("--face-encoders", default="fer", help="the face modality's encoders (fer: what the store "
@@ -75,15 +77,19 @@ def main() -> int:
     adapt_cmd = [*py, "adapt", "--modality", "text", "--encoder", "mpnet", "--corpus",
                  *[f"{n}={Path(args.data) / f}" for n, f in CORPORA], "--per-class", str(args.per_class),
                  "--seed", "0", "--threads", "2", "--out", str(adapter)]
-    if not (adapter / "model.safetensors").is_file():
+    reused = (adapter / "model.safetensors").is_file()
+    if not reused:
         run(adapt_cmd)
-    cmds.append(shlex.join(adapt_cmd) + ("" if (adapter / "metrics.json").is_file() else " (not finished)"))
+    made = json.loads((adapter / "config.json").read_text()).get("provenance", {})
+    cmds.append(shlex.join(adapt_cmd) + (f" (not run: the adapter folder existed and was reused; made at commit "
+                                         f"{str(made.get('git_commit'))[:7]}, {made.get('date')})" if reused else ""))
     out = runs / args.name
     transfer_cmd = [*py, "experiment", "transfer", "--dataset", "meld", "--data-dir", args.corpus,
                     "--media-dir", args.corpus, "--adapters", f"text={adapter}", "--text-encoder", "mpnet",
                     "--audio-encoders", args.audio_encoders, "--face-encoders", args.face_encoders,
                     "--model", "mamba", "--seeds", str(args.seeds), "--epochs", str(args.epochs), "--out", str(out),
-                    *(["--systems", args.systems] if args.systems else [])]
+                    *(["--systems", args.systems] if args.systems else []),
+                    *(["--tune-adapters"] if args.tune_adapters else [])]
     seconds = run(transfer_cmd)
     cmds.append(shlex.join(transfer_cmd))
     result = json.loads((out / "transfer.json").read_text())
