@@ -33,7 +33,7 @@ from merc.training.experiment import run_experiment  # noqa: E402
 from merc.training.trainer import TrainConfig  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "results"
-ENCODERS = {"text": ["mpnet"], "audio": ["egemaps", "resemblyzer"], "face": ["fer", "dlib"]}
+ENCODERS = {"text": ["mpnet"], "audio": ["egemaps", "resemblyzer"], "face": ["fer"]}
 MODALITY_SETS = ["text", "audio", "face", "text,audio", "text,face", "text,audio,face"]
 
 
