@@ -76,7 +76,7 @@ def one(encoder: str, per_class: int, seed: int, meld: bool, data_root: Path) ->
         row["meld_test_encoding"] = {k: v for k, v in feats.meta.items() if k != "ids"}
         counts = Counter(gold)
         major = max(counts, key=counts.get)
-        from merc.training.metrics import evaluate_predictions
+        from merc.metrics import evaluate_predictions
         idx = {lab: i for i, lab in enumerate(MELD_LABELS)}
         row["meld_test_majority"] = {k: v for k, v in evaluate_predictions(
             [idx[g] for g in gold], [idx[major]] * len(gold), MELD_LABELS).items() if k != "confusion"}

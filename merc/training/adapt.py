@@ -39,9 +39,9 @@ from tqdm.auto import tqdm
 from merc.data.labels import MELD_LABELS
 from merc.errors import ConfigError, OutputExistsError
 from merc.io import write_json
+from merc.metrics import evaluate_predictions
 from merc.models.adapter import Adapter, AdapterConfig
 from merc.training.adapt_data import AdaptData, ItemEncoder, collect
-from merc.training.metrics import evaluate_predictions
 
 log = logging.getLogger(__name__)
 
