@@ -9,7 +9,7 @@ from pathlib import Path
 from merc.data import DATASETS, SPLITS
 from merc.errors import ConfigError, IncompatibleRunError, MissingFileError
 from merc.models.dialogue import DialogueConfig
-from merc.models.matav import MatavConfig
+from merc.training.experiment_cli import add_matav_arguments, matav_config
 from merc.training.features import DEFAULT_ENCODERS
 from merc.training.trainer import TrainConfig
 
@@ -45,11 +45,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise ConfigError("--overwrite and --resume exclude each other: replace the run, or finish it")
     prepare_out(args.out, overwrite=args.overwrite, resume=args.resume)
     if args.model == "matav":
-        mc = MatavConfig(d_model=args.d_model, d_mamba=args.d_model, n_mamba_layers=args.layers,
-                         n_cross_layers=args.cross_layers, n_heads=args.heads, attention=args.attention,
-                         dropout=args.dropout, mec_weight=0.0 if args.no_mec else args.mec_weight,
-                         queue_size=args.queue_size, momentum=args.momentum, temperature=args.temperature,
-                         use_mamba=not args.no_mamba, bidirectional=not args.causal)
+        mc = matav_config(args, n_mamba_layers=args.layers, bidirectional=not args.causal)
     else:
         if args.no_mamba or args.no_mec:
             raise ConfigError("--no-mamba and --no-mec are MaTAV ablations: use them with --model matav")
@@ -162,18 +158,7 @@ def add_parser(sub) -> None:
     p.add_argument("--d-model", type=int, default=DialogueConfig.d_model, help="model width")
     p.add_argument("--layers", type=int, default=DialogueConfig.n_layers, help="dialogue-model layers")
     p.add_argument("--dropout", type=float, default=DialogueConfig.dropout, help="dropout probability")
-    g = p.add_argument_group("MaTAV (--model matav)")
-    g.add_argument("--cross-layers", type=int, default=MatavConfig.n_cross_layers, help="cross-attention layers")
-    g.add_argument("--heads", type=int, default=MatavConfig.n_heads, help="attention heads")
-    g.add_argument("--attention", choices=("modality", "dialogue"), default=MatavConfig.attention,
-                   help="modality: each utterance's modality vectors attend to each other; dialogue: across the "
-                        "utterances of the dialogue too")
-    g.add_argument("--mec-weight", type=float, default=MatavConfig.mec_weight, help="λ of the MEC loss")
-    g.add_argument("--queue-size", type=int, default=MatavConfig.queue_size, help="MEC queue length per modality")
-    g.add_argument("--momentum", type=float, default=MatavConfig.momentum, help="EMA momentum of the key encoders")
-    g.add_argument("--temperature", type=float, default=MatavConfig.temperature, help="InfoNCE temperature")
-    g.add_argument("--no-mamba", action="store_true", help="ablation: per-utterance classifier after fusion")
-    g.add_argument("--no-mec", action="store_true", help="ablation: no MEC loss (λ = 0)")
+    add_matav_arguments(p, switches=True, width=False)
     p.add_argument("--causal", action="store_true", help="unidirectional context (online use) instead of bidirectional")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--out", required=True, help="run directory to create (must not exist unless --overwrite or "
