@@ -71,8 +71,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     sub = enc.add_subparsers(dest="encoder_command", metavar="ACTION")
     sub.required = True
     p = sub.add_parser("list", help="registered encoders: modality, dimension, installed, what they measure")
-    p.add_argument("--modality", choices=("text", "audio", "face"), default=None)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--modality", choices=("text", "audio", "face"), default=None,
+                   help="list only this modality's encoders (None: all)")
+    p.add_argument("--json", action="store_true", help="print the table as JSON")
     p.set_defaults(func=list_command)
     d = FinetuneConfig()
     p = sub.add_parser("finetune", help="fine-tune a sentence encoder as an utterance emotion classifier; "
