@@ -180,6 +180,7 @@ def test_predict_video_with_srt_and_json_transcripts(env, capsys):
     folder.mkdir(exist_ok=True)
     video, (s1, s2) = _recording(folder)
     late = (s2[1] + 30.0, s2[1] + 32.0)  # after the end of the recording
+    s1, s2, late = ((round(a, 3), round(b, 3)) for a, b in (s1, s2, late))  # SRT holds milliseconds
     segs = [("Ann", "I cannot believe you did that to me.", s1), ("Bob", "Well, that is wonderful news", s2),
             ("Ann", "Hello?", late)]
     srt = folder / "talk.srt"
