@@ -20,6 +20,10 @@ def _fmt(ms: dict) -> str:
     return f"{100 * ms['mean']:.2f} ± {100 * ms['std']:.2f}"
 
 
+def _abs(path: str | None) -> str | None:
+    return os.path.abspath(path) if path else None
+
+
 def _names(csv: str) -> list[str]:
     return [x.strip() for x in csv.split(",") if x.strip()]
 
@@ -60,7 +64,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                              encoders={m: e for m, e in encoders.items() if m in modalities},
                              modality_dropout=parse_modality_dropout(args.modality_dropout, modalities),
                              text_encoder=args.text_encoder, seeds=args.seeds, progress=not args.quiet,
-                             resume=args.resume)
+                             resume=args.resume, qc_dir=_abs(args.qc_dir))
     for split in ("dev", "test"):
         if split in summary:
             s = summary[split]
@@ -100,7 +104,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise IncompatibleRunError(f"the labels of {dataset} at {data_dir} ({corpus.labels}) differ from the run's "
                                    f"({run.labels}, {run.path / 'labels.json'})")
     feats, report, fingerprints = corpus_features(corpus, [args.split], run.config.modalities, run.config.encoders,
-                                                  media_dir=media_dir, progress=not (args.json or args.quiet))
+                                                  media_dir=media_dir, progress=not (args.json or args.quiet),
+                                                  qc_dir=_abs(args.qc_dir) or run.config.qc_dir or None)
     check_fingerprints(run.config.encoder_fingerprints, fingerprints)
     dialogues = run.dialogues(corpus[args.split], feats[args.split])
     m = score_dialogues(run.model, dialogues, run.labels)
@@ -124,7 +129,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from merc.training.predict import predict_file
     predict_file(args.run_dir, args.input, out_dir=args.out, as_json=args.json, plots=not args.no_plots,
                  output=args.output, overwrite=args.overwrite, progress=not args.quiet,
-                 batch_utterances=args.batch_utterances, per_page=args.page_size)
+                 batch_utterances=args.batch_utterances, per_page=args.page_size, transcript=args.transcript)
     return 0
 
 
@@ -136,6 +141,8 @@ def add_parser(sub) -> None:
     p.add_argument("--data-dir", required=True, help="corpus folder (recorded in the run as an absolute path)")
     p.add_argument("--media-dir", help="folder of the corpus's audio/video (MELD raw clips, IEMOCAP wav/avi); "
                    "jsonl media paths are relative to --data-dir")
+    p.add_argument("--qc-dir", default=None, help="folder written by `merc qc` for this corpus: face encoders use "
+                   "its speaker_tracks.json (the labelled speaker's face) instead of the largest face")
     p.add_argument("--model", choices=MODELS, default="mamba", help="dialogue model")
     p.add_argument("--modalities", default="text", help="comma-separated subset of text,audio,face")
     p.add_argument("--audio-encoders", default=",".join(DEFAULT_ENCODERS["audio"]),
@@ -175,6 +182,8 @@ def add_parser(sub) -> None:
                    help="corpus format (None: the dataset the run was trained on)")
     p.add_argument("--data-dir", default=None, help="corpus folder (None: the folder recorded in the run)")
     p.add_argument("--media-dir", default=None, help="corpus media folder (None: the one the run recorded)")
+    p.add_argument("--qc-dir", default=None, help="`merc qc` folder whose speaker_tracks.json the face encoders "
+                   "use (None: the one the run recorded)")
     p.add_argument("--split", choices=SPLITS, default="test", help="split to score")
     p.add_argument("--json", action="store_true", help="print the scores as one JSON object")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -182,8 +191,12 @@ def add_parser(sub) -> None:
 
     p = sub.add_parser("predict", help="label every utterance of new conversations", formatter_class=fmt)
     p.add_argument("run_dir", help="run directory (a multi-seed run uses its dev-selected seed)")
-    p.add_argument("input", help="conversations: .jsonl (one per line, as `merc data` reads) or .txt "
-                                 "('Speaker: text' lines, blank line between conversations)")
+    p.add_argument("input", help="conversations: .jsonl (one per line, as `merc data` reads; audio/video paths "
+                                 "relative to its folder), .txt ('Speaker: text' lines, blank line between "
+                                 "conversations), or a recording (.mp4, .wav, …) with --transcript")
+    p.add_argument("--transcript", default=None, metavar="FILE",
+                   help="speakers and times of the recording INPUT: .srt ('Speaker: text' subtitles) or .json "
+                        "[{speaker, text, start, end}]; each segment is one utterance")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object per conversation (input fields + gold, predicted, probabilities)")
     p.add_argument("--output", default=None, metavar="FILE.jsonl",

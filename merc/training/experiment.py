@@ -78,12 +78,13 @@ def run_experiment(*, dataset: str, data_dir: str, out: str | Path, model_config
                    train_config: TrainConfig, modalities: Sequence[str] = ("text",), text_encoder: str = "mpnet",
                    encoders: dict[str, list[str]] | None = None, modality_dropout: dict[str, float] | None = None,
                    standardize: Sequence[str] = DEFAULT_STANDARDIZED, seeds: int = 1, media_dir: str | None = None,
-                   progress: bool = True, corpus: Corpus | None = None,
+                   progress: bool = True, corpus: Corpus | None = None, qc_dir: str | None = None,
                    log: Callable[[str], None] | None = None,
                    resume: bool = False) -> dict[str, Any]:
     """``encoders[m]`` lists modality m's encoders (defaults per modality; ``text_encoder`` when text has
     none); ``modality_dropout[m]`` its training-time dropout probability; ``standardize`` the modalities
-    z-scored with train-split statistics."""
+    z-scored with train-split statistics; ``qc_dir`` a ``merc qc`` folder whose speaker tracks the face
+    encoders use (recorded in the run)."""
     out = Path(out)
     log = log or logger.info
     t0 = time.time()
@@ -95,7 +96,7 @@ def run_experiment(*, dataset: str, data_dir: str, out: str | Path, model_config
             raise InputError(f"{dataset} corpus at {data_dir} has no {s!r} split; training needs train and dev")
     splits = [s for s in ("train", "dev", "test") if corpus.splits.get(s)]
     raw, extraction, fingerprints = corpus_features(corpus, splits, modalities, encoders, media_dir=media_dir,
-                                                    progress=progress)
+                                                    progress=progress, qc_dir=qc_dir)
     for split, per_m in extraction.items():
         for m, rep in per_m.items():
             if rep["absent"]:
@@ -115,7 +116,7 @@ def run_experiment(*, dataset: str, data_dir: str, out: str | Path, model_config
                        data_dir=str(data_dir), modalities=list(modalities),
                        text_encoder=encoders.get("text", [text_encoder])[0], encoders=encoders,
                        encoder_fingerprints=fingerprints, normalization=normalizer.to_dict(),
-                       modality_dropout=modality_dropout, media_dir=str(media_dir or ""),
+                       modality_dropout=modality_dropout, media_dir=str(media_dir or ""), qc_dir=str(qc_dir or ""),
                        corpus_fingerprint=corpus_fingerprint, provenance=prov)
         m = completed_seed(run_dir, rc.to_dict()) if resume else None  # --resume: keep finished seeds
         m = m or train_one_seed(run_dir, corpus, features, model_config, rc.train, rc, progress=progress,
