@@ -1,6 +1,7 @@
 """The ``merc`` command. Each sub-command lives next to the code it drives and registers itself here.
 
-Contract (../shared/DESIGN.md, outside this repository): data stats · train · evaluate · predict · qc · adapt · demo;
+Contract (../shared/DESIGN.md, outside this repository): data stats · train · evaluate · predict · qc · adapt ·
+experiment · demo;
 plus encoder list/finetune.
 
 Errors: a :class:`merc.errors.MercError` (something the user can fix) is printed as one line

@@ -38,7 +38,7 @@ def qc_run(tmp_path_factory, espeak):
         cache = MeasureCache(qc / "cache" / f"{name}.jsonl")
         for it in items:
             res = check.measure(it)
-            cache.append({"utterance_id": it.utterance_id, "media": it.media, "key": measure_key(name, check),
+            cache.append({"utterance_id": it.utterance_id, "media": it.media, "key": measure_key(check),
                           "seconds": 0.1, "result": res})
             if name == "faces" and res.get("tracks"):
                 check._record(it.utterance_id, 0, res["tracks"][0], res, None, "unverified")

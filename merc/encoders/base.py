@@ -244,6 +244,15 @@ class EncoderInfo:
 _REGISTRY: dict[tuple[str, str], EncoderInfo] = {}
 _BUILTIN_MODULES = ("merc.encoders.text", "merc.encoders.audio", "merc.encoders.face_expr")
 _LOADED = False
+# Text encoders keep their own open-ended registry (any sentence-transformers name or folder) in
+# merc.encoders.text, which registers itself here on import (this module never imports it):
+# "infos" -> list[EncoderInfo] of the registered text encoders, "get" -> (name, **options) -> Encoder.
+_TEXT_SOURCE: dict[str, Callable[..., Any]] = {}
+
+
+def register_text_source(infos: Callable[[], list["EncoderInfo"]], get: Callable[..., Encoder]) -> None:
+    """Called by :mod:`merc.encoders.text`: how to list and build text encoders."""
+    _TEXT_SOURCE.update(infos=infos, get=get)
 
 
 def register_encoder(name: str, factory: Callable[..., Encoder], *, modality: str, dim: int | None,
@@ -270,13 +279,9 @@ def _load_builtins() -> None:
 def available_encoders(modality: str | None = None) -> list[EncoderInfo]:
     """Registered encoders (text ones from the text registry too), by modality then name."""
     _load_builtins()
-    from merc.encoders import text as text_mod
     infos = dict(_REGISTRY)
-    for name in text_mod.available_text_encoders():
-        if ("text", name) not in infos:
-            dim, desc, hint = text_mod.TEXT_INFO.get(name, (None, "registered text encoder", ""))
-            infos[("text", name)] = EncoderInfo(name, "text", dim, desc, text_mod._REGISTRY[name],
-                                                text_mod.text_installed(name), hint)
+    for info in _TEXT_SOURCE["infos"]():
+        infos.setdefault(("text", info.name), info)
     out = [i for k, i in sorted(infos.items()) if modality is None or k[0] == modality]
     return sorted(out, key=lambda i: (MODALITIES.index(i.modality), i.name))
 
@@ -294,9 +299,8 @@ def get_encoder(name: str, modality: str | None = None, **options) -> Encoder:
     if matches and matches[0].modality != "text":
         return matches[0].factory(**options)
     if modality in (None, "text"):
-        from merc.encoders.text import get_text_encoder
         if matches or modality == "text" or Path(name).expanduser().is_dir():
-            return get_text_encoder(name, **options)
+            return _TEXT_SOURCE["get"](name, **options)
     names = ", ".join(f"{i.name} ({i.modality})" for i in available_encoders(modality))
     raise ConfigError(f"unknown {modality or ''} encoder {name!r}; registered: {names}")
 

@@ -68,6 +68,15 @@ def load_speaker_tracks(source: str | Path | dict | None) -> dict[str, dict[str,
     return tracks
 
 
+def without_face_choice(fingerprint: str) -> str:
+    """A face encoder's fingerprint with how the face was chosen (QC track or largest face) left out: the same
+    network and frame settings. Used when a run trained on QC tracks labels new media, which has none."""
+    for tail in ("-qc", "-largest"):
+        if fingerprint.endswith(tail):
+            return fingerprint[: -len(tail)]
+    return fingerprint
+
+
 def _largest(boxes: list[Box]) -> Box | None:
     return max(boxes, key=lambda b: (b[2] - b[0]) * (b[3] - b[1])) if boxes else None
 

@@ -35,7 +35,7 @@ from typing import Callable, Iterable
 import numpy as np
 from tqdm.auto import tqdm
 
-from merc.encoders.base import Encoder, EncodeResult
+from merc.encoders.base import Encoder, EncodeResult, EncoderInfo, register_text_source
 from merc.encoders.template import META_FILE, PLAIN_TEMPLATE, render
 from merc.errors import ConfigError, InputError, MissingDependencyError
 
@@ -370,3 +370,15 @@ def get_text_encoder(name: str, *, device: str = "cpu", batch_size: int = 64) ->
         raise ConfigError(f"could not load text encoder {name!r}: it is not registered "
                          f"({', '.join(available_text_encoders())}), not a local folder, and loading it "
                          f"from the hub failed ({type(e).__name__}: {e})") from e
+
+
+def _text_infos() -> list[EncoderInfo]:
+    """The registered text encoders as registry entries (``merc encoder list``)."""
+    out = []
+    for name in available_text_encoders():
+        dim, desc, hint = TEXT_INFO.get(name, (None, "registered text encoder", ""))
+        out.append(EncoderInfo(name, "text", dim, desc, _REGISTRY[name], text_installed(name), hint))
+    return out
+
+
+register_text_source(_text_infos, get_text_encoder)

@@ -50,8 +50,7 @@ def seed_store_from_qc(qc_dir: str | Path, corpus: Corpus, split: str, *, store=
     cache_p = qc_dir / "cache" / "speaker.jsonl"
     if cache_p.is_file():
         enc = ResemblyzerEncoder(AudioConfig())
-        want = measure_key("speaker", SpeakerIdentityCheck(SpeakerCheckConfig(sr=16000,
-                                                                              max_seconds=enc.config.max_seconds)))
+        want = measure_key(SpeakerIdentityCheck(SpeakerCheckConfig(sr=16000, max_seconds=enc.config.max_seconds)))
         cached, mtime = MeasureCache(cache_p).load(), cache_p.stat().st_mtime
         rows: dict[str, tuple[np.ndarray, bool, str | None]] = {}
         for u in utts:
@@ -72,8 +71,8 @@ def seed_store_from_qc(qc_dir: str | Path, corpus: Corpus, split: str, *, store=
         from merc.encoders.face_expr import DlibFaceEncoder, FaceFrameConfig
         fc = FaceFrameConfig()
         enc = DlibFaceEncoder(fc, speaker_tracks=tracks_p)
-        want = measure_key("faces", FaceCheck(FaceCheckConfig(fps=fc.fps, max_frames=fc.max_frames,
-                                                              detector=fc.detector, upsample=fc.upsample)))
+        want = measure_key(FaceCheck(FaceCheckConfig(fps=fc.fps, max_frames=fc.max_frames,
+                                                     detector=fc.detector, upsample=fc.upsample)))
         cached, mtime = MeasureCache(faces_p).load(), faces_p.stat().st_mtime
         rows = {}
         for u in utts:

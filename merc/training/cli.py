@@ -9,7 +9,7 @@ from pathlib import Path
 from merc.data import DATASETS, SPLITS
 from merc.errors import ConfigError, IncompatibleRunError, MissingFileError
 from merc.models.dialogue import DialogueConfig
-from merc.models.matav import MatavConfig
+from merc.training.experiment_cli import add_matav_arguments, matav_config
 from merc.training.features import DEFAULT_ENCODERS
 from merc.training.trainer import TrainConfig
 
@@ -18,6 +18,10 @@ MODELS = ("mamba", "gru", "transformer", "mlp", "matav")
 
 def _fmt(ms: dict) -> str:
     return f"{100 * ms['mean']:.2f} ± {100 * ms['std']:.2f}"
+
+
+def _abs(path: str | None) -> str | None:
+    return os.path.abspath(path) if path else None
 
 
 def _names(csv: str) -> list[str]:
@@ -46,11 +50,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise ConfigError("--overwrite and --resume exclude each other: replace the run, or finish it")
     prepare_out(args.out, overwrite=args.overwrite, resume=args.resume)
     if args.model == "matav":
-        mc = MatavConfig(d_model=args.d_model, d_mamba=args.d_model, n_mamba_layers=args.layers,
-                         n_cross_layers=args.cross_layers, n_heads=args.heads, attention=args.attention,
-                         dropout=args.dropout, mec_weight=0.0 if args.no_mec else args.mec_weight,
-                         queue_size=args.queue_size, momentum=args.momentum, temperature=args.temperature,
-                         use_mamba=not args.no_mamba, bidirectional=not args.causal)
+        mc = matav_config(args, n_mamba_layers=args.layers, bidirectional=not args.causal)
     else:
         if args.no_mamba or args.no_mec:
             raise ConfigError("--no-mamba and --no-mec are MaTAV ablations: use them with --model matav")
@@ -65,7 +65,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                              encoders={m: e for m, e in encoders.items() if m in modalities},
                              modality_dropout=parse_modality_dropout(args.modality_dropout, modalities),
                              text_encoder=args.text_encoder, seeds=args.seeds, progress=not args.quiet,
-                             resume=args.resume, adapters=parse_adapters(args.adapters),
+                             resume=args.resume, qc_dir=_abs(args.qc_dir), adapters=parse_adapters(args.adapters),
                              tune_adapters=args.tune_adapters)
     for split in ("dev", "test"):
         if split in summary:
@@ -106,7 +106,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise IncompatibleRunError(f"the labels of {dataset} at {data_dir} ({corpus.labels}) differ from the run's "
                                    f"({run.labels}, {run.path / 'labels.json'})")
     feats, report, fingerprints = corpus_features(corpus, [args.split], run.config.modalities, run.config.encoders,
-                                                  media_dir=media_dir, progress=not (args.json or args.quiet))
+                                                  media_dir=media_dir, progress=not (args.json or args.quiet),
+                                                  qc_dir=_abs(args.qc_dir) or run.config.qc_dir or None)
     check_fingerprints(run.config.encoder_fingerprints, fingerprints)
     dialogues = run.dialogues(corpus[args.split], feats[args.split])
     m = score_dialogues(run.model, dialogues, run.labels)
@@ -130,7 +131,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from merc.training.predict import predict_file
     predict_file(args.run_dir, args.input, out_dir=args.out, as_json=args.json, plots=not args.no_plots,
                  output=args.output, overwrite=args.overwrite, progress=not args.quiet,
-                 batch_utterances=args.batch_utterances, per_page=args.page_size)
+                 batch_utterances=args.batch_utterances, per_page=args.page_size, transcript=args.transcript)
     return 0
 
 
@@ -142,6 +143,8 @@ def add_parser(sub) -> None:
     p.add_argument("--data-dir", required=True, help="corpus folder (recorded in the run as an absolute path)")
     p.add_argument("--media-dir", help="folder of the corpus's audio/video (MELD raw clips, IEMOCAP wav/avi); "
                    "jsonl media paths are relative to --data-dir")
+    p.add_argument("--qc-dir", default=None, help="folder written by `merc qc` for this corpus: face encoders use "
+                   "its speaker_tracks.json (the labelled speaker's face) instead of the largest face")
     p.add_argument("--model", choices=MODELS, default="mamba", help="dialogue model")
     p.add_argument("--modalities", default="text", help="comma-separated subset of text,audio,face")
     p.add_argument("--audio-encoders", default=",".join(DEFAULT_ENCODERS["audio"]),
@@ -170,18 +173,7 @@ def add_parser(sub) -> None:
     p.add_argument("--d-model", type=int, default=DialogueConfig.d_model, help="model width")
     p.add_argument("--layers", type=int, default=DialogueConfig.n_layers, help="dialogue-model layers")
     p.add_argument("--dropout", type=float, default=DialogueConfig.dropout, help="dropout probability")
-    g = p.add_argument_group("MaTAV (--model matav)")
-    g.add_argument("--cross-layers", type=int, default=MatavConfig.n_cross_layers, help="cross-attention layers")
-    g.add_argument("--heads", type=int, default=MatavConfig.n_heads, help="attention heads")
-    g.add_argument("--attention", choices=("modality", "dialogue"), default=MatavConfig.attention,
-                   help="modality: each utterance's modality vectors attend to each other; dialogue: across the "
-                        "utterances of the dialogue too")
-    g.add_argument("--mec-weight", type=float, default=MatavConfig.mec_weight, help="λ of the MEC loss")
-    g.add_argument("--queue-size", type=int, default=MatavConfig.queue_size, help="MEC queue length per modality")
-    g.add_argument("--momentum", type=float, default=MatavConfig.momentum, help="EMA momentum of the key encoders")
-    g.add_argument("--temperature", type=float, default=MatavConfig.temperature, help="InfoNCE temperature")
-    g.add_argument("--no-mamba", action="store_true", help="ablation: per-utterance classifier after fusion")
-    g.add_argument("--no-mec", action="store_true", help="ablation: no MEC loss (λ = 0)")
+    add_matav_arguments(p, switches=True, width=False)
     p.add_argument("--causal", action="store_true", help="unidirectional context (online use) instead of bidirectional")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--out", required=True, help="run directory to create (must not exist unless --overwrite or "
@@ -198,6 +190,8 @@ def add_parser(sub) -> None:
                    help="corpus format (None: the dataset the run was trained on)")
     p.add_argument("--data-dir", default=None, help="corpus folder (None: the folder recorded in the run)")
     p.add_argument("--media-dir", default=None, help="corpus media folder (None: the one the run recorded)")
+    p.add_argument("--qc-dir", default=None, help="`merc qc` folder whose speaker_tracks.json the face encoders "
+                   "use (None: the one the run recorded)")
     p.add_argument("--split", choices=SPLITS, default="test", help="split to score")
     p.add_argument("--json", action="store_true", help="print the scores as one JSON object")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -205,8 +199,12 @@ def add_parser(sub) -> None:
 
     p = sub.add_parser("predict", help="label every utterance of new conversations", formatter_class=fmt)
     p.add_argument("run_dir", help="run directory (a multi-seed run uses its dev-selected seed)")
-    p.add_argument("input", help="conversations: .jsonl (one per line, as `merc data` reads) or .txt "
-                                 "('Speaker: text' lines, blank line between conversations)")
+    p.add_argument("input", help="conversations: .jsonl (one per line, as `merc data` reads; audio/video paths "
+                                 "relative to its folder), .txt ('Speaker: text' lines, blank line between "
+                                 "conversations), or a recording (.mp4, .wav, …) with --transcript")
+    p.add_argument("--transcript", default=None, metavar="FILE",
+                   help="speakers and times of the recording INPUT: .srt ('Speaker: text' subtitles) or .json "
+                        "[{speaker, text, start, end}]; each segment is one utterance")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object per conversation (input fields + gold, predicted, probabilities)")
     p.add_argument("--output", default=None, metavar="FILE.jsonl",

@@ -78,13 +78,14 @@ def run_experiment(*, dataset: str, data_dir: str, out: str | Path, model_config
                    train_config: TrainConfig, modalities: Sequence[str] = ("text",), text_encoder: str = "mpnet",
                    encoders: dict[str, list[str]] | None = None, modality_dropout: dict[str, float] | None = None,
                    standardize: Sequence[str] = DEFAULT_STANDARDIZED, seeds: int = 1, media_dir: str | None = None,
-                   progress: bool = True, corpus: Corpus | None = None,
+                   progress: bool = True, corpus: Corpus | None = None, qc_dir: str | None = None,
                    log: Callable[[str], None] | None = None,
                    resume: bool = False, adapters: Mapping[str, str | Path] | None = None,
                    tune_adapters: bool = False) -> dict[str, Any]:
     """``encoders[m]`` lists modality m's encoders (defaults per modality; ``text_encoder`` when text has
     none); ``modality_dropout[m]`` its training-time dropout probability; ``standardize`` the modalities
-    z-scored with train-split statistics; ``adapters[m]`` a stage-2 adapter folder whose 128-d bottleneck replaces
+    z-scored with train-split statistics; ``qc_dir`` a ``merc qc`` folder whose speaker tracks the face
+    encoders use (recorded in the run); ``adapters[m]`` a stage-2 adapter folder whose 128-d bottleneck replaces
     modality m's raw stage-1 feature (frozen unless ``tune_adapters``; ``merc.training.adapters``)."""
     out = Path(out)
     log = log or logger.info
@@ -104,7 +105,7 @@ def run_experiment(*, dataset: str, data_dir: str, out: str | Path, model_config
             raise InputError(f"{dataset} corpus at {data_dir} has no {s!r} split; training needs train and dev")
     splits = [s for s in ("train", "dev", "test") if corpus.splits.get(s)]
     raw, extraction, fingerprints = corpus_features(corpus, splits, modalities, encoders, media_dir=media_dir,
-                                                    progress=progress)
+                                                    progress=progress, qc_dir=qc_dir)
     for split, per_m in extraction.items():
         for m, rep in per_m.items():
             if rep["absent"]:
@@ -126,7 +127,7 @@ def run_experiment(*, dataset: str, data_dir: str, out: str | Path, model_config
                        data_dir=str(data_dir), modalities=list(modalities),
                        text_encoder=encoders.get("text", [text_encoder])[0], encoders=encoders,
                        encoder_fingerprints=fingerprints, normalization=normalizer.to_dict(),
-                       modality_dropout=modality_dropout, media_dir=str(media_dir or ""),
+                       modality_dropout=modality_dropout, media_dir=str(media_dir or ""), qc_dir=str(qc_dir or ""),
                        corpus_fingerprint=corpus_fingerprint, provenance=prov,
                        adapters=adapter_records(loaded, adapters), tune_adapters=bool(tune_adapters))
         m = completed_seed(run_dir, rc.to_dict()) if resume else None  # --resume: keep finished seeds

@@ -22,17 +22,20 @@ from merc.training.trainer import TrainConfig
 logger = logging.getLogger(__name__)
 
 
-def add_matav_arguments(p: argparse.ArgumentParser, *, switches: bool = True) -> None:
+def add_matav_arguments(p: argparse.ArgumentParser, *, switches: bool = True, width: bool = True) -> None:
     """MaTAV's model options (for ``merc train --model matav`` and ``merc experiment ablation``);
-    ``switches`` adds the ablation flags --no-mamba and --no-mec."""
-    g = p.add_argument_group("MaTAV")
-    g.add_argument("--d-model", type=int, default=MatavConfig.d_model, help="model width")
+    ``switches`` adds the ablation flags --no-mamba and --no-mec; ``width`` adds --d-model and --dropout
+    (``merc train`` has its own, shared by every model)."""
+    g = p.add_argument_group("MaTAV (--model matav)")
+    if width:
+        g.add_argument("--d-model", type=int, default=MatavConfig.d_model, help="model width")
     g.add_argument("--cross-layers", type=int, default=MatavConfig.n_cross_layers, help="cross-attention layers")
     g.add_argument("--heads", type=int, default=MatavConfig.n_heads, help="attention heads")
     g.add_argument("--attention", choices=ATTENTION, default=MatavConfig.attention,
                    help="modality: each utterance's modality vectors attend to each other (default); "
                         "dialogue: across the utterances of the dialogue too")
-    g.add_argument("--dropout", type=float, default=MatavConfig.dropout, help="dropout probability")
+    if width:
+        g.add_argument("--dropout", type=float, default=MatavConfig.dropout, help="dropout probability")
     g.add_argument("--mec-weight", type=float, default=MatavConfig.mec_weight, help="λ of the MEC loss")
     g.add_argument("--queue-size", type=int, default=MatavConfig.queue_size, help="MEC queue length per modality")
     g.add_argument("--momentum", type=float, default=MatavConfig.momentum, help="EMA momentum of the key encoders")

@@ -9,8 +9,11 @@ Text goes through the text feature cache (``merc.encoders.cache.encode_split``) 
 an empty transcript is absent for text (reason "empty text") instead of encoding "". Audio and face come
 from a **feature provider** registered per modality in :data:`FEATURE_PROVIDERS`::
 
-    provider(corpus, split, encoder_name, *, media_dir=None, progress=True) -> ProvidedFeatures
+    provider(corpus, split, encoder_name, *, media_dir=None, progress=True[, qc_dir=...]) -> ProvidedFeatures
         ProvidedFeatures(features={uid: vector | None}, reasons={uid: why absent}, fingerprint="...")
+
+(``qc_dir`` is passed only when set: the folder of a ``merc qc`` run, whose ``speaker_tracks.json`` the face
+encoders of :func:`store_provider` use to find the labelled speaker's face instead of the largest face.)
 
 (the feature store plugs in here). Several encoders of one modality are **concatenated** in the order the run
 lists them (``encoders["audio"] = ["egemaps", "resemblyzer"]`` -> 88 + 256 = 344-d) and the utterance has the
@@ -58,9 +61,10 @@ def store_provider(modality: str) -> FeatureProvider:
     (``merc.encoders.store``: resumable, keyed by clip content; a missing, corrupt, silent or faceless clip
     is an absent row with its reason)."""
     def provider(corpus: Corpus, split: str, name: str, *, media_dir: str | None = None,
-                 progress: bool = True) -> ProvidedFeatures:
+                 progress: bool = True, qc_dir: str | None = None) -> ProvidedFeatures:
         from merc.encoders.store import extract_split
-        feats = extract_split(corpus, split, name, modality=modality, progress=progress)
+        options = {"speaker_tracks": qc_dir} if qc_dir and modality == "face" else {}
+        feats = extract_split(corpus, split, name, modality=modality, progress=progress, **options)
         table = {uid: (feats.X[i] if feats.present[i] else None) for i, uid in enumerate(feats.ids)}
         reasons = {uid: r for uid, r in zip(feats.ids, feats.reasons) if r}
         return ProvidedFeatures(table, reasons, str(feats.meta.get("fingerprint", "")))
@@ -122,15 +126,17 @@ def _text_features(corpus: Corpus, split: str, name: str, *, progress: bool) -> 
 
 
 def encoder_features(corpus: Corpus, split: str, modality: str, name: str, *, media_dir: str | None = None,
-                     progress: bool = True) -> ProvidedFeatures:
-    """One encoder's features for one split (text: the feature cache; others: the registered provider)."""
+                     progress: bool = True, qc_dir: str | None = None) -> ProvidedFeatures:
+    """One encoder's features for one split (text: the feature cache; others: the registered provider;
+    ``qc_dir``: see the module docstring)."""
     if modality == "text":
         return _text_features(corpus, split, name, progress=progress)
     provider = FEATURE_PROVIDERS.get(modality)
     if provider is None:
         raise ConfigError(f"no feature provider is registered for {modality!r}: {modality} features need the "
                           f"encoder feature store (merc.training.features.FEATURE_PROVIDERS[{modality!r}])")
-    return ProvidedFeatures(*provider(corpus, split, name, media_dir=media_dir, progress=progress))
+    extra = {"qc_dir": qc_dir} if qc_dir else {}
+    return ProvidedFeatures(*provider(corpus, split, name, media_dir=media_dir, progress=progress, **extra))
 
 
 def combine(utterance_ids: Sequence[str], parts: Sequence[tuple[str, ProvidedFeatures]]
@@ -165,11 +171,15 @@ def combine(utterance_ids: Sequence[str], parts: Sequence[tuple[str, ProvidedFea
 
 
 def presence_report(table: Mapping[str, "np.ndarray | None"], reasons: Mapping[str, str]) -> dict[str, Any]:
+    """Counts of absent utterances per reason *kind* (file names and numbers replaced,
+    ``merc.encoders.store.reason_kind``: "fer: missing file <file>"), with up to N_EXAMPLES ids each."""
+    from merc.encoders.store import reason_kind
     absent = [uid for uid, v in table.items() if v is None]
-    why = Counter(reasons.get(uid, "no feature") for uid in absent)
+    kind = {uid: reason_kind(reasons.get(uid, "no feature")) for uid in absent}
+    why = Counter(kind.values())
     examples: dict[str, list[str]] = {}
     for uid in absent:
-        r = reasons.get(uid, "no feature")
+        r = kind[uid]
         if len(examples.setdefault(r, [])) < N_EXAMPLES:
             examples[r].append(uid)
     return {"utterances": len(table), "present": len(table) - len(absent), "absent": len(absent),
@@ -178,12 +188,18 @@ def presence_report(table: Mapping[str, "np.ndarray | None"], reasons: Mapping[s
 
 def corpus_features(corpus: Corpus, splits: Sequence[str], modalities: Sequence[str],
                     encoders: Mapping[str, Sequence[str]] | str | None = None, *, media_dir: str | None = None,
-                    progress: bool = True):
+                    progress: bool = True, qc_dir: str | None = None):
     """``(features, report, fingerprints)`` for ``splits``: see the module docstring. ``encoders`` maps modality
-    -> encoder names (defaults per modality when omitted; a plain string is the text encoder)."""
+    -> encoder names (defaults per modality when omitted; a plain string is the text encoder); ``qc_dir`` a
+    ``merc qc`` folder whose speaker tracks the face encoders use."""
     if isinstance(encoders, str):
         encoders = {"text": [encoders]}
     encoders = resolve_encoders(list(modalities), encoders)
+    if qc_dir and "face" in encoders:
+        from merc.encoders.face_expr import load_speaker_tracks
+        load_speaker_tracks(qc_dir)  # a clear error now, before any extraction, when the folder has no tracks
+    elif qc_dir:
+        log.warning("--qc-dir %s is used by face encoders only, and this run has no face modality", qc_dir)
     features: dict[str, dict[str, dict[str, np.ndarray | None]]] = {}
     report: dict[str, dict[str, Any]] = {}
     fingerprints: dict[str, list[str]] = {}
@@ -191,7 +207,8 @@ def corpus_features(corpus: Corpus, splits: Sequence[str], modalities: Sequence[
         ids = [u.utterance_id for u in corpus.utterances(split)]
         features[split], report[split] = {}, {}
         for m, names in encoders.items():
-            parts = [(n, encoder_features(corpus, split, m, n, media_dir=media_dir, progress=progress)) for n in names]
+            parts = [(n, encoder_features(corpus, split, m, n, media_dir=media_dir, progress=progress, qc_dir=qc_dir))
+                     for n in names]
             fps = [p.fingerprint for _, p in parts]
             if fingerprints.setdefault(m, fps) != fps:
                 raise InputError(f"{m} encoder fingerprints changed between splits ({fingerprints[m]} vs {fps})")

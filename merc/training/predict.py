@@ -8,6 +8,14 @@ Input formats:
   unknown fields and non-UTF-8 bytes are errors naming file and line. ``emotion`` (gold) is optional; media
   fields (audio, video, start, end) are kept.
 - ``.txt``: ``Speaker: text`` per line, a blank line between conversations.
+- a recording (``.mp4``, ``.wav``, … :data:`merc.data.transcript.MEDIA_SUFFIXES`) with ``transcript=``
+  (``--transcript talk.srt`` or JSON segments, :mod:`merc.data.transcript`): one conversation whose utterances
+  are time segments of the recording.
+
+Media: a run trained with audio or faces extracts them on the fly with the encoders it recorded (JSONL
+``audio``/``video`` paths are relative to the JSONL's folder). An utterance whose clip is missing, corrupt or
+faceless is still labelled from what it has; each output utterance then lists the ``modalities`` it had, and
+the timeline marks them.
 
 Output per utterance (``--json`` on stdout, ``--output FILE.jsonl``): the utterance's original fields (the
 input's ``emotion`` untouched), ``gold`` (the input's emotion, when present), ``predicted`` and
@@ -44,15 +52,23 @@ class PredictInput:
 
 # reading
 
-def read_input(path: str | Path) -> PredictInput:
+def read_input(path: str | Path, transcript: str | Path | None = None) -> PredictInput:
     path = Path(path)
     if not path.exists():
         raise MissingFileError(f"{path}: no such file")
+    from merc.data.transcript import MEDIA_SUFFIXES, media_conversation
+    if transcript is not None:
+        conv, raw = media_conversation(path, transcript)
+        return PredictInput([conv], [raw])
+    if path.suffix.lower() in MEDIA_SUFFIXES:
+        raise InputError(f"{path}: a recording needs its transcript (speakers and times): pass --transcript "
+                         "FILE.srt ('Speaker: text' subtitles) or FILE.json segments")
     if path.suffix in (".jsonl", ".json"):
         return _read_jsonl(path)
     if path.suffix == ".txt":
         return _read_txt(path)
-    raise InputError(f"{path}: unknown input format {path.suffix!r}; expected .jsonl or .txt")
+    raise InputError(f"{path}: unknown input format {path.suffix!r}; expected .jsonl, .txt, or a recording "
+                     "with --transcript")
 
 
 def read_conversations(path: str | Path) -> list[Conversation]:
@@ -107,11 +123,22 @@ def _read_txt(path: Path) -> PredictInput:
 
 # output records
 
-def prediction_record(raw: dict[str, Any], conv: Conversation, probs: np.ndarray, labels: Sequence[str]) -> dict:
-    """The output object of one conversation: original fields + gold, predicted, probabilities per utterance."""
+def modality_presence(conv: Conversation, features: dict[str, dict[str, Any]]) -> dict[str, np.ndarray]:
+    """modality -> (n_utterances,) bool: which utterances of ``conv`` have a usable (finite) feature."""
+    def ok(v) -> bool:
+        return v is not None and bool(np.isfinite(np.asarray(v, dtype=np.float32)).all())
+    return {m: np.array([ok(table.get(u.utterance_id)) for u in conv], bool) for m, table in features.items()}
+
+
+def prediction_record(raw: dict[str, Any], conv: Conversation, probs: np.ndarray, labels: Sequence[str],
+                      present: dict[str, np.ndarray] | None = None) -> dict:
+    """The output object of one conversation: original fields + gold, predicted, probabilities per utterance,
+    and (for a multimodal run, ``present``) the ``modalities`` each utterance had."""
     utts = []
-    for r, u, p in zip(raw["utterances"], conv, probs, strict=True):
+    for t, (r, u, p) in enumerate(zip(raw["utterances"], conv, probs, strict=True)):
         rec = dict(r)
+        if present and len(present) > 1:
+            rec["modalities"] = [m for m, has in present.items() if has[t]]
         if u.emotion is not None:
             rec["gold"] = u.emotion
         rec["predicted"] = labels[int(p.argmax())]
@@ -222,8 +249,9 @@ def _chunks(convs: Sequence[Conversation], max_utterances: int) -> Iterator[list
 def predict_file(run_dir, input_path, *, out_dir: str | Path | None = "predictions", as_json: bool = False,
                  plots: bool = True, stream: TextIO | None = None, run=None, output: str | Path | None = None,
                  overwrite: bool = False, progress: bool = False, batch_utterances: int = BATCH_UTTERANCES,
-                 per_page: int | None = None) -> list[dict]:
-    """Label every utterance of ``input_path``; returns the output record of each conversation labelled now."""
+                 per_page: int | None = None, transcript: str | Path | None = None) -> list[dict]:
+    """Label every utterance of ``input_path`` (a recording when ``transcript`` is given); returns the output
+    record of each conversation labelled now."""
     from tqdm.auto import tqdm
 
     from merc.training.run import from_pretrained
@@ -232,7 +260,7 @@ def predict_file(run_dir, input_path, *, out_dir: str | Path | None = "predictio
         raise InputError(f"--batch-utterances must be >= 1, got {batch_utterances}")
     stream = stream or sys.stdout
     run = run or from_pretrained(run_dir)
-    data = read_input(input_path)
+    data = read_input(input_path, transcript)
     convs = data.conversations
     done: set[str] = set()
     out_file = None
@@ -260,10 +288,12 @@ def predict_file(run_dir, input_path, *, out_dir: str | Path | None = "predictio
                 warning = speaker_slot_warning(c, max_speakers)
                 if warning:
                     log.warning(warning)
-            probs = run.predict(batch)  # per conversation (seq_len, n_classes)
+            feats = run.features_for(batch, progress=progress)  # raw features[modality][utterance_id]
+            probs = run.predict(batch, features=feats)  # per conversation (seq_len, n_classes)
             for i, conv, p in zip(idx, batch, probs, strict=True):
                 check_finite(p, conv, run.path)
-                rec = prediction_record(data.raw[i], conv, p, run.labels)
+                present = modality_presence(conv, feats)
+                rec = prediction_record(data.raw[i], conv, p, run.labels, present)
                 line = json.dumps(rec, ensure_ascii=False, allow_nan=False)
                 results.append(rec)
                 if out_file is not None:
@@ -274,7 +304,8 @@ def predict_file(run_dir, input_path, *, out_dir: str | Path | None = "predictio
                 else:
                     print(format_table(conv, p, run.labels), file=stream)
                 if plots and out_dir is not None:
-                    pngs = write_timelines(conv, p, run.labels, out_dir, stems[i], per_page=per_page or PER_PAGE)
+                    pngs = write_timelines(conv, p, run.labels, out_dir, stems[i], per_page=per_page or PER_PAGE,
+                                           present=present if len(present) > 1 else None)
                     if not as_json:
                         where = pngs[0] if len(pngs) == 1 else f"{len(pngs)} pages, {pngs[0]} … {pngs[-1].name}"
                         print(f"   timeline: {where}", file=stream)

@@ -60,6 +60,7 @@ class RunConfig:
     normalization: dict[str, Any] = field(default_factory=dict)  # FeatureNormalizer.to_dict(): train-split stats
     modality_dropout: dict[str, float] = field(default_factory=dict)  # modality -> p (training only)
     media_dir: str = ""
+    qc_dir: str = ""  # `merc qc` folder whose speaker_tracks.json chose the face of each utterance ("" = largest)
     corpus_fingerprint: str = ""  # Corpus.fingerprint() of the corpus trained on ("" in version 1)
     provenance: dict[str, Any] = field(default_factory=dict)  # merc.io.provenance() at training time
     adapters: dict[str, dict[str, Any]] = field(default_factory=dict)  # modality -> stage-2 adapter record
@@ -176,7 +177,17 @@ class TrainedRun:
             for m in others:
                 parts = [(n, encoder_features(corpus, "predict", m, n, media_dir=media_dir, progress=progress))
                          for n in self.config.encoders[m]]
-                check_fingerprints(self.config.encoder_fingerprints, {m: [p.fingerprint for _, p in parts]})
+                actual = {m: [p.fingerprint for _, p in parts]}
+                recorded = self.config.encoder_fingerprints
+                if m == "face" and self.config.qc_dir:
+                    # trained on QC speaker tracks, which new media does not have: the largest face in each
+                    # frame, through the same networks and frame settings
+                    from merc.encoders.face_expr import without_face_choice
+                    log.info("this run chose faces with the QC speaker tracks of %s; new media has none, so the "
+                             "largest face of each frame is used", self.config.qc_dir)
+                    actual = {m: [without_face_choice(f) for f in actual[m]]}
+                    recorded = {m: [without_face_choice(f) for f in recorded.get(m, [])]}
+                check_fingerprints(recorded, actual)
                 out[m], _ = combine([u.utterance_id for u in utts], parts)
         return out
 

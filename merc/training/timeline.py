@@ -6,6 +6,9 @@
 - File names come from the conversation id through :func:`safe_stem` (no ``/``, no ``..``, no leading dot,
   bounded length) and :class:`NameAllocator` (two ids that map to one name get ``-2``, ``-3``, …); the final
   path is checked to lie inside the output folder.
+- Which modalities each utterance had (``present``, for a multimodal run): one marker row per modality under the
+  bars, a filled dot where the utterance had it and a grey ``x`` where it was absent (missing or corrupt clip,
+  no face found); the artists carry ``gid`` ``"present:<modality>"`` / ``"absent:<modality>"``.
 - Figures are written atomically (``merc.io.atomic_write_bytes``); an empty conversation is refused rather
   than drawn, so a timeline is never replaced by an empty plot.
 """
@@ -14,7 +17,7 @@ from __future__ import annotations
 import io
 import re
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import matplotlib
 
@@ -29,6 +32,8 @@ from merc.training.plots import EMOTION_COLOURS  # noqa: E402
 PER_PAGE = 50  # utterances per timeline page
 PAGE_SIZE = (16.0, 4.6)  # inches (1920 x 552 pixels at 120 dpi before tight bounding box)
 DPI = 120
+MARK_ROW = 0.09  # height of one modality marker row under the bars (probability units)
+MODALITY_COLOURS = {"text": "#4c4c4c", "audio": "#1f77b4", "face": "#d62728"}
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -67,10 +72,11 @@ def _colour(label: str, i: int):
     return EMOTION_COLOURS.get(label, plt.cm.tab10(i % 10))
 
 
-def _draw(conversation: Conversation, probs: np.ndarray, labels: Sequence[str], first: int, title: str,
-          slots: int) -> bytes:
-    """One page: utterances ``first .. first + len(probs) - 1`` (probs (n, n_classes)) on ``slots`` bar
-    positions (a page's capacity, so a short last page keeps the bar width of the others)."""
+def timeline_figure(conversation: Conversation, probs: np.ndarray, labels: Sequence[str], first: int, title: str,
+                    slots: int, present: Mapping[str, np.ndarray] | None = None):
+    """One page as a matplotlib figure: utterances ``first .. first + len(probs) - 1`` (probs (n, n_classes)) on
+    ``slots`` bar positions (a page's capacity, so a short last page keeps the bar width of the others);
+    ``present[m]`` ((n,) bool, this page's utterances) adds modality m's marker row."""
     n = len(probs)
     width = max(6.0, 0.9 * slots + 2) if slots <= 12 else PAGE_SIZE[0]
     fig, ax = plt.subplots(figsize=(width, PAGE_SIZE[1]))
@@ -87,10 +93,28 @@ def _draw(conversation: Conversation, probs: np.ndarray, labels: Sequence[str], 
     ticks = [f"{first + i}\n{u.speaker[:10]}" for i, u in enumerate(utts)]
     ax.set_xticks(x, ticks, fontsize=6 if small else 8, rotation=90 if small else 0)
     ax.set_xlim(-0.6, max(n, slots) - 0.4)  # equal bar width on every page
-    ax.set_ylim(0, 1.35 if small else 1.25)
+    present = dict(present or {})
+    for k, (m, has) in enumerate(present.items()):
+        has = np.asarray(has, bool)
+        if has.shape != (n,):
+            raise ValueError(f"present[{m!r}] has shape {has.shape}, expected ({n},)")
+        y = -(k + 0.6) * MARK_ROW
+        ax.scatter(x[has], np.full(int(has.sum()), y), s=14, marker="o", color=MODALITY_COLOURS.get(m, "k"),
+                   gid=f"present:{m}", clip_on=False)
+        ax.scatter(x[~has], np.full(int((~has).sum()), y), s=14, marker="x", color="0.6", gid=f"absent:{m}",
+                   clip_on=False)
+        ax.text(-0.7, y, m, ha="right", va="center", fontsize=7)
+    ax.set_ylim(-len(present) * MARK_ROW - (0.02 if present else 0), 1.35 if small else 1.25)
+    ax.set_yticks([0, 0.25, 0.5, 0.75, 1.0])
     ax.set_ylabel("probability")
     ax.set_title(title, pad=18)
     ax.legend(ncol=1, fontsize=8, bbox_to_anchor=(1.01, 1), loc="upper left")
+    return fig
+
+
+def _draw(conversation: Conversation, probs: np.ndarray, labels: Sequence[str], first: int, title: str,
+          slots: int, present: Mapping[str, np.ndarray] | None = None) -> bytes:
+    fig = timeline_figure(conversation, probs, labels, first, title, slots, present)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
     plt.close(fig)
@@ -98,9 +122,11 @@ def _draw(conversation: Conversation, probs: np.ndarray, labels: Sequence[str], 
 
 
 def write_timelines(conversation: Conversation, probs: np.ndarray, labels: Sequence[str], folder: str | Path,
-                    stem: str, *, per_page: int = PER_PAGE) -> list[Path]:
+                    stem: str, *, per_page: int = PER_PAGE,
+                    present: Mapping[str, np.ndarray] | None = None) -> list[Path]:
     """Write the timeline of one conversation (probs: (n_utterances, n_classes)) as one or more pages under
-    ``folder``; returns the paths in page order."""
+    ``folder``; returns the paths in page order. ``present[m]`` ((n_utterances,) bool) marks which utterances
+    had modality m."""
     n = len(conversation.utterances)
     if n == 0 or len(probs) != n:
         raise ValueError(f"conversation {conversation.conversation_id!r}: {n} utterances, {len(probs)} predictions")
@@ -116,6 +142,7 @@ def write_timelines(conversation: Conversation, probs: np.ndarray, labels: Seque
         title = f"emotion timeline — {conversation.conversation_id}"
         if pages > 1:
             title += f" (page {p + 1}/{pages}: utterances {lo}–{hi - 1} of {n})"
-        png = _draw(conversation, probs[lo:hi], labels, lo, title, per_page if pages > 1 else n)
+        page_present = {m: np.asarray(v, bool)[lo:hi] for m, v in (present or {}).items()}
+        png = _draw(conversation, probs[lo:hi], labels, lo, title, per_page if pages > 1 else n, page_present)
         paths.append(atomic_write_bytes(_inside(folder, folder / name), png))
     return paths

@@ -1,0 +1,160 @@
+"""A recording plus its transcript (speakers and times) -> one conversation whose utterances are time segments
+of that recording: ``merc predict RUN talk.mp4 --transcript talk.srt``.
+
+Transcript formats:
+
+- **SRT** (``.srt``): numbered blocks ``index`` / ``HH:MM:SS,mmm --> HH:MM:SS,mmm`` / text lines, a blank
+  line between blocks; the text starts with the speaker, ``Speaker: text`` (further lines continue the
+  text). The common SubRip variants are accepted: ``.`` instead of ``,`` before the milliseconds, a BOM,
+  CRLF line ends, positions after the time line (``X1:…``), a missing final blank line.
+- **JSON segments** (``.json``): ``[{"speaker": "Ann", "text": "Hello.", "start": 1.2, "end": 2.5}, …]``
+  (or ``{"segments": [...]}``); optional ``utterance_id``.
+
+Every segment becomes an :class:`~merc.data.schema.Utterance` with ``audio`` and ``video`` = the recording
+(``video`` None for an audio-only file) and ``meta["segment"] = [start, end]``, which the media encoders cut
+(:func:`merc.encoders.base.media_segment`). Errors name the file and line (SRT) or segment (JSON).
+Reference: the SubRip format as parsed by the ``srt`` package (https://github.com/cdown/srt).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from merc.data.schema import Conversation, Utterance
+from merc.data.textio import read_lines
+from merc.errors import InputError, MissingFileError
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".m4a", ".ogg", ".opus", ".aac")
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".m4v")
+MEDIA_SUFFIXES = AUDIO_SUFFIXES + VIDEO_SUFFIXES
+_TIME = r"(\d+):(\d{1,2}):(\d{1,2})[,.](\d{1,3})"
+_TIMING = re.compile(rf"^\s*{_TIME}\s*-->\s*{_TIME}(\s.*)?$")
+
+
+def _seconds(h: str, m: str, s: str, ms: str) -> float:
+    return int(h) * 3600 + int(m) * 60 + int(s) + int(ms.ljust(3, "0")) / 1000
+
+
+def read_srt(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """``[{"speaker", "text", "start", "end", "line"}]`` from an SRT file whose text lines read
+    ``Speaker: text``; InputError naming ``file:line`` otherwise."""
+    path = Path(path)
+    blocks: list[list[tuple[int, str]]] = [[]]
+    for n, line in read_lines(path):
+        line = line.lstrip("\ufeff").rstrip()
+        if line.strip():
+            blocks[-1].append((n, line))
+        elif blocks[-1]:
+            blocks.append([])
+    segments = []
+    for block in (b for b in blocks if b):
+        (n0, first), rest = block[0], block[1:]
+        if _TIMING.match(first):  # index line omitted
+            timing, text = (n0, first), rest
+        elif first.strip().isdigit() and rest:
+            timing, text = rest[0], rest[1:]
+        else:
+            raise InputError(f"{path}:{n0}: expected a subtitle number or a time line "
+                             f"'HH:MM:SS,mmm --> HH:MM:SS,mmm', got {first[:80]!r}")
+        m = _TIMING.match(timing[1])
+        if not m:
+            raise InputError(f"{path}:{timing[0]}: expected a time line 'HH:MM:SS,mmm --> HH:MM:SS,mmm', "
+                             f"got {timing[1][:80]!r}")
+        start, end = _seconds(*m.groups()[:4]), _seconds(*m.groups()[4:8])
+        if not text:
+            raise InputError(f"{path}:{timing[0]}: subtitle has no text; expected 'Speaker: text' on the next line")
+        n1, line = text[0]
+        speaker, sep, said = line.partition(":")
+        if not sep or not speaker.strip() or len(speaker) > 60:
+            raise InputError(f"{path}:{n1}: expected 'Speaker: text' (the speaker names who talks), got {line[:80]!r}")
+        said = " ".join([said.strip(), *(t.strip() for _, t in text[1:])]).strip()
+        if not said:
+            raise InputError(f"{path}:{n1}: speaker {speaker.strip()!r} has empty text")
+        segments.append({"speaker": speaker.strip(), "text": said, "start": start, "end": end, "line": timing[0]})
+    if not segments:
+        raise InputError(f"{path}: no subtitles found; expected SRT blocks with 'Speaker: text' lines")
+    return segments
+
+
+def read_segments_json(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """``[{"speaker", "text", "start", "end"}]`` (or ``{"segments": [...]}``) with types checked."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}: not UTF-8 text ({e})") from None
+    except json.JSONDecodeError as e:
+        raise InputError(f"{path}:{e.lineno}: invalid JSON ({e.msg}); expected a list of "
+                         '{"speaker", "text", "start", "end"} segments') from None
+    if isinstance(data, dict) and "segments" in data:
+        data = data["segments"]
+    if not isinstance(data, list) or not data:
+        raise InputError(f"{path}: expected a non-empty list of {{\"speaker\", \"text\", \"start\", \"end\"}} "
+                         f"segments, got {type(data).__name__}")
+    out = []
+    for k, seg in enumerate(data):
+        where = f"{path}: segment {k}"
+        if not isinstance(seg, dict):
+            raise InputError(f"{where}: expected an object, got {type(seg).__name__}")
+        unknown = sorted(set(seg) - {"speaker", "text", "start", "end", "utterance_id"})
+        if unknown:
+            raise InputError(f"{where}: unknown field(s) {unknown}; expected speaker, text, start, end "
+                             "(utterance_id optional)")
+        for key, types in (("speaker", str), ("text", str), ("start", (int, float)), ("end", (int, float))):
+            v = seg.get(key)
+            if v is None or isinstance(v, bool) or not isinstance(v, types):
+                raise InputError(f"{where}: {key!r} must be a {'string' if types is str else 'number'}, got {v!r}")
+        if not seg["speaker"].strip() or not seg["text"].strip():
+            raise InputError(f"{where}: empty speaker or text")
+        out.append({**seg, "start": float(seg["start"]), "end": float(seg["end"])})
+    return out
+
+
+def read_transcript(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Segments of an ``.srt`` or ``.json`` transcript, with times checked (0 <= start < end)."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(f"{path}: no such transcript file")
+    if path.suffix.lower() == ".srt":
+        segments = read_srt(path)
+    elif path.suffix.lower() == ".json":
+        segments = read_segments_json(path)
+    else:
+        raise InputError(f"{path}: unknown transcript format {path.suffix!r}; expected .srt ('Speaker: text' "
+                         "subtitles) or .json segments")
+    for k, s in enumerate(segments):
+        where = f"{path}:{s['line']}" if "line" in s else f"{path}: segment {k}"
+        if not 0 <= s["start"] < s["end"]:
+            raise InputError(f"{where}: segment times start {s['start']} s, end {s['end']} s; expected "
+                             "0 <= start < end")
+    return segments
+
+
+def media_conversation(media: str | os.PathLike, transcript: str | os.PathLike, *,
+                       conversation_id: str | None = None, split: str = "predict") -> tuple[Conversation, dict]:
+    """The conversation of ``media`` segmented by ``transcript``, and its JSON form (echoed by ``merc predict``)."""
+    media = Path(media)
+    if not media.is_file():
+        raise MissingFileError(f"{media}: no such media file")
+    if media.suffix.lower() not in MEDIA_SUFFIXES:
+        raise InputError(f"{media}: not a known audio/video file type ({media.suffix!r}); expected one of "
+                         f"{', '.join(MEDIA_SUFFIXES)}")
+    segments = read_transcript(transcript)
+    cid = conversation_id or media.stem
+    path = os.path.abspath(media)
+    video = None if media.suffix.lower() in AUDIO_SUFFIXES else path
+    utts, raws, seen = [], [], set()
+    for k, s in enumerate(segments):
+        uid = s.get("utterance_id") or f"{cid}_u{k}"
+        if uid in seen:
+            raise InputError(f"{transcript}: segment {k}: duplicate utterance_id {uid!r}")
+        seen.add(uid)
+        utts.append(Utterance(uid, s["speaker"], s["text"], None, s["start"], s["end"], audio=path, video=video,
+                              meta={"segment": [s["start"], s["end"]]}))
+        raws.append({"utterance_id": uid, "speaker": s["speaker"], "text": s["text"], "start": s["start"],
+                     "end": s["end"]})
+    raw = {"conversation_id": cid, "media": str(media), "transcript": str(transcript), "utterances": raws}
+    return Conversation(cid, split, utts), raw
