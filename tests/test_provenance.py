@@ -65,7 +65,8 @@ def test_old_run_directory_without_version_still_loads():
     run_dir, _ = demo_paths()
     assert "config_version" not in json.loads((run_dir / "config.json").read_text())
     run = from_pretrained(run_dir)
-    assert run.config.config_version == 1 and run.config.provenance == {} and run.config.corpus_fingerprint == ""
+    # read as version 1 and migrated in memory to the current version (merc.training.run.migrate_config)
+    assert run.config.config_version == 2 and run.config.provenance == {} and run.config.corpus_fingerprint == ""
 
 
 def test_new_run_records_version_provenance_and_fingerprint(toy_corpus, tmp_path, monkeypatch):  # noqa: F811
@@ -82,5 +83,5 @@ def test_new_run_records_version_provenance_and_fingerprint(toy_corpus, tmp_path
     assert cfg["corpus_fingerprint"] == load_corpus("jsonl", toy_corpus).fingerprint()
     assert cfg["provenance"]["git_commit"] == provenance()["git_commit"]
     assert from_pretrained(tmp_path / "run").config.corpus_fingerprint == cfg["corpus_fingerprint"]
-    with pytest.raises(IncompatibleRunError, match="newer merc"):
+    with pytest.raises(IncompatibleRunError, match="newer than this merc"):
         RunConfig.from_dict({**cfg, "config_version": CONFIG_VERSION + 1})
