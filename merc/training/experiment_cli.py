@@ -58,7 +58,7 @@ def matav_config(args: argparse.Namespace, **overrides) -> MatavConfig:
 
 def cmd_ablation(args: argparse.Namespace) -> int:
     from merc.data import load_corpus
-    from merc.training.ablation import run_ablation
+    from merc.training.ablation import VARIANTS, run_ablation
     from merc.training.experiment import run_experiment
     base = matav_config(args)
     tc = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
@@ -78,7 +78,11 @@ def cmd_ablation(args: argparse.Namespace) -> int:
                                  log=logger.info)
         return {s: {k: v["mean"] for k, v in summary[s].items()} for s in ("dev", "test") if s in summary}
 
-    result = run_ablation(train_one, base, [args.seed + k for k in range(args.seeds)], out,
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown or not variants:
+        raise ConfigError(f"--variants {args.variants!r}: choose from {', '.join(VARIANTS)}")
+    result = run_ablation(train_one, base, [args.seed + k for k in range(args.seeds)], out, variants=variants,
                           title=f"MaTAV ablation · {args.dataset} · {args.modalities} · {args.text_encoder}")
     print((out / "ablation.md").read_text(), end="")
     print(f"table: {out / 'ablation.md'} and {out / 'ablation.json'} ({len(result['seeds'])} seeds)")
@@ -146,6 +150,8 @@ def add_parser(sub) -> None:
                    help="comma-separated face encoders, concatenated in this order")
     a.add_argument("--seed", type=int, default=0, help="first seed")
     a.add_argument("--seeds", type=int, default=3, help="seeds per variant (seed, seed+1, …)")
+    a.add_argument("--variants", default="full,no_mamba,no_mec",
+                   help="which of full, no_mamba, no_mec to train (with text alone no_mec equals full: no pair)")
     a.add_argument("--epochs", type=int, default=TrainConfig.epochs, help="maximum training epochs")
     a.add_argument("--batch-size", type=int, default=TrainConfig.batch_size, help="dialogues per batch")
     a.add_argument("--lr", type=float, default=TrainConfig.lr, help="peak learning rate (AdamW)")
