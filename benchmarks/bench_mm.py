@@ -57,9 +57,11 @@ def model_config(model: str):
 
 def run_cell(corpus, setting: str, root: str, name: str, model: str, modalities: str, seeds: int, work: Path,
              epochs: int) -> dict:
-    part = work / f"{setting}__{name.replace(':', '__').replace(',', '+')}.json"
-    if part.is_file():
-        return json.loads(part.read_text())
+    stem = f"{setting}__{name.replace(':', '__').replace(',', '+')}.json"
+    part = work / stem
+    for done in [part] + sorted(work.parent.glob(f"*/{stem}")):  # the same cell finished by another table
+        if done.is_file():
+            return json.loads(done.read_text())
     t0 = time.time()
     mods = modalities.split(",")
     summary = run_experiment(dataset="meld", data_dir=root, media_dir=root, out=work / "runs" / setting / name,
@@ -84,6 +86,9 @@ def main() -> None:
     ap.add_argument("--control", required=True, help="generated corpus where audio/face ignore the label")
     ap.add_argument("--table", choices=("modalities", "ablation"), default="modalities")
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--settings", default="signal,control", help="which corpora to run (signal, control)")
+    ap.add_argument("--report-only", action="store_true",
+                    help="write the table from the cells finished so far (unfinished cells marked), train nothing")
     ap.add_argument("--epochs", type=int, default=TrainConfig.epochs)
     ap.add_argument("--work", default="/tmp/merc_bench_mm", help="run directories and per-cell results")
     args = ap.parse_args()
@@ -92,19 +97,29 @@ def main() -> None:
     work = Path(args.work) / args.table
     prov = provenance()
     results = []
-    for setting, root in (("signal", args.signal), ("control", args.control)):
-        corpus = load_corpus("meld", root, media_dir=root)
+    settings = [s for s in ("signal", "control") if s in args.settings.split(",")]
+    for setting, root in [(s, {"signal": args.signal, "control": args.control}[s]) for s in settings]:
+        corpus = None if args.report_only else load_corpus("meld", root, media_dir=root)
         for name, model, mods in cells(args.table):
-            r = run_cell(corpus, setting, root, name, model, mods, args.seeds, work, args.epochs)
+            if args.report_only:
+                stem = f"{setting}__{name.replace(':', '__').replace(',', '+')}.json"
+                found = [p for p in [work / stem] + sorted(work.parent.glob(f"*/{stem}")) if p.is_file()]
+                if not found:
+                    continue
+                r = json.loads(found[0].read_text())
+            else:
+                r = run_cell(corpus, setting, root, name, model, mods, args.seeds, work, args.epochs)
             results.append(r)
             print(f"{setting:8s} {name:32s} test wF1 {fmt(r['test']['weighted_f1'])}", flush=True)
-    gen = {s: json.loads((Path(r) / "generation.json").read_text()) if (Path(r) / "generation.json").is_file()
-           else {} for s, r in (("signal", args.signal), ("control", args.control))}
+    roots = {"signal": args.signal, "control": args.control}
+    gen = {s: json.loads((Path(roots[s]) / "generation.json").read_text())
+           if (Path(roots[s]) / "generation.json").is_file() else {} for s in settings}
     by = {(r["setting"], r["cell"]): r for r in results}
+    cols = [s for s in ("signal", "control") if s in settings]
     lines = [f"# Generated multimodal corpus: {args.table} table", "",
              provenance_markdown(prov), "",
              f"Command: `.venv/bin/python benchmarks/bench_mm.py --signal {args.signal} --control {args.control} "
-             f"--table {args.table} --seeds {args.seeds} --epochs {args.epochs}`", "",
+             f"--table {args.table} --seeds {args.seeds} --epochs {args.epochs} --settings {','.join(settings)}`", "",
              "Data: real MELD dialogues (text, speakers, labels) re-voiced with espeak-ng, one voice and one face "
              "photo per speaker (benchmarks/results/mm_corpus.md). *signal*: for a fraction of utterances prosody "
              "and face expression follow the label; *control*: both drawn independently of the label. Encoders: "
@@ -112,16 +127,18 @@ def main() -> None:
              f"{args.seeds} seeds, early stopping on dev weighted F1, test scored once; mean ± std (%).", "",
              "This answers one question — does the pipeline use a modality when it carries information? — and "
              "says nothing about real-world multimodal accuracy (no MELD.Raw / IEMOCAP media here).", "",
-             "| cell | signal: test wF1 | signal: test acc | signal: macro F1 | control: test wF1 | "
-             "control: test acc | control: macro F1 |", "|---|---:|---:|---:|---:|---:|---:|"]
+             "| cell | " + " | ".join(f"{c}: test wF1 | {c}: test acc | {c}: macro F1 | {c}: dev wF1" for c in cols)
+             + " |", "|---|" + "---:|" * (4 * len(cols))]
     for name, _, _ in cells(args.table):
-        s, c = by[("signal", name)], by[("control", name)]
-        lines.append(f"| {name} | {fmt(s['test']['weighted_f1'])} | {fmt(s['test']['accuracy'])} | "
-                     f"{fmt(s['test']['macro_f1'])} | {fmt(c['test']['weighted_f1'])} | {fmt(c['test']['accuracy'])} | "
-                     f"{fmt(c['test']['macro_f1'])} |")
-    ext = by[("signal", cells(args.table)[-1][0])].get("extraction") or {}
+        row = [name]
+        for c in cols:
+            r = by.get((c, name))
+            row += ([fmt(r["test"]["weighted_f1"]), fmt(r["test"]["accuracy"]), fmt(r["test"]["macro_f1"]),
+                     fmt(r["dev"]["weighted_f1"])] if r else ["not run"] * 4)
+        lines.append("| " + " | ".join(row) + " |")
+    ext = next((r.get("extraction") for r in results if r.get("extraction")), None) or {}
     if ext:
-        lines += ["", "Utterances lacking a modality (signal corpus; they keep their place and are scored):"]
+        lines += ["", f"Utterances lacking a modality ({cols[0]} corpus; they keep their place and are scored):"]
         for split, per in ext.items():
             parts = []
             for m, r in per.items():
@@ -132,7 +149,7 @@ def main() -> None:
     stem = OUT / f"mm_{args.table}"
     write_json(stem.with_suffix(".json"), {"provenance": prov, "generation": gen, "results": results,
                                            "mean_train_seconds": float(np.mean([np.mean(r["train_seconds"])
-                                                                                for r in results]))})
+                                                                                for r in results] or [0]))})
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
