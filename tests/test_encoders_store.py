@@ -10,7 +10,7 @@ import pytest
 
 from merc.data.schema import Conversation, Corpus, Utterance
 from merc.encoders.base import EncodeSkip, MediaEncoder, media_key
-from merc.encoders.store import FeatureStore, ModalityFeatures, extract_modality, extract_split, reason_kind
+from merc.encoders.store import FeatureStore, ModalityFeatures, extract_modality, extract_split, reason_kind, store_key
 
 
 class FakeAudio(MediaEncoder):
@@ -73,7 +73,7 @@ def test_extract_then_reuse(tmp_path):
     np.testing.assert_array_equal(f.X[[2, 5]], 0.0)
     s = f.summary()
     assert s["present"] == 9 and s["absent"] == 2 and sum(s["reasons"].values()) == 2
-    folder = store.folder("toy", "train", enc)
+    folder = store.folder(store_key(corpus, "train"), "train", enc)
     assert sorted(p.name for p in folder.iterdir()) == ["index.json", "rows.safetensors"]  # pending removed
     assert folder.parent.name == "audio" and folder.parent.parent.name == "train"
 
@@ -91,7 +91,7 @@ def test_interrupted_run_resumes_with_the_rest_only(tmp_path):
     broken = FakeAudio(fail_after=2)
     with pytest.raises(KeyboardInterrupt):
         store.get(corpus, "train", broken, progress=False)
-    folder = store.folder("toy", "train", broken)
+    folder = store.folder(store_key(corpus, "train"), "train", broken)
     assert sorted(p.name for p in (folder / "pending").iterdir()) == ["chunk_00000.npz", "chunk_00001.npz"]
     assert not (folder / "index.json").exists()
 
@@ -116,7 +116,7 @@ def test_changed_clip_is_reextracted_alone(tmp_path):
     other = FakeAudio(fingerprint="fake-audio-v2")  # new weights/settings: a new folder, all extracted
     store.get(corpus, "train", other, progress=False)
     assert len(other.seen) == 11
-    assert len(list((tmp_path / "store" / "toy" / "train" / "audio").iterdir())) == 2
+    assert len(list((tmp_path / "store" / store_key(corpus, "train") / "train" / "audio").iterdir())) == 2
 
 
 def test_absent_rows_are_not_retried_until_the_file_changes(tmp_path):
@@ -147,13 +147,13 @@ def test_corrupt_store_files_are_rebuilt(tmp_path):
     store = FeatureStore(tmp_path / "store", chunk_size=3)
     with pytest.raises(KeyboardInterrupt):
         store.get(corpus, "train", FakeAudio(fail_after=3), progress=False)
-    pending = store.folder("toy", "train", FakeAudio()) / "pending"
+    pending = store.folder(store_key(corpus, "train"), "train", FakeAudio()) / "pending"
     c1 = pending / "chunk_00001.npz"
     c1.write_bytes(c1.read_bytes()[:50])  # truncated
     enc = FakeAudio()
     f = store.get(corpus, "train", enc, progress=False)
     assert len(enc.seen) == 3 + 2  # chunk 1 again + the 2 never extracted
-    rows = store.folder("toy", "train", enc) / "rows.safetensors"
+    rows = store.folder(store_key(corpus, "train"), "train", enc) / "rows.safetensors"
     rows.write_bytes(rows.read_bytes()[:-20])
     enc = FakeAudio()
     g = store.get(corpus, "train", enc, progress=False)
@@ -179,7 +179,8 @@ def test_text_through_the_same_store(tmp_path):
     store = FeatureStore(tmp_path / "store")
     enc = CountingEncoder()
     f = store.get(corpus, "train", enc, progress=False)
-    assert f.X.shape == (11, 8) and f.present.all() and store.folder("toy", "train", enc).parent.name == "text"
+    assert f.X.shape == (11, 8) and f.present.all()
+    assert store.folder(store_key(corpus, "train"), "train", enc).parent.name == "text"
     corpus.splits["train"][0].utterances[1].text = "an edited line"
     enc2 = CountingEncoder()
     g = store.get(corpus, "train", enc2, progress=False)
@@ -223,3 +224,16 @@ def test_modality_block_standardizes_with_train_statistics(tmp_path):
     assert X.shape == (2, 8) and present.tolist() == [False, True]
     with pytest.raises(KeyError, match="nope"):
         z.take(["nope"])
+
+
+def test_two_corpora_with_one_reader_name_get_their_own_folders(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a, b = make_corpus(tmp_path / "a"), make_corpus(tmp_path / "b")
+    assert a.name == b.name and store_key(a, "train") != store_key(b, "train")
+    store = FeatureStore(tmp_path / "store")
+    store.get(a, "train", FakeAudio(), progress=False)
+    store.get(b, "train", FakeAudio(), progress=False)
+    enc = FakeAudio()
+    store.get(a, "train", enc, progress=False)  # b did not overwrite a's rows: nothing is extracted again
+    assert enc.seen == []

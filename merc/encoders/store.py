@@ -110,6 +110,16 @@ class ModalityFeatures(Features):
                 "reasons": dict(kinds.most_common())}
 
 
+def store_key(corpus: Corpus, split: str) -> str:
+    """The store folder name of ``corpus``/``split``: the reader's corpus name plus a short hash of its
+    utterance ids and media paths, so two corpora read with the same reader from different places (say a
+    generated corpus and its control) get their own folders instead of overwriting each other's index."""
+    h = hashlib.sha256()
+    for u in corpus.utterances(split):
+        h.update(f"{u.utterance_id}\0{u.audio or ''}\0{u.video or ''}\n".encode())
+    return f"{corpus.name}-{h.hexdigest()[:10]}"
+
+
 @dataclass
 class FeatureStore:
     """Folder of stage-1 features (see the module docstring)."""
@@ -173,7 +183,7 @@ class FeatureStore:
         if len(set(ids)) != len(ids):
             dup = next(i for i, c in Counter(ids).items() if c > 1)
             raise ValueError(f"{corpus.name}/{split} has duplicate utterance id {dup!r}; fix the reader first")
-        return self.get_utterances(corpus.name, split, utts, encoder, progress=progress)
+        return self.get_utterances(store_key(corpus, split), split, utts, encoder, progress=progress)
 
     def get_utterances(self, corpus_name: str, split: str, utts: Sequence, encoder: Encoder, *,
                        progress: bool = True) -> ModalityFeatures:

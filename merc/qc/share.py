@@ -37,7 +37,7 @@ def seed_store_from_qc(qc_dir: str | Path, corpus: Corpus, split: str, *, store=
     """Seed ``resemblyzer`` (audio) and, when ``speaker_tracks.json`` exists, ``dlib`` (face, on the QC
     tracks) features of ``corpus``/``split`` from a QC run's measurement cache. Returns rows written per encoder."""
     from merc.encoders.audio import AudioConfig, ResemblyzerEncoder
-    from merc.encoders.store import FeatureStore, seed_rows
+    from merc.encoders.store import FeatureStore, seed_rows, store_key
     from merc.qc.cache import MeasureCache, measure_key
     from merc.qc.faces import FaceCheck, FaceCheckConfig
     from merc.qc.speaker import SpeakerCheckConfig, SpeakerIdentityCheck
@@ -64,7 +64,7 @@ def seed_store_from_qc(qc_dir: str | Path, corpus: Corpus, split: str, *, store=
                 rows[u.utterance_id] = (np.asarray(res["embedding"], np.float32), True, None)
             elif "error" in res and not res.get("gated"):
                 rows[u.utterance_id] = (np.zeros(enc.dim, np.float32), False, res["error"])
-        out["resemblyzer"] = seed_rows(store, corpus.name, split, utts, enc, rows)
+        out["resemblyzer"] = seed_rows(store, store_key(corpus, split), split, utts, enc, rows)
 
     faces_p, tracks_p = qc_dir / "cache" / "faces.jsonl", qc_dir / "speaker_tracks.json"
     if faces_p.is_file() and tracks_p.is_file():
@@ -84,7 +84,7 @@ def seed_store_from_qc(qc_dir: str | Path, corpus: Corpus, split: str, *, store=
             if i is None or i >= len(tracks) or tracks[i]["boxes"] != track.get("boxes"):
                 continue
             rows[u.utterance_id] = (np.asarray(tracks[i]["embedding"], np.float32), True, None)
-        out["dlib"] = seed_rows(store, corpus.name, split, utts, enc, rows)
+        out["dlib"] = seed_rows(store, store_key(corpus, split), split, utts, enc, rows)
     if not out:
         log.info("no QC measurement cache under %s: nothing to seed", qc_dir)
     return out
