@@ -123,7 +123,8 @@ def main() -> None:
              "Data: real MELD dialogues (text, speakers, labels) re-voiced with espeak-ng, one voice and one face "
              "photo per speaker (benchmarks/results/mm_corpus.md). *signal*: for a fraction of utterances prosody "
              "and face expression follow the label; *control*: both drawn independently of the label. Encoders: "
-             "text mpnet (frozen), audio egemaps+resemblyzer, face fer+dlib (1 fps). Each cell: "
+             f"text {'+'.join(ENCODERS['text'])} (frozen), audio {'+'.join(ENCODERS['audio'])}, face "
+             f"{'+'.join(ENCODERS['face'])} (1 fps). Each cell: "
              f"{args.seeds} seeds, early stopping on dev weighted F1, test scored once; mean ± std (%).", "",
              "This answers one question — does the pipeline use a modality when it carries information? — and "
              "says nothing about real-world multimodal accuracy (no MELD.Raw / IEMOCAP media here).", "",
