@@ -47,6 +47,7 @@ def test_table_mean_std_and_resume(tmp_path):
     assert calls == [("no_mec", 2)]
 
 
+@pytest.mark.slow
 def test_experiment_ablation_cli_on_a_toy_text_corpus(tmp_path, monkeypatch, capsys):
     import sys
     from pathlib import Path

@@ -117,6 +117,7 @@ def test_standardizer_fits_present_rows_and_round_trips():
         Standardizer.fit(X, np.zeros(50, bool))
 
 
+@pytest.mark.slow
 def test_cli_encoder_list():
     out = subprocess.run([sys.executable, "-m", "merc.cli", "encoder", "list"], capture_output=True, text=True,
                          check=True).stdout

@@ -8,6 +8,8 @@ import pytest
 from merc.data.schema import Utterance
 from merc.encoders.base import get_encoder
 
+pytestmark = pytest.mark.slow  # media fixtures / several trainings: not in make test-fast
+
 synth = pytest.importorskip("merc.testing.synth")
 pytest.importorskip("dlib")
 pytest.importorskip("h5py")

@@ -23,6 +23,8 @@ from merc.testing.expression import landmarks  # noqa: E402
 from merc.testing.mmcorpus import PROSODY, MMCorpusConfig, generate, plan_corpus  # noqa: E402
 from merc.testing.synth import MELD_COLUMNS  # noqa: E402
 
+pytestmark = pytest.mark.slow  # media fixtures / several trainings: not in make test-fast
+
 TEXTS = {"joy": "This is the best day of my whole life!", "sadness": "I miss her so much, it is over.",
          "anger": "Get out of my apartment right now!", "neutral": "The coffee house opens at nine.",
          "surprise": "Wait, you did what?", "fear": "Somebody is in the kitchen.", "disgust": "Ugh, that is gross."}

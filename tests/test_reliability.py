@@ -288,6 +288,7 @@ def test_evaluate_defaults_to_the_recorded_data(cache, tmp_path, monkeypatch, ca
 
 # ---------------------------------------------------------------- long conversations, resumable predict
 
+@pytest.mark.slow
 def test_long_conversation_gives_pages_of_normal_size(cache, tmp_path):
     from PIL import Image
     inp = write_jsonl(tmp_path / "long.jsonl", [conv("long", n=400)])
@@ -392,6 +393,7 @@ def test_ctrl_c_exits_130_with_one_line(tmp_path, monkeypatch, capsys):
     assert out == "" and err == "merc data: interrupted\n"
 
 
+@pytest.mark.slow
 def test_closed_pipe_exits_quietly(cache, tmp_path):
     inp = write_jsonl(tmp_path / "in.jsonl", [conv(f"c{i}", n=4) for i in range(300)])
     code = (f"import sys; sys.path.insert(0, {str(TESTS)!r}); import test_training; from merc.cli import main; "

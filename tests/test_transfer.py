@@ -26,6 +26,8 @@ from merc.training.features import FEATURE_PROVIDERS, ProvidedFeatures
 from merc.training.run import from_pretrained
 from merc.training.trainer import TrainConfig
 
+pytestmark = pytest.mark.slow  # media fixtures / several trainings: not in make test-fast
+
 LABELS = ["angry", "calm", "happy"]
 HIDDEN: dict[str, str] = {}  # utterance id -> label, known to the fake audio / face encoders only
 TINY_ADAPTER = dict(hidden=16, bottleneck=8, epochs=40, patience=40, batch_size=32, lr=1e-2, dropout=0.2)
