@@ -131,6 +131,19 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_training_arguments(p: argparse.ArgumentParser) -> None:
+    """The optimisation options every experiment takes (one definition for ablation and transfer)."""
+    p.add_argument("--epochs", type=int, default=TrainConfig.epochs, help="maximum training epochs")
+    p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size, help="dialogues per batch")
+    p.add_argument("--lr", type=float, default=TrainConfig.lr, help="peak learning rate (AdamW)")
+    p.add_argument("--weight-decay", type=float, default=TrainConfig.weight_decay,
+                   help="AdamW weight decay (not on biases, norms, A_log, D)")
+    p.add_argument("--patience", type=int, default=TrainConfig.patience,
+                   help="stop after this many epochs without a better dev weighted F1")
+    p.add_argument("--class-weights", choices=("none", "balanced", "sqrt"), default=TrainConfig.class_weights,
+                   help="loss weights per class")
+
+
 def add_parser(sub) -> None:
     fmt = argparse.ArgumentDefaultsHelpFormatter
     p = sub.add_parser("experiment", help="experiments that train several models (ablation, transfer)",
@@ -152,15 +165,7 @@ def add_parser(sub) -> None:
     a.add_argument("--seeds", type=int, default=3, help="seeds per variant (seed, seed+1, …)")
     a.add_argument("--variants", default="full,no_mamba,no_mec",
                    help="which of full, no_mamba, no_mec to train (with text alone no_mec equals full: no pair)")
-    a.add_argument("--epochs", type=int, default=TrainConfig.epochs, help="maximum training epochs")
-    a.add_argument("--batch-size", type=int, default=TrainConfig.batch_size, help="dialogues per batch")
-    a.add_argument("--lr", type=float, default=TrainConfig.lr, help="peak learning rate (AdamW)")
-    a.add_argument("--weight-decay", type=float, default=TrainConfig.weight_decay,
-                   help="AdamW weight decay (not on biases, norms, A_log, D)")
-    a.add_argument("--patience", type=int, default=TrainConfig.patience,
-                   help="stop after this many epochs without a better dev weighted F1")
-    a.add_argument("--class-weights", choices=("none", "balanced", "sqrt"), default=TrainConfig.class_weights,
-                   help="loss weights per class")
+    add_training_arguments(a)
     add_matav_arguments(a, switches=False)
     a.add_argument("--quiet", action="store_true", help="no progress bars")
     a.add_argument("--out", required=True, help="folder for the runs and the table")
@@ -190,15 +195,7 @@ def add_parser(sub) -> None:
     t.add_argument("--dropout", type=float, default=DialogueConfig.dropout, help="dropout probability")
     t.add_argument("--seed", type=int, default=0, help="first seed")
     t.add_argument("--seeds", type=int, default=3, help="seeds per row (seed, seed+1, …)")
-    t.add_argument("--epochs", type=int, default=TrainConfig.epochs, help="maximum training epochs")
-    t.add_argument("--batch-size", type=int, default=TrainConfig.batch_size, help="dialogues per batch")
-    t.add_argument("--lr", type=float, default=TrainConfig.lr, help="peak learning rate (AdamW)")
-    t.add_argument("--weight-decay", type=float, default=TrainConfig.weight_decay,
-                   help="AdamW weight decay (not on biases, norms, A_log, D)")
-    t.add_argument("--patience", type=int, default=TrainConfig.patience,
-                   help="stop after this many epochs without a better dev weighted F1")
-    t.add_argument("--class-weights", choices=("none", "balanced", "sqrt"), default=TrainConfig.class_weights,
-                   help="loss weights per class")
+    add_training_arguments(t)
     t.add_argument("--quiet", action="store_true", help="no progress bars")
     t.add_argument("--out", required=True, help="folder for the runs, the per-cell results and the table "
                                                 "(rerun with the same --out to resume)")
