@@ -9,8 +9,10 @@ from pathlib import Path
 from merc.data import DATASETS, SPLITS
 from merc.errors import ConfigError, IncompatibleRunError, MissingFileError
 from merc.models.dialogue import DialogueConfig
+from merc.objectives import SCHEMES
 from merc.training.experiment_cli import add_matav_arguments, matav_config
 from merc.training.features import DEFAULT_ENCODERS
+from merc.training.loss_cli import add_loss_arguments
 from merc.training.trainer import TrainConfig
 
 MODELS = ("mamba", "gru", "transformer", "mlp", "matav")
@@ -57,7 +59,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         mc = DialogueConfig(kind=args.model, d_model=args.d_model, n_layers=args.layers, dropout=args.dropout,
                             bidirectional=not args.causal)
     tc = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, patience=args.patience,
-                     class_weights=args.class_weights, seed=args.seed)
+                     class_weights=args.class_weights, seed=args.seed, loss=args.loss, focal_gamma=args.focal_gamma,
+                     cb_beta=args.cb_beta, supcon_weight=args.supcon_weight,
+                     supcon_temperature=args.supcon_temperature)
     modalities = _names(args.modalities)
     encoders = {"text": [args.text_encoder], "audio": _names(args.audio_encoders), "face": _names(args.face_encoders)}
     summary = run_experiment(dataset=args.dataset, data_dir=os.path.abspath(args.data_dir), media_dir=args.media_dir,
@@ -168,8 +172,10 @@ def add_parser(sub) -> None:
     p.add_argument("--lr", type=float, default=TrainConfig.lr, help="peak learning rate (AdamW)")
     p.add_argument("--patience", type=int, default=TrainConfig.patience,
                    help="stop after this many epochs without a better dev weighted F1")
-    p.add_argument("--class-weights", choices=("none", "balanced", "sqrt"), default=TrainConfig.class_weights,
-                   help="loss weights per class (inverse frequency, or its square root)")
+    p.add_argument("--class-weights", choices=SCHEMES, default=TrainConfig.class_weights,
+                   help="loss weights per class: inverse frequency (balanced), its square root (sqrt), or the "
+                        "inverse effective number of samples (effective, Cui et al. 2019, with --cb-beta)")
+    add_loss_arguments(p)
     p.add_argument("--d-model", type=int, default=DialogueConfig.d_model, help="model width")
     p.add_argument("--layers", type=int, default=DialogueConfig.n_layers, help="dialogue-model layers")
     p.add_argument("--dropout", type=float, default=DialogueConfig.dropout, help="dropout probability")

@@ -67,6 +67,11 @@ def completed_seed(run_dir: str | Path, config_dict: dict[str, Any]) -> dict[str
         log.warning("%s: unfinished or damaged (%s); training this seed again", run_dir, e)
         return None
     want = _canon(config_dict)
+    if isinstance(recorded.get("train"), dict):  # training settings added since that seed ran: their defaults
+        from dataclasses import asdict
+
+        from merc.training.trainer import TrainConfig
+        recorded["train"] = _canon({**asdict(TrainConfig()), **recorded["train"]})
     diff = [k for k in SAME_SETTINGS if k in recorded and k in want and recorded[k] != want[k]]
     if diff:
         k = diff[0]
