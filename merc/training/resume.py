@@ -23,6 +23,8 @@ SAME_SETTINGS = ("model", "train", "dataset", "modalities", "text_encoder", "tex
 
 
 def _is_run_dir(path: Path) -> bool:
+    if (path / "search").is_dir() or (path / "search.json").is_file():  # `merc train --search`, maybe unfinished
+        return True
     return any((path / f).exists() for f in RUN_FILES) or any(
         (p / "config.json").exists() for p in path.glob("seed_*"))
 
