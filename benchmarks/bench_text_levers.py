@@ -167,20 +167,21 @@ def best_lever(cells: dict[str, dict]) -> str | None:
 
 
 def report(cells: dict[str, dict], label: str, encoder: str, seeds: int, jobs: int, results_dir: Path,
-           machine_line: str) -> str:
+           machine_line: str, dataset: str = "meld") -> str:
     """Write ``text_levers_<label>.md`` / ``.json`` from the finished cells; missing cells say "not run"."""
     sums = {k: summarise(cells[k]) for k in (*LEVERS, "search") if k in cells}
     labels = class_order(list(next(iter(sums.values()))["per_class"])) if sums else list(RARE)
     base = sums.get("ce")
     prov = provenance()
-    lines = [f"# MELD text: dialogue-model levers for rare classes, seed ensembles and `merc train --search` "
+    corpus = "MELD" if dataset == "meld" else dataset
+    lines = [f"# {corpus} text: dialogue-model levers for rare classes, seed ensembles and `merc train --search` "
              f"({label})", "",
              f"Text encoder: `{encoder}` (frozen, cached features); dialogue model: mamba (DialogueConfig / "
              f"TrainConfig defaults unless a lever changes them). Protocol: train on train, early stopping and "
              f"checkpoint selection on **dev** weighted F1, the selected checkpoint tested once; mean ± sample std "
              f"over {seeds} seeds. Which lever is kept is decided on dev (mean dev weighted F1 above the "
              f"baseline's), never on test.", "",
-             f"Machine: {machine_line}; each run single-threaded, {jobs} cells in parallel.", "",
+             f"Machine: {machine_line}; each run single-threaded, up to {jobs} cell(s) in parallel.", "",
              "## Single models", "",
              "| lever | test weighted F1 (%) | test accuracy (%) | test macro F1 (%) | "
              + " | ".join(f"{c} F1 (%)" for c in RARE) + " | dev weighted F1 (%) | Δ test wF1 vs CE | kept (dev)? "
@@ -303,7 +304,7 @@ def main() -> None:
             cells.get("ensemble", {}).get("lever") != best or "ensemble" not in cells):
         write_json(work / "ensemble.json", ensemble_cell(best, run_root / best, args.dataset, args.data_dir))
         cells = load()
-    print(report(cells, label, args.text_encoder, args.seeds, args.jobs, args.results_dir, machine()))
+    print(report(cells, label, args.text_encoder, args.seeds, args.jobs, args.results_dir, machine(), args.dataset))
 
 
 if __name__ == "__main__":
