@@ -2,6 +2,7 @@
 dialogue model's hidden states — each against a hand computation — and how the trainer picks them."""
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -181,3 +182,19 @@ def test_fit_trains_with_each_loss_and_logs_its_terms(loss, tmp_path):
     again = fit(_tiny_model("gru"), _dialogues(16, 2), _dialogues(6, 3), ["a", "b", "c"], cfg, progress=False,
                 checkpoint_dir=tmp_path)                                # finished checkpoint: same history
     assert again.epochs == history.epochs
+
+
+def test_a_seed_recorded_before_the_loss_settings_still_resumes(tmp_path):
+    from dataclasses import asdict
+
+    from merc.errors import IncompatibleRunError
+    from merc.training.resume import completed_seed
+    old_train = {k: v for k, v in asdict(TrainConfig()).items()
+                 if k not in ("loss", "focal_gamma", "cb_beta", "supcon_weight", "supcon_temperature")}
+    (tmp_path / "config.json").write_text(json.dumps({"model": {"kind": "mamba"}, "train": old_train}))
+    (tmp_path / "model.safetensors").write_bytes(b"weights")  # no checksums.json: not verified (old runs)
+    (tmp_path / "labels.json").write_text("[]")
+    (tmp_path / "metrics.json").write_text('{"dev": {}}')
+    assert completed_seed(tmp_path, {"model": {"kind": "mamba"}, "train": asdict(TrainConfig())}) == {"dev": {}}
+    with pytest.raises(IncompatibleRunError, match="train"):
+        completed_seed(tmp_path, {"model": {"kind": "mamba"}, "train": asdict(TrainConfig(loss="focal"))})
