@@ -71,12 +71,14 @@ class AdaptedModel(nn.Module):
         return out
 
     def forward(self, feats: dict[str, Tensor], speakers: Tensor, mask: Tensor,
-                present: dict[str, Tensor] | None = None) -> Tensor:
-        """As :meth:`DialogueModel.forward`, on raw stage-1 features -> logits (batch, seq_len, n_classes)."""
+                present: dict[str, Tensor] | None = None, *, return_hidden: bool = False
+                ) -> Tensor | tuple[Tensor, Tensor]:
+        """As :meth:`DialogueModel.forward`, on raw stage-1 features -> logits (batch, seq_len, n_classes)
+        (and the hidden states (batch, seq_len, d_model) with ``return_hidden``)."""
         missing = [m for m in self.adapters if m not in feats]
         if missing:
             raise KeyError(f"feats has no {missing}; this model was built for {list(self.config.input_dims)}")
-        return self.inner(self.refine(feats, present), speakers, mask, present=present)
+        return self.inner(self.refine(feats, present), speakers, mask, present=present, return_hidden=return_hidden)
 
     def num_parameters(self, trainable: bool = False) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable)

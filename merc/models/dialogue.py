@@ -156,18 +156,23 @@ class DialogueModel(nn.Module):
         self.head = nn.Sequential(nn.LayerNorm(c.d_model), nn.Dropout(c.dropout), nn.Linear(c.d_model, c.n_classes))
 
     def forward(self, feats: dict[str, Tensor], speakers: Tensor, mask: Tensor,
-                present: dict[str, Tensor] | None = None) -> Tensor:
+                present: dict[str, Tensor] | None = None, *, return_hidden: bool = False
+                ) -> Tensor | tuple[Tensor, Tensor]:
         """feats[m] (batch, seq_len, input_dims[m]), speakers (batch, seq_len) long, mask (batch, seq_len) bool
         True = real utterance, present[m] (batch, seq_len) bool True = the utterance has modality m (None, or a
         modality missing from the dict: every utterance has it) -> logits (batch, seq_len, n_classes). Logits
-        at padded positions are meaningless; mask them out of the loss."""
+        at padded positions are meaningless; mask them out of the loss. ``return_hidden``: also the context
+        encoder's output, the classifier's input, (batch, seq_len, d_model) (for representation losses,
+        ``merc.objectives.supcon``); the logits are the same either way."""
         missing = [m for m in self.inputs if m not in feats]
         if missing:
             raise KeyError(f"feats has no {missing}; this model was built for modalities {list(self.inputs)}")
         x = sum(self._project(m, feats[m], None if present is None else present.get(m)) for m in self.inputs)
         x = x + self.speaker(speakers.clamp(0, self.config.max_speakers - 1))  # (batch, seq_len, d_model)
         x = x * mask[..., None]                                                 # padded utterances carry nothing
-        return self.head(self.context(x, mask))                                 # (batch, seq_len, n_classes)
+        h = self.context(x, mask)                                               # (batch, seq_len, d_model)
+        logits = self.head(h)                                                   # (batch, seq_len, n_classes)
+        return (logits, h) if return_hidden else logits
 
     def _project(self, m: str, f: Tensor, present: Tensor | None) -> Tensor:
         """(batch, seq_len, d_m) -> (batch, seq_len, d_model); absent[m] where ``present`` is False."""

@@ -9,8 +9,11 @@ from pathlib import Path
 from merc.data import DATASETS, SPLITS
 from merc.errors import ConfigError, IncompatibleRunError, MissingFileError
 from merc.models.dialogue import DialogueConfig
+from merc.objectives import SCHEMES
 from merc.training.experiment_cli import add_matav_arguments, matav_config
 from merc.training.features import DEFAULT_ENCODERS
+from merc.training.loss_cli import add_loss_arguments
+from merc.training.search_cli import add_search_arguments
 from merc.training.trainer import TrainConfig
 
 MODELS = ("mamba", "gru", "transformer", "mlp", "matav")
@@ -57,16 +60,23 @@ def cmd_train(args: argparse.Namespace) -> int:
         mc = DialogueConfig(kind=args.model, d_model=args.d_model, n_layers=args.layers, dropout=args.dropout,
                             bidirectional=not args.causal)
     tc = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, patience=args.patience,
-                     class_weights=args.class_weights, seed=args.seed)
+                     class_weights=args.class_weights, seed=args.seed, loss=args.loss, focal_gamma=args.focal_gamma,
+                     cb_beta=args.cb_beta, supcon_weight=args.supcon_weight,
+                     supcon_temperature=args.supcon_temperature)
     modalities = _names(args.modalities)
     encoders = {"text": [args.text_encoder], "audio": _names(args.audio_encoders), "face": _names(args.face_encoders)}
-    summary = run_experiment(dataset=args.dataset, data_dir=os.path.abspath(args.data_dir), media_dir=args.media_dir,
-                             out=args.out, model_config=mc, train_config=tc, modalities=modalities,
-                             encoders={m: e for m, e in encoders.items() if m in modalities},
-                             modality_dropout=parse_modality_dropout(args.modality_dropout, modalities),
-                             text_encoder=args.text_encoder, seeds=args.seeds, progress=not args.quiet,
-                             resume=args.resume, qc_dir=_abs(args.qc_dir), adapters=parse_adapters(args.adapters),
-                             tune_adapters=args.tune_adapters)
+    common = dict(dataset=args.dataset, data_dir=os.path.abspath(args.data_dir), media_dir=args.media_dir,
+                  modalities=modalities, encoders={m: e for m, e in encoders.items() if m in modalities},
+                  modality_dropout=parse_modality_dropout(args.modality_dropout, modalities),
+                  text_encoder=args.text_encoder, progress=not args.quiet, qc_dir=_abs(args.qc_dir),
+                  adapters=parse_adapters(args.adapters), tune_adapters=args.tune_adapters)
+    if args.search:  # dev-selected settings first (merc.training.search), then the normal run with them
+        from merc.data import load_corpus
+        from merc.training.search_cli import search_settings
+        common["corpus"] = load_corpus(args.dataset, common["data_dir"], media_dir=args.media_dir)
+        mc, tc = search_settings(args, mc, tc, common)
+    summary = run_experiment(**common, out=args.out, model_config=mc, train_config=tc, seeds=args.seeds,
+                             resume=args.resume or args.search)
     for split in ("dev", "test"):
         if split in summary:
             s = summary[split]
@@ -98,7 +108,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from merc.training.features import check_fingerprints
     from merc.training.run import from_pretrained
     from merc.training.trainer import score_dialogues
-    run = from_pretrained(args.run_dir)
+    if args.ensemble:
+        from merc.training.ensemble import EnsembleRun
+        run = EnsembleRun.from_pretrained(args.run_dir)
+    else:
+        run = from_pretrained(args.run_dir)
     dataset, data_dir = recorded_data(args, run)
     media_dir = args.media_dir or run.config.media_dir or None
     corpus = load_corpus(dataset, data_dir, media_dir=media_dir)
@@ -109,9 +123,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                                                   media_dir=media_dir, progress=not (args.json or args.quiet),
                                                   qc_dir=_abs(args.qc_dir) or run.config.qc_dir or None)
     check_fingerprints(run.config.encoder_fingerprints, fingerprints)
+    if args.ensemble:
+        return _report_ensemble(args, run, corpus[args.split], feats[args.split])
     dialogues = run.dialogues(corpus[args.split], feats[args.split])
     m = score_dialogues(run.model, dialogues, run.labels)
     result = {k: m[k] for k in ("weighted_f1", "accuracy", "macro_f1", "per_class_f1", "n")}
+    if args.output:
+        from merc.io import write_json
+        write_json(args.output, {**result, "split": args.split, "run_dir": str(run.path)})
     if args.json:
         print(json.dumps(result))
     else:
@@ -127,9 +146,31 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report_ensemble(args: argparse.Namespace, run, conversations, features) -> int:
+    """``evaluate --ensemble``: single-model figures (each member, mean ± std) and the ensemble's, apart."""
+    from merc.io import atomic_write_text, write_json
+    from merc.training.ensemble import HEADLINE, ensemble_scores, markdown
+    result = {"split": args.split, **ensemble_scores(run, conversations, features)}
+    if args.output:
+        write_json(args.output, result)
+        atomic_write_text(Path(args.output).with_suffix(".md"), markdown(result))
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(markdown(result, title=f"{args.split}: single models and their seed ensemble"))
+    sm, e = result["single_model"], result["ensemble"]
+    print("single model (mean ± std): " + "  ".join(f"{k} {_fmt(sm[k])}" for k in HEADLINE))
+    print(f"ensemble of {e['n_members']}:        " + "  ".join(f"{k} {100 * e[k]:.2f}" for k in HEADLINE))
+    return 0
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from merc.training.predict import predict_file
-    predict_file(args.run_dir, args.input, out_dir=args.out, as_json=args.json, plots=not args.no_plots,
+    run = None
+    if args.ensemble:
+        from merc.training.ensemble import EnsembleRun
+        run = EnsembleRun.from_pretrained(args.run_dir)
+    predict_file(args.run_dir, args.input, run=run, out_dir=args.out, as_json=args.json, plots=not args.no_plots,
                  output=args.output, overwrite=args.overwrite, progress=not args.quiet,
                  batch_utterances=args.batch_utterances, per_page=args.page_size, transcript=args.transcript)
     return 0
@@ -168,12 +209,15 @@ def add_parser(sub) -> None:
     p.add_argument("--lr", type=float, default=TrainConfig.lr, help="peak learning rate (AdamW)")
     p.add_argument("--patience", type=int, default=TrainConfig.patience,
                    help="stop after this many epochs without a better dev weighted F1")
-    p.add_argument("--class-weights", choices=("none", "balanced", "sqrt"), default=TrainConfig.class_weights,
-                   help="loss weights per class (inverse frequency, or its square root)")
+    p.add_argument("--class-weights", choices=SCHEMES, default=TrainConfig.class_weights,
+                   help="loss weights per class: inverse frequency (balanced), its square root (sqrt), or the "
+                        "inverse effective number of samples (effective, Cui et al. 2019, with --cb-beta)")
+    add_loss_arguments(p)
     p.add_argument("--d-model", type=int, default=DialogueConfig.d_model, help="model width")
     p.add_argument("--layers", type=int, default=DialogueConfig.n_layers, help="dialogue-model layers")
     p.add_argument("--dropout", type=float, default=DialogueConfig.dropout, help="dropout probability")
     add_matav_arguments(p, switches=True, width=False)
+    add_search_arguments(p)
     p.add_argument("--causal", action="store_true", help="unidirectional context (online use) instead of bidirectional")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--out", required=True, help="run directory to create (must not exist unless --overwrite or "
@@ -194,6 +238,12 @@ def add_parser(sub) -> None:
                    "use (None: the one the run recorded)")
     p.add_argument("--split", choices=SPLITS, default="test", help="split to score")
     p.add_argument("--json", action="store_true", help="print the scores as one JSON object")
+    p.add_argument("--ensemble", action="store_true",
+                   help="a multi-seed run: score each seed (and their mean ± std, the single-model figure) and, "
+                        "separately, the ensemble that averages the seeds' probabilities; the JSON is then "
+                        "{split, run_dir, n, members, single_model, ensemble}. A single run is an error")
+    p.add_argument("--output", default=None, metavar="FILE.json",
+                   help="also write the scores to FILE.json (with --ensemble, tables to FILE.md too)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_evaluate)
 
@@ -216,5 +266,8 @@ def add_parser(sub) -> None:
                    help="utterances per timeline page; longer conversations get several pages")
     p.add_argument("--batch-utterances", type=int, default=1024, metavar="N",
                    help="encode and run at most N utterances at a time (whole conversations; bounds memory)")
+    p.add_argument("--ensemble", action="store_true",
+                   help="a multi-seed run: average the probabilities of all its seeds (each with its own "
+                        "standardisation) instead of using the dev-selected seed; a single run is an error")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_predict)

@@ -23,6 +23,8 @@ SAME_SETTINGS = ("model", "train", "dataset", "modalities", "text_encoder", "tex
 
 
 def _is_run_dir(path: Path) -> bool:
+    if (path / "search").is_dir() or (path / "search.json").is_file():  # `merc train --search`, maybe unfinished
+        return True
     return any((path / f).exists() for f in RUN_FILES) or any(
         (p / "config.json").exists() for p in path.glob("seed_*"))
 
@@ -67,6 +69,11 @@ def completed_seed(run_dir: str | Path, config_dict: dict[str, Any]) -> dict[str
         log.warning("%s: unfinished or damaged (%s); training this seed again", run_dir, e)
         return None
     want = _canon(config_dict)
+    if isinstance(recorded.get("train"), dict):  # training settings added since that seed ran: their defaults
+        from dataclasses import asdict
+
+        from merc.training.trainer import TrainConfig
+        recorded["train"] = _canon({**asdict(TrainConfig()), **recorded["train"]})
     diff = [k for k in SAME_SETTINGS if k in recorded and k in want and recorded[k] != want[k]]
     if diff:
         k = diff[0]

@@ -19,10 +19,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from merc.errors import ConfigError, IncompatibleRunError, InputError
+from merc.errors import IncompatibleRunError, InputError
 from merc.io import atomic_write_bytes
 from merc.metrics import evaluate_predictions
-from merc.objectives import Objective, model_logits, objective_for
+from merc.objectives import Objective, class_weights, model_logits, objective_for
 from merc.training.batching import IGNORE, Dialogue, DialogueBatch, iterate_batches
 from merc.training.optim import param_groups
 
@@ -38,9 +38,15 @@ class TrainConfig:
     warmup_epochs: int = 1
     grad_clip: float = 1.0
     patience: int = 5  # epochs without dev weighted-F1 improvement before stopping
-    class_weights: str = "none"  # "none" | "balanced" | "sqrt" (inverse-frequency, square-rooted)
+    class_weights: str = "none"  # "none" | "balanced" | "sqrt" | "effective" (merc.objectives.class_weights)
     label_smoothing: float = 0.0
     seed: int = 0
+    # rare-class objectives (merc.objectives); the defaults are plain cross-entropy, as before they existed
+    loss: str = "ce"  # "ce" | "focal" | "supcon" (CE + supcon_weight · SupCon over the hidden states)
+    focal_gamma: float = 2.0  # focal loss γ (loss="focal")
+    cb_beta: float = 0.999  # β of the effective-number class weights (class_weights="effective")
+    supcon_weight: float = 0.1  # λ of the SupCon term (loss="supcon")
+    supcon_temperature: float = 0.1  # τ of the SupCon term
 
 
 @dataclass
@@ -54,17 +60,23 @@ class TrainHistory:
         return asdict(self)
 
 
-def class_weight_vector(dialogues: Sequence[Dialogue], n_classes: int, scheme: str) -> torch.Tensor | None:
+def class_weight_vector(dialogues: Sequence[Dialogue], n_classes: int, scheme: str, *,
+                        beta: float = 0.999) -> torch.Tensor | None:
+    """(n_classes,) loss weights of mean 1 from the training label counts (``merc.objectives.class_weights``)."""
     if scheme == "none":
         return None
     y = np.concatenate([d.labels for d in dialogues])
-    counts = np.bincount(y[y != IGNORE], minlength=n_classes).astype(float)
-    w = counts.sum() / (n_classes * np.maximum(counts, 1.0))
-    if scheme == "sqrt":
-        w = np.sqrt(w)
-    elif scheme != "balanced":
-        raise ConfigError(f"class_weights must be none, balanced or sqrt, not {scheme!r}")
-    return torch.tensor(w / w.mean(), dtype=torch.float32)
+    w = class_weights(np.bincount(y[y != IGNORE], minlength=n_classes), scheme, beta=beta)
+    return torch.tensor(w, dtype=torch.float32)
+
+
+def train_objective(model: torch.nn.Module, train: Sequence[Dialogue], n_classes: int,
+                    config: TrainConfig) -> Objective:
+    """The objective ``config`` describes: its loss, class weights (from ``train``), smoothing, focal γ, SupCon λ, τ."""
+    weight = class_weight_vector(train, n_classes, config.class_weights, beta=config.cb_beta)
+    return objective_for(model, weight=weight, label_smoothing=config.label_smoothing, loss=config.loss,
+                         focal_gamma=config.focal_gamma, supcon_weight=config.supcon_weight,
+                         supcon_temperature=config.supcon_temperature)
 
 
 @torch.no_grad()
@@ -118,7 +130,7 @@ def _load_checkpoint(path: Path, config: TrainConfig) -> dict[str, Any]:
     except Exception as e:  # noqa: BLE001 - a truncated or foreign file: say which and what to do
         raise IncompatibleRunError(f"cannot read the training checkpoint {path} ({e}); "
                                    f"delete it to start afresh") from e
-    saved = state.get("train_config", {})
+    saved = {**asdict(TrainConfig()), **state.get("train_config", {})}  # settings added later: their defaults
     diff = {k: (saved.get(k), v) for k, v in asdict(config).items() if saved.get(k) != v}
     if diff:
         raise IncompatibleRunError(f"the checkpoint {path} was made with other training settings "
@@ -134,8 +146,9 @@ def fit(model: torch.nn.Module, train: Sequence[Dialogue], dev: Sequence[Dialogu
         modality_dropout: dict[str, float] | None = None) -> TrainHistory:
     """Train ``model`` in place; on return it holds the weights of the epoch with the best dev weighted F1.
 
-    objective: ``objective(model, batch) -> (loss, logs)``; default ``objective_for(model, …)``, i.e. the
-    cross-entropy with ``config.class_weights`` and ``config.label_smoothing`` (CE + λ·MEC for MaTAV).
+    objective: ``objective(model, batch) -> (loss, logs)``; default :func:`train_objective`, i.e. the loss of
+    ``config.loss`` (cross-entropy by default) with ``config.class_weights`` and ``config.label_smoothing``
+    (wrapped in CE + λ·MEC for MaTAV).
     Each history row gets ``train_loss`` and the epoch mean of every log as ``train_<name>``.
     checkpoint_dir: after every epoch the full training state (model, optimizer, scheduler, RNG states,
     history, best weights, epoch) is written there atomically; calling ``fit`` again with the same
@@ -147,8 +160,7 @@ def fit(model: torch.nn.Module, train: Sequence[Dialogue], dev: Sequence[Dialogu
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     if objective is None:
-        objective = objective_for(model, weight=class_weight_vector(train, len(labels), config.class_weights),
-                                  label_smoothing=config.label_smoothing)
+        objective = train_objective(model, train, len(labels), config)
     opt = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr)  # no decay: biases, norms, A_log, D
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
     total, warm = config.epochs * steps_per_epoch, config.warmup_epochs * steps_per_epoch

@@ -1,0 +1,50 @@
+"""The ``--search`` options of ``merc train`` (:mod:`merc.training.search`) and the glue that runs the search
+before the normal run: ``--search``, ``--search-grid FILE.json``, ``--search-budget-minutes M``,
+``--search-seeds N``."""
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+from merc.training.trainer import TrainConfig
+
+log = logging.getLogger(__name__)
+
+
+def add_search_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("hyper-parameter search (--search)")
+    g.add_argument("--search", action="store_true",
+                   help="first train a handful of configurations (the default grid: one change at a time to lr, "
+                        "dropout, d_model, layers, class weights, loss) on train, score them on dev only, print "
+                        "the table (OUT/search.md, search.json), then train the dev-best as the run in --out")
+    g.add_argument("--search-grid", default=None, metavar="FILE.json",
+                   help="a JSON list of configurations replacing the default grid, e.g. "
+                        '[{}, {"lr": 0.001}, {"d_model": 256, "dropout": 0.3}]; keys: model or training settings')
+    g.add_argument("--search-budget-minutes", type=float, default=None, metavar="M",
+                   help="start no new configuration once the search has taken M minutes (None: no bound)")
+    g.add_argument("--search-seeds", type=int, default=1, metavar="N",
+                   help="seeds per configuration (--seed, --seed+1, …), the same for every configuration")
+
+
+def search_settings(args: argparse.Namespace, model_config, train_config: TrainConfig,
+                    run_kwargs: dict[str, Any]):
+    """Run the search in ``args.out`` and return the dev-best (model config, train config). ``run_kwargs`` are
+    the keyword arguments of :func:`merc.training.experiment.run_experiment` shared with the final run
+    (must include ``corpus``); the search sees ``without_test(corpus)`` only."""
+    from merc.training.experiment import run_experiment
+    from merc.training.search import default_candidates, read_grid, run_search, table, without_test
+    cands = (read_grid(args.search_grid, model_config) if args.search_grid else default_candidates(model_config))
+    searched = without_test(run_kwargs["corpus"])
+
+    def train_fn(cand, mc, tc, out: Path) -> dict[str, Any]:
+        return run_experiment(**{**run_kwargs, "corpus": searched, "progress": False}, out=out, model_config=mc,
+                              train_config=tc, seeds=args.search_seeds, resume=True)
+
+    record = run_search(cands, model_config, train_config, args.out, train_fn,
+                        budget_minutes=args.search_budget_minutes, resume=True)
+    print(table(record))
+    best = next(c for c in cands if c.name == record["best"])
+    log.info("search: training the dev-best configuration %s as the run in %s", best.name, args.out)
+    return best.apply(model_config, train_config)
