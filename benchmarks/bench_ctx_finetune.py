@@ -69,22 +69,38 @@ def report(res: dict[str, Any]) -> str:
               f"| dev (kept epoch) | {_pct(d.get('weighted_f1'))} | {_pct(d.get('accuracy'))} | "
               f"{_pct(d.get('macro_f1'))} |",
               f"| test | {_pct(t.get('weighted_f1'))} | {_pct(t.get('accuracy'))} | {_pct(t.get('macro_f1'))} |", ""]
-    build = (lc or {}).get("build_seconds") or 0.0
-    train = meta["seconds"]
-    lines += ["| cost | seconds | minutes |" + (" minutes, extrapolated to the full train split |" if sub else ""),
-              "|---|---:|---:|" + ("---:|" if sub else "")]
-    # extrapolation: the cache build scales with train + dev utterances, training with train utterances
-    # (its per-epoch dev passes are over-represented in a subset, so this errs on the slow side)
-    s_build = (n_full + res["full_dev_utterances"]) / (meta["n_train"] + res["dev_utterances"]) if sub else None
-    s_train = n_full / meta["n_train"] if sub else None
-    rows = [("frozen-layer cache build (train + dev)", build, s_build),
-            ("training (all epochs, with the dev passes)", train, s_train)]
-    for name, sec, scale in rows + [("total", build + train, None)]:
-        if sub and scale is None:
-            extra = f" {sum(x * k for _, x, k in rows) / 60:.1f} |"
-        else:
-            extra = f" {sec * scale / 60:.1f} |" if sub else ""
-        lines.append(f"| {name} | {sec:.0f} | {sec / 60:.1f} |{extra}")
+    # cost: wall seconds, and CPU seconds of the process (with 1 thread: the time on a core of its own)
+    hist = meta["history"]
+    rows = [("frozen-layer cache build (train + dev)", (lc or {}).get("build_seconds") or 0.0,
+             (lc or {}).get("build_cpu_seconds"), "build"),
+            ("training passes (all epochs)", sum(h.get("train_seconds", 0.0) for h in hist),
+             sum(h.get("train_cpu_seconds", 0.0) for h in hist), "train"),
+            ("dev passes (one per epoch)", sum(h.get("dev_seconds", 0.0) for h in hist),
+             sum(h.get("dev_cpu_seconds", 0.0) for h in hist), "dev")]
+    n_dev = res.get("dev_utterances") or 1
+    scale = {"build": (n_full + res.get("full_dev_utterances", 0)) / (meta["n_train"] + n_dev),
+             "train": n_full / meta["n_train"], "dev": res.get("full_dev_utterances", 0) / n_dev} if sub else {}
+    head = "| cost | wall s | wall min | CPU min |" + (" wall min, full corpus (extrapolated) | CPU min, full "
+                                                      "corpus (extrapolated) |" if sub else "")
+    lines += [head, "|---|---:|---:|---:|" + ("---:|---:|" if sub else "")]
+
+    def cells(wall: float, cpu: float | None, k: float | None) -> str:
+        out = f" {wall:.0f} | {wall / 60:.1f} | {'—' if cpu is None else f'{cpu / 60:.1f}'} |"
+        if k is not None:
+            out += f" {wall * k / 60:.1f} | {'—' if cpu is None else f'{cpu * k / 60:.1f}'} |"
+        return out
+
+    for name, wall, cpu, kind in rows:
+        lines.append(f"| {name} |" + cells(wall, cpu, scale.get(kind)))
+    tot_wall = sum(r[1] for r in rows)
+    tot_cpu = None if any(r[2] is None for r in rows) else sum(r[2] for r in rows)
+    total = f"| total |{cells(tot_wall, tot_cpu, None)}"
+    if sub:
+        ext_w = sum(r[1] * scale[r[3]] for r in rows)
+        ext_c = None if tot_cpu is None else sum(r[2] * scale[r[3]] for r in rows)
+        total += f" {ext_w / 60:.1f} | {'—' if ext_c is None else f'{ext_c / 60:.1f}'} |"
+    lines += [total, "", f"Fine-tuning wall time as recorded by merc (training + dev passes, no cache build, "
+              f"no test pass): {meta['seconds']:.0f} s."]
     enc = res.get("encode") or {}
     if enc:
         lines += ["", "Encoding with the tuned folder (feature cache, the same context rendering as `merc predict`): "

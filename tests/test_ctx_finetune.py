@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from merc.data.schema import Conversation, Utterance
+from merc.data.schema import Utterance
 from merc.encoders.context import ContextSpec, render_dialogue
 from merc.encoders.finetune import FinetuneConfig
 from merc.errors import ConfigError
@@ -190,13 +190,15 @@ def test_cli_recipe_then_flags(tmp_path):
 
 def _fake_result(subset: int | None) -> dict:
     cfg = {**FinetuneConfig(base="minilm", context_past=2, context_future=1, train_layers=2).__dict__}
-    hist = [{"epoch": 1, "train_loss": 1.5, "dev_weighted_f1": 0.40, "dev_accuracy": 0.50},
-            {"epoch": 2, "train_loss": 1.2, "dev_weighted_f1": 0.45, "dev_accuracy": 0.52}]
+    cost = {"train_seconds": 50.0, "train_cpu_seconds": 40.0, "dev_seconds": 10.0, "dev_cpu_seconds": 5.0}
+    hist = [{"epoch": 1, "train_loss": 1.5, "dev_weighted_f1": 0.40, "dev_accuracy": 0.50, **cost},
+            {"epoch": 2, "train_loss": 1.2, "dev_weighted_f1": 0.45, "dev_accuracy": 0.52, **cost}]
     scores = {"weighted_f1": 0.45, "accuracy": 0.52, "macro_f1": 0.2}
     meta = {"base": "minilm", "template": "{speaker}: {text}", "config": cfg, "history": hist, "best_epoch": 2,
             "dev": scores, "test": {**scores, "weighted_f1": 0.43}, "n_train": 100, "seconds": 120.0,
             "context": {"past": 2, "future": 1, "sep": "[SEP]", "max_tokens": 96},
-            "layer_cache": {"frozen_layers": 4, "train_tokens": 5000, "build_seconds": 60.0}}
+            "layer_cache": {"frozen_layers": 4, "train_tokens": 5000, "build_seconds": 60.0,
+                            "build_cpu_seconds": 30.0}}
     return {"label": "fake", "corpus": "MELD", "command": "bench", "machine": "m", "date": "d", "threads": 1,
             "provenance_md": "- commit x", "subset": subset, "full_train_utterances": 1000,
             "full_dev_utterances": 100, "dev_utterances": 50, "finetune": meta,
@@ -209,11 +211,15 @@ def test_bench_report_separates_cache_and_training_and_marks_extrapolation():
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     from bench_ctx_finetune import report
     full = report(_fake_result(None))
-    assert "| frozen-layer cache build (train + dev) | 60 | 1.0 |" in full
-    assert "| training (all epochs, with the dev passes) | 120 | 2.0 |" in full and "| total | 180 | 3.0 |" in full
+    assert "| frozen-layer cache build (train + dev) | 60 | 1.0 | 0.5 |" in full
+    assert "| training passes (all epochs) | 100 | 1.7 | 1.3 |" in full
+    assert "| dev passes (one per epoch) | 20 | 0.3 | 0.2 |" in full
+    assert "| total | 180 | 3.0 | 2.0 |" in full
     assert "| 2 (kept) | 1.2000 | 45.00 | 52.00 |" in full and "| test | 43.00 | 52.00 | 20.00 |" in full
     assert "50.0 utt/s" in full and "extrapolated" not in full
     sample = report(_fake_result(10))
     assert "**extrapolated**" in sample and "not** MELD figures" in sample
-    # build scales by (1000 + 100) / (100 + 50) = 7.33 -> 7.3 min; training by 10 -> 20.0 min; total 27.3
-    assert "| 60 | 1.0 | 7.3 |" in sample and "| 120 | 2.0 | 20.0 |" in sample and "| 180 | 3.0 | 27.3 |" in sample
+    # build scales by (1000 + 100) / (100 + 50) = 7.33, training by 10, dev passes by 100 / 50 = 2
+    assert "| 60 | 1.0 | 0.5 | 7.3 | 3.7 |" in sample and "| 100 | 1.7 | 1.3 | 16.7 | 13.3 |" in sample
+    assert "| 20 | 0.3 | 0.2 | 0.7 | 0.3 |" in sample
+    assert "| 180 | 3.0 | 2.0 | 24.7 | 17.3 |" in sample  # 440+1000+40 s wall; 220+800+20 s CPU

@@ -217,10 +217,10 @@ class _Cached:
     n_frozen: int
     seconds: float  # building (or, when cached, loading) the states in this process
 
-    def build_seconds(self) -> float | None:
-        """Seconds the first build of the train and dev caches took (from their meta.json)."""
+    def build_seconds(self, key: str = "seconds") -> float | None:
+        """Seconds (wall or ``"cpu_seconds"``) the first build of the train and dev caches took (meta.json)."""
         from merc.encoders.layer_cache import layer_cache_seconds
-        parts = [layer_cache_seconds(self.train.folder), layer_cache_seconds(self.dev.folder)]
+        parts = [layer_cache_seconds(self.train.folder, key), layer_cache_seconds(self.dev.folder, key)]
         return None if None in parts else round(sum(parts), 1)
 
     def logits(self, model: _Classifier, idx: Sequence[int]):
@@ -372,6 +372,7 @@ def finetune_text_encoder(corpus: Corpus, out_dir: str | Path, config: FinetuneC
         epoch = state["epoch"]
         batches = length_grouped_batches(lengths, config.batch_size, seed=config.seed * 1000 + epoch)
         model.train(True)
+        cpu0, wall0 = time.process_time(), time.perf_counter()  # this epoch's cost (of this process, if resumed)
         bar = tqdm(total=len(batches), initial=state["step"], desc=f"fine-tune {base_enc.name} epoch "
                                                                    f"{epoch + 1}/{config.epochs}",
                    unit="batch", disable=not progress)
@@ -396,10 +397,14 @@ def finetune_text_encoder(corpus: Corpus, out_dir: str | Path, config: FinetuneC
             if on_step is not None:
                 on_step(epoch, k + 1)
         bar.close()
+        cpu1, wall1 = time.process_time(), time.perf_counter()
         dev_pred = (model.predict(dev_texts, progress=progress, desc="dev") if cached is None
                     else cached.predict_dev(model))
         dev_scores = evaluate_predictions(dev_y, dev_pred, corpus.labels)
         row = {"epoch": epoch + 1, "train_loss": running / max(1, len(batches)),
+               "train_seconds": round(wall1 - wall0, 1), "train_cpu_seconds": round(cpu1 - cpu0, 1),
+               "dev_seconds": round(time.perf_counter() - wall1, 1),
+               "dev_cpu_seconds": round(time.process_time() - cpu1, 1),
                "dev_weighted_f1": dev_scores["weighted_f1"], "dev_accuracy": dev_scores["accuracy"]}
         state["history"].append(row)
         log.info("epoch %d: train loss %.4f  dev wF1 %.4f  acc %.4f", epoch + 1, row["train_loss"],
@@ -432,6 +437,7 @@ def finetune_text_encoder(corpus: Corpus, out_dir: str | Path, config: FinetuneC
     if cached is not None:
         meta["layer_cache"] = {"folder": str(cached.train.folder), "frozen_layers": cached.n_frozen,
                                "train_layers": config.train_layers, "build_seconds": cached.build_seconds(),
+                               "build_cpu_seconds": cached.build_seconds("cpu_seconds"),
                                "seconds_this_run": round(cached.seconds, 1),
                                "train_tokens": int(cached.train.lengths.sum())}
     write_json(out / META_FILE, meta)

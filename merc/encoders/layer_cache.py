@@ -169,7 +169,7 @@ def build_layer_states(st, texts: Sequence[str], n_frozen: int, *, fingerprint: 
     chunks: list[np.ndarray] = []
     was_training = hf.training
     hf.eval()
-    t0, built = time.perf_counter(), 0
+    t0, c0, built = time.perf_counter(), time.process_time(), 0
     with tqdm(total=len(texts), unit="utt", desc=f"frozen layers 1-{n_frozen}", disable=not progress) as bar:
         for k, (s, e) in enumerate(bounds):
             feats = tokenize(st, texts[s:e])
@@ -213,6 +213,7 @@ def build_layer_states(st, texts: Sequence[str], n_frozen: int, *, fingerprint: 
         write_json(folder / "meta.json", {"n": len(texts), "hidden": hf.config.hidden_size, "n_frozen": n_frozen,
                                           "max_length": st.max_seq_length, "dtype": dtype, "model": fingerprint,
                                           "tokens": int(lengths.sum()), "seconds": round(time.perf_counter() - t0, 1),
+                                          "cpu_seconds": round(time.process_time() - c0, 1),
                                           "created": datetime.now(timezone.utc).isoformat(timespec="seconds")})
     return LayerStates(folder, chunks, lengths, where)
 
@@ -226,9 +227,9 @@ def texts_feats(feats: dict, sel) -> dict:
     return {k: v[sel_t][:, :s] for k, v in feats.items() if hasattr(v, "shape") and v.dim() == 2}
 
 
-def layer_cache_seconds(folder: Path) -> float | None:
-    """Seconds the build of a cache folder took (from its meta.json), None when unknown."""
+def layer_cache_seconds(folder: Path, key: str = "seconds") -> float | None:
+    """Seconds (wall, or ``key="cpu_seconds"``: CPU time) the build of a cache folder took (its meta.json)."""
     try:
-        return float(json.loads((folder / "meta.json").read_text())["seconds"])
+        return float(json.loads((folder / "meta.json").read_text())[key])
     except Exception:
         return None
