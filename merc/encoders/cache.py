@@ -125,7 +125,7 @@ def feature_cache_dir(corpus: Corpus, split: str, encoder: TextEncoder, *, cache
     """The folder holding ``corpus``/``split`` encoded by ``encoder`` (it may not exist yet)."""
     if texts is None:
         utts = corpus.utterances(split)
-        texts = ([u.utterance_id for u in utts], encoder.texts_for(utts))
+        texts = ([u.utterance_id for u in utts], encoder.dialogue_texts(corpus[split]))
     key = hashlib.sha256(f"{encoder.fingerprint}\0{encoder.dim}\0{_content_hash(*texts)}".encode()).hexdigest()[:16]
     base = Path(cache_dir) if cache_dir is not None else cache_root() / "features"
     return base / _safe(corpus.name) / _safe(split) / f"{_safe(encoder.name)}-{key}"
@@ -155,7 +155,7 @@ def encode_split(corpus: Corpus, split: str, encoder: TextEncoder, *, cache_dir:
     if chunk_size < 1:
         raise ConfigError(f"chunk_size must be >= 1, got {chunk_size}")
     utts = corpus.utterances(split)
-    ids, texts = [u.utterance_id for u in utts], encoder.texts_for(utts)
+    ids, texts = [u.utterance_id for u in utts], encoder.dialogue_texts(corpus[split])
     if len(set(ids)) != len(ids):
         raise InputError(f"{corpus.name}/{split} has duplicate utterance ids; fix the reader before encoding")
     folder = feature_cache_dir(corpus, split, encoder, cache_dir=cache_dir, texts=(ids, texts))

@@ -5,7 +5,7 @@ import argparse
 import json
 
 from merc.data import DATASETS, load_corpus
-from merc.encoders.finetune import FinetuneConfig
+from merc.encoders.finetune import RECIPES, FinetuneConfig
 
 
 def encoder_table(modality: str | None = None) -> list[dict]:
@@ -44,6 +44,16 @@ def list_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def finetune_config(args: argparse.Namespace) -> FinetuneConfig:
+    """FinetuneConfig from the flags: the dataclass defaults, then ``--recipe``, then every flag given."""
+    values = dict(RECIPES[args.recipe]) if args.recipe else {}
+    for name in FinetuneConfig.__dataclass_fields__:
+        given = getattr(args, name, None)
+        if given is not None:
+            values[name] = given
+    return FinetuneConfig(**values)
+
+
 def finetune_command(args: argparse.Namespace) -> int:
     import torch
 
@@ -52,9 +62,7 @@ def finetune_command(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     options = {"classes": args.iemocap_classes} if args.dataset == "iemocap" else {}
     corpus = load_corpus(args.dataset, args.data_dir, **options)
-    config = FinetuneConfig(base=args.base, template=args.template, epochs=args.epochs, lr=args.lr,
-                            batch_size=args.batch_size, max_length=args.max_length,
-                            class_weights=args.class_weights, seed=args.seed, max_train=args.max_train)
+    config = finetune_config(args)
     res = finetune_text_encoder(corpus, args.out, config, progress=not args.quiet)
     summary = {"out": str(res.out_dir), "best_epoch": res.best_epoch,
                "dev_weighted_f1": res.dev.get("weighted_f1"), "dev_accuracy": res.dev.get("accuracy"),
@@ -82,15 +90,31 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--dataset", choices=DATASETS, required=True, help="corpus format")
     p.add_argument("--data-dir", required=True, help="corpus folder")
     p.add_argument("--iemocap-classes", type=int, choices=(4, 6), default=6, help="iemocap only: label set size")
-    p.add_argument("--base", default=d.base, help="mpnet, minilm, or a sentence-transformers name/path")
-    p.add_argument("--template", default=d.template, help="encoder input per utterance; fields {speaker} {text}")
-    p.add_argument("--epochs", type=int, default=d.epochs, help="training epochs (dev-selected)")
-    p.add_argument("--lr", type=float, default=d.lr, help="learning rate")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="utterances per batch")
-    p.add_argument("--max-length", type=int, default=d.max_length, help="tokens")
-    p.add_argument("--class-weights", choices=("none", "balanced"), default=d.class_weights,
-                   help="loss weights per class")
-    p.add_argument("--seed", type=int, default=d.seed, help="random seed")
+    # defaults are None here: FinetuneConfig's default (or the --recipe value) applies unless a flag is given
+    p.add_argument("--recipe", choices=sorted(RECIPES), default=None,
+                   help="preset: minilm-fast = " + ", ".join(f"{k}={v}" for k, v in RECIPES["minilm-fast"].items())
+                   + " (explicit flags override it)")
+    p.add_argument("--base", default=None, help=f"mpnet, minilm, or a sentence-transformers name/path [{d.base}]")
+    p.add_argument("--template", default=None,
+                   help=f"encoder input per utterance; fields {{speaker}} {{text}} [{d.template}]")
+    p.add_argument("--epochs", type=int, default=None, help=f"training epochs (dev-selected) [{d.epochs}]")
+    p.add_argument("--lr", type=float, default=None, help=f"learning rate of the encoder [{d.lr}]")
+    p.add_argument("--head-lr", type=float, default=None, help=f"learning rate of the classifier [{d.head_lr}]")
+    p.add_argument("--batch-size", type=int, default=None, help=f"utterances per batch [{d.batch_size}]")
+    p.add_argument("--max-length", type=int, default=None,
+                   help=f"tokens per input, context included [{d.max_length}]")
+    p.add_argument("--class-weights", choices=("none", "balanced"), default=None,
+                   help=f"loss weights per class [{d.class_weights}]")
+    p.add_argument("--context-past", type=int, default=None,
+                   help=f"previous turns (with speakers) in each input, EmoBERTa-style [{d.context_past}]")
+    p.add_argument("--context-future", type=int, default=None,
+                   help=f"following turns in each input [{d.context_future}]")
+    p.add_argument("--context-marker", default=None,
+                   help="marker around the target utterance (default: the tokenizer's separator token)")
+    p.add_argument("--train-layers", type=int, default=None,
+                   help="fine-tune only the top K transformer layers from cached states of the frozen lower ones "
+                   "(MPNet, BERT/MiniLM) [all layers, end to end]")
+    p.add_argument("--seed", type=int, default=None, help=f"random seed [{d.seed}]")
     p.add_argument("--max-train", type=int, default=None, help="use only the first N training utterances (smoke runs)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's choice)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -10,7 +10,17 @@ folder that every other part of merc takes as ``--text-encoder PATH``:
 
 Each utterance is rendered through a template (default ``"{speaker}: {text}"``, so the encoder learns
 speaker priors); the template travels with the folder (``merc_encoder.json``) and the feature cache and
-``merc predict`` apply it. Context beyond the utterance is left to the stage-3 dialogue model.
+``merc predict`` apply it.
+
+Dialogue context (EmoBERTa-style, Kim & Vossen 2021): with ``context_past``/``context_future`` > 0 each
+input also carries up to that many neighbouring turns with their speakers, the target between two
+separator markers, fitted to ``max_length`` tokens with the target whole (:mod:`merc.encoders.context`).
+The spec travels with the folder too, so every encoding of a corpus split or a new conversation renders
+the same context. Defaults 0/0: the utterance alone, as before.
+
+Practical on CPU: ``train_layers=k`` freezes the embeddings and the lower ``L - k`` layers, runs them once
+over every train/dev input into a resumable on-disk cache (:mod:`merc.encoders.layer_cache`), and trains
+only the upper ``k`` layers (+ pooling + head) from it. Default ``None``: all layers, end to end, as before.
 
 Honest selection: the checkpoint kept is the epoch with the best **dev** weighted F1; test is scored once,
 after training, with that checkpoint. A run is resumable: every ``checkpoint_minutes`` the model, the
@@ -36,6 +46,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from merc.data.schema import Corpus, Utterance
+from merc.encoders.context import ContextSpec, default_sep, n_special_tokens, render_dialogue, tokenizer_counter
 from merc.encoders.template import DEFAULT_TEMPLATE, META_FILE, render
 from merc.errors import ConfigError, IncompatibleRunError, InputError, OutputExistsError
 from merc.io import atomic_write_bytes, atomic_writer, write_json
@@ -66,20 +77,39 @@ def length_grouped_batches(lengths: Sequence[int], batch_size: int, *, seed: int
     return batches
 
 
-def _labelled(corpus: Corpus, split: str, template: str) -> tuple[list[str], np.ndarray, list[str]]:
-    """Rendered texts, label indices and utterance ids of the labelled utterances of ``split``."""
+def _labelled(corpus: Corpus, split: str, template: str, context: tuple[ContextSpec, Any] | None = None
+              ) -> tuple[list[str], np.ndarray, list[str]]:
+    """Rendered texts, label indices and utterance ids of the labelled utterances of ``split``.
+
+    ``context``: ``(spec, tokenizer)`` renders every utterance with its dialogue neighbours (labelled or not)."""
     index = {lab: i for i, lab in enumerate(corpus.labels)}
+    if context is None:
+        rendered = [render(template, u) for u in corpus.utterances(split)]
+    else:
+        spec, tok = context
+        count, n_special = tokenizer_counter(tok), n_special_tokens(tok)
+        rendered = [t for c in corpus[split] for t in render_dialogue(list(c), template, spec, count,
+                                                                      n_special=n_special)]
     texts, ys, ids = [], [], []
-    for u in corpus.utterances(split):
+    for u, text in zip(corpus.utterances(split), rendered):
         if u.emotion is None:
             continue
         if u.emotion not in index:
             raise InputError(f"{corpus.name}/{split}: utterance {u.utterance_id} has label {u.emotion!r}, "
                              f"not one of {corpus.labels}")
-        texts.append(render(template, u))
+        texts.append(text)
         ys.append(index[u.emotion])
         ids.append(u.utterance_id)
     return texts, np.asarray(ys, dtype=np.int64), ids
+
+# The fast route for a user's own corpus (issue 15): MiniLM (6 layers, 384-d), two past turns and one future
+# turn in the input, only the top 2 layers trained from cached lower-layer states, short inputs, 3 epochs.
+#   merc encoder finetune --dataset jsonl --data-dir DIR --recipe minilm-fast --out encoders/mine
+# Flags given explicitly override the recipe's values. Cost: benchmarks/results/ctx_finetune_*.md.
+RECIPES: dict[str, dict[str, Any]] = {
+    "minilm-fast": {"base": "minilm", "context_past": 2, "context_future": 1, "train_layers": 2, "max_length": 96,
+                    "epochs": 3, "batch_size": 32, "lr": 1e-4, "head_lr": 1e-3},
+}
 
 # classes
 
@@ -100,10 +130,23 @@ class FinetuneConfig:
     seed: int = 0
     checkpoint_minutes: float = 10.0
     max_train: int | None = None  # cap on training utterances (smoke tests)
+    # added for issue 15; the defaults reproduce the behaviour (and resume the checkpoints) of earlier versions
+    context_past: int = 0  # neighbouring turns before the target in the input (EmoBERTa-style)
+    context_future: int = 0  # … and after it
+    context_marker: str = ""  # marker around the target; "": the tokenizer's separator token (</s>, [SEP])
+    train_layers: int | None = None  # fine-tune only the top k transformer layers from cached states; None: all
+    layer_cache_dtype: str = "float16"  # storage of the cached lower-layer states
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.max_length < 4:
             raise ConfigError(f"FinetuneConfig: epochs, batch_size must be >= 1 and max_length >= 4, got {self}")
+        if self.context_past < 0 or self.context_future < 0:
+            raise ConfigError(f"context_past/context_future must be >= 0, got {self.context_past}/"
+                              f"{self.context_future}")
+        if self.train_layers is not None and self.train_layers < 1:
+            raise ConfigError(f"train_layers must be >= 1 (or None for all layers), got {self.train_layers}")
+        if self.layer_cache_dtype not in ("float16", "float32"):
+            raise ConfigError(f"layer_cache_dtype must be float16 or float32, got {self.layer_cache_dtype!r}")
         if self.class_weights not in ("none", "balanced"):
             raise ConfigError(f"class_weights must be 'none' or 'balanced', got {self.class_weights!r}")
         render(self.template, Utterance("u", "Speaker", "text"))  # fails early on a bad template
@@ -111,6 +154,13 @@ class FinetuneConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "FinetuneConfig":
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+    def same_as(self, saved: dict[str, Any]) -> bool:
+        """Whether a checkpoint's recorded config is this one (fields it predates take their defaults)."""
+        try:
+            return asdict(FinetuneConfig.from_dict(saved)) == asdict(self) and set(saved) <= set(asdict(self))
+        except (ConfigError, TypeError):
+            return False
 
 
 @dataclass
@@ -158,6 +208,65 @@ class _Classifier:
         return out
 
 
+@dataclass
+class _Cached:
+    """Training from cached lower-layer states: the trainable upper layers, train/dev states, cost."""
+    params: list
+    train: Any  # LayerStates of the training inputs
+    dev: Any  # LayerStates of the dev inputs
+    n_frozen: int
+    seconds: float  # building (or, when cached, loading) the states in this process
+
+    def build_seconds(self, key: str = "seconds") -> float | None:
+        """Seconds (wall or ``"cpu_seconds"``) the first build of the train and dev caches took (meta.json)."""
+        from merc.encoders.layer_cache import layer_cache_seconds
+        parts = [layer_cache_seconds(self.train.folder, key), layer_cache_seconds(self.dev.folder, key)]
+        return None if None in parts else round(sum(parts), 1)
+
+    def logits(self, model: _Classifier, idx: Sequence[int]):
+        from merc.encoders.layer_cache import pooled, transformer_of, upper_forward
+        h, mask = self.train.batch(idx)  # (b, s, hidden), (b, s)
+        top = upper_forward(transformer_of(model.st), h, mask, self.n_frozen)  # (b, s, hidden)
+        return model.head(model.drop(pooled(model.st, top, mask)))  # (b, n_classes)
+
+    def predict_dev(self, model: _Classifier, batch_size: int = 64) -> np.ndarray:
+        import torch
+
+        from merc.encoders.layer_cache import pooled, transformer_of, upper_forward
+        model.train(False)
+        hf = transformer_of(model.st)
+        order = np.argsort(self.dev.lengths, kind="stable")
+        out = np.empty(len(self.dev), dtype=np.int64)
+        with torch.inference_mode():
+            for s in range(0, len(order), batch_size):
+                idx = order[s:s + batch_size]
+                h, mask = self.dev.batch(idx)
+                emb = pooled(model.st, upper_forward(hf, h, mask, self.n_frozen), mask)
+                out[idx] = model.head(emb).argmax(-1).numpy()
+        return out
+
+
+def _layer_cache(st, base_enc, config: FinetuneConfig, tr_texts: list[str], dev_texts: list[str], *,
+                 progress: bool) -> _Cached | None:
+    """With ``config.train_layers = k`` below the model's depth: freeze the lower layers, cache their states."""
+    if config.train_layers is None:
+        return None
+    from merc.encoders.layer_cache import build_layer_states, freeze_lower, num_layers
+    n_layers = num_layers(st)  # ConfigError for an unsupported architecture
+    if config.train_layers >= n_layers:
+        log.info("train_layers=%d >= the model's %d layers: fine-tuning all of them end to end",
+                 config.train_layers, n_layers)
+        return None
+    n_frozen = n_layers - config.train_layers
+    t0 = time.perf_counter()
+    kw = {"fingerprint": base_enc.fingerprint, "label": base_enc.name, "dtype": config.layer_cache_dtype,
+          "progress": progress}
+    train = build_layer_states(st, tr_texts, n_frozen, **kw)
+    dev = build_layer_states(st, dev_texts, n_frozen, **kw)
+    params = freeze_lower(st, n_frozen)
+    return _Cached(params, train, dev, n_frozen, time.perf_counter() - t0)
+
+
 def _load_base(base: str):
     """The ``SentenceTransformer`` behind ``base`` (fresh weights, trainable) and a label for provenance."""
     from merc.encoders.text import SentenceTransformerEncoder, get_text_encoder
@@ -188,23 +297,30 @@ def finetune_text_encoder(corpus: Corpus, out_dir: str | Path, config: FinetuneC
         raise OutputExistsError(f"{out} is not empty (and holds no checkpoint to resume); choose another --out "
                               "or delete it")
     out.mkdir(parents=True, exist_ok=True)
-    tr_texts, tr_y, _ = _labelled(corpus, "train", config.template)
-    dev_texts, dev_y, _ = _labelled(corpus, "dev", config.template)
+    torch.manual_seed(config.seed)
+    st, base_enc = _load_base(config.base)
+    st.max_seq_length = config.max_length
+    spec = None
+    if config.context_past or config.context_future:
+        spec = ContextSpec(config.context_past, config.context_future,
+                           config.context_marker or default_sep(st.tokenizer), config.max_length)
+    ctx = (spec, st.tokenizer) if spec is not None else None
+    tr_texts, tr_y, _ = _labelled(corpus, "train", config.template, ctx)
+    dev_texts, dev_y, _ = _labelled(corpus, "dev", config.template, ctx)
     if len(tr_texts) == 0 or len(dev_texts) == 0:
         raise InputError(f"{corpus.name}: fine-tuning needs labelled train and dev utterances "
                          f"(train {len(tr_texts)}, dev {len(dev_texts)})")
     if config.max_train is not None:
         tr_texts, tr_y = tr_texts[:config.max_train], tr_y[:config.max_train]
 
-    torch.manual_seed(config.seed)
-    st, base_enc = _load_base(config.base)
-    st.max_seq_length = config.max_length
     model = _Classifier(st, len(corpus.labels), config.dropout)
-    lengths = [len(t) for t in tr_texts]
+    cached = _layer_cache(st, base_enc, config, tr_texts, dev_texts, progress=progress)  # None: all layers
+    lengths = [len(t) for t in tr_texts] if cached is None else [int(n) for n in cached.train.lengths]
     steps_per_epoch = math.ceil(len(tr_texts) / config.batch_size)
     total = steps_per_epoch * config.epochs
     warm = max(1, int(config.warmup * total))
-    opt = torch.optim.AdamW([{"params": list(st.parameters()), "lr": config.lr},
+    enc_params = list(st.parameters()) if cached is None else cached.params
+    opt = torch.optim.AdamW([{"params": enc_params, "lr": config.lr},
                              {"params": list(model.head.parameters()), "lr": config.head_lr}],
                             weight_decay=config.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -219,7 +335,7 @@ def finetune_text_encoder(corpus: Corpus, out_dir: str | Path, config: FinetuneC
     ck = out / CHECKPOINT
     if ck.is_file():
         saved = torch.load(ck, map_location="cpu", weights_only=False)
-        if saved["config"] != asdict(config) or saved["labels"] != corpus.labels:
+        if not config.same_as(saved["config"]) or saved["labels"] != corpus.labels:
             raise IncompatibleRunError(f"{ck} was written by a different fine-tuning config or label set; "
                              "delete it (or the folder) to start over")
         st.load_state_dict(saved["st"])
@@ -256,13 +372,14 @@ def finetune_text_encoder(corpus: Corpus, out_dir: str | Path, config: FinetuneC
         epoch = state["epoch"]
         batches = length_grouped_batches(lengths, config.batch_size, seed=config.seed * 1000 + epoch)
         model.train(True)
+        cpu0, wall0 = time.process_time(), time.perf_counter()  # this epoch's cost (of this process, if resumed)
         bar = tqdm(total=len(batches), initial=state["step"], desc=f"fine-tune {base_enc.name} epoch "
                                                                    f"{epoch + 1}/{config.epochs}",
                    unit="batch", disable=not progress)
         running = state.get("running_loss", 0.0)
         for k in range(state["step"], len(batches)):
             idx = batches[k]
-            logits = model.logits([tr_texts[i] for i in idx])
+            logits = model.logits([tr_texts[i] for i in idx]) if cached is None else cached.logits(model, idx)
             loss = loss_fn(logits, torch.from_numpy(tr_y[idx]))
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -280,9 +397,14 @@ def finetune_text_encoder(corpus: Corpus, out_dir: str | Path, config: FinetuneC
             if on_step is not None:
                 on_step(epoch, k + 1)
         bar.close()
-        dev_pred = model.predict(dev_texts, progress=progress, desc="dev")
+        cpu1, wall1 = time.process_time(), time.perf_counter()
+        dev_pred = (model.predict(dev_texts, progress=progress, desc="dev") if cached is None
+                    else cached.predict_dev(model))
         dev_scores = evaluate_predictions(dev_y, dev_pred, corpus.labels)
         row = {"epoch": epoch + 1, "train_loss": running / max(1, len(batches)),
+               "train_seconds": round(wall1 - wall0, 1), "train_cpu_seconds": round(cpu1 - cpu0, 1),
+               "dev_seconds": round(time.perf_counter() - wall1, 1),
+               "dev_cpu_seconds": round(time.process_time() - cpu1, 1),
                "dev_weighted_f1": dev_scores["weighted_f1"], "dev_accuracy": dev_scores["accuracy"]}
         state["history"].append(row)
         log.info("epoch %d: train loss %.4f  dev wF1 %.4f  acc %.4f", epoch + 1, row["train_loss"],
@@ -303,14 +425,21 @@ def finetune_text_encoder(corpus: Corpus, out_dir: str | Path, config: FinetuneC
         best = _Classifier(best_st, len(corpus.labels), 0.0)
         from safetensors.torch import load_file
         best.head.load_state_dict(load_file(str(out / HEAD_FILE)))
-        te_texts, te_y, _ = _labelled(corpus, "test", config.template)
+        te_texts, te_y, _ = _labelled(corpus, "test", config.template, ctx)
         if len(te_texts):
             te_pred = best.predict(te_texts, progress=progress, desc="test")
             test_scores = evaluate_predictions(te_y, te_pred, corpus.labels)
-    meta = {"template": config.template, "labels": corpus.labels, "corpus": corpus.name, "base": config.base,
+    meta = {"template": config.template, **({"context": spec.to_dict()} if spec is not None else {}),
+            "labels": corpus.labels, "corpus": corpus.name, "base": config.base,
             "base_fingerprint": base_enc.fingerprint, "config": asdict(config), "best_epoch": state["best_epoch"],
             "history": state["history"], "dev": state.get("best_dev"), "test": test_scores,
             "n_train": len(tr_texts), "seconds": round(seconds, 1)}
+    if cached is not None:
+        meta["layer_cache"] = {"folder": str(cached.train.folder), "frozen_layers": cached.n_frozen,
+                               "train_layers": config.train_layers, "build_seconds": cached.build_seconds(),
+                               "build_cpu_seconds": cached.build_seconds("cpu_seconds"),
+                               "seconds_this_run": round(cached.seconds, 1),
+                               "train_tokens": int(cached.train.lengths.sum())}
     write_json(out / META_FILE, meta)
     ck.unlink(missing_ok=True)
     return FinetuneResult(out, state["best_epoch"], state.get("best_dev") or {}, test_scores,

@@ -36,6 +36,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from merc.encoders.base import Encoder, EncodeResult, EncoderInfo, register_text_source
+from merc.encoders.context import ContextSpec
 from merc.encoders.template import META_FILE, PLAIN_TEMPLATE, render
 from merc.errors import ConfigError, InputError, MissingDependencyError
 
@@ -172,12 +173,34 @@ class TextEncoder(Encoder, ABC):
     fingerprint: str  # stable id of the exact weights; part of every feature-cache key
     batch_size: int = 64
     template: str = PLAIN_TEMPLATE  # how an utterance becomes the encoder's input ({speaker}, {text})
+    context: ContextSpec | None = None  # neighbouring turns in the input (merc.encoders.context); None: none
 
     def texts_for(self, utterances: Iterable) -> list[str]:
-        """The strings this encoder sees for ``utterances`` (``template`` filled with speaker and text)."""
+        """The strings this encoder sees for ``utterances`` (``template`` filled with speaker and text).
+
+        An encoder with dialogue ``context`` needs whole dialogues: use :meth:`dialogue_texts`."""
+        if self.context is not None:
+            raise ConfigError(f"text encoder {self.name!r} renders each utterance with its dialogue context "
+                              f"(past {self.context.past}, future {self.context.future}); encode whole "
+                              "conversations through dialogue_texts(conversations)")
         if self.template == PLAIN_TEMPLATE:
             return [u.text for u in utterances]
         return [render(self.template, u) for u in utterances]
+
+    def dialogue_texts(self, conversations: Iterable[Iterable]) -> list[str]:
+        """The strings this encoder sees for every utterance of ``conversations`` (flat, in order): with
+        ``context``, each utterance carries its neighbouring turns (:func:`merc.encoders.context.render_dialogue`)."""
+        if self.context is None:
+            return self.texts_for([u for c in conversations for u in c])
+        from merc.encoders.context import render_dialogue, tokenizer_counter
+        tok, n_special = self.context_tokenizer()
+        count = tokenizer_counter(tok)
+        return [t for c in conversations
+                for t in render_dialogue(list(c), self.template, self.context, count, n_special=n_special)]
+
+    def context_tokenizer(self):
+        """``(tokenizer, n_special)`` used to fit the context into the token budget."""
+        raise ConfigError(f"text encoder {self.name!r} has dialogue context but no tokenizer to count tokens")
 
     @abstractmethod
     def _encode_batch(self, texts: list[str]) -> np.ndarray:
@@ -238,7 +261,10 @@ class SentenceTransformerEncoder(TextEncoder):
             self.dim = dim
         meta = path / META_FILE  # written by merc.encoders.finetune: the input template
         if self.local and meta.is_file():
-            self.template = json.loads(meta.read_text()).get("template", PLAIN_TEMPLATE)
+            recorded = json.loads(meta.read_text())
+            self.template = recorded.get("template", PLAIN_TEMPLATE)
+            self.context = ContextSpec.from_dict(recorded.get("context"))  # absent in older folders: none
+        self._tokenizer = None
         label = label or (path.name if self.local else str(model).replace("/", "__"))
         folder = path if self.local else self._hub_folder(str(model))
         digest = _hash_files(folder) if folder is not None else self._state_digest()
@@ -263,6 +289,20 @@ class SentenceTransformerEncoder(TextEncoder):
     def model(self):
         """The ``SentenceTransformer`` (loaded on first use)."""
         return self._model if self._model is not None else self._load()
+
+    def context_tokenizer(self):
+        """The folder's tokenizer (loaded alone, without the network weights) and its special-token count."""
+        from merc.encoders.context import n_special_tokens
+        if self._tokenizer is None:
+            if self._model is not None:
+                self._tokenizer = self._model.tokenizer
+            else:
+                try:
+                    from transformers import AutoTokenizer
+                    self._tokenizer = AutoTokenizer.from_pretrained(self.source, local_files_only=self.local)
+                except Exception:  # tokenizer files not at the folder root: load the model
+                    self._tokenizer = self.model.tokenizer
+        return self._tokenizer, n_special_tokens(self._tokenizer)
 
     @staticmethod
     def _hub_folder(name: str) -> Path | None:

@@ -168,7 +168,7 @@ class TrainedRun:
             from merc.encoders import get_text_encoder
             enc = encoder or get_text_encoder(self.config.text_encoder)
             check_fingerprints(self.config.encoder_fingerprints, {"text": [enc.fingerprint]})
-            X = enc.encode(enc.texts_for(utts), progress=progress)
+            X = enc.encode(enc.dialogue_texts(conversations), progress=progress)  # with its dialogue context
             out["text"] = {u.utterance_id: (x if u.text and u.text.strip() else None) for u, x in zip(utts, X)}
         others = [m for m in self.config.modalities if m != "text"]
         if others:
