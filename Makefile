@@ -1,5 +1,5 @@
 # Entry points: `make demo`, `make test` (ruff, then the full suite; what CI runs) and `make test-fast`
-# (ruff, then the tests not marked slow: 68 s wall on a quiet 2-core machine). All build .venv on first use.
+# (ruff, then the tests not marked slow, two pytest-xdist workers). All build .venv on first use.
 PY      ?= python3.11
 VENV    := .venv
 BIN     := $(VENV)/bin
@@ -14,7 +14,7 @@ test: lint sysdeps
 	$(BIN)/python -m pytest -q tests
 
 test-fast: lint
-	$(BIN)/python -m pytest -q -m "not slow" tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not slow" tests
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

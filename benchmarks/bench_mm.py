@@ -8,7 +8,8 @@ Cells are resumable: each finished cell is a JSON file under ``--work``; rerunni
 
     .venv/bin/python benchmarks/bench_mm.py --signal /work/data/mm_signal --control /work/data/mm_control \
         --table modalities --seeds 3          # -> benchmarks/results/mm_modalities.md / .json
-    .venv/bin/python benchmarks/bench_mm.py ... --table ablation --seeds 3   # -> mm_ablation.md / .json
+
+MaTAV and its ablations on the same corpus: benchmarks/bench_matav.py (--label mm_signal).
 
 What it cannot say: real-world multimodal accuracy (that needs MELD.Raw or IEMOCAP media, which we cannot
 ship or download here). Speech is espeak-ng, faces are still photos warped by the generator.
@@ -26,9 +27,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from merc.data import load_corpus  # noqa: E402
-from merc.io import provenance, provenance_markdown, write_json  # noqa: E402
+from merc.io import atomic_write_text, provenance, provenance_markdown, write_json  # noqa: E402
 from merc.models.dialogue import DialogueConfig  # noqa: E402
-from merc.models.matav import MatavConfig  # noqa: E402
 from merc.training.experiment import run_experiment  # noqa: E402
 from merc.training.trainer import TrainConfig  # noqa: E402
 
@@ -41,18 +41,13 @@ def cells(table: str) -> list[tuple[str, str, str]]:
     """(cell name, model, modalities)."""
     if table == "modalities":
         return [(f"mamba:{m}", "mamba", m) for m in MODALITY_SETS]
-    if table == "ablation":
-        return [("mamba:text,audio,face", "mamba", "text,audio,face"),
-                ("matav:text,audio,face", "matav", "text,audio,face"),
-                ("matav-no-mec:text,audio,face", "matav-no-mec", "text,audio,face"),
-                ("matav-no-mamba:text,audio,face", "matav-no-mamba", "text,audio,face")]
     raise SystemExit(f"unknown table {table!r}")
 
 
 def model_config(model: str):
-    if model == "mamba":
-        return DialogueConfig(kind="mamba")
-    return MatavConfig(use_mamba=model != "matav-no-mamba", mec_weight=0.0 if model == "matav-no-mec" else 0.3)
+    if model != "mamba":
+        raise SystemExit(f"unknown model {model!r} (MaTAV: benchmarks/bench_matav.py)")
+    return DialogueConfig(kind="mamba")
 
 
 def run_cell(corpus, setting: str, root: str, name: str, model: str, modalities: str, seeds: int, work: Path,
@@ -84,7 +79,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--signal", required=True, help="generated corpus where audio/face follow the label")
     ap.add_argument("--control", required=True, help="generated corpus where audio/face ignore the label")
-    ap.add_argument("--table", choices=("modalities", "ablation"), default="modalities")
+    ap.add_argument("--table", choices=("modalities",), default="modalities")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--settings", default="signal,control", help="which corpora to run (signal, control)")
     ap.add_argument("--report-only", action="store_true",
@@ -137,9 +132,12 @@ def main() -> None:
             row += ([fmt(r["test"]["weighted_f1"]), fmt(r["test"]["accuracy"]), fmt(r["test"]["macro_f1"]),
                      fmt(r["dev"]["weighted_f1"])] if r else ["not run"] * 4)
         lines.append("| " + " | ".join(row) + " |")
-    ext = next((r.get("extraction") for r in results if r.get("extraction")), None) or {}
-    if ext:
-        lines += ["", f"Utterances lacking a modality ({cols[0]} corpus; they keep their place and are scored):"]
+    for setting in cols:  # the cell with the most modalities reports every modality's extraction
+        found = [r for r in results if r["setting"] == setting and r.get("extraction")]
+        if not found:
+            continue
+        ext = max(found, key=lambda r: len(r["modalities"].split(",")))["extraction"]
+        lines += ["", f"Utterances lacking a modality ({setting} corpus; they keep their place and are scored):"]
         for split, per in ext.items():
             parts = []
             for m, r in per.items():
@@ -151,7 +149,7 @@ def main() -> None:
     write_json(stem.with_suffix(".json"), {"provenance": prov, "generation": gen, "results": results,
                                            "mean_train_seconds": float(np.mean([np.mean(r["train_seconds"])
                                                                                 for r in results] or [0]))})
-    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    atomic_write_text(stem.with_suffix(".md"), "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
