@@ -175,8 +175,9 @@ def test_outputs_parse_and_agree(tmp_path: Path, corpus: Corpus) -> None:
     # flags.csv
     with open(qc / "flags.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0]) == ["utterance_id", "check", "passed", "score", "threshold", "reason"]
+    assert list(rows[0]) == ["utterance_id", "check", "status", "passed", "score", "threshold", "reason"]
     assert len(rows) == len(res.flags)
+    assert {r["status"] for r in rows} == {"passed", "failed", "not measured"}
     assert flag_set(read_flags_csv(qc / "flags.csv")) == flag_set(
         [Flag(f.utterance_id, f.check, f.passed, float(f"{f.score:.6g}") if f.score is not None else None,
               float(f"{f.threshold:.6g}") if f.threshold is not None else None, f.reason) for f in res.flags])
@@ -189,6 +190,17 @@ def test_outputs_parse_and_agree(tmp_path: Path, corpus: Corpus) -> None:
         for k in t:
             assert sum(sp[k] for sp in s["checks"][name]["splits"].values()) == t[k]
     assert s["checks"]["fake_score"]["total"]["not_measured"] == 2  # missing + boom
+    for name in ("integrity", "fake_score"):  # flags.csv and summary.json count the same three states
+        for state in ("passed", "failed", "not measured"):
+            assert sum(r["check"] == name and r["status"] == state for r in rows) == \
+                s["checks"][name]["total"][state.replace(" ", "_")]
+    # dropped.csv: one row per dropped utterance, and the combinations sum to "dropped"
+    with open(qc / "dropped.csv", newline="") as f:
+        dropped = list(csv.DictReader(f))
+    assert [r["utterance_id"] for r in dropped] == list(res.dropped) and len(dropped) == s["dropped"] > 0
+    assert sum(s["dropped_by_combination"].values()) == s["dropped"]
+    assert all(r["reasons"].startswith(r["checks"].split("+")[0] + ": ") for r in dropped)
+    assert {u: r["checks"] for u, r in zip(res.dropped, dropped)} == {u: "+".join(c) for u, c in res.dropped.items()}
     assert s["kept"] + s["dropped"] == len(res.items) == sum(v["utterances"] for v in s["splits"].values())
     assert sum(v["kept"] for v in s["splits"].values()) == len(res.kept)
     assert s["thresholds"]["fake_score"]["threshold"] == 0.3
@@ -345,3 +357,21 @@ def test_cache_reused_only_for_the_same_measure_config(tmp_path: Path, corpus: C
     res = QCPipeline(cfg).run(corpus, tmp_path / "qc", progress=False, write=False)
     assert _calls(counter) - before == len(res.items) - 1
     assert {f.utterance_id for f in res.by_check("fake_score") if "ValueError" in f.reason} == {"train_c2_u3"}
+
+
+def test_not_measured_is_one_state_everywhere(tmp_path: Path, corpus: Corpus) -> None:
+    """A flag whose reason says "not measured" is no failure whoever built it; an utterance failed by two
+    dropping checks is one dropped row; flags.csv round-trips the state."""
+    assert Flag("u", "integrity", False, None, None, "not measured").status == "not measured"
+    assert Flag("u", "x", False, 0.1, 0.5, "too low").status == "failed"
+    qc = tmp_path / "qc"
+    res = QCPipeline(config(tmp_path, drop_not_measured=True)).run(corpus, qc, progress=False)
+    s = res.summary
+    # the missing clip fails integrity and is "not measured" by fake_score: dropped once, under both checks
+    assert res.dropped["train_c1_u2"] == ["integrity", "fake_score"]
+    assert s["dropped_by_combination"]["integrity+fake_score"] >= 1
+    assert sum(s["dropped_by_check"].values()) > s["dropped"] == sum(s["dropped_by_combination"].values())
+    back = {(f.utterance_id, f.check): f.status for f in read_flags_csv(qc / "flags.csv")}
+    assert back == {(f.utterance_id, f.check): f.status for f in res.flags}
+    html = (qc / "report.html").read_text()
+    assert f"Dropped utterances ({s['dropped']}" in html and "not measured (no score)" in html

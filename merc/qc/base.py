@@ -35,14 +35,18 @@ class Flag:
     # failure; the pipeline drops such utterances only with QCConfig.drop_not_measured
     measured: bool = True
 
+    def __post_init__(self) -> None:
+        if self.reason.startswith("not measured"):  # one rule for every check: such a flag is no failure
+            self.measured = False
+
     @property
     def status(self) -> str:
         """"passed", "failed" or "not measured"."""
         return "passed" if self.passed else ("failed" if self.measured else "not measured")
 
     def to_row(self) -> dict[str, Any]:
-        return {"utterance_id": self.utterance_id, "check": self.check, "passed": self.passed,
-                "score": "" if self.score is None else f"{self.score:.6g}",
+        return {"utterance_id": self.utterance_id, "check": self.check, "status": self.status,
+                "passed": self.passed, "score": "" if self.score is None else f"{self.score:.6g}",
                 "threshold": "" if self.threshold is None else f"{self.threshold:.6g}", "reason": self.reason}
 
 

@@ -1,6 +1,9 @@
 """Write a QC run's outputs into QC_DIR, every file atomically (temp file + fsync + rename).
 
-- ``flags.csv``: utterance_id, check, passed, score, threshold, reason (one row per utterance per check);
+- ``flags.csv``: utterance_id, check, status (passed / failed / not measured), passed, score, threshold, reason
+  (one row per utterance per check; "not measured" is neither a pass nor a failure and has passed=False);
+- ``dropped.csv``: one row per dropped utterance: utterance_id, split, conversation_id, speaker, the dropping
+  checks that failed it and their reasons (its row count is summary.json's "dropped");
 - ``summary.json``: counts per check and split, kept vs dropped, thresholds, timings;
 - ``report.html``: self-contained (plots as base64 PNG): score distributions with thresholds, per-speaker
   tables, flagged examples, every flag;
@@ -25,7 +28,8 @@ from merc.io import atomic_write_text, write_json
 from merc.qc.base import Flag, jsonable
 from merc.qc.result import QCResult
 
-FLAG_FIELDS = ("utterance_id", "check", "passed", "score", "threshold", "reason")
+FLAG_FIELDS = ("utterance_id", "check", "status", "passed", "score", "threshold", "reason")
+DROPPED_FIELDS = ("utterance_id", "split", "conversation_id", "speaker", "checks", "reasons")
 PASS_COLOUR, FAIL_COLOUR = "#4c9a2a", "#c0392b"
 
 
@@ -41,12 +45,34 @@ def write_flags_csv(flags: list[Flag], path: str | Path) -> Path:
 
 
 def read_flags_csv(path: str | Path) -> list[Flag]:
-    """flags.csv back into Flags (score/threshold None when empty)."""
+    """flags.csv back into Flags (score/threshold None when empty; files without a status column read too)."""
     with open(path, newline="", encoding="utf-8") as f:
         return [Flag(r["utterance_id"], r["check"], r["passed"] == "True",
                      float(r["score"]) if r["score"] else None,
-                     float(r["threshold"]) if r["threshold"] else None, r["reason"])
+                     float(r["threshold"]) if r["threshold"] else None, r["reason"],
+                     measured=r.get("status", "") != "not measured")
                 for r in csv.DictReader(f)]
+
+
+def dropped_rows(result: QCResult) -> list[dict[str, str]]:
+    """One row per dropped utterance (corpus order): who dropped it and why."""
+    items = {it.utterance_id: it for it in result.items}
+    rows = []
+    for uid, checks in result.dropped.items():
+        it = items[uid]
+        why = {f.check: f.reason for f in result.flags_for(uid)}
+        rows.append({"utterance_id": uid, "split": it.split, "conversation_id": it.conversation_id,
+                     "speaker": it.utterance.speaker, "checks": "+".join(checks),
+                     "reasons": " | ".join(f"{c}: {why.get(c, '')}" for c in checks)})
+    return rows
+
+
+def write_dropped_csv(result: QCResult, path: str | Path) -> Path:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=DROPPED_FIELDS, lineterminator="\n")
+    w.writeheader()
+    w.writerows(dropped_rows(result))
+    return atomic_write_text(path, buf.getvalue())
 
 
 def write_manifest(result: QCResult, qc_dir: str | Path) -> tuple[Path, Path]:
@@ -80,6 +106,7 @@ def write_outputs(result: QCResult, qc_dir: str | Path) -> dict[str, Path]:
     qc_dir = Path(qc_dir)
     qc_dir.mkdir(parents=True, exist_ok=True)
     paths = {"flags": write_flags_csv(result.flags, qc_dir / "flags.csv"),
+             "dropped": write_dropped_csv(result, qc_dir / "dropped.csv"),
              "summary": write_json(qc_dir / "summary.json", result.summary)}
     paths["manifest"], paths["curated"] = write_manifest(result, qc_dir)
     tracks = result.artifact("speaker_tracks")  # the faces check's
@@ -123,13 +150,19 @@ def score_plot(flags: list[Flag], check: str) -> str | None:
         scored = shown
     elif counts:
         title = f"{len(counts)} distinct thresholds (per speaker or utterance); not drawn"
-    ok = [f.score for f in scored if f.passed]
-    bad = [f.score for f in scored if not f.passed]
+    ok = [f.score for f in scored if f.status == "passed"]
+    bad = [f.score for f in scored if f.status == "failed"]
+    n_pass = sum(f.status == "passed" for f in flags)
+    n_fail = sum(f.status == "failed" for f in flags)
+    n_nm = sum(f.status == "not measured" for f in flags)
+    if n_nm:
+        title = "; ".join(t for t in (title, f"{n_nm} not measured (no score)") if t)
     fig = Figure(figsize=(6, 3))
     ax = fig.add_subplot()
     lo, hi = min(ok + bad + ([line] if line is not None else [])), max(ok + bad + ([line] if line is not None else []))
     ax.hist([ok, bad], bins=30, range=(lo, hi) if hi > lo else (lo - 0.5, hi + 0.5), stacked=True,
-            color=[PASS_COLOUR, FAIL_COLOUR], label=[f"passed ({len(ok)})", f"failed ({len(bad)})"])
+            color=[PASS_COLOUR, FAIL_COLOUR], label=[f"passed ({len(ok)} drawn of {n_pass})",
+                   f"failed ({len(bad)} drawn of {n_fail})"])
     if line is not None:
         ax.axvline(line, color="black", linestyle="--", linewidth=1, label=f"threshold {line:g}")
     if title:
@@ -168,12 +201,20 @@ def render_html(result: QCResult, n_examples: int = 10) -> str:
                                           "measure s", "real-time factor"], rows)]
     parts.append(_table(["split", "utterances", "kept", "dropped"],
                         [[sp, v["utterances"], v["kept"], v["dropped"]] for sp, v in s["splits"].items()]))
+    combos = s.get("dropped_by_combination", {})
+    if combos:
+        parts.append("<p>Each dropped utterance once, by the dropping checks that failed it (sums to "
+                     f"{s['dropped']}):</p>")
+        parts.append(_table(["failed checks", "dropped utterances"], [[c, n] for c, n in combos.items()]))
 
     parts.append("<h2>Score distributions</h2>")
     for c in checks:
         img = score_plot(result.by_check(c), c)
-        parts.append(f"<h3>{html.escape(c)}</h3>" + (f'<img alt="{html.escape(c)} scores" src="{img}">' if img
-                                                      else "<p>no scores (nothing measured)</p>"))
+        t = s["checks"][c]["total"]
+        caption = (f"<p>passed {t['passed']}, failed {t['failed']}, not measured (no score) {t['not_measured']} "
+                   f"of {t['checked']}</p>")
+        parts.append(f"<h3>{html.escape(c)}</h3>" + caption + (f'<img alt="{html.escape(c)} scores" src="{img}">'
+                                                               if img else "<p>no scores (nothing measured)</p>"))
 
     parts.append("<h2>Speakers</h2>")
     per_spk: dict[str, Counter] = defaultdict(Counter)
@@ -182,20 +223,28 @@ def render_html(result: QCResult, n_examples: int = 10) -> str:
     if "speaker" in checks:
         for f in result.by_check("speaker"):
             spk = items[f.utterance_id].utterance.speaker
-            per_spk[spk]["spk_checked"] += 1
-            per_spk[spk]["spk_passed"] += int(f.passed)
+            per_spk[spk][f"spk_{f.status}"] += 1
     spk_rows = []
     for spk, c in sorted(per_spk.items(), key=lambda kv: -kv[1]["utterances"]):
-        rate = f"{c['spk_passed'] / c['spk_checked']:.2f}" if c["spk_checked"] else ""
-        spk_rows.append([spk, c["utterances"], rate, _gallery_size(result, spk)])
-    parts.append(_table(["speaker", "utterances", "speaker-check pass rate", "face-gallery size"], spk_rows))
+        judged = c["spk_passed"] + c["spk_failed"]  # "not measured" is neither: out of the rate
+        rate = f"{c['spk_passed'] / judged:.2f}" if judged else ""
+        spk_rows.append([spk, c["utterances"], rate, c["spk_not measured"], _gallery_size(result, spk)])
+    parts.append(_table(["speaker", "utterances", "speaker-check pass rate (passed / measured)",
+                         "speaker check not measured", "face-gallery size"], spk_rows))
+
+    drows = dropped_rows(result)
+    parts.append(f"<h2>Dropped utterances ({len(drows)}; also in dropped.csv)</h2><details><summary>show</summary>")
+    parts.append(_table(list(DROPPED_FIELDS), [list(r.values()) for r in drows]))
+    parts.append("</details>")
 
     parts.append("<h2>Flagged examples</h2>")
     for c in checks:
-        bad = result.failed(c)[:n_examples]
+        flagged = result.failed(c)
+        bad = flagged[:n_examples]
         if not bad:
             continue
-        parts.append(f"<h3>{html.escape(c)} ({len(result.failed(c))} failed)</h3>")
+        n_f = sum(f.status == "failed" for f in flagged)
+        parts.append(f"<h3>{html.escape(c)} ({n_f} failed, {len(flagged) - n_f} not measured)</h3>")
         parts.append(_table(["utterance", "split", "speaker", "text", "reason", "media"],
                             [[f.utterance_id, items[f.utterance_id].split, items[f.utterance_id].utterance.speaker,
                               items[f.utterance_id].utterance.text[:120], f.reason, items[f.utterance_id].media or ""]

@@ -97,7 +97,7 @@ def summarize(result: QCResult, config: QCConfig, check_configs: dict[str, Any],
         for f in result.flags:
             if f.check != name:
                 continue
-            kind = "passed" if f.passed else ("not_measured" if f.reason.startswith(NOT_MEASURED) else "failed")
+            kind = f.status.replace(" ", "_")  # passed | failed | not_measured (Flag.status, as in flags.csv)
             for s in ("total", split_of[f.utterance_id]):
                 per[s]["checked"] += 1
                 per[s][kind] += 1
@@ -116,9 +116,14 @@ def summarize(result: QCResult, config: QCConfig, check_configs: dict[str, Any],
             t["utterances_per_second"] = round(t["measured"] / max(t["wall_seconds"], 1e-9), 3)
         t["rtf"] = round(t["measure_seconds"] / total_audio, 5) if total_audio else None
     thresholds = {name: jsonable(config_dict(check_configs.get(name))) for name in config.checks}
+    # dropped_by_check: dropped utterances that each check failed (an utterance failed by two dropping checks
+    # counts under both, so these may sum to more than "dropped"); dropped_by_combination: each dropped
+    # utterance once, under the exact set of checks that dropped it (sums to "dropped")
     drop_reasons = Counter(c for cs in result.dropped.values() for c in cs)
+    combos = Counter("+".join(cs) for cs in result.dropped.values())
     return {"corpus": result.corpus.name if result.corpus else None, "utterances": len(result.items),
             "kept": len(result.kept), "dropped": len(result.dropped), "dropped_by_check": dict(drop_reasons),
+            "dropped_by_combination": dict(combos.most_common()),
             "checks": checks, "splits": split_summary, "thresholds": thresholds, "drop_on": config.dropping,
             "audio_seconds": round(total_audio, 3), "timings": timings,
             "workers": config.workers, "fps": config.fps}
