@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from toy_levers import TINY, write_corpus
+from toy_corpus import TINY, write_corpus
 
 from merc.cli import main
 

@@ -7,7 +7,7 @@ import argparse
 import json
 
 import pytest
-from toy_levers import TINY, write_corpus
+from toy_corpus import TINY, write_corpus
 
 import merc.training.features as features_mod
 from merc.cli import main

@@ -3,48 +3,14 @@ predict -> from_pretrained. The toy task needs dialogue context, so it also chec
 from __future__ import annotations
 
 import json
-import zlib
 
 import numpy as np
 import pytest
+from toy_corpus import HashedWords, conversations
 
 from merc.cli import main
 from merc.encoders import register_text_encoder
-from merc.encoders.text import TextEncoder
 from merc.metrics import evaluate_predictions, mean_std
-
-LABELS = ["angry", "calm", "happy"]
-CUE = {"angry": "furious", "calm": "fine", "happy": "great"}
-
-
-class ToyEncoder(TextEncoder):
-    """Bag of hashed words, L2-normalised: linear models can read the cue words."""
-    name, dim, fingerprint = "toy", 32, "toy-v1"
-
-    def _encode_batch(self, texts):
-        X = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for i, t in enumerate(texts):
-            for w in t.lower().replace(".", "").split():
-                X[i, zlib.crc32(w.encode()) % self.dim] += 1.0
-        return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-6)
-
-
-register_text_encoder("toy", lambda **kw: ToyEncoder(), overwrite=True)
-
-
-def _conversations(n: int, rng: np.random.Generator, prefix: str) -> list[dict]:
-    """Each speaker keeps one mood per dialogue; only their first utterance says it ('I feel great'),
-    later ones are neutral filler ('ok then') — labelling those needs the dialogue context."""
-    convs = []
-    for c in range(n):
-        moods = {s: LABELS[rng.integers(3)] for s in ("A", "B")}
-        utts = []
-        for i in range(int(rng.integers(4, 9))):
-            s = "AB"[i % 2]
-            text = f"I feel {CUE[moods[s]]}." if i < 2 else rng.choice(["ok then.", "sure.", "right."])
-            utts.append({"utterance_id": f"{prefix}{c}_u{i}", "speaker": s, "text": text, "emotion": moods[s]})
-        convs.append({"conversation_id": f"{prefix}{c}", "utterances": utts})
-    return convs
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +18,8 @@ def toy_corpus(tmp_path_factory):
     root = tmp_path_factory.mktemp("toy")
     rng = np.random.default_rng(0)
     for split, n in (("train", 120), ("dev", 30), ("test", 30)):
-        (root / f"{split}.jsonl").write_text("\n".join(json.dumps(c) for c in _conversations(n, rng, split)) + "\n")
+        convs = conversations(n, rng, split, lengths=(4, 9))
+        (root / f"{split}.jsonl").write_text("\n".join(json.dumps(c) for c in convs) + "\n")
     return root
 
 
@@ -145,12 +112,12 @@ def test_bad_predict_input_names_file_and_line(toy_corpus, tmp_path):
         read_conversations(badj)
 
 
-class SpeakerToyEncoder(ToyEncoder):
+class SpeakerToyEncoder(HashedWords):
     """The toy encoder reading ``"{speaker} {text}"``, as a fine-tuned encoder's template asks."""
-    name, fingerprint, template = "toy-speaker", "toy-speaker-v1", "{speaker} {text}"
+    template = "{speaker} {text}"
 
 
-register_text_encoder("toy-speaker", lambda **kw: SpeakerToyEncoder(), overwrite=True)
+register_text_encoder("toy-speaker", lambda **kw: SpeakerToyEncoder("toy-speaker", 32), overwrite=True)
 
 
 @pytest.mark.slow

@@ -1,5 +1,5 @@
-"""A tiny context-dependent JSONL corpus and a hashed bag-of-words text encoder ("toy-levers") for the tests of
-seed ensembles and the hyper-parameter search (as in test_training.py, smaller)."""
+"""A tiny context-dependent JSONL corpus and hashed bag-of-words text encoders ("toy" 32-d, "toy-levers" 16-d)
+shared by the training, seed-ensemble and hyper-parameter-search tests."""
 from __future__ import annotations
 
 import json
@@ -15,8 +15,11 @@ LABELS = ["angry", "calm", "happy"]
 CUE = {"angry": "furious", "calm": "fine", "happy": "great"}
 
 
-class ToyLevers(TextEncoder):
-    name, dim, fingerprint = "toy-levers", 16, "toy-levers-v1"
+class HashedWords(TextEncoder):
+    """Bag of hashed words, L2-normalised: linear models can read the cue words."""
+
+    def __init__(self, name: str, dim: int):
+        self.name, self.dim, self.fingerprint = name, dim, f"{name}-v1"
 
     def _encode_batch(self, texts):
         X = np.zeros((len(texts), self.dim), dtype=np.float32)
@@ -26,15 +29,18 @@ class ToyLevers(TextEncoder):
         return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-6)
 
 
-register_text_encoder("toy-levers", lambda **kw: ToyLevers(), overwrite=True)
+register_text_encoder("toy", lambda **kw: HashedWords("toy", 32), overwrite=True)
+register_text_encoder("toy-levers", lambda **kw: HashedWords("toy-levers", 16), overwrite=True)
 
 
-def conversations(n: int, rng: np.random.Generator, prefix: str) -> list[dict]:
+def conversations(n: int, rng: np.random.Generator, prefix: str, lengths: tuple[int, int] = (3, 7)) -> list[dict]:
+    """Each speaker keeps one mood per dialogue; only their first utterance says it ('I feel great'),
+    later ones are neutral filler ('ok then') — labelling those needs the dialogue context."""
     convs = []
     for c in range(n):
         moods = {s: LABELS[rng.integers(3)] for s in ("A", "B")}
         utts = []
-        for i in range(int(rng.integers(3, 7))):
+        for i in range(int(rng.integers(*lengths))):
             s = "AB"[i % 2]
             text = f"I feel {CUE[moods[s]]}." if i < 2 else str(rng.choice(["ok then.", "sure.", "right."]))
             utts.append({"utterance_id": f"{prefix}{c}_u{i}", "speaker": s, "text": text, "emotion": moods[s]})
