@@ -52,7 +52,7 @@ def test_experiment_ablation_cli_on_a_toy_text_corpus(tmp_path, monkeypatch, cap
     import sys
     from pathlib import Path
     sys.path.insert(0, str(Path(__file__).parent))
-    from test_training import _conversations  # the toy corpus and its registered "toy" encoder
+    from toy_corpus import conversations  # the toy corpus and its registered "toy" encoder
 
     from merc.cli import main
     monkeypatch.setenv("MERC_CACHE", str(tmp_path / "cache"))
@@ -60,7 +60,8 @@ def test_experiment_ablation_cli_on_a_toy_text_corpus(tmp_path, monkeypatch, cap
     data = tmp_path / "data"
     data.mkdir()
     for split, n in (("train", 30), ("dev", 10), ("test", 10)):
-        (data / f"{split}.jsonl").write_text("\n".join(json.dumps(c) for c in _conversations(n, rng, split)) + "\n")
+        convs = conversations(n, rng, split, lengths=(4, 9))
+        (data / f"{split}.jsonl").write_text("\n".join(json.dumps(c) for c in convs) + "\n")
     out = tmp_path / "abl"
     assert main(["experiment", "ablation", "--dataset", "jsonl", "--data-dir", str(data), "--text-encoder", "toy",
                  "--seeds", "1", "--epochs", "2", "--d-model", "8", "--heads", "2", "--cross-layers", "1",

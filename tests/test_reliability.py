@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_training import _conversations  # noqa: F401  (also registers the "toy" text encoder)
+from toy_corpus import conversations  # also registers the "toy" text encoder
 
 from merc.cli import build_parser, main
 from merc.errors import IncompatibleRunError, InputError, OutputExistsError
@@ -48,7 +48,7 @@ def env(tmp_path_factory):
         rng = np.random.default_rng(0)
         for split, n in (("train", 40), ("dev", 10), ("test", 10)):
             (corpus / f"{split}.jsonl").write_text(
-                "\n".join(json.dumps(c) for c in _conversations(n, rng, split)) + "\n")
+                "\n".join(json.dumps(c) for c in conversations(n, rng, split, lengths=(4, 9))) + "\n")
         run = root / "run"
         assert main(["train", "--dataset", "jsonl", "--data-dir", str(corpus), "--model", "mlp",
                      "--text-encoder", "toy", "--epochs", "2", "--d-model", "16", "--quiet", "--out", str(run)]) == 0
@@ -396,7 +396,7 @@ def test_ctrl_c_exits_130_with_one_line(tmp_path, monkeypatch, capsys):
 @pytest.mark.slow
 def test_closed_pipe_exits_quietly(cache, tmp_path):
     inp = write_jsonl(tmp_path / "in.jsonl", [conv(f"c{i}", n=4) for i in range(300)])
-    code = (f"import sys; sys.path.insert(0, {str(TESTS)!r}); import test_training; from merc.cli import main; "
+    code = (f"import sys; sys.path.insert(0, {str(TESTS)!r}); import toy_corpus; from merc.cli import main; "
             f"sys.exit(main(['predict', {str(cache['run'])!r}, {str(inp)!r}, '--json', '--no-plots', '--quiet', "
             "'--batch-utterances', '8']))")
     env = {**os.environ, "MERC_CACHE": str(cache["root"] / "cache")}
