@@ -166,6 +166,7 @@ def test_text_adapter_through_feature_cache(tmp_path, monkeypatch):
     assert enc.calls == 100  # the second run read the cache
 
 
+@pytest.mark.slow
 def test_merc_adapt_cli(tmp_path, monkeypatch):
     from merc import cli
     from merc.encoders import text as text_mod

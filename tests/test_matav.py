@@ -191,6 +191,7 @@ def _dialogues(n, rng, *, absent_rate=0.0):
     return out, protos
 
 
+@pytest.mark.slow
 def test_tiny_fit_learns_and_round_trips_through_a_run_directory(tmp_path):
     from merc.training.run import RunConfig, TrainedRun, save_run
     from merc.training.trainer import TrainConfig, fit, predict_dialogues, score_dialogues

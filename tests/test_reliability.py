@@ -243,6 +243,7 @@ def test_timeline_names_are_safe_and_unique(cache, tmp_path):
     assert not (tmp_path / "x").exists() and not (tmp_path / "deep" / "x").exists()
 
 
+@pytest.mark.slow
 def test_train_refuses_existing_out_then_overwrite_and_resume(cache, tmp_path, capsys):
     args = ["train", "--dataset", "jsonl", "--data-dir", str(cache["corpus"]), "--model", "mlp", "--text-encoder",
             "toy", "--epochs", "1", "--d-model", "8", "--quiet"]

