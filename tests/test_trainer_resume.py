@@ -137,3 +137,51 @@ def test_default_objective_is_the_configured_cross_entropy_and_custom_objectives
             objective=scaled)
     assert len(calls) == 5 * 4 and h.epochs[0]["train_custom"] == 1.0 and h.epochs[0]["train_loss"] == 0.0
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # a zero loss moves nothing
+
+
+def test_merc_train_resume_continues_a_seed_killed_part_way(tmp_path, monkeypatch):
+    """`merc train --resume` after a kill in the middle of a seed continues at its last finished epoch (the
+    seed's training state sits in <run>/.train_state until the seed is saved) and ends with the history of a
+    run that was never interrupted."""
+    import json
+
+    import merc.training.experiment as experiment
+    from merc.cli import main
+    from merc.training.experiment import TRAIN_STATE
+    from toy_corpus import TINY, write_corpus
+
+    monkeypatch.setenv("MERC_CACHE", str(tmp_path / "cache"))
+    data = write_corpus(tmp_path / "data")
+    args = ["train", "--dataset", "jsonl", "--data-dir", str(data), *TINY, "--epochs", "4"]
+    whole = tmp_path / "whole"
+    assert main([*args, "--out", str(whole)]) == 0
+    assert not (whole / TRAIN_STATE).exists()  # removed once the seed is saved
+
+    class Kill:
+        def on_step_end(self, model, batch, step):
+            pass
+
+        def on_epoch_end(self, model, row, epoch):
+            if epoch == 1:
+                raise KeyboardInterrupt
+
+    real_fit = experiment.fit
+    epochs_run = []
+    monkeypatch.setattr(experiment, "fit", lambda *a, **k: real_fit(*a, callbacks=[Kill()], **k))
+    run = tmp_path / "run"
+    assert main([*args, "--out", str(run)]) == 130
+    assert (run / TRAIN_STATE).is_dir() and not (run / "metrics.json").exists()
+
+    def counting_fit(*a, **k):
+        k["on_epoch"] = lambda row: epochs_run.append(row["epoch"])
+        return real_fit(*a, **k)
+
+    monkeypatch.setattr(experiment, "fit", counting_fit)
+    assert main([*args, "--out", str(run), "--resume"]) == 0
+    assert epochs_run == [2, 3]  # epochs 0 and 1 were not trained again
+    got, want = (json.loads((d / "metrics.json").read_text()) for d in (run, whole))
+    drop = ("seconds", "train_seconds")
+    assert [{k: v for k, v in r.items() if k not in drop} for r in got["history"]] == \
+        [{k: v for k, v in r.items() if k not in drop} for r in want["history"]]
+    assert got["test"]["weighted_f1"] == want["test"]["weighted_f1"]
+    assert not (run / TRAIN_STATE).exists()

@@ -9,6 +9,7 @@ run's metrics.json.
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -33,6 +34,7 @@ from merc.training.run import RunConfig, save_run
 from merc.training.trainer import TrainConfig, fit, score_dialogues
 
 logger = logging.getLogger(__name__)
+TRAIN_STATE = ".train_state"  # inside a seed's run directory while it trains
 
 # FEATURE_PROVIDERS (modality -> provider) is the hook the encoder feature store plugs into
 __all__ = ["FEATURE_PROVIDERS", "corpus_features", "run_experiment", "train_one_seed"]
@@ -48,8 +50,11 @@ def train_one_seed(run_dir: Path, corpus: Corpus, features, model_config: Dialog
     torch.manual_seed(train_config.seed)
     np.random.seed(train_config.seed)
     model = build_run_model(model_config, run_config.adapters, tune=run_config.tune_adapters, from_folders=True)
+    # the full training state after every epoch: a seed killed part-way continues at its last finished epoch
+    # when the run is started again with --resume (and gives the history of an uninterrupted run)
+    state_dir = Path(run_dir) / TRAIN_STATE
     history = fit(model, data["train"], data["dev"], labels, train_config, progress=progress,
-                  modality_dropout=run_config.modality_dropout or None)
+                  modality_dropout=run_config.modality_dropout or None, checkpoint_dir=state_dir)
     metrics: dict[str, Any] = {"best_epoch": history.best_epoch, "train_seconds": history.seconds,
                                "n_parameters": sum(p.numel() for p in model.parameters()),
                                "history": history.epochs,
@@ -60,6 +65,7 @@ def train_one_seed(run_dir: Path, corpus: Corpus, features, model_config: Dialog
         if split in data and data[split]:
             metrics[split] = score_dialogues(model, data[split], labels)
     save_run(run_dir, model, run_config, labels, metrics)
+    shutil.rmtree(state_dir, ignore_errors=True)  # the seed is finished: its run files replace the state
     plot_training_curve(history.epochs, run_dir / "training_curve.png",
                         title=f"{model_config.kind} · {_encoder_label(run_config)} · seed {train_config.seed}")
     for split in eval_splits:
