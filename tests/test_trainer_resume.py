@@ -145,10 +145,11 @@ def test_merc_train_resume_continues_a_seed_killed_part_way(tmp_path, monkeypatc
     run that was never interrupted."""
     import json
 
+    from toy_corpus import TINY, write_corpus
+
     import merc.training.experiment as experiment
     from merc.cli import main
     from merc.training.experiment import TRAIN_STATE
-    from toy_corpus import TINY, write_corpus
 
     monkeypatch.setenv("MERC_CACHE", str(tmp_path / "cache"))
     data = write_corpus(tmp_path / "data")
