@@ -69,6 +69,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2, help="torch threads (fer and resemblyzer run on 1, set inside)")
     ap.add_argument("--work", default=None, help="folder for the corpus (default: a temporary one)")
     ap.add_argument("--out", default=str(RESULTS / "extract_speed"))
+    ap.add_argument("--note", default="", help="a line on the conditions (e.g. other jobs paused), kept in the results")
     args = ap.parse_args()
 
     import torch
@@ -117,13 +118,14 @@ def main() -> int:
         shlex.quote(a) for a in sys.argv[1:])
     out = {"machine": info, "command": cmd.strip(), "clips": len(utts), "audio_seconds": round(audio_s, 1),
            "mean_clip_seconds": round(audio_s / len(utts), 2), "torch_threads": args.threads,
-           "encoders": rows, "groups": groups}
+           "encoders": rows, "groups": groups, "note": args.note}
     write_json(Path(args.out).with_suffix(".json"), out)
 
     lines = ["# Stage-1 extraction throughput (synthetic clips)", "",
              f"- machine: {info['cpu']}, {info['cores']} cores (shared; load average at start "
              f"{info['load_average_at_start']}), Python {info['python']}",
              f"- date: {info['date']}; commit {info['commit']}", f"- command: `{out['command']}`",
+             *([f"- conditions: {args.note}"] if args.note else []),
              f"- data: {len(utts)} clips from `merc.testing.synth` (espeak-ng speech, face photos, "
              "320x240 H.264 + AAC mp4), "
              f"{audio_s:.1f} s of audio, {out['mean_clip_seconds']} s per clip on average; faces sampled at 1 fps",
