@@ -7,7 +7,7 @@ warm-up utterance first). Reported per encoder: utterances/s and the real-time f
 audio processed per second of wall time ("12x" = twelve times faster than real time). The issue's
 targets: the default audio encoders together >= 10x real time; faces at 1 fps >= 1x.
 
-    nice -n 5 .venv/bin/python benchmarks/bench_extract.py [--dialogues 12 --utts 6]
+    .venv/bin/python benchmarks/bench_extract.py [--dialogues 12 --utts 6]
 writes benchmarks/results/extract_speed.md and extract_speed.json.
 
 The machine is shared (load average recorded): treat the figures as a lower bound of what a free
@@ -114,7 +114,7 @@ def main() -> int:
                 "x_real_time": round(audio_s / secs, 2), "x_real_time_cpu": round(audio_s / cpu, 2)}
 
     groups = [together(DEFAULT_AUDIO), together(("egemaps", "resemblyzer", "compare")), together(("dlib", "fer"))]
-    cmd = "nice -n 5 .venv/bin/python benchmarks/" + Path(__file__).name + " " + " ".join(
+    cmd = ".venv/bin/python benchmarks/" + Path(__file__).name + " " + " ".join(
         shlex.quote(a) for a in sys.argv[1:])
     out = {"machine": info, "command": cmd.strip(), "clips": len(utts), "audio_seconds": round(audio_s, 1),
            "mean_clip_seconds": round(audio_s / len(utts), 2), "torch_threads": args.threads,
