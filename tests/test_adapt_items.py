@@ -251,3 +251,25 @@ def test_train_with_audio_and_face_adapters(adapters, tmp_path, monkeypatch, cap
     err = capsys.readouterr().err
     assert code == 2 and "trained on stage-1 features of 'egemaps+resemblyzer'" in err, err
     assert "--audio-encoders egemaps,resemblyzer" in err
+
+
+def test_adapter_encoder_rule_ignores_how_the_face_was_chosen():
+    """A face adapter trained on still images (fingerprint ``…-largest``) fits a run that chose faces by QC speaker
+    tracks (``…-qc``) through the same network; another network or another concatenation does not."""
+    from merc.errors import ConfigError
+    from merc.models.adapter import Adapter, AdapterConfig
+    from merc.training.adapters import check_adapter_encoders
+
+    def adapter(m, name, fp, d):
+        return Adapter(AdapterConfig(d_in=d, n_classes=2, hidden=4, bottleneck=3), labels=["a", "b"], modality=m,
+                       encoder={"name": name, "fingerprint": fp, "dim": d})
+    face = {"face": adapter("face", "fer", "fer-minixception-abc-m0.25-fps1.0-max30-hog1-largest", 135)}
+    check_adapter_encoders(face, {"face": ["fer"]}, {"face": ["fer-minixception-abc-m0.25-fps1.0-max30-hog1-qc"]},
+                           {"face": 135})
+    with pytest.raises(ConfigError, match="trained on stage-1 features of 'fer'"):
+        check_adapter_encoders(face, {"face": ["fer"]}, {"face": ["fer-minixception-OTHER-m0.25-fps1.0-max30-hog1-qc"]},
+                               {"face": 135})
+    audio = {"audio": adapter("audio", "egemaps+resemblyzer", "e1+r1", 344)}
+    check_adapter_encoders(audio, {"audio": ["egemaps", "resemblyzer"]}, {"audio": ["e1", "r1"]}, {"audio": 344})
+    with pytest.raises(ConfigError, match="--audio-encoders egemaps,resemblyzer"):
+        check_adapter_encoders(audio, {"audio": ["resemblyzer", "egemaps"]}, {"audio": ["r1", "e1"]}, {"audio": 344})
