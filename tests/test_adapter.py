@@ -182,4 +182,4 @@ def test_merc_adapt_cli(tmp_path, monkeypatch):
     assert cli.main(argv[:-3] + ["--corpus", "nonsense", "--out", str(tmp_path / "b")]) == 2
     audio = ["adapt", "--modality", "audio", "--encoder", "egemaps", "--corpus", f"cremad={tmp_path}", "--out",
              str(tmp_path / "c")]
-    assert cli.main(audio) == 2 and not (tmp_path / "c").exists()  # no audio encoder registry yet: a clear error
+    assert cli.main(audio) == 2 and not (tmp_path / "c").exists()  # no CREMA-D wavs there: a clear error

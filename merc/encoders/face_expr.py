@@ -153,6 +153,18 @@ class FaceFrameEncoder(MediaEncoder):
             raise EncodeSkip(f"no face in 0/{len(frames)} sampled frames of {Path(u.video).name}")
         return np.mean(np.stack([self._embed_face(img, box) for img, box in seen]), axis=0)
 
+    def encode_image(self, image: np.ndarray, *, box: Box | None = None, name: str = "the image") -> np.ndarray:
+        """One still image ``(H, W, 3)`` RGB or ``(H, W)`` grey -> ``(dim,)``: the face at ``box``, else the
+        largest detected face (EncodeSkip naming ``name`` when there is none). Face-emotion corpora of photos
+        use it (:mod:`merc.encoders.items`); it is the per-frame step of :meth:`_encode_one`."""
+        from merc.encoders.face import _as_rgb
+        img = _as_rgb(image)
+        if box is None:
+            box = _largest([d.box for d in self.detector.detect(img)])
+            if box is None:
+                raise EncodeSkip(f"no face found in {name}")
+        return np.asarray(self._embed_face(img, box), dtype=np.float32)
+
     def _embed_face(self, image: np.ndarray, box: Box) -> np.ndarray:  # (H, W, 3), box -> (dim,)
         raise NotImplementedError
 

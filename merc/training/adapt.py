@@ -12,8 +12,13 @@ resumable feature cache), fit, and write the adapter folder::
     out/model.safetensors  weights (+ the input standardisation)
     out/labels.json        class names, index order
     out/metrics.json       held-out weighted F1 / accuracy / macro F1 / per-class F1 / confusion, best epoch,
-                           per-epoch history
+                           per-epoch history, unusable items (count, by reason, examples)
     out/confusion_heldout.png, out/training_curve.png
+
+Sampled items the encoder cannot use (a corrupt clip, no face found, too little speech: absent rows of an
+encoder with ``encode_items``, see :mod:`merc.encoders.items`) are left out of training and counted by reason
+(``metrics["unusable"]``, ``config.json`` counts); the sample is drawn before encoding, so a class can end up
+with fewer than ``per_class`` items.
 
 The held-out part is drawn from the training sample only (never from the evaluation corpus): it selects
 the epoch; it is not a test score of transfer to conversations.
@@ -41,7 +46,7 @@ from merc.errors import ConfigError, OutputExistsError
 from merc.io import write_json
 from merc.metrics import evaluate_predictions
 from merc.models.adapter import Adapter, AdapterConfig
-from merc.training.adapt_data import AdaptData, ItemEncoder, collect
+from merc.training.adapt_data import AdaptData, ItemEncoder, collect, encode_sample
 
 log = logging.getLogger(__name__)
 
@@ -195,14 +200,16 @@ def train_adapter(modality: str, corpora: Sequence[tuple[str, str | Path]], enco
                                 "or choose another --out")
     t0 = time.perf_counter()
     data = data or collect(modality, corpora, per_class=per_class, seed=config.seed)
-    labels = [lab for lab in MELD_LABELS if any(it.label == lab for it in data.sample)]
-    if len(labels) < 2:
-        raise ConfigError(f"the sample has {len(labels)} class(es) {labels}; an adapter needs at least two")
-    y = np.array([labels.index(it.label) for it in data.sample], dtype=np.int64)
     t_enc = time.perf_counter()
-    X = encoder.encode(data.sample)  # (n, d_in)
+    X, sample, unusable = encode_sample(encoder, data.sample)  # (n_usable, d_in): unusable items left out
     encode_seconds = time.perf_counter() - t_enc
+    labels = [lab for lab in MELD_LABELS if any(it.label == lab for it in sample)]
+    if len(labels) < 2:
+        raise ConfigError(f"the sample has {len(labels)} usable class(es) {labels}; an adapter needs at least two"
+                          + (f" ({unusable['n']} items unusable: {unusable['reasons']})" if unusable["n"] else ""))
+    y = np.array([labels.index(it.label) for it in sample], dtype=np.int64)
     res = fit_adapter(X, y, labels, config, progress=progress)
+    res.metrics["unusable"] = unusable
     # raw label -> MELD class per corpus; the tables with their reasons are in the reader modules' docstrings
     mapping = {name: {"reader": READERS.get(name, (None, "merc.data.unimodal.jsonl:"))[1].split(":")[0],
                       "labels": label_mapping(name)} for name, _ in corpora}
@@ -211,10 +218,13 @@ def train_adapter(modality: str, corpora: Sequence[tuple[str, str | Path]], enco
     res.adapter.extra = {
         "corpora": [{"name": n, "path": str(Path(p).resolve())} for n, p in corpora],
         "mapping": {"target_labels": list(MELD_LABELS), "corpora": mapping},
-        "counts": {**data.provenance(), "train": res.metrics["train_counts"], "heldout": res.metrics["heldout_counts"]},
+        "counts": {**data.provenance(), "unusable": unusable, "train": res.metrics["train_counts"],
+                   "heldout": res.metrics["heldout_counts"]},
         "train": asdict(config),
         "provenance": provenance(time.perf_counter() - t0) | {"encode_seconds": round(encode_seconds, 1)},
     }
+    if hasattr(encoder, "settings"):  # audio / face items: the encoders concatenated, the face crop rule
+        res.adapter.extra["encoding"] = encoder.settings()
     res.adapter.save_pretrained(out)
     write_json(out / "metrics.json", res.metrics)
     plot_confusion(res.metrics["heldout"]["confusion"], labels, out / "confusion_heldout.png",

