@@ -338,9 +338,9 @@ def test_modality_dropout_reaches_the_trainer_and_the_config(audio_corpus, fake_
     seen = {}
     real_fit = experiment.fit
 
-    def fit(model, train, dev, labels, config, *, progress=True, modality_dropout=None):
+    def fit(model, train, dev, labels, config, *, progress=True, modality_dropout=None, **kw):
         seen["p"] = modality_dropout
-        return real_fit(model, train, dev, labels, config, progress=progress, modality_dropout=modality_dropout)
+        return real_fit(model, train, dev, labels, config, progress=progress, modality_dropout=modality_dropout, **kw)
     monkeypatch.setattr(experiment, "fit", fit)
     assert _train(audio_corpus, tmp_path / "d", "text,audio", "--modality-dropout", "audio=0.3",
                   "--epochs", "1") == 0
