@@ -210,3 +210,14 @@ def test_tiny_fit_learns_and_round_trips_through_a_run_directory(tmp_path):
     assert isinstance(loaded.model, MatavModel) and loaded.config.model == model.config
     for p, q in zip(predict_dialogues(model, dev), predict_dialogues(loaded.model, dev)):
         np.testing.assert_allclose(p, q, atol=1e-6)
+
+
+def test_text_only_no_mec_is_the_same_model_as_matav():
+    """The benchmarks train `--no-mec` on text alone once only: with no MEC pair, λ changes nothing — the same
+    parameters from the same seed, hence the same training."""
+    models = []
+    for lam in (0.3, 0.0):
+        torch.manual_seed(0)
+        models.append(MatavModel(tiny(input_dims={"text": 12}, mec_weight=lam)))
+    a, b = (m.state_dict() for m in models)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
