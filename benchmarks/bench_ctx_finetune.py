@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_meld_text import DATA, OUT, machine  # noqa: E402
+from bench_meld_text import DATA, OUT, encode_splits, machine  # noqa: E402
 
 FLAGS = ("base", "context_past", "context_future", "train_layers", "max_length", "epochs", "batch_size", "lr",
          "head_lr", "class_weights", "seed")
@@ -136,7 +136,6 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from merc.data import load_corpus
     from merc.data.schema import Corpus
-    from merc.encoders import encode_split, get_text_encoder
     from merc.encoders.finetune import META_FILE, RECIPES, FinetuneConfig, finetune_text_encoder
     from merc.io import atomic_write_text, provenance, provenance_markdown, write_json
 
@@ -155,14 +154,7 @@ def main() -> None:
     if not (out / META_FILE).is_file():
         finetune_text_encoder(corpus, out, config)
     meta = json.loads((out / META_FILE).read_text())
-    encode = {}
-    if not args.no_encode:
-        enc = get_text_encoder(str(out))
-        for split in ("train", "dev", "test"):
-            t0 = time.perf_counter()
-            feats = encode_split(corpus, split, enc)
-            encode[split] = {"n": len(feats), "seconds": round(time.perf_counter() - t0, 1),
-                             "cache_hit": bool(feats.meta.get("cache_hit"))}
+    encode = {} if args.no_encode else encode_splits(corpus, str(out))
     prov = provenance()
     res = {"label": args.label, "corpus": "MELD" + (f" (first {args.subset} conversations per split)"
                                                    if args.subset else ""),

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_meld_text import DATA, OUT, machine  # noqa: E402
+from bench_meld_text import DATA, OUT, encode_splits, machine  # noqa: E402
 
 
 def main() -> None:
@@ -30,7 +30,6 @@ def main() -> None:
     import torch
     torch.set_num_threads(args.threads)
     from merc.data import load_corpus
-    from merc.encoders import encode_split, get_text_encoder
     from merc.encoders.finetune import META_FILE, FinetuneConfig, finetune_text_encoder
     corpus = load_corpus("meld", str(DATA))
     out = Path(args.out)
@@ -38,13 +37,7 @@ def main() -> None:
     if not (out / META_FILE).is_file():
         finetune_text_encoder(corpus, out, config)
     meta = json.loads((out / META_FILE).read_text())
-    enc = get_text_encoder(str(out))
-    encode = {}
-    for split in ("train", "dev", "test"):
-        t0 = time.perf_counter()
-        feats = encode_split(corpus, split, enc)
-        encode[split] = {"n": len(feats), "seconds": round(time.perf_counter() - t0, 1),
-                         "cache_hit": bool(feats.meta.get("cache_hit"))}
+    encode = encode_splits(corpus, str(out))
     from merc.io import atomic_write_text, provenance, provenance_markdown, write_json
     prov = provenance()
     res = {"label": args.label, "machine": machine(), "provenance": prov, "finetune": meta, "encode": encode}

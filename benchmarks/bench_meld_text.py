@@ -127,6 +127,20 @@ def logreg_floor(encoder: str, dataset: str = "meld", data_dir: Path | None = No
             "test_accuracy": accuracy_score(xy["test"][1], pred), "provenance": provenance()}
 
 
+def encode_splits(corpus, folder: str, splits=("train", "dev", "test")) -> dict:
+    """Encode ``splits`` of ``corpus`` with the text encoder in ``folder`` (filling the feature cache the dialogue
+    benchmarks read); per split: utterances, seconds, whether the cache already had them."""
+    from merc.encoders import encode_split, get_text_encoder
+    enc = get_text_encoder(str(folder))
+    out = {}
+    for split in splits:
+        t0 = time.perf_counter()
+        feats = encode_split(corpus, split, enc)
+        out[split] = {"n": len(feats), "seconds": round(time.perf_counter() - t0, 1),
+                      "cache_hit": bool(feats.meta.get("cache_hit"))}
+    return out
+
+
 def machine() -> str:
     lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
     cpu = next((ln.split(":", 1)[1].strip() for ln in lscpu if ln.startswith("Model name")), platform.processor())
