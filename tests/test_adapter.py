@@ -58,6 +58,7 @@ def test_stratified_split_keeps_every_class():
     assert [int((y[ho] == c).sum()) for c in range(3)] == [10, 2, 1]
 
 
+@pytest.mark.slow
 def test_fit_learns_separable_features_and_not_noise():
     X, y = blobs(60, 4, 10, sep=3.0)
     res = fit_adapter(X, y, ["w", "x", "y", "z"], AdaptTrainConfig(**TINY))

@@ -49,6 +49,7 @@ def qc_run(tmp_path_factory, espeak):
     return corpus, qc
 
 
+@pytest.mark.slow
 def test_qc_measurements_seed_the_store(qc_run, tmp_path):
     from merc.encoders.base import get_encoder
     from merc.qc.share import seed_store_from_qc

@@ -286,6 +286,7 @@ def _train(root, out, modalities, *extra):
                  "--layers", "1", "--dropout", "0.1", "--lr", "3e-3", "--quiet", "--out", str(out), *extra])
 
 
+@pytest.mark.slow
 def test_text_plus_audio_beats_text_and_run_round_trips(audio_corpus, fake_audio, tmp_path, capsys):
     assert _train(audio_corpus, tmp_path / "t", "text") == 0
     assert _train(audio_corpus, tmp_path / "ta", "text,audio") == 0

