@@ -21,7 +21,7 @@ def two_seed_run(tmp_path_factory):
     out = root / "run"
     assert main(["train", "--dataset", "jsonl", "--data-dir", str(corpus), "--model", "gru", *TINY, "--seeds", "2",
                  "--loss", "focal", "--focal-gamma", "1.5", "--class-weights", "effective", "--cb-beta", "0.99",
-                 "--out", str(out)]) == 0
+                 "--weight-decay", "0.05", "--out", str(out)]) == 0
     yield corpus, out
     mp.undo()
 
@@ -29,8 +29,8 @@ def two_seed_run(tmp_path_factory):
 def test_run_config_records_the_loss_settings(two_seed_run):
     _, out = two_seed_run
     train = json.loads((out / "seed_1" / "config.json").read_text())["train"]
-    assert (train["loss"], train["focal_gamma"], train["class_weights"], train["cb_beta"]) == \
-        ("focal", 1.5, "effective", 0.99)
+    assert (train["loss"], train["focal_gamma"], train["class_weights"], train["cb_beta"], train["weight_decay"]) == \
+        ("focal", 1.5, "effective", 0.99, 0.05)
     history = json.loads((out / "seed_1" / "metrics.json").read_text())["history"]
     assert "train_focal" in history[0]
 

@@ -459,3 +459,18 @@ def test_resume_of_a_missing_output_is_not_an_error(cache, tmp_path):
     with pytest.raises(OutputExistsError):
         (tmp_path / "junk.jsonl").write_text("not json\n")
         predict_file(cache["run"], inp, plots=False, stream=io.StringIO(), output=tmp_path / "junk.jsonl")
+
+
+def test_training_options_agree_between_train_and_experiments():
+    """`merc train` and `merc experiment ablation|transfer` declare the optimisation flags with the same choices
+    and defaults (the experiments once lacked `--class-weights effective`, and `merc train` `--weight-decay`)."""
+    parsers = dict(_subparsers(build_parser()))
+    train = parsers["merc train"]
+
+    def spec(p, flag):
+        a = next(a for a in p._actions if flag in a.option_strings)
+        return (tuple(a.choices) if a.choices else None, a.default, a.type)
+
+    for name in ("merc experiment ablation", "merc experiment transfer"):
+        for flag in ("--class-weights", "--weight-decay", "--lr", "--epochs", "--patience", "--batch-size"):
+            assert spec(parsers[name], flag) == spec(train, flag), (name, flag)

@@ -59,9 +59,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise ConfigError("--no-mamba and --no-mec are MaTAV ablations: use them with --model matav")
         mc = DialogueConfig(kind=args.model, d_model=args.d_model, n_layers=args.layers, dropout=args.dropout,
                             bidirectional=not args.causal)
-    tc = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, patience=args.patience,
-                     class_weights=args.class_weights, seed=args.seed, loss=args.loss, focal_gamma=args.focal_gamma,
-                     cb_beta=args.cb_beta, supcon_weight=args.supcon_weight,
+    tc = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+                     patience=args.patience, class_weights=args.class_weights, seed=args.seed, loss=args.loss,
+                     focal_gamma=args.focal_gamma, cb_beta=args.cb_beta, supcon_weight=args.supcon_weight,
                      supcon_temperature=args.supcon_temperature)
     modalities = _names(args.modalities)
     encoders = {"text": [args.text_encoder], "audio": _names(args.audio_encoders), "face": _names(args.face_encoders)}
@@ -207,6 +207,8 @@ def add_parser(sub) -> None:
     p.add_argument("--epochs", type=int, default=TrainConfig.epochs, help="maximum training epochs")
     p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size, help="dialogues per batch")
     p.add_argument("--lr", type=float, default=TrainConfig.lr, help="peak learning rate (AdamW)")
+    p.add_argument("--weight-decay", type=float, default=TrainConfig.weight_decay,
+                   help="AdamW weight decay (none on biases, norms, Mamba A_log and D: merc.training.optim)")
     p.add_argument("--patience", type=int, default=TrainConfig.patience,
                    help="stop after this many epochs without a better dev weighted F1")
     p.add_argument("--class-weights", choices=SCHEMES, default=TrainConfig.class_weights,

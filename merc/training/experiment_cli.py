@@ -16,6 +16,7 @@ from merc.data import DATASETS
 from merc.errors import ConfigError
 from merc.models.dialogue import KINDS, DialogueConfig
 from merc.models.matav import ATTENTION, MatavConfig
+from merc.objectives import SCHEMES
 from merc.training.features import DEFAULT_ENCODERS
 from merc.training.trainer import TrainConfig
 
@@ -140,8 +141,9 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
                    help="AdamW weight decay (not on biases, norms, A_log, D)")
     p.add_argument("--patience", type=int, default=TrainConfig.patience,
                    help="stop after this many epochs without a better dev weighted F1")
-    p.add_argument("--class-weights", choices=("none", "balanced", "sqrt"), default=TrainConfig.class_weights,
-                   help="loss weights per class")
+    p.add_argument("--class-weights", choices=SCHEMES, default=TrainConfig.class_weights,
+                   help="loss weights per class: inverse frequency (balanced), its square root (sqrt), or the "
+                        "inverse effective number of samples (effective, β = TrainConfig.cb_beta)")
 
 
 def add_parser(sub) -> None:
