@@ -5,7 +5,9 @@ no MELD training at all). Writes benchmarks/results/adapters_text.md and .json.
 
     nice -n 5 .venv/bin/python benchmarks/bench_adapters.py --runs minilm:500,mpnet:100 --meld minilm
 
-``--runs`` is ``encoder:per_class`` (the balanced sample's cap; the same seed draws the same sample);
+``--runs`` is ``encoder:per_class`` (the balanced sample's cap; the same seed draws the same sample); the encoder
+is a registered name or ``label=/path/to/sentence-transformers/folder`` (e.g. the emotion-tuned MPNet:
+``mpnet-meld=/work/ft/mpnet-meld:500``), named by its label in the table and in ``--meld``;
 ``--meld`` lists the encoders whose MELD test transfer is measured (MPNet encodes ≈ 20 utt/s on an idle
 2-core machine, far less on a shared one). Each run's result is saved under
 benchmarks/results/adapters_text/ as it finishes; a rerun skips finished ones (features come from the
@@ -45,7 +47,7 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, Python {platform.python_version()}"
 
 
-def one(encoder: str, per_class: int, seed: int, meld: bool, data_root: Path) -> dict:
+def one(encoder: str, per_class: int, seed: int, meld: bool, data_root: Path, path: str | None = None) -> dict:
     from merc.data import load_corpus
     from merc.data.labels import MELD_LABELS
     from merc.encoders import encode_split, get_text_encoder
@@ -53,14 +55,15 @@ def one(encoder: str, per_class: int, seed: int, meld: bool, data_root: Path) ->
     from merc.training.adapt import AdaptTrainConfig, evaluate_transfer, train_adapter
     from merc.training.adapt_data import CachedTextEncoder
     corpora = [(name, str(data_root / folder)) for name, folder in CORPORA]
-    enc = CachedTextEncoder(get_text_encoder(encoder))
+    enc = CachedTextEncoder(get_text_encoder(path or encoder))
     out = runs_dir() / f"text-{encoder}-{per_class}-s{seed}"
     t0 = time.perf_counter()
     res = train_adapter("text", corpora, enc, out, per_class=per_class, config=AdaptTrainConfig(seed=seed),
                         overwrite=True)
     adapter = Adapter.from_pretrained(out)  # what the lead loads: check it applies to (n, dim) features
     probe = adapter.refine(np.zeros((3, enc.dim), np.float32))
-    row = {"encoder": encoder, "fingerprint": enc.fingerprint, "dim": enc.dim, "per_class": per_class, "seed": seed,
+    row = {"encoder": encoder, "encoder_path": path, "fingerprint": enc.fingerprint,
+           "dim": enc.dim, "per_class": per_class, "seed": seed,
            "adapter_dir": str(out), "refine_shape_on_probe": list(probe.shape),
            "sample": json.loads((out / "config.json").read_text())["counts"],
            "sample_encoding": enc.last_meta, "heldout": res.metrics["heldout"], "best_epoch": res.metrics["best_epoch"],
@@ -70,7 +73,7 @@ def one(encoder: str, per_class: int, seed: int, meld: bool, data_root: Path) ->
         corpus = load_corpus("meld", data_root / "meld", splits=("test",))
         feats = encode_split(corpus, "test", enc.text_encoder)
         gold = [u.emotion for u in corpus.utterances("test")]
-        adapter.check_encoder(enc.fingerprint, encoder)
+        adapter.check_encoder(enc.fingerprint, path or encoder)
         row["meld_test"] = evaluate_transfer(adapter, feats.take([u.utterance_id for u in corpus.utterances("test")]),
                                              gold, MELD_LABELS)
         row["meld_test_encoding"] = {k: v for k, v in feats.meta.items() if k != "ids"}
@@ -183,11 +186,14 @@ def main() -> None:
     PARTS.mkdir(parents=True, exist_ok=True)
     meld = set(filter(None, args.meld.split(",")))
     for spec in [] if args.report_only else args.runs.split(","):
-        enc, cap = spec.split(":")
+        enc, cap = spec.rsplit(":", 1)
+        enc, _, path = enc.partition("=")
         part = PARTS / f"{enc}_{cap}_s{args.seed}.json"
-        if part.exists() and ("meld_test" in json.loads(part.read_text()) or enc not in meld):
-            continue
-        row = one(enc, int(cap), args.seed, enc in meld, Path(args.data))
+        if part.exists():
+            done = json.loads(part.read_text())
+            if ("meld_test" in done or enc not in meld) and Path(done["adapter_dir"]).is_dir():
+                continue  # a result whose adapter folder is gone (a new machine) is redone: later runs load it
+        row = one(enc, int(cap), args.seed, enc in meld, Path(args.data), path=path or None)
         row["command"] = "python " + " ".join(sys.argv)
         row["date"] = time.strftime("%Y-%m-%d %H:%M %Z")
         write_json(part, row)

@@ -41,12 +41,10 @@ from merc.testing.synth import (
     Fixture,
     FixtureUtterance,
     _dlib_models,
-    _read_wav,
     _write_meld,
-    make_clip,
-    make_video_only_clip,
-    silence,
-    truncate_file,
+    damage_media,
+    faulted_audio,
+    write_faulted_clip,
     write_wav,
 )
 
@@ -216,25 +214,12 @@ def build_unseen_corpus(root: str | Path, *, meld_csv: str | Path, n_utterances:
             start = cursor.get(dia["id"], 1.0 + rng.random() * 5)
             row["start"], row["end"] = start, start + dur
             cursor[dia["id"]] = start + dur + 0.2 + rng.random()
-            wav_in = speech
-            if fault == "silent":
-                wav_in = silence(dur, tmp / f"{n}_silent.wav", seed=seed + n)
-            elif fault == "too_long":
-                filler = np.random.default_rng(seed + n).standard_normal(int(too_long_seconds * 16000)) * 1e-3
-                wav_in = write_wav(np.concatenate([_read_wav(speech), filler.astype(np.float32)]), tmp / f"{n}_l.wav")
+            wav_in = faulted_audio(fault, speech, dur, tmp / f"{n}", seed=seed + n, too_long_seconds=too_long_seconds)
             media = media_dir / f"dia{dia['d']}_utt{row['u']}.mp4"
             face = face_of[row["speaker"]]
-            if fault == "no_face":
-                make_clip(wav_in, no_face_scene(), media, fps=fps)
+            if not write_faulted_clip(fault, wav_in, faces[face], no_face_scene(), media, dur, fps=fps):
                 face = -1
-            elif fault == "no_audio":
-                make_video_only_clip(faces[face], media, dur, fps=fps)
-            else:
-                make_clip(wav_in, faces[face], media, fps=fps)
-            if fault == "corrupt":
-                truncate_file(media, 0.3 + 0.4 * rng.random())
-            elif fault == "missing":
-                media.unlink()
+            damage_media(fault, media, rng)
             row["media"] = str(media)
             fixture.utterances[row["uid"]] = FixtureUtterance(
                 utterance_id=row["uid"], conversation_id=dia["id"], split="train", true_speaker=row["speaker"],

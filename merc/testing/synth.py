@@ -446,6 +446,41 @@ def _split_of(i: int, n: int) -> str:
     return "train"
 
 
+def faulted_audio(fault: str | None, speech: Path, seconds: float, stem: Path, *, seed: int,
+                  too_long_seconds: float) -> Path:
+    """The soundtrack of an utterance with ``fault``: ``silent`` -> near-silence of the same length,
+    ``too_long`` -> the speech followed by ``too_long_seconds`` of faint noise, anything else -> ``speech``.
+    New files go to ``{stem}_silent.wav`` / ``{stem}_long.wav``."""
+    if fault == "silent":
+        return silence(seconds, f"{stem}_silent.wav", seed=seed)
+    if fault == "too_long":
+        filler = np.random.default_rng(seed).standard_normal(int(too_long_seconds * 16000)) * 1e-3
+        return write_wav(np.concatenate([_read_wav(speech), filler.astype(np.float32)]), f"{stem}_long.wav")
+    return speech
+
+
+def write_faulted_clip(fault: str | None, wav: Path, face: np.ndarray, scene: np.ndarray, media: Path,
+                       seconds: float, *, fps: int) -> bool:
+    """Write the video clip of an utterance with ``fault``: ``no_face`` shows ``scene`` (no face), ``no_audio``
+    has no audio stream, anything else shows ``face`` over ``wav``. True when the clip shows the face."""
+    if fault == "no_face":
+        make_clip(wav, scene, media, fps=fps)
+        return False
+    if fault == "no_audio":
+        make_video_only_clip(face, media, seconds, fps=fps)
+    else:
+        make_clip(wav, face, media, fps=fps)
+    return True
+
+
+def damage_media(fault: str | None, media: Path, rng: random.Random) -> None:
+    """``corrupt``: keep 30-70% of the file's bytes; ``missing``: delete it; other faults leave it alone."""
+    if fault == "corrupt":
+        truncate_file(media, 0.3 + 0.4 * rng.random())
+    elif fault == "missing":
+        media.unlink()
+
+
 def build_corpus_fixture(root: str | os.PathLike, *, layout: str = "meld", n_dialogues: int = 4,
                          utts_per_dialogue: int = 5, n_speakers: int = 3, faults: dict[str, int] | None = None,
                          seed: int = 0, fps: int = 10, too_long_seconds: float = 60.0,
@@ -570,13 +605,7 @@ def build_corpus_fixture(root: str | os.PathLike, *, layout: str = "meld", n_dia
             start = t_cursor.get(dia["id"], 1.0 + rng.random() * 5)
             row["start"], row["end"] = start, start + dur
             t_cursor[dia["id"]] = start + dur + 0.2 + rng.random()
-            wav_in = speech
-            if fault == "silent":
-                wav_in = silence(dur, tmp / f"{n}_silent.wav", seed=seed + n)
-            elif fault == "too_long":
-                filler = np.random.default_rng(seed + n).standard_normal(int(too_long_seconds * 16000)) * 1e-3
-                wav_in = write_wav(np.concatenate([_read_wav(speech), filler.astype(np.float32)]),
-                                   tmp / f"{n}_long.wav")
+            wav_in = faulted_audio(fault, speech, dur, tmp / f"{n}", seed=seed + n, too_long_seconds=too_long_seconds)
             if layout == "iemocap":
                 media = data_dir / f"Session{dia['session']}" / "sentences" / "wav" / dia["id"] / f"{row['uid']}.wav"
                 media.parent.mkdir(parents=True, exist_ok=True)
@@ -588,17 +617,9 @@ def build_corpus_fixture(root: str | os.PathLike, *, layout: str = "meld", n_dia
                 else:
                     media = data_dir / "clips" / f"{row['uid']}.mp4"
                 face = face_of[row["speaker"]]
-                if fault == "no_face":
-                    make_clip(wav_in, no_face_image(), media, fps=fps)
+                if not write_faulted_clip(fault, wav_in, faces[face], no_face_image(), media, dur, fps=fps):
                     face = -1
-                elif fault == "no_audio":
-                    make_video_only_clip(faces[face], media, dur, fps=fps)
-                else:
-                    make_clip(wav_in, faces[face], media, fps=fps)
-            if fault == "corrupt":
-                truncate_file(media, 0.3 + 0.4 * rng.random())
-            elif fault == "missing":
-                media.unlink()
+            damage_media(fault, media, rng)
             row["media"] = str(media)
             fixture.utterances[row["uid"]] = FixtureUtterance(
                 utterance_id=row["uid"], conversation_id=dia["id"], split=dia["split"],

@@ -9,8 +9,7 @@ from pathlib import Path
 from merc.data import DATASETS, SPLITS
 from merc.errors import ConfigError, IncompatibleRunError, MissingFileError
 from merc.models.dialogue import DialogueConfig
-from merc.objectives import SCHEMES
-from merc.training.experiment_cli import add_matav_arguments, matav_config
+from merc.training.experiment_cli import add_matav_arguments, add_training_arguments, matav_config
 from merc.training.features import DEFAULT_ENCODERS
 from merc.training.loss_cli import add_loss_arguments
 from merc.training.search_cli import add_search_arguments
@@ -204,16 +203,7 @@ def add_parser(sub) -> None:
                    help="fine-tune the adapters with the dialogue model (default: frozen)")
     p.add_argument("--seed", type=int, default=0, help="random seed of the first run")
     p.add_argument("--seeds", type=int, default=1, help="run K seeds (seed, seed+1, …) and report mean ± std")
-    p.add_argument("--epochs", type=int, default=TrainConfig.epochs, help="maximum training epochs")
-    p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size, help="dialogues per batch")
-    p.add_argument("--lr", type=float, default=TrainConfig.lr, help="peak learning rate (AdamW)")
-    p.add_argument("--weight-decay", type=float, default=TrainConfig.weight_decay,
-                   help="AdamW weight decay (none on biases, norms, Mamba A_log and D: merc.training.optim)")
-    p.add_argument("--patience", type=int, default=TrainConfig.patience,
-                   help="stop after this many epochs without a better dev weighted F1")
-    p.add_argument("--class-weights", choices=SCHEMES, default=TrainConfig.class_weights,
-                   help="loss weights per class: inverse frequency (balanced), its square root (sqrt), or the "
-                        "inverse effective number of samples (effective, Cui et al. 2019, with --cb-beta)")
+    add_training_arguments(p)
     add_loss_arguments(p)
     p.add_argument("--d-model", type=int, default=DialogueConfig.d_model, help="model width")
     p.add_argument("--layers", type=int, default=DialogueConfig.n_layers, help="dialogue-model layers")

@@ -133,17 +133,18 @@ def cmd_transfer(args: argparse.Namespace) -> int:
 
 
 def add_training_arguments(p: argparse.ArgumentParser) -> None:
-    """The optimisation options every experiment takes (one definition for ablation and transfer)."""
+    """The optimisation options of `merc train` and of every experiment (one definition for all three)."""
     p.add_argument("--epochs", type=int, default=TrainConfig.epochs, help="maximum training epochs")
     p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size, help="dialogues per batch")
     p.add_argument("--lr", type=float, default=TrainConfig.lr, help="peak learning rate (AdamW)")
     p.add_argument("--weight-decay", type=float, default=TrainConfig.weight_decay,
-                   help="AdamW weight decay (not on biases, norms, A_log, D)")
+                   help="AdamW weight decay (none on biases, norms, Mamba A_log and D: merc.training.optim)")
     p.add_argument("--patience", type=int, default=TrainConfig.patience,
                    help="stop after this many epochs without a better dev weighted F1")
     p.add_argument("--class-weights", choices=SCHEMES, default=TrainConfig.class_weights,
                    help="loss weights per class: inverse frequency (balanced), its square root (sqrt), or the "
-                        "inverse effective number of samples (effective, β = TrainConfig.cb_beta)")
+                        "inverse effective number of samples (effective, Cui et al. 2019; β: --cb-beta where "
+                        "offered, else TrainConfig.cb_beta)")
 
 
 def add_parser(sub) -> None:
