@@ -142,3 +142,31 @@ def test_without_face_choice():
         without_face_choice("fer-minixception-abc-m0.25-fps1.0-max30-hog1-largest") == \
         "fer-minixception-abc-m0.25-fps1.0-max30-hog1"
     assert without_face_choice("something-else") == "something-else"
+
+
+def test_predict_loads_each_encoder_once_across_chunks(corpus, tmp_path, capsys):
+    """`merc predict` asks for features chunk by chunk (--batch-utterances); the run keeps the encoders it
+    loaded, so the face encoder (and the text encoder) are built once, not once per chunk."""
+    root, _, _ = corpus
+    run = tmp_path / "run"
+    assert _train(root, run) == 0
+    built: list[str] = []
+    original = ToyQC.__init__
+
+    def counting_init(self, *a, **kw):
+        built.append("toyqc")
+        original(self, *a, **kw)
+    ToyQC.__init__ = counting_init
+    try:
+        SEEN.clear()
+        new = tmp_path / "new.jsonl"
+        new.write_text("".join(json.dumps({"conversation_id": f"n{c}", "utterances": [
+            {"utterance_id": f"n{c}_{i}", "speaker": "AB"[i % 2], "text": f"hello {c} {i}"} for i in range(3)]}) + "\n"
+            for c in range(4)))
+        capsys.readouterr()
+        assert main(["predict", str(run), str(new), "--json", "--no-plots", "--quiet", "--batch-utterances", "3"]) == 0
+        recs = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    finally:
+        ToyQC.__init__ = original
+    assert len(recs) == 4  # four chunks of one conversation each
+    assert SEEN == [None] and built == ["toyqc"]

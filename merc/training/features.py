@@ -60,15 +60,20 @@ def store_provider(modality: str) -> FeatureProvider:
     """The default provider of ``modality``: the registered encoder of that name through the feature store
     (``merc.encoders.store``: resumable, keyed by clip content; a missing, corrupt, silent or faceless clip
     is an absent row with its reason)."""
-    def provider(corpus: Corpus, split: str, name: str, *, media_dir: str | None = None,
+    def provider(corpus: Corpus, split: str, name, *, media_dir: str | None = None,
                  progress: bool = True, qc_dir: str | None = None) -> ProvidedFeatures:
+        """``name``: a registered encoder name, or an encoder instance already loaded (then without ``qc_dir``:
+        the instance was built with its own options)."""
         from merc.encoders.store import extract_split
         options = {"speaker_tracks": qc_dir} if qc_dir and modality == "face" else {}
+        if options and not isinstance(name, str):
+            raise ConfigError("qc_dir is an option of a face encoder built by name; pass the name, not an instance")
         feats = extract_split(corpus, split, name, modality=modality, progress=progress, **options)
         table = {uid: (feats.X[i] if feats.present[i] else None) for i, uid in enumerate(feats.ids)}
         reasons = {uid: r for uid, r in zip(feats.ids, feats.reasons) if r}
         return ProvidedFeatures(table, reasons, str(feats.meta.get("fingerprint", "")))
     provider.__name__ = f"store_provider_{modality}"
+    provider.takes_encoders = True  # type: ignore[attr-defined]  # TrainedRun passes the encoders it keeps
     return provider
 
 
@@ -125,10 +130,11 @@ def _text_features(corpus: Corpus, split: str, name: str, *, progress: bool) -> 
     return ProvidedFeatures(table, reasons, enc.fingerprint)
 
 
-def encoder_features(corpus: Corpus, split: str, modality: str, name: str, *, media_dir: str | None = None,
+def encoder_features(corpus: Corpus, split: str, modality: str, name, *, media_dir: str | None = None,
                      progress: bool = True, qc_dir: str | None = None) -> ProvidedFeatures:
     """One encoder's features for one split (text: the feature cache; others: the registered provider;
-    ``qc_dir``: see the module docstring)."""
+    ``qc_dir``: see the module docstring). ``name`` is an encoder name, or for a provider marked
+    ``takes_encoders`` (the store provider) also an encoder instance."""
     if modality == "text":
         return _text_features(corpus, split, name, progress=progress)
     provider = FEATURE_PROVIDERS.get(modality)

@@ -28,7 +28,7 @@ from merc.models.dialogue import DialogueConfig, DialogueModel
 from merc.models.factory import config_from_dict
 from merc.training.adapters import build_run_model
 from merc.training.batching import Dialogue, build_dialogues
-from merc.training.features import check_fingerprints, encoder_features
+from merc.training.features import FEATURE_PROVIDERS, check_fingerprints, encoder_features
 from merc.training.normalize import FeatureNormalizer
 from merc.training.trainer import TrainConfig, predict_dialogues
 from merc.training.weights import load_into, record_checksum
@@ -144,6 +144,9 @@ class TrainedRun:
     labels: list[str]
     config: RunConfig
     path: Path
+    # encoders loaded by features_for, kept for the next call: predict asks for features chunk by chunk,
+    # and each load reads the weights again (MPNet ~0.4 GB, resemblyzer, dlib, the FER net)
+    _encoders: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_pretrained(cls, run_dir: str | Path) -> "TrainedRun":
@@ -165,8 +168,7 @@ class TrainedRun:
         utts = [u for c in conversations for u in c]
         out: dict[str, dict[str, np.ndarray | None]] = {}
         if "text" in self.config.modalities:
-            from merc.encoders import get_text_encoder
-            enc = encoder or get_text_encoder(self.config.text_encoder)
+            enc = encoder or self.encoder("text", self.config.text_encoder)
             check_fingerprints(self.config.encoder_fingerprints, {"text": [enc.fingerprint]})
             X = enc.encode(enc.dialogue_texts(conversations), progress=progress)  # with its dialogue context
             out["text"] = {u.utterance_id: (x if u.text and u.text.strip() else None) for u, x in zip(utts, X)}
@@ -175,7 +177,10 @@ class TrainedRun:
             from merc.training.features import combine
             corpus = Corpus("predict", {"predict": list(conversations)}, list(self.labels))
             for m in others:
-                parts = [(n, encoder_features(corpus, "predict", m, n, media_dir=media_dir, progress=progress))
+                # the store provider takes encoder instances (loaded once per run); another provider gets names
+                store = getattr(FEATURE_PROVIDERS.get(m), "takes_encoders", False)
+                parts = [(n, encoder_features(corpus, "predict", m, self.encoder(m, n) if store else n,
+                                              media_dir=media_dir, progress=progress))
                          for n in self.config.encoders[m]]
                 actual = {m: [p.fingerprint for _, p in parts]}
                 recorded = self.config.encoder_fingerprints
@@ -190,6 +195,14 @@ class TrainedRun:
                 check_fingerprints(recorded, actual)
                 out[m], _ = combine([u.utterance_id for u in utts], parts)
         return out
+
+    def encoder(self, modality: str, name: str):
+        """The run's encoder ``name`` of ``modality``, loaded on first use and kept (``merc.encoders.get_encoder``)."""
+        key = (modality, name)
+        if key not in self._encoders:
+            from merc.encoders.base import get_encoder
+            self._encoders[key] = get_encoder(name, modality)
+        return self._encoders[key]
 
     def dialogues(self, conversations: Sequence[Conversation], features) -> list[Dialogue]:
         """Standardise raw ``features`` with the run's train-split statistics and build dialogues."""
