@@ -134,6 +134,7 @@ def report(rows: list[dict], command: str) -> None:
     for r in rows:
         lines.append(f"| {r['encoder']} | {r['per_class']} | "
                      + " | ".join(pct(v) for v in r["heldout"]["per_class_f1"].values()) + " |")
+    lines += [f"- {r['encoder']} @ {r['per_class']}: {r['note']}" for r in rows if r.get("note")]
     comp = rows[-1]["sample"].get("sample_by_class_and_source")
     if comp:
         srcs = sorted({s for d in comp.values() for s in d})
