@@ -97,7 +97,28 @@ def git_state(path: str | Path | None = None) -> dict[str, Any]:
     if commit is None:
         return {"git_commit": None, "git_dirty": None}
     status = _git("status", "--porcelain", "--untracked-files=normal", cwd=where)
-    return {"git_commit": commit, "git_dirty": None if status is None else bool(status)}
+    out: dict[str, Any] = {"git_commit": commit, "git_dirty": None if status is None else bool(status)}
+    if status:  # which paths (relative to the repository root), so a reader can judge what differed
+        # "XY path" lines ("XY old -> new" for renames); _git strips the first line's leading space
+        paths = [line[2:].strip().split(" -> ")[-1].strip('"') for line in status.splitlines() if len(line) > 2]
+        out["git_dirty_paths"] = paths[:MAX_DIRTY_PATHS] + ([f"… {len(paths) - MAX_DIRTY_PATHS} more"]
+                                                            if len(paths) > MAX_DIRTY_PATHS else [])
+    return out
+
+
+MAX_DIRTY_PATHS = 20
+RESULTS_DIR = "benchmarks/results/"  # results written while a benchmark runs do not change what the code does
+
+
+def dirty_outside_results(prov: dict[str, Any]) -> bool | None:
+    """Whether ``prov``'s tree had uncommitted changes other than files under ``benchmarks/results/`` (None:
+    unknown, e.g. a provenance recorded before the paths were kept)."""
+    if not prov.get("git_dirty"):
+        return prov.get("git_dirty")
+    paths = prov.get("git_dirty_paths")
+    if not paths:
+        return True
+    return any(not p.startswith(RESULTS_DIR) for p in paths)
 
 
 def _cpu_model() -> str:
@@ -142,6 +163,10 @@ def provenance_markdown(prov: dict[str, Any]) -> str:
     dirty = prov.get("git_dirty")
     state = (" — **the working tree had uncommitted changes (dirty); these figures may not be reproducible "
              "from this commit**" if dirty else "" if dirty is False else " (tree state unknown)")
+    if dirty and prov.get("git_dirty_paths"):
+        listed = ", ".join(f"`{p}`" for p in prov["git_dirty_paths"])
+        state = (f" — uncommitted changes only in benchmark results files ({listed}), not in the code"
+                 if not dirty_outside_results(prov) else f"{state}: {listed}")
     m = prov.get("machine", {})
     return "\n".join([
         f"- merc {prov.get('merc_version')}, git commit `{commit}`{state}",

@@ -37,7 +37,32 @@ def test_git_state_of_a_repository_and_of_a_plain_folder(tmp_path):
     (repo / "a.txt").write_text("b")
     assert git_state(repo)["git_dirty"] is True
     text = provenance_markdown({**provenance(), **git_state(repo)})
-    assert "dirty" in text and clean["git_commit"] in text
+    assert "dirty" in text and clean["git_commit"] in text and "`a.txt`" in text
+
+
+def test_dirty_results_files_alone_are_told_apart_from_dirty_code(tmp_path):
+    """A benchmark writing results while another runs leaves only benchmarks/results/ dirty: the results file
+    says so (the code was the commit's); any other changed path keeps the bold warning, with the paths."""
+    repo = tmp_path / "repo"
+    (repo / "benchmarks" / "results").mkdir(parents=True)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(repo)]
+    subprocess.run([*git, "init", "-q"], check=True)
+    (repo / "code.py").write_text("x = 1\n")
+    (repo / "benchmarks" / "results" / "r.md").write_text("old\n")
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "a"], check=True)
+    (repo / "benchmarks" / "results" / "r.md").write_text("new\n")
+    (repo / "benchmarks" / "results" / "new.json").write_text("{}\n")
+    state = git_state(repo)
+    assert state["git_dirty"] is True
+    assert sorted(state["git_dirty_paths"]) == ["benchmarks/results/new.json", "benchmarks/results/r.md"]
+    text = provenance_markdown({**provenance(), **state})
+    assert "only in benchmark results files" in text and "**" not in text
+    (repo / "code.py").write_text("x = 2\n")
+    text = provenance_markdown({**provenance(), **git_state(repo)})
+    assert "**the working tree had uncommitted changes" in text and "`code.py`" in text
+    # a provenance recorded before the paths were kept stays a plain warning
+    assert "**the working tree" in provenance_markdown({**provenance(), "git_dirty": True})
 
 
 def _corpus(text: str = "hi", label: str = "joy", speaker: str = "A", uid: str = "u1") -> Corpus:
