@@ -37,7 +37,7 @@ from bench_qc import CHECKS, RESPONSIBLE, machine, score, versions  # noqa: E402
 
 RESULTS = HERE / "results"
 ROOT = HERE.parent
-MELD = Path(os.environ.get("MERC_DATA", ROOT.parent.parent / "shared" / "data")) / "meld" / "train_sent_emo.csv"
+MELD = Path(os.environ.get("MERC_DATA", ROOT.parent / "shared" / "data")) / "meld" / "train_sent_emo.csv"
 
 
 def build(work: Path, args: argparse.Namespace) -> dict:
