@@ -201,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--qc-args", nargs="*", default=[], help="extra merc qc arguments (e.g. --asr pocketsphinx)")
     ap.add_argument("--no-calibrate", action="store_true", help="skip the --calibrate rerun")
     ap.add_argument("--report", action="store_true", help="write results/qc_unseen.md/.json from all labels")
+    ap.add_argument("--name", default="qc_unseen", help="results file stem under benchmarks/results (default "
+                    "qc_unseen; e.g. qc_unseen_seed1 for a second corpus)")
     ap.add_argument("--labels", default="before,after", help="labels in the report, in order (default before,after)")
     args = ap.parse_args(argv)
     work = Path(args.work)
@@ -215,10 +217,10 @@ def main(argv: list[str] | None = None) -> int:
         labels = {lab: json.loads((work / f"result_{lab}.json").read_text()) for lab in args.labels.split(",")
                   if (work / f"result_{lab}.json").exists()}
         RESULTS.mkdir(exist_ok=True)
-        write_json(RESULTS / "qc_unseen.json", {"corpus": {k: v for k, v in truth.items() if k != "uids"},
+        write_json(RESULTS / f"{args.name}.json", {"corpus": {k: v for k, v in truth.items() if k != "uids"},
                                                  "runs": labels})
         md = markdown(truth, labels)
-        atomic_write_text(RESULTS / "qc_unseen.md", md)
+        atomic_write_text(RESULTS / f"{args.name}.md", md)
         print(md)
     return 0
 
