@@ -94,7 +94,7 @@ def measure_label(args: argparse.Namespace, work: Path, truth: dict) -> dict:
     if args.reuse_from:
         for c in CHECKS:
             src = work / f"qc_{args.reuse_from}" / "cache" / f"{c}.jsonl"
-            if c != "alignment" and src.exists():
+            if (c != "alignment" or args.reuse_alignment) and src.exists():
                 shutil.copyfile(src, out / "cache" / f"{c}.jsonl")
     src = Path(args.src).resolve()
     res: dict = {"label": args.label, "src": str(src), "workers": args.workers,
@@ -197,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--label", default=None, help="name of this run (e.g. before, after); none = only --report")
     ap.add_argument("--src", default=str(ROOT), help="folder holding the merc package to run (default: this checkout)")
     ap.add_argument("--reuse-from", default=None, help="seed non-alignment caches from this label's run")
+    ap.add_argument("--reuse-alignment", action="store_true", help="with --reuse-from: seed the alignment cache "
+                    "too (exact only when the change is in judging, not in measuring)")
     ap.add_argument("--workers", type=int, default=1, help="merc qc --workers (default 1)")
     ap.add_argument("--qc-args", nargs="*", default=[], help="extra merc qc arguments (e.g. --asr pocketsphinx)")
     ap.add_argument("--no-calibrate", action="store_true", help="skip the --calibrate rerun")

@@ -216,6 +216,38 @@ def test_high_whisper_score_is_not_transcribed_and_confirmation_can_be_off(monke
     assert "whisper_confirm_below" in AlignmentCheck.measure_fields  # a changed bound re-measures
 
 
+def _spk_item(uid: str, speaker: str) -> QCItem:
+    u = Utterance(utterance_id=uid, speaker=speaker, text=TRUE, emotion="neutral", audio="x.wav")
+    return QCItem(u, "c0", "train", "x.wav")
+
+
+def test_per_speaker_shift_keeps_an_unclear_voice_and_still_catches_its_wrong_transcript():
+    pytest.importorskip("faster_whisper")
+    # speaker A: a clear voice (20 clips around -0.8); speaker B: an unclear one (12 clips around -1.6)
+    items, m = [], {}
+    for spk, centre, n in (("A", -0.8, 20), ("B", -1.6, 12)):
+        for i in range(n):
+            uid = f"{spk}{i}"
+            items.append(_spk_item(uid, spk))
+            m[uid] = {"whisper_lp": centre + 0.02 * (i - n // 2), "fuzzy": 0.2, "words": 8}
+    m["B0"]["whisper_lp"] = -3.5  # a hard clean clip of B: below -3.3, within B's reach
+    m["B1"]["whisper_lp"] = -5.4  # a wrong transcript of B: far below B's clips
+    m["A0"]["whisper_lp"] = -3.5  # the same score from the clear voice is a mismatch
+    items.append(_spk_item("C0", "C"))  # a speaker with too few clips gets no shift
+    m["C0"] = {"whisper_lp": -3.5, "fuzzy": 0.2, "words": 8}
+    check = AlignmentCheck(AlignmentConfig(asr="faster-whisper"))
+    shifts = check.speaker_shifts(items, m)
+    assert shifts["A"] == 0.0 and -1.0 <= shifts["B"] < -0.5 and "C" not in shifts
+    flags = {f.utterance_id: f for f in check.judge(items, m)}
+    assert flags["B0"].passed and not flags["B1"].passed and not flags["A0"].passed and not flags["C0"].passed
+    assert "lowered" in flags["B1"].reason and "'B'" in flags["B1"].reason
+    assert sum(not f.passed for f in flags.values()) == 3
+    off = AlignmentCheck(AlignmentConfig(asr="faster-whisper", speaker_shift_max=None))
+    assert off.speaker_shifts(items, m) == {} and not {f.utterance_id: f for f in off.judge(items, m)}["B0"].passed
+    capped = AlignmentCheck(AlignmentConfig(asr="faster-whisper", speaker_shift_max=0.3))
+    assert capped.speaker_shifts(items, m)["B"] == pytest.approx(-0.3)
+
+
 @pytest.mark.slow
 def test_whisper_confirmation_keeps_right_transcript_catches_wrong(clips):
     pytest.importorskip("faster_whisper")

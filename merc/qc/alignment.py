@@ -299,6 +299,13 @@ class AlignmentConfig:
     # with pocketsphinx's failed alignment. None = whisper_lp alone. Must stay above any whisper_lp threshold
     # in use (default -3.3, calibrated ones about -2.6) for the second signal to be there.
     whisper_confirm_below: float | None = -1.5
+    # Per-speaker calibration of whisper_lp (label-free): a speaker whose clips Whisper scores low across the
+    # board (an unclear voice, an accent) gets the threshold lowered by how far the speaker's median whisper_lp
+    # sits below the median of all clips, at most ``speaker_shift_max`` nats, and only for speakers with at
+    # least ``speaker_min_clips`` measured clips. A wrong transcript still scores far below its own speaker's
+    # clips. None/0 = off. Chosen as the plain offset (no fitted factor); measured in qc_unseen*.md.
+    speaker_shift_max: float | None = 1.0
+    speaker_min_clips: int = 10
     rule: tuple[str, ...] | None = None  # metrics that must all pass; None: by back end (calibration picks)
     # pocketsphinx defaults from calibrate_alignment on a clean 60-utterance synthetic MELD fixture (6 espeak-ng
     # voices, AAC clips, build_corpus_fixture(n_dialogues=10, utts_per_dialogue=6, n_speakers=6, seed=31)):
@@ -529,12 +536,35 @@ class AlignmentCheck:
     def measure(self, item: QCItem) -> dict[str, Any]:
         return self.score(item, item.utterance.text)
 
+    def speaker_shifts(self, items: Sequence[QCItem], measurements: dict[str, dict[str, Any]]) -> dict[str, float]:
+        """Per speaker, how much lower (<= 0, nats) the whisper_lp threshold sits for that speaker's clips: the
+        speaker's median whisper_lp minus the median of all clips, when below it, capped at speaker_shift_max;
+        speakers with fewer than speaker_min_clips measured clips get no shift."""
+        cap = self.config.speaker_shift_max
+        if not self.forced_whisper or not cap:
+            return {}
+        by: dict[str, list[float]] = {}
+        for item in items:
+            lp = (measurements.get(item.utterance_id) or {}).get("whisper_lp")
+            if lp is not None:
+                by.setdefault(item.utterance.speaker, []).append(float(lp))
+        values = [v for vs in by.values() for v in vs]
+        if not values:
+            return {}
+        overall = float(np.median(values))
+        return {spk: max(-abs(cap), min(0.0, float(np.median(vs)) - overall))
+                for spk, vs in by.items() if len(vs) >= self.config.speaker_min_clips}
+
     def judge(self, items: list[QCItem], measurements: dict[str, dict[str, Any]]) -> list[Flag]:
-        rule, thr = self.config.rule, self.config.thresholds
+        rule, base_thr = self.config.rule, self.config.thresholds
+        shifts = self.speaker_shifts(items, measurements)
         flags = []
         for item in items:
             uid = item.utterance_id
             m = measurements.get(uid)
+            shift = shifts.get(item.utterance.speaker, 0.0)
+            thr = {**base_thr, "whisper_lp": base_thr["whisper_lp"] + shift} if shift and "whisper_lp" in base_thr \
+                else base_thr
             if m is None:
                 flags.append(Flag(uid, self.name, False, None, thr[rule[0]], "not measured", measured=False))
                 continue
@@ -563,6 +593,9 @@ class AlignmentCheck:
             failed = [t for t in tests if not t[2]]
             metric, value, _, _ = (failed or tests)[0]
             detail = ", ".join(t[3] for t in (failed or tests)) + _details(m)
+            if shift and "whisper_lp" in rule:
+                detail += (f"; whisper_lp threshold {base_thr['whisper_lp']:.2f} lowered by {-shift:.2f} for "
+                           f"speaker {item.utterance.speaker!r}, whose clips score low throughout")
             if failed and self._confirms(m):
                 # Whisper's forced score is low but its own free transcription agrees with the transcript:
                 # one signal of a mismatch, not two (a hard clip, not a wrong transcript)
