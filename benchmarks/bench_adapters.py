@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -29,6 +28,9 @@ import numpy as np
 
 from merc.io import atomic_write_text, write_json
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results"
 PARTS = OUT / "adapters_text"
@@ -38,13 +40,6 @@ CORPORA = [("goemotions", "goemotions"), ("crowdflower", "crowdflower_text_emoti
 
 def runs_dir() -> Path:
     return Path(os.environ.get("MERC_BENCH_RUNS", "/tmp/merc-bench-runs")) / "adapters"
-
-
-def machine() -> str:
-    cpu = next((ln.split(":", 1)[1].strip() for ln in subprocess.run(["lscpu"], capture_output=True, text=True)
-                .stdout.splitlines() if ln.startswith("Model name")), platform.processor())
-    import torch
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, Python {platform.python_version()}"
 
 
 def one(encoder: str, per_class: int, seed: int, meld: bool, data_root: Path, path: str | None = None) -> dict:

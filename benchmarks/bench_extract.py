@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from merc.io import atomic_write_text, write_json  # noqa: E402
+from merc.io import atomic_write_text, cpu_model, write_json  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ENCODERS = [("audio", "egemaps"), ("audio", "resemblyzer"), ("audio", "compare"), ("face", "dlib"), ("face", "fer")]
@@ -38,12 +38,6 @@ PACKAGES = ["numpy", "torch", "av", "opensmile", "resemblyzer", "dlib-bin", "fer
 
 
 def machine() -> dict:
-    model = ""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        model = next((ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Model name")), "")
-    except (OSError, subprocess.CalledProcessError):
-        pass
     root = Path(__file__).resolve().parents[1]
     commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip()
@@ -55,7 +49,7 @@ def machine() -> dict:
             vers[p] = metadata.version(p)
         except metadata.PackageNotFoundError:
             vers[p] = None
-    return {"cpu": model or platform.processor(), "cores": os.cpu_count(),
+    return {"cpu": cpu_model(), "cores": os.cpu_count(),
             "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "python": platform.python_version(),
             "commit": commit + (" (uncommitted changes in merc/)" if dirty else ""), "versions": vers}

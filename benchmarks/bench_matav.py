@@ -35,6 +35,9 @@ from merc.models.matav import MatavConfig  # noqa: E402
 from merc.training.experiment import run_experiment  # noqa: E402
 from merc.training.trainer import TrainConfig  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import pm  # noqa: E402
+
 OUT = Path(__file__).resolve().parent / "results"
 ROWS = {  # name -> (title, model config)
     "mamba": ("Mamba dialogue model (`--model mamba`)", DialogueConfig(kind="mamba")),
@@ -46,10 +49,6 @@ ROWS = {  # name -> (title, model config)
                             MatavConfig(attention="dialogue")),
 }
 METRICS = ("weighted_f1", "accuracy", "macro_f1")
-
-
-def pm(d: dict) -> str:
-    return f"{100 * d['mean']:.2f} ± {100 * d['std']:.2f}"
 
 
 def per_seed_metrics(run: Path, seeds: list[int]) -> list[dict]:

@@ -27,13 +27,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import subprocess
+import sys  # noqa: E402
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from merc.io import atomic_write_text, provenance, provenance_markdown, write_json
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine, pm, welch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results"
@@ -141,17 +143,6 @@ def encode_splits(corpus, folder: str, splits=("train", "dev", "test")) -> dict:
     return out
 
 
-def machine() -> str:
-    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
-    cpu = next((ln.split(":", 1)[1].strip() for ln in lscpu if ln.startswith("Model name")), platform.processor())
-    import torch
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, Python {platform.python_version()}"
-
-
-def pm(d: dict) -> str:
-    return f"{100 * d['mean']:.2f} ± {100 * d['std']:.2f}"
-
-
 def report(results: dict, floors: dict, args) -> None:
     hps = {json.dumps(s.get("hyperparameters", {}), sort_keys=True) for s in results.values()}
     n_seeds = sorted({len(s["seeds"]) for s in results.values()})
@@ -241,13 +232,6 @@ def part_commits(parts: list[dict]) -> str:
 WD_MODELS = ["mamba", "transformer"]
 
 
-def _welch(a: list[float], b: list[float]) -> float | None:
-    if len(a) < 2 or len(b) < 2:
-        return None
-    from scipy.stats import ttest_ind
-    return float(ttest_ind(a, b, equal_var=False).pvalue)
-
-
 def _rel(p: Path) -> str:
     try:
         return str(Path(p).resolve().relative_to(ROOT))
@@ -285,7 +269,7 @@ def wd_report(before: dict, after: dict, out: Path, args) -> str:
         if b is not None:
             bt, at = b["test"]["weighted_f1"], a["test"]["weighted_f1"]
             se = (bt["std"] ** 2 / bt["n"] + at["std"] ** 2 / at["n"]) ** 0.5
-            p = _welch([r["test_weighted_f1"] for r in b.get("per_seed") or []],
+            p = welch([r["test_weighted_f1"] for r in b.get("per_seed") or []],
                        [r["test_weighted_f1"] for r in a.get("per_seed") or []])
             diffs.append(f"- {enc} / {model}: after − before = {100 * (at['mean'] - bt['mean']):+.2f} ± "
                          f"{100 * se:.2f} points test weighted F1"

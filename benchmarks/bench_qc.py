@@ -100,13 +100,8 @@ def score(flags: dict[tuple[str, str], dict], faults: dict[str, str], uids: list
 
 
 def machine() -> dict:
-    model = ""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        model = next((ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Model name")), "")
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return {"cpu": model or platform.processor(), "cores": os.cpu_count(),
+    from merc.io import cpu_model
+    return {"cpu": cpu_model(), "cores": os.cpu_count(),
             "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "os": platform.platform()}
 

@@ -26,14 +26,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import subprocess
+import sys  # noqa: E402
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from merc.io import atomic_write_text, provenance, provenance_markdown, write_json
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine, pm  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results"
@@ -152,10 +154,6 @@ def summarise(cell: dict) -> dict:
             "train_seconds": sum(p["train_seconds"] for p in ps) / len(ps), "n": len(ps)}
 
 
-def pm(d: dict) -> str:
-    return f"{100 * d['mean']:.2f} ± {100 * d['std']:.2f}"
-
-
 def class_order(labels: list[str]) -> list[str]:
     return [c for c in RARE if c in labels] + [c for c in labels if c not in RARE]
 
@@ -251,13 +249,6 @@ def report(cells: dict[str, dict], label: str, encoder: str, seeds: int, jobs: i
                {"encoder": encoder, "label": label, "seeds": seeds, "cells": cells, "summaries": sums,
                 "best_lever_by_dev": best_lever(cells), "machine": machine_line, "provenance": prov})
     return text
-
-
-def machine() -> str:
-    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
-    cpu = next((ln.split(":", 1)[1].strip() for ln in lscpu if ln.startswith("Model name")), platform.processor())
-    import torch
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, Python {platform.python_version()}"
 
 
 def main() -> None:

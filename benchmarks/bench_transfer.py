@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import subprocess
 import sys
@@ -32,18 +31,16 @@ from pathlib import Path
 
 from merc.io import atomic_write_text, write_json
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine as base_machine  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results"
 CORPORA = [("goemotions", "goemotions"), ("crowdflower", "crowdflower_text_emotion"), ("isear", "isear")]
 
 
 def machine() -> str:
-    cpu = next((ln.split(":", 1)[1].strip() for ln in subprocess.run(["lscpu"], capture_output=True, text=True)
-                .stdout.splitlines() if ln.startswith("Model name")), platform.processor())
-    import torch
-    load = os.getloadavg()[0]
-    return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, Python {platform.python_version()} "
-            f"(shared with other jobs: load average {load:.1f} at the end)")
+    return f"{base_machine()} (shared with other jobs: load average {os.getloadavg()[0]:.1f} at the end)"
 
 
 def run(cmd: list[str]) -> float:

@@ -29,23 +29,13 @@ from merc.io import atomic_write_text, provenance, provenance_markdown, write_js
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results"
 sys.path.insert(0, str(ROOT / "benchmarks"))
+from _common import pm, welch  # noqa: E402
 from bench_adapters import runs_dir  # noqa: E402
 
 
 def _run(cmd: list[str]) -> None:
     print("+", " ".join(cmd), flush=True)
     subprocess.run(cmd, cwd=ROOT, check=True)
-
-
-def pm(d: dict) -> str:
-    return f"{100 * d['mean']:.2f} ± {100 * d['std']:.2f}"
-
-
-def welch(a: list[float], b: list[float]) -> float | None:
-    if len(a) < 2 or len(b) < 2:
-        return None
-    from scipy.stats import ttest_ind
-    return float(ttest_ind(a, b, equal_var=False).pvalue)
 
 
 def main() -> None:

@@ -14,7 +14,6 @@ import argparse
 import os
 import platform
 import shlex
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,17 +27,13 @@ sys.path.insert(0, str(REPO))
 
 from merc.data import load_corpus  # noqa: E402
 from merc.encoders import cache_root, encode_split, feature_cache_dir, get_text_encoder, mpnet_model_dir  # noqa: E402
-from merc.io import atomic_write_text, provenance, provenance_markdown  # noqa: E402
+from merc.io import atomic_write_text, cpu_model, provenance, provenance_markdown  # noqa: E402
 
 
 def machine() -> dict[str, str]:
     import sentence_transformers
     import torch
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in subprocess.run(
-            ["lscpu"], capture_output=True, text=True).stdout.splitlines() if line.startswith("Model name"))
-    except StopIteration:
-        cpu = platform.processor() or "unknown"
+    cpu = cpu_model()
     return {"cpu": cpu, "cores": str(os.cpu_count()), "torch": torch.__version__,
             "torch threads": str(torch.get_num_threads()), "sentence-transformers": sentence_transformers.__version__,
             "python": platform.python_version(), "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}

@@ -121,7 +121,8 @@ def dirty_outside_results(prov: dict[str, Any]) -> bool | None:
     return any(not p.startswith(RESULTS_DIR) for p in paths)
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), else what platform knows."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.lower().startswith("model name"):
@@ -152,7 +153,7 @@ def provenance(argv: list[str] | None = None) -> dict[str, Any]:
         "python": platform.python_version(),
         "torch": torch_version,
         "platform": platform.platform(),
-        "machine": {"arch": platform.machine(), "cpu_count": os.cpu_count(), "cpu_model": _cpu_model()},
+        "machine": {"arch": platform.machine(), "cpu_count": os.cpu_count(), "cpu_model": cpu_model()},
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 
