@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +15,9 @@ import torch
 from merc.cli import main
 from merc.data.schema import Conversation, Utterance
 from merc.encoders import register_text_encoder
-from merc.encoders.text import TextEncoder
 from merc.errors import ConfigError, IncompatibleRunError, InputError
 from merc.models.dialogue import KINDS, DialogueConfig, DialogueModel
+from merc.testing.fakes import FakeProvider, HashedWords, write_label_free_corpus
 from merc.training import experiment
 from merc.training.batching import absence_counts, apply_modality_dropout, build_dialogues, collate, iterate_batches
 from merc.training.features import FEATURE_PROVIDERS, ProvidedFeatures, resolve_encoders
@@ -222,56 +221,25 @@ def test_encoder_and_modality_names_are_checked():
 # end to end with a fake audio provider: the label is in the audio, not in the text
 
 
-class ToyWords(TextEncoder):
-    """Bag of hashed words: the texts here carry no label information."""
-    name, dim, fingerprint = "toymm", 16, "toymm-v1"
-
-    def _encode_batch(self, texts):
-        X = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for i, t in enumerate(texts):
-            for w in t.split():
-                X[i, zlib.crc32(w.encode()) % self.dim] += 1.0
-        return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-6)
-
-
-register_text_encoder("toymm", lambda **kw: ToyWords(), overwrite=True)
+register_text_encoder("toymm", lambda **kw: HashedWords("toymm"), overwrite=True)
 HIDDEN: dict[str, str] = {}  # utterance id -> label, known to the fake audio encoder only
 
 
-class FakeAudio:
-    """Deterministic per utterance: a label-dependent mean in 6 raw dims (offset and scaled, so standardisation
-    matters) plus noise; one utterance in eight has no audio."""
-    encoders = ("fakeaudio",)
+def audio_vector(label: str, r: np.random.Generator) -> np.ndarray:
+    """A label-dependent mean in 6 raw dims (offset and scaled, so standardisation matters) plus noise."""
+    return 200.0 + 50.0 * (np.eye(3)[LABELS.index(label)].repeat(2) + 0.5 * r.normal(size=6))
 
-    def __call__(self, corpus, split, name, *, media_dir=None, progress=True) -> ProvidedFeatures:
-        feats, reasons = {}, {}
-        for u in corpus.utterances(split):
-            r = np.random.default_rng(zlib.crc32(u.utterance_id.encode()))
-            if r.random() < 0.125:
-                feats[u.utterance_id], reasons[u.utterance_id] = None, "no audio stream"
-                continue
-            mean = np.eye(3)[LABELS.index(HIDDEN[u.utterance_id])].repeat(2)
-            feats[u.utterance_id] = 200.0 + 50.0 * (mean + 0.5 * r.normal(size=6))
-        return ProvidedFeatures(feats, reasons, "fakeaudio-v1")
+
+def FakeAudio() -> FakeProvider:  # noqa: N802 - stands in for a provider class
+    """Deterministic per utterance; one utterance in eight has no audio."""
+    return FakeProvider("fakeaudio", "fakeaudio-v1", 0.125, audio_vector, HIDDEN, seed_prefix="",
+                        reason="no audio stream")
 
 
 @pytest.fixture(scope="module")
 def audio_corpus(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mm")
-    rng = np.random.default_rng(0)
-    fillers = ["ok then", "sure", "right", "well", "I see", "hmm maybe"]
-    for split, n in (("train", 80), ("dev", 25), ("test", 25)):
-        lines = []
-        for c in range(n):
-            utts = []
-            for i in range(int(rng.integers(3, 8))):
-                uid, lab = f"{split}{c}_u{i}", LABELS[rng.integers(3)]
-                HIDDEN[uid] = lab
-                utts.append({"utterance_id": uid, "speaker": "AB"[i % 2], "text": str(rng.choice(fillers)),
-                             "emotion": lab})
-            lines.append(json.dumps({"conversation_id": f"{split}{c}", "utterances": utts}))
-        (root / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
-    return root
+    return write_label_free_corpus(tmp_path_factory.mktemp("mm"), LABELS, HIDDEN,
+                                   sizes={"train": 80, "dev": 25, "test": 25}, turns=(3, 8))
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -14,15 +13,15 @@ import torch
 
 from merc.cli import main
 from merc.encoders import register_text_encoder
-from merc.encoders.text import TextEncoder
 from merc.errors import ConfigError, IncompatibleRunError
 from merc.models.adapted import AdaptedModel
 from merc.models.adapter import Adapter
 from merc.models.dialogue import DialogueConfig
+from merc.testing.fakes import FakeProvider, HashedWords, write_label_free_corpus
 from merc.training import experiment
 from merc.training.adapt import AdaptTrainConfig, fit_adapter
 from merc.training.adapters import parse_adapters
-from merc.training.features import FEATURE_PROVIDERS, ProvidedFeatures
+from merc.training.features import FEATURE_PROVIDERS
 from merc.training.run import from_pretrained
 from merc.training.trainer import TrainConfig
 
@@ -33,41 +32,12 @@ HIDDEN: dict[str, str] = {}  # utterance id -> label, known to the fake audio / 
 TINY_ADAPTER = dict(hidden=16, bottleneck=8, epochs=40, patience=40, batch_size=32, lr=1e-2, dropout=0.2)
 
 
-class ToyWords(TextEncoder):
-    """Bag of hashed words: the texts here carry no label information."""
-    name, dim, fingerprint = "toytr", 16, "toytr-v1"
-
-    def _encode_batch(self, texts):
-        X = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for i, t in enumerate(texts):
-            for w in t.split():
-                X[i, zlib.crc32(w.encode()) % self.dim] += 1.0
-        return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-6)
-
-
-register_text_encoder("toytr", lambda **kw: ToyWords(), overwrite=True)
+register_text_encoder("toytr", lambda **kw: HashedWords("toytr"), overwrite=True)
 
 
 def audio_vector(label: str, r: np.random.Generator) -> np.ndarray:
     """6 raw dims around a label-dependent mean, offset and scaled (the adapter standardises its input)."""
     return 200.0 + 50.0 * (np.eye(3)[LABELS.index(label)].repeat(2) + 0.5 * r.normal(size=6))
-
-
-class FakeProvider:
-    """Deterministic per utterance; a fraction of utterances have no feature."""
-
-    def __init__(self, name: str, fingerprint: str, absent: float, make):
-        self.encoders, self.fingerprint, self.absent, self.make = (name,), fingerprint, absent, make
-
-    def __call__(self, corpus, split, name, *, media_dir=None, progress=True) -> ProvidedFeatures:
-        feats, reasons = {}, {}
-        for u in corpus.utterances(split):
-            r = np.random.default_rng(zlib.crc32((self.encoders[0] + u.utterance_id).encode()))
-            if r.random() < self.absent:
-                feats[u.utterance_id], reasons[u.utterance_id] = None, "nothing found"
-                continue
-            feats[u.utterance_id] = self.make(HIDDEN[u.utterance_id], r)
-        return ProvidedFeatures(feats, reasons, self.fingerprint)
 
 
 def face_vector(label: str, r: np.random.Generator) -> np.ndarray:
@@ -77,28 +47,16 @@ def face_vector(label: str, r: np.random.Generator) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def corpus_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tr")
-    rng = np.random.default_rng(0)
-    fillers = ["ok then", "sure", "right", "well", "I see", "hmm maybe"]
-    for split, n in (("train", 60), ("dev", 20), ("test", 20)):
-        lines = []
-        for c in range(n):
-            utts = []
-            for i in range(int(rng.integers(3, 7))):
-                uid, lab = f"{split}{c}_u{i}", LABELS[rng.integers(3)]
-                HIDDEN[uid] = lab
-                utts.append({"utterance_id": uid, "speaker": "AB"[i % 2], "text": str(rng.choice(fillers)),
-                             "emotion": lab})
-            lines.append(json.dumps({"conversation_id": f"{split}{c}", "utterances": utts}))
-        (root / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
-    return root
+    return write_label_free_corpus(tmp_path_factory.mktemp("tr"), LABELS, HIDDEN,
+                                   sizes={"train": 60, "dev": 20, "test": 20}, turns=(3, 7))
 
 
 @pytest.fixture
 def providers(monkeypatch, tmp_path):
     monkeypatch.setenv("MERC_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setitem(FEATURE_PROVIDERS, "audio", FakeProvider("fakeaudio", "fakeaudio-v1", 0.125, audio_vector))
-    monkeypatch.setitem(FEATURE_PROVIDERS, "face", FakeProvider("fakeface", "fakeface-v1", 0.2, face_vector))
+    audio = FakeProvider("fakeaudio", "fakeaudio-v1", 0.125, audio_vector, HIDDEN)
+    monkeypatch.setitem(FEATURE_PROVIDERS, "audio", audio)
+    monkeypatch.setitem(FEATURE_PROVIDERS, "face", FakeProvider("fakeface", "fakeface-v1", 0.2, face_vector, HIDDEN))
 
 
 def make_adapter(folder: Path, *, modality: str, encoder: dict, X: np.ndarray, y: np.ndarray) -> Adapter:
@@ -120,7 +78,7 @@ def adapter_dirs(tmp_path_factory):
                                                             "dim": 6}, X=Xa, y=y)
     make_adapter(root / "audio_other", modality="audio", encoder={"name": "otheraudio", "fingerprint": "other-v9",
                                                                   "dim": 6}, X=Xa, y=y)
-    Xt = ToyWords().encode([str(r.choice(["ok then", "sure", "well"])) for _ in y], progress=False)
+    Xt = HashedWords("toytr").encode([str(r.choice(["ok then", "sure", "well"])) for _ in y], progress=False)
     make_adapter(root / "text", modality="text", encoder={"name": "toytr", "fingerprint": "toytr-v1", "dim": 16},
                  X=Xt, y=y)
     return root
