@@ -18,6 +18,7 @@ import argparse
 import importlib
 import logging
 import os
+import re
 import sys
 
 from merc.errors import MercError
@@ -95,21 +96,37 @@ class _Formatter(logging.Formatter):
         return f"merc: {msg}"
 
 
+class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Each flag's help ends with its default, "(default: X)", or "(required)". A help ending in "[X]" (a
+    default that a preset may override, the flag's own default being None) shows it as "(default: X)"; a None
+    default that the help already explains ("None: …", "when omitted") is not repeated as "(default: None)"."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.required:
+            return f"{text} (required)"
+        if action.default is None:
+            bracket = re.search(r"\s*\[([^\]]+)\]\s*$", text)
+            if bracket:
+                return f"{text[:bracket.start()]} (default: {bracket.group(1)})"
+            if re.search(r"None:|omitted|not given", text):
+                return text
+        return super()._get_help_string(action)
+
+
+class _RawDescriptionDefaults(argparse.RawDescriptionHelpFormatter, DefaultsFormatter):
+    pass
+
+
 def show_defaults(parser: argparse.ArgumentParser) -> None:
-    """Every sub-command's help lists each flag's default (ArgumentDefaultsHelpFormatter, keeping a raw
+    """Every sub-command's help lists each flag's default (:class:`DefaultsFormatter`, keeping a raw
     description where a command asked for one)."""
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for p in set(action.choices.values()):
-                if p.formatter_class is argparse.RawDescriptionHelpFormatter:
-                    p.formatter_class = _RawDescriptionDefaults
-                elif p.formatter_class is argparse.HelpFormatter:
-                    p.formatter_class = argparse.ArgumentDefaultsHelpFormatter
+                raw = issubclass(p.formatter_class, argparse.RawDescriptionHelpFormatter)
+                p.formatter_class = _RawDescriptionDefaults if raw else DefaultsFormatter
                 show_defaults(p)
-
-
-class _RawDescriptionDefaults(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    pass
 
 
 def _quiet_stdout() -> None:

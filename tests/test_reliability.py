@@ -12,6 +12,7 @@ import io
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -429,9 +430,13 @@ def test_every_flag_has_help_with_its_default():
         for a in p._actions:
             if a.option_strings and a.dest != "help" and a.help != argparse.SUPPRESS:
                 assert a.help, f"{name} {a.option_strings[0]} has no help"
-        flags = [a for a in p._actions if a.option_strings and a.dest != "help" and a.help != argparse.SUPPRESS]
-        text = " ".join(p.format_help().split())
-        assert text.count("(default:") >= len(flags), name
+        fmt = p.formatter_class(name)
+        for a in p._actions:
+            if a.option_strings and a.dest != "help" and a.help != argparse.SUPPRESS:
+                shown = fmt._get_help_string(a)
+                # its default, "(required)", or (None defaults) what leaving it out means
+                assert re.search(r"\(default: |\(required\)$|None:|omitted|not given", shown), (name, a.dest, shown)
+                assert "(default: None)" not in shown or "None:" not in a.help, (name, a.dest, shown)
 
 
 def test_one_split_spelling_and_quiet_everywhere():
