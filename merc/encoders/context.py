@@ -30,6 +30,7 @@ from merc.encoders.template import render
 from merc.errors import ConfigError
 
 CountTokens = Callable[[list[str]], list[int]]  # token counts of strings, without special tokens
+POOLS = ("mean", "target")
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,10 @@ class ContextSpec:
     future: int = 0
     sep: str = "</s>"  # marker string around the target (a tokenizer's separator token, or any text)
     max_tokens: int = 128  # the encoder's max input length, special tokens included
+    # how the embedding is read from the window: "mean" = the encoder's own pooling over the whole input;
+    # "target" = the mean over the target utterance's tokens only (between the markers), the context having
+    # shaped them through attention (the window mean mixes in the neighbours' emotions)
+    pool: str = "mean"
 
     def __post_init__(self) -> None:
         if self.past < 0 or self.future < 0:
@@ -47,6 +52,8 @@ class ContextSpec:
             raise ConfigError("the context marker (sep) must be a non-empty string")
         if self.max_tokens < 4:
             raise ConfigError(f"context max_tokens must be >= 4, got {self.max_tokens}")
+        if self.pool not in POOLS:
+            raise ConfigError(f"context pool must be one of {list(POOLS)}, got {self.pool!r}")
 
     @property
     def enabled(self) -> bool:
@@ -60,7 +67,7 @@ class ContextSpec:
         """The spec recorded in ``merc_encoder.json`` (``None``/absent or 0/0: no context)."""
         if not d:
             return None
-        spec = cls(**{k: d[k] for k in ("past", "future", "sep", "max_tokens") if k in d})
+        spec = cls(**{k: d[k] for k in ("past", "future", "sep", "max_tokens", "pool") if k in d})
         return spec if spec.enabled else None
 
 
@@ -143,3 +150,44 @@ def render_dialogue(utterances: Sequence[Any], template: str, spec: ContextSpec,
                 hi -= 1
         out.append(text)
     return out
+
+
+def target_mask(input_ids, attention_mask, sep_id: int, spec: ContextSpec):
+    """(b, s) 0/1 mask of the target utterance's tokens in rendered inputs (``pool="target"``).
+
+    The target lies after the left marker (or after the leading special token when ``spec.past`` is 0) and
+    before the next separator — the right marker, or the tokenizer's own closing separator. A row with no
+    such span (a target rendered without context because it alone fills the budget) keeps its whole
+    attention mask. ``input_ids``, ``attention_mask``: (b, s) tensors, right-padded.
+    """
+    import torch
+    b, s = input_ids.shape
+    valid = attention_mask.bool()  # (b, s)
+    is_sep = (input_ids == sep_id) & valid  # (b, s)
+    pos = torch.arange(s).expand(b, s)  # (b, s)
+    far = torch.full_like(pos, s)
+    if spec.past:
+        left = torch.where(is_sep, pos, far).min(1).values  # (b,) the left marker
+    else:
+        left = torch.zeros(b, dtype=torch.long)  # (b,) the leading <s> / [CLS]
+    right = torch.where(is_sep & (pos > left[:, None]), pos, far).min(1).values  # (b,)
+    mask = (pos > left[:, None]) & (pos < right[:, None]) & valid  # (b, s)
+    empty = mask.sum(1) == 0  # (b,)
+    mask[empty] = valid[empty]
+    return mask.long()
+
+
+def check_target_pooling(st, spec: ContextSpec) -> int:
+    """The separator token id for ``pool="target"`` with SentenceTransformer ``st``; ConfigError when the
+    marker is not the tokenizer's separator token or the model does not mean-pool its tokens."""
+    tok = st.tokenizer
+    sep, sep_id = getattr(tok, "sep_token", None), getattr(tok, "sep_token_id", None)
+    if sep_id is None or spec.sep != sep:
+        raise ConfigError(f"target pooling needs the tokenizer's separator token as the context marker "
+                          f"({sep!r}); the marker is {spec.sep!r}")
+    pool = list(st)[1] if len(list(st)) > 1 else None
+    cfg = pool.get_config_dict() if hasattr(pool, "get_config_dict") else {}
+    mode = cfg.get("pooling_mode") or ("mean" if cfg.get("pooling_mode_mean_tokens") else None)
+    if mode != "mean":
+        raise ConfigError(f"target pooling replaces a mean pooling; this model pools with {mode or pool!r}")
+    return int(sep_id)

@@ -46,7 +46,16 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from merc.data.schema import Corpus, Utterance
-from merc.encoders.context import ContextSpec, default_sep, n_special_tokens, render_dialogue, tokenizer_counter
+from merc.encoders.context import (
+    POOLS,
+    ContextSpec,
+    check_target_pooling,
+    default_sep,
+    n_special_tokens,
+    render_dialogue,
+    target_mask,
+    tokenizer_counter,
+)
 from merc.encoders.template import DEFAULT_TEMPLATE, META_FILE, render
 from merc.errors import ConfigError, IncompatibleRunError, InputError, OutputExistsError
 from merc.io import atomic_write_bytes, atomic_writer, write_json
@@ -136,6 +145,7 @@ class FinetuneConfig:
     context_marker: str = ""  # marker around the target; "": the tokenizer's separator token (</s>, [SEP])
     train_layers: int | None = None  # fine-tune only the top k transformer layers from cached states; None: all
     layer_cache_dtype: str = "float16"  # storage of the cached lower-layer states
+    pooling: str = "mean"  # with context: "mean" over the whole input, or "target" (the target's tokens only)
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.max_length < 4:
@@ -147,6 +157,11 @@ class FinetuneConfig:
             raise ConfigError(f"train_layers must be >= 1 (or None for all layers), got {self.train_layers}")
         if self.layer_cache_dtype not in ("float16", "float32"):
             raise ConfigError(f"layer_cache_dtype must be float16 or float32, got {self.layer_cache_dtype!r}")
+        if self.pooling not in POOLS:
+            raise ConfigError(f"pooling must be one of {list(POOLS)}, got {self.pooling!r}")
+        if self.pooling == "target" and not (self.context_past or self.context_future):
+            raise ConfigError("pooling 'target' reads the target out of a context window: set context_past "
+                              "and/or context_future")
         if self.class_weights not in ("none", "balanced"):
             raise ConfigError(f"class_weights must be 'none' or 'balanced', got {self.class_weights!r}")
         render(self.template, Utterance("u", "Speaker", "text"))  # fails early on a bad template
@@ -176,8 +191,9 @@ class FinetuneResult:
 class _Classifier:
     """Sentence encoder + dropout + linear head, as one trainable unit."""
 
-    def __init__(self, st_model, n_classes: int, dropout: float):
+    def __init__(self, st_model, n_classes: int, dropout: float, target: tuple[ContextSpec, int] | None = None):
         import torch
+        self.target = target  # (spec, separator id): pool the target's tokens only
         self.st = st_model
         dim = int((getattr(st_model, "get_embedding_dimension", None) or st_model.get_sentence_embedding_dimension)())
         self.head = torch.nn.Linear(dim, n_classes)
@@ -193,7 +209,13 @@ class _Classifier:
 
     def logits(self, texts: list[str]):
         feats = self.st.tokenize(texts)
-        emb = self.st(feats)["sentence_embedding"]  # (batch, dim)
+        if self.target is None:
+            emb = self.st(feats)["sentence_embedding"]  # (batch, dim)
+        else:
+            from merc.encoders.layer_cache import pooled
+            spec, sep_id = self.target
+            tokens = self.st[0](dict(feats))["token_embeddings"]  # (batch, s, hidden)
+            emb = pooled(self.st, tokens, target_mask(feats["input_ids"], feats["attention_mask"], sep_id, spec))
         return self.head(self.drop(emb))  # (batch, n_classes)
 
     def predict(self, texts: list[str], *, batch_size: int = 64, progress: bool = False, desc: str = "") -> np.ndarray:
@@ -216,6 +238,20 @@ class _Cached:
     dev: Any  # LayerStates of the dev inputs
     n_frozen: int
     seconds: float  # building (or, when cached, loading) the states in this process
+    train_target: list | None = None  # pool="target": per input, (tokens,) 0/1 flags of the target's tokens
+    dev_target: list | None = None
+
+    @staticmethod
+    def _pool_mask(flags: list | None, idx: Sequence[int], mask):
+        """The (b, s) pooling mask of a batch: the target flags when pooling the target, else ``mask``."""
+        if flags is None:
+            return mask
+        import torch
+        out = torch.zeros_like(mask)
+        for r, i in enumerate(idx):
+            f = flags[i]
+            out[r, :len(f)] = torch.from_numpy(f)
+        return out
 
     def build_seconds(self, key: str = "seconds") -> float | None:
         """Seconds (wall or ``"cpu_seconds"``) the first build of the train and dev caches took (meta.json)."""
@@ -227,7 +263,8 @@ class _Cached:
         from merc.encoders.layer_cache import pooled, transformer_of, upper_forward
         h, mask = self.train.batch(idx)  # (b, s, hidden), (b, s)
         top = upper_forward(transformer_of(model.st), h, mask, self.n_frozen)  # (b, s, hidden)
-        return model.head(model.drop(pooled(model.st, top, mask)))  # (b, n_classes)
+        pool = self._pool_mask(self.train_target, idx, mask)  # (b, s)
+        return model.head(model.drop(pooled(model.st, top, pool)))  # (b, n_classes)
 
     def predict_dev(self, model: _Classifier, batch_size: int = 64) -> np.ndarray:
         import torch
@@ -241,13 +278,29 @@ class _Cached:
             for s in range(0, len(order), batch_size):
                 idx = order[s:s + batch_size]
                 h, mask = self.dev.batch(idx)
-                emb = pooled(model.st, upper_forward(hf, h, mask, self.n_frozen), mask)
+                emb = pooled(model.st, upper_forward(hf, h, mask, self.n_frozen),
+                             self._pool_mask(self.dev_target, idx, mask))
                 out[idx] = model.head(emb).argmax(-1).numpy()
         return out
 
 
+def _target_flags(st, texts: list[str], target: tuple[ContextSpec, int], lengths) -> list[np.ndarray]:
+    """Per input, the 0/1 flags of its target tokens (tokenized as ``st`` does; ``lengths`` must agree)."""
+    from merc.encoders.layer_cache import tokenize
+    spec, sep_id = target
+    out: list[np.ndarray] = []
+    for s in range(0, len(texts), 512):
+        feats = tokenize(st, texts[s:s + 512])
+        mask = target_mask(feats["input_ids"], feats["attention_mask"], sep_id, spec).numpy()  # (chunk, s)
+        n = feats["attention_mask"].sum(1).numpy()
+        out += [mask[r, :int(n[r])].astype(np.int64) for r in range(len(n))]
+    if [len(f) for f in out] != [int(n) for n in lengths]:
+        raise RuntimeError("target flags and cached layer states disagree on token counts")
+    return out
+
+
 def _layer_cache(st, base_enc, config: FinetuneConfig, tr_texts: list[str], dev_texts: list[str], *,
-                 progress: bool) -> _Cached | None:
+                 progress: bool, target: tuple[ContextSpec, int] | None = None) -> _Cached | None:
     """With ``config.train_layers = k`` below the model's depth: freeze the lower layers, cache their states."""
     if config.train_layers is None:
         return None
@@ -264,7 +317,11 @@ def _layer_cache(st, base_enc, config: FinetuneConfig, tr_texts: list[str], dev_
     train = build_layer_states(st, tr_texts, n_frozen, **kw)
     dev = build_layer_states(st, dev_texts, n_frozen, **kw)
     params = freeze_lower(st, n_frozen)
-    return _Cached(params, train, dev, n_frozen, time.perf_counter() - t0)
+    cached = _Cached(params, train, dev, n_frozen, time.perf_counter() - t0)
+    if target is not None:
+        cached.train_target = _target_flags(st, tr_texts, target, train.lengths)
+        cached.dev_target = _target_flags(st, dev_texts, target, dev.lengths)
+    return cached
 
 
 def _load_base(base: str):
@@ -303,7 +360,8 @@ def finetune_text_encoder(corpus: Corpus, out_dir: str | Path, config: FinetuneC
     spec = None
     if config.context_past or config.context_future:
         spec = ContextSpec(config.context_past, config.context_future,
-                           config.context_marker or default_sep(st.tokenizer), config.max_length)
+                           config.context_marker or default_sep(st.tokenizer), config.max_length, config.pooling)
+    target = (spec, check_target_pooling(st, spec)) if spec is not None and spec.pool == "target" else None
     ctx = (spec, st.tokenizer) if spec is not None else None
     tr_texts, tr_y, _ = _labelled(corpus, "train", config.template, ctx)
     dev_texts, dev_y, _ = _labelled(corpus, "dev", config.template, ctx)
@@ -313,8 +371,9 @@ def finetune_text_encoder(corpus: Corpus, out_dir: str | Path, config: FinetuneC
     if config.max_train is not None:
         tr_texts, tr_y = tr_texts[:config.max_train], tr_y[:config.max_train]
 
-    model = _Classifier(st, len(corpus.labels), config.dropout)
-    cached = _layer_cache(st, base_enc, config, tr_texts, dev_texts, progress=progress)  # None: all layers
+    model = _Classifier(st, len(corpus.labels), config.dropout, target)
+    cached = _layer_cache(st, base_enc, config, tr_texts, dev_texts, progress=progress,
+                          target=target)  # None: all layers
     lengths = [len(t) for t in tr_texts] if cached is None else [int(n) for n in cached.train.lengths]
     steps_per_epoch = math.ceil(len(tr_texts) / config.batch_size)
     total = steps_per_epoch * config.epochs

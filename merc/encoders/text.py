@@ -323,9 +323,27 @@ class SentenceTransformerEncoder(TextEncoder):
 
     def _encode_batch(self, texts: list[str]) -> np.ndarray:
         import torch
+        if self.context is not None and self.context.pool == "target":
+            return self._encode_target(texts)
         with torch.inference_mode():
             return self.model.encode(texts, batch_size=len(texts), show_progress_bar=False,
                                      convert_to_numpy=True, normalize_embeddings=self.normalize)
+
+    def _encode_target(self, texts: list[str]) -> np.ndarray:
+        """Context windows pooled over the target's tokens only (``context.pool == "target"``)."""
+        import torch
+
+        from merc.encoders.context import check_target_pooling, target_mask
+        from merc.encoders.layer_cache import pooled, tokenize
+        st = self.model
+        sep_id = check_target_pooling(st, self.context)
+        feats = tokenize(st, texts)
+        with torch.inference_mode():
+            tokens = st[0](dict(feats))["token_embeddings"]  # (b, s, hidden)
+            emb = pooled(st, tokens, target_mask(feats["input_ids"], feats["attention_mask"], sep_id, self.context))
+            if self.normalize:
+                emb = torch.nn.functional.normalize(emb, dim=-1)  # (b, dim)
+        return emb.numpy()
 
 
 # registry
