@@ -63,6 +63,8 @@ def test_qc_command_with_fake_checks(tmp_path: Path, fake_checks, capsys) -> Non
     (["--splits", "train,valid"], "unknown ['valid']"),
     (["--checks", "integrity", "--calibrate"], "add alignment to --checks"),
     (["--limit", "0"], "--limit must be >= 1"),
+    (["--speaker-shift-max", "-1"], "give a number of nats >= 0"),
+    (["--checks", "integrity", "--speaker-shift-max", "0.5"], "add alignment to --checks"),
 ])
 def test_qc_command_user_errors(tmp_path: Path, fake_checks, capsys, argv: list[str], message: str) -> None:
     data = write_jsonl_corpus(tmp_path / "corpus")
@@ -121,3 +123,13 @@ def test_qc_end_to_end_meld_fixture(tmp_path: Path, capsys) -> None:
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 3
     assert (out / "speaker_tracks.json").exists()
+
+
+def test_speaker_shift_flag_reaches_the_alignment_config() -> None:
+    from merc.cli import build_parser
+    from merc.qc.cli import build_config
+    parse = build_parser().parse_args
+    base = ["qc", "--dataset", "jsonl", "--data-dir", "d", "--out", "o"]
+    assert "alignment" not in build_config(parse(base)).check_configs  # the default: the check's own (1.0)
+    cfg = build_config(parse([*base, "--speaker-shift-max", "0", "--asr", "pocketsphinx"])).check_configs["alignment"]
+    assert cfg.speaker_shift_max == 0 and cfg.asr == "pocketsphinx"

@@ -68,6 +68,14 @@ def build_config(args: argparse.Namespace) -> QCConfig:
         if not applied:
             raise QCArgumentError(f"--asr {args.asr}: the alignment check's config has no ASR engine option")
         check_configs["alignment"] = cfg
+    shift = getattr(args, "speaker_shift_max", None)
+    if shift is not None:
+        if shift < 0:
+            raise QCArgumentError(f"--speaker-shift-max {shift}: give a number of nats >= 0 (0 turns it off)")
+        if "alignment" not in checks:
+            raise QCArgumentError("--speaker-shift-max sets the alignment check; add alignment to --checks")
+        cfg, _ = _with(check_configs.get("alignment") or _default_config("alignment"), speaker_shift_max=shift)
+        check_configs["alignment"] = cfg
     if args.calibrate and "alignment" not in checks:
         raise QCArgumentError("--calibrate fits the alignment thresholds; add alignment to --checks")
     return QCConfig(checks=checks, check_configs=check_configs, workers=args.workers, fps=args.fps,
@@ -127,6 +135,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--calibrate", action="store_true",
                    help="fit the alignment rule and thresholds on this corpus (true vs deranged transcripts; "
                         "no labels needed) before judging; recorded in summary.json")
+    p.add_argument("--speaker-shift-max", type=float, default=None, metavar="NATS",
+                   help="Whisper alignment: lower the threshold for a speaker whose clips all score low by the gap "
+                        "of the speaker's median to the corpus median, at most NATS (0: off; default 1.0)")
     p.add_argument("--calibrate-max", type=int, default=300, help="calibrate on at most N utterances (default 300)")
     p.add_argument("--drop-not-measured", action="store_true",
                    help="also drop utterances a check could not measure (default: keep them, reported as "
