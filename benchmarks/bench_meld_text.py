@@ -90,7 +90,7 @@ def one(model: str, label: str, encoder: str, seeds: int, hp: dict, *, parts: Pa
     s = run_experiment(dataset=dataset, data_dir=str(data_dir), out=runs / run_name, model_config=mc,
                        train_config=tc, text_encoder=encoder, seeds=seeds, progress=False, log=lambda *a: None)
     s["wall_seconds"] = time.time() - t0
-    s["hyperparameters"] = hp
+    s["hyperparameters"] = effective_hp(hp)
     s["encoder_source"] = encoder
     s["date"] = time.strftime("%Y-%m-%d")
     s["per_seed"] = per_seed(runs / run_name, s["seeds"])
@@ -143,8 +143,28 @@ def encode_splits(corpus, folder: str, splits=("train", "dev", "test")) -> dict:
     return out
 
 
+HP_KEYS = ("d_model", "dropout", "epochs", "lr", "patience")
+
+
+def effective_hp(hp: dict) -> dict:
+    """The settings a run used: ``hp`` over the DialogueConfig/TrainConfig defaults, for the keys the table
+    states (a part recorded with ``{}`` ran on the defaults)."""
+    from merc.models.dialogue import DialogueConfig
+    from merc.training.trainer import TrainConfig
+    base = {**vars(TrainConfig()), **vars(DialogueConfig(kind="mamba"))}
+    return {k: hp.get(k, base[k]) for k in HP_KEYS} | {k: v for k, v in hp.items() if k not in HP_KEYS}
+
+
+def _machines(results: dict) -> str:
+    """The CPUs the rows were computed on (recorded in their provenance since 2026-12)."""
+    cpus = sorted({(s.get("provenance") or {}).get("machine", {}).get("cpu_model") for s in results.values()} - {None})
+    unknown = sum(not (s.get("provenance") or {}).get("machine") for s in results.values())
+    return ", ".join(cpus) + (f"; {unknown} parts before machines were recorded (AMD EPYC, 2 cores, per the "
+                              "git history of this file)" if unknown else "")
+
+
 def report(results: dict, floors: dict, args) -> None:
-    hps = {json.dumps(s.get("hyperparameters", {}), sort_keys=True) for s in results.values()}
+    hps = {json.dumps(effective_hp(s.get("hyperparameters", {})), sort_keys=True) for s in results.values()}
     n_seeds = sorted({len(s["seeds"]) for s in results.values()})
     dated = sorted({s["date"] for s in results.values() if "date" in s})
     undated = sum("date" not in s for s in results.values())
@@ -156,7 +176,8 @@ def report(results: dict, floors: dict, args) -> None:
              "below>' "
              "--encoders minilm,mpnet,mpnet-meld=<folder written by benchmarks/bench_finetune.py>` "
              "(then `--report-only` to rewrite this file from the saved parts)", "",
-             f"Machine: {machine()}; each run single-threaded, {args.jobs} runs in parallel. Run dates: {dates}.", "",
+             f"Rows computed on: {_machines(results)}; each run single-threaded. Report written on {machine()}. "
+             f"Run dates: {dates}.", "",
              f"Protocol: train on MELD train ({DATA.name} from ../shared/data), early stopping and checkpoint "
              "selection on "
              "**dev** weighted F1, the selected checkpoint evaluated on test once; mean ± sample std over "
@@ -172,11 +193,12 @@ def report(results: dict, floors: dict, args) -> None:
         f = floors.get(enc)
         own = (f or {}).get("own_classifier")
         if own:
-            lines.append(f"| {enc} | its own fine-tuning classifier (no context, epoch {own['best_epoch']} on dev) | "
+            lines.append(f"| {enc} | its own fine-tuning classifier (no dialogue model, epoch {own['best_epoch']} "
+                         "on dev) | "
                          f"{100 * own['test_weighted_f1']:.2f} | {100 * own['test_accuracy']:.2f} | | "
                          f"{100 * own['dev_weighted_f1']:.2f} | {own['seconds']:.0f} (fine-tuning) |")
         if f:
-            lines.append(f"| {enc} | logistic regression (no context, C={f['C']} on dev) | "
+            lines.append(f"| {enc} | logistic regression (no dialogue model, C={f['C']} on dev) | "
                          f"{100 * f['test_weighted_f1']:.2f} | "
                          f"{100 * f['test_accuracy']:.2f} | | {100 * f['dev_weighted_f1']:.2f} | |")
         for model in MODELS:
