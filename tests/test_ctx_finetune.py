@@ -149,6 +149,17 @@ def test_context_folder_encodes_the_same_in_the_cache_and_in_predict(pooling, tm
 
     enc = SentenceTransformerEncoder(out)
     assert enc.context == ContextSpec(1, 1, "[SEP]", 40, pooling)
+    # the recorded test score is the folder's: its encoding (as the feature cache and predict do) + its head
+    from safetensors.torch import load_file
+    from sklearn.metrics import f1_score
+
+    from merc.data import load_corpus
+    toy = load_corpus("jsonl", str(data))
+    head = load_file(str(out / "classifier.safetensors"))
+    X = torch.from_numpy(enc.encode(enc.dialogue_texts(toy["test"]), progress=False))
+    pred = (X @ head["weight"].T + head["bias"]).argmax(1).numpy()
+    gold = [meta["labels"].index(u.emotion) for u in toy.utterances("test")]
+    assert meta["test"]["weighted_f1"] == pytest.approx(f1_score(gold, pred, average="weighted"), abs=1e-6)
     corpus = read_jsonl_file(data / "test.jsonl", "test")  # the same conversations, read as `merc predict` does
     from merc.data.schema import Corpus
     split = Corpus("toy", {"test": corpus}, meta["labels"])

@@ -334,6 +334,27 @@ def _load_base(base: str):
     return enc.model, enc
 
 
+def score_folder(out_dir: str | Path, corpus: Corpus, split: str = "test", *,
+                 progress: bool = False) -> dict[str, Any] | None:
+    """A tuned folder's own classifier on ``split`` of ``corpus``: the saved encoder, read as its
+    ``merc_encoder.json`` says (template, context, pooling), and its saved head. None: no labelled utterances."""
+    from safetensors.torch import load_file
+
+    from merc.encoders.text import SentenceTransformerEncoder
+    from merc.metrics import evaluate_predictions
+    if not corpus.splits.get(split):
+        return None
+    enc = SentenceTransformerEncoder(out_dir)
+    st, spec = enc.model, enc.context
+    target = (spec, check_target_pooling(st, spec)) if spec is not None and spec.pool == "target" else None
+    best = _Classifier(st, len(corpus.labels), 0.0, target)
+    best.head.load_state_dict(load_file(str(Path(out_dir) / HEAD_FILE)))
+    texts, y, _ = _labelled(corpus, split, enc.template, (spec, st.tokenizer) if spec is not None else None)
+    if not len(texts):
+        return None
+    return evaluate_predictions(y, best.predict(texts, progress=progress, desc=split), corpus.labels)
+
+
 def finetune_text_encoder(corpus: Corpus, out_dir: str | Path, config: FinetuneConfig | None = None, *,
                           progress: bool = True, score_test: bool = True,
                           on_step: Callable[[int, int], None] | None = None) -> FinetuneResult:
@@ -477,21 +498,10 @@ def finetune_text_encoder(corpus: Corpus, out_dir: str | Path, config: FinetuneC
             last_ck = time.perf_counter()
 
     seconds = time.perf_counter() - t_start
-    test_scores = None
-    if score_test and corpus.splits.get("test"):
-        from merc.encoders.text import SentenceTransformerEncoder
-        best_st = SentenceTransformerEncoder(out).model  # the dev-selected epoch, scored on test once
-        best = _Classifier(best_st, len(corpus.labels), 0.0)
-        from safetensors.torch import load_file
-        best.head.load_state_dict(load_file(str(out / HEAD_FILE)))
-        te_texts, te_y, _ = _labelled(corpus, "test", config.template, ctx)
-        if len(te_texts):
-            te_pred = best.predict(te_texts, progress=progress, desc="test")
-            test_scores = evaluate_predictions(te_y, te_pred, corpus.labels)
     meta = {"template": config.template, **({"context": spec.to_dict()} if spec is not None else {}),
             "labels": corpus.labels, "corpus": corpus.name, "base": config.base,
             "base_fingerprint": base_enc.fingerprint, "config": asdict(config), "best_epoch": state["best_epoch"],
-            "history": state["history"], "dev": state.get("best_dev"), "test": test_scores,
+            "history": state["history"], "dev": state.get("best_dev"), "test": None,
             "n_train": len(tr_texts), "seconds": round(seconds, 1)}
     if cached is not None:
         meta["layer_cache"] = {"folder": str(cached.train.folder), "frozen_layers": cached.n_frozen,
@@ -500,6 +510,9 @@ def finetune_text_encoder(corpus: Corpus, out_dir: str | Path, config: FinetuneC
                                "seconds_this_run": round(cached.seconds, 1),
                                "train_tokens": int(cached.train.lengths.sum())}
     write_json(out / META_FILE, meta)
+    test_scores = score_folder(out, corpus, "test", progress=progress) if score_test else None  # test once
+    if test_scores is not None:
+        write_json(out / META_FILE, {**meta, "test": test_scores})
     ck.unlink(missing_ok=True)
     return FinetuneResult(out, state["best_epoch"], state.get("best_dev") or {}, test_scores,
                           state["history"], seconds)
