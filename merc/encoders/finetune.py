@@ -208,7 +208,8 @@ class _Classifier:
         self.drop.train(mode)
 
     def logits(self, texts: list[str]):
-        feats = self.st.tokenize(texts)
+        from merc.encoders.layer_cache import tokenize
+        feats = tokenize(self.st, texts)
         if self.target is None:
             emb = self.st(feats)["sentence_embedding"]  # (batch, dim)
         else:
