@@ -195,7 +195,8 @@ def test_cli_recipe_then_flags(tmp_path):
     args = parser.parse_args(["encoder", "finetune", "--dataset", "jsonl", "--data-dir", "x", "--out", "y",
                               "--recipe", "minilm-fast", "--train-layers", "1"])
     cfg = finetune_config(args)
-    assert (cfg.base, cfg.context_past, cfg.context_future, cfg.train_layers, cfg.pooling) == ("minilm", 2, 1, 1, "target")
+    got = (cfg.base, cfg.context_past, cfg.context_future, cfg.train_layers, cfg.pooling)
+    assert got == ("minilm", 2, 1, 1, "target")
     args = parser.parse_args(["encoder", "finetune", "--dataset", "jsonl", "--data-dir", "x", "--out", "y"])
     assert finetune_config(args) == FinetuneConfig()  # no flags: today's defaults
 
