@@ -70,6 +70,10 @@ def report(res: dict[str, Any]) -> str:
               f"| dev (kept epoch) | {_pct(d.get('weighted_f1'))} | {_pct(d.get('accuracy'))} | "
               f"{_pct(d.get('macro_f1'))} |",
               f"| test | {_pct(t.get('weighted_f1'))} | {_pct(t.get('accuracy'))} | {_pct(t.get('macro_f1'))} |", ""]
+    if meta.get("test_rescored"):
+        r = meta["test_rescored"]
+        lines += [f"The test row was rescored after fine-tuning ({r['why']}); the score first recorded was "
+                  f"{_pct(r['old_weighted_f1'])} weighted F1.", ""]
     # cost: wall seconds, and CPU seconds of the process (with 1 thread: the time on a core of its own)
     hist = meta["history"]
     rows = [("frozen-layer cache build (train + dev)", (lc or {}).get("build_seconds") or 0.0,
