@@ -32,7 +32,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from merc.io import atomic_write_text, provenance, provenance_markdown, write_json
+from merc.io import atomic_write_text, dirty_outside_results, provenance, provenance_markdown, write_json
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, pm, welch  # noqa: E402
@@ -244,7 +244,7 @@ def part_commits(parts: list[dict]) -> str:
     for s in parts:
         p = s.get("provenance")
         key = ("not recorded (computed before provenance was kept; `git log benchmarks/results/` dates them)"
-               if not p else f"`{p.get('git_commit')}`" + (" **(dirty tree)**" if p.get("git_dirty") else ""))
+               if not p else f"`{p.get('git_commit')}`" + (" **(dirty tree)**" if dirty_outside_results(p) else ""))
         seen[key] = seen.get(key, 0) + 1
     return "; ".join(f"{k} ({n} part{'s' * (n != 1)})" for k, n in seen.items()) or "no parts"
 

@@ -32,7 +32,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from merc.io import atomic_write_text, provenance, provenance_markdown, write_json
+from merc.io import atomic_write_text, dirty_outside_results, provenance, provenance_markdown, write_json
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, pm  # noqa: E402
@@ -241,7 +241,7 @@ def report(cells: dict[str, dict], label: str, encoder: str, seeds: int, jobs: i
     lines += ["", "## Provenance", "", "This file was written by:", "", provenance_markdown(prov), "",
               "Cells computed at: " + "; ".join(
                   f"{k} `{(c.get('provenance') or {}).get('git_commit')}`"
-                  + (" (dirty tree)" if (c.get("provenance") or {}).get("git_dirty") else "")
+                  + (" (dirty tree)" if dirty_outside_results(c.get("provenance") or {}) else "")
                   for k, c in cells.items()) if cells else "no cells", ""]
     text = "\n".join(lines) + "\n"
     atomic_write_text(results_dir / f"text_levers_{label}.md", text)
