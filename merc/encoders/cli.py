@@ -93,7 +93,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     # defaults are None here: FinetuneConfig's default (or the --recipe value) applies unless a flag is given
     p.add_argument("--recipe", choices=sorted(RECIPES), default=None,
                    help="preset: minilm-fast = " + ", ".join(f"{k}={v}" for k, v in RECIPES["minilm-fast"].items())
-                   + " (explicit flags override it)")
+                   + " (explicit flags override it; omitted: no preset)")
     p.add_argument("--base", default=None, help=f"mpnet, minilm, or a sentence-transformers name/path [{d.base}]")
     p.add_argument("--template", default=None,
                    help=f"encoder input per utterance; fields {{speaker}} {{text}} [{d.template}]")
