@@ -62,7 +62,7 @@ def test_dirty_results_files_alone_are_told_apart_from_dirty_code(tmp_path):
     text = provenance_markdown({**provenance(), **git_state(repo)})
     assert "**the working tree had uncommitted changes" in text and "`code.py`" in text
     # a provenance recorded before the paths were kept stays a plain warning
-    assert "**the working tree" in provenance_markdown({**provenance(), "git_dirty": True})
+    assert "**the working tree" in provenance_markdown({**provenance(), "git_dirty": True, "git_dirty_paths": None})
 
 
 def _corpus(text: str = "hi", label: str = "joy", speaker: str = "A", uid: str = "u1") -> Corpus:

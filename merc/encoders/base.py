@@ -36,6 +36,13 @@ import numpy as np
 
 from merc.errors import ConfigError, MissingDependencyError
 
+
+def cache_root() -> Path:
+    """Root of merc's caches: ``$MERC_CACHE`` if set, else ``~/.cache/merc``."""
+    env = os.environ.get("MERC_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "merc"
+
+
 log = logging.getLogger(__name__)
 
 MODALITIES = ("text", "audio", "face")

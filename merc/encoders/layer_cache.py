@@ -154,7 +154,7 @@ def build_layer_states(st, texts: Sequence[str], n_frozen: int, *, fingerprint: 
     """Lower-layer states of every string in ``texts`` (tokenized as ``st`` does), built once and cached."""
     import torch
 
-    from merc.encoders.text import cache_root
+    from merc.encoders.base import cache_root
     if dtype not in DTYPES:
         raise ConfigError(f"layer cache dtype must be one of {list(DTYPES)}, got {dtype!r}")
     hf = transformer_of(st)

