@@ -191,3 +191,19 @@ def check_target_pooling(st, spec: ContextSpec) -> int:
     if mode != "mean":
         raise ConfigError(f"target pooling replaces a mean pooling; this model pools with {mode or pool!r}")
     return int(sep_id)
+
+
+def pooling_target(st, spec: ContextSpec | None) -> tuple[ContextSpec, int] | None:
+    """``(spec, separator id)`` when ``spec`` pools the target (checked against ``st``), else None."""
+    if spec is None or spec.pool != "target":
+        return None
+    return spec, check_target_pooling(st, spec)
+
+
+def target_embeddings(st, feats: dict, target: tuple[ContextSpec, int]):
+    """SentenceTransformer ``st``'s embeddings of tokenized inputs ``feats``, pooled over the target's tokens:
+    (b, dim). The transformer sees the whole window; only the pooling is restricted."""
+    from merc.encoders.layer_cache import pooled
+    spec, sep_id = target
+    tokens = st[0](dict(feats))["token_embeddings"]  # (b, s, hidden)
+    return pooled(st, tokens, target_mask(feats["input_ids"], feats["attention_mask"], sep_id, spec))

@@ -49,10 +49,11 @@ from merc.data.schema import Corpus, Utterance
 from merc.encoders.context import (
     POOLS,
     ContextSpec,
-    check_target_pooling,
     default_sep,
     n_special_tokens,
+    pooling_target,
     render_dialogue,
+    target_embeddings,
     target_mask,
     tokenizer_counter,
 )
@@ -215,10 +216,7 @@ class _Classifier:
         if self.target is None:
             emb = self.st(feats)["sentence_embedding"]  # (batch, dim)
         else:
-            from merc.encoders.layer_cache import pooled
-            spec, sep_id = self.target
-            tokens = self.st[0](dict(feats))["token_embeddings"]  # (batch, s, hidden)
-            emb = pooled(self.st, tokens, target_mask(feats["input_ids"], feats["attention_mask"], sep_id, spec))
+            emb = target_embeddings(self.st, feats, self.target)  # (batch, dim)
         return self.head(self.drop(emb))  # (batch, n_classes)
 
     def predict(self, texts: list[str], *, batch_size: int = 64, progress: bool = False, desc: str = "") -> np.ndarray:
@@ -349,8 +347,7 @@ def score_folder(out_dir: str | Path, corpus: Corpus, split: str = "test", *,
         return None
     enc = SentenceTransformerEncoder(out_dir)
     st, spec = enc.model, enc.context
-    target = (spec, check_target_pooling(st, spec)) if spec is not None and spec.pool == "target" else None
-    best = _Classifier(st, len(corpus.labels), 0.0, target)
+    best = _Classifier(st, len(corpus.labels), 0.0, pooling_target(st, spec))
     best.head.load_state_dict(load_file(str(Path(out_dir) / HEAD_FILE)))
     texts, y, _ = _labelled(corpus, split, enc.template, (spec, st.tokenizer) if spec is not None else None)
     if not len(texts):
@@ -385,7 +382,7 @@ def finetune_text_encoder(corpus: Corpus, out_dir: str | Path, config: FinetuneC
     if config.context_past or config.context_future:
         spec = ContextSpec(config.context_past, config.context_future,
                            config.context_marker or default_sep(st.tokenizer), config.max_length, config.pooling)
-    target = (spec, check_target_pooling(st, spec)) if spec is not None and spec.pool == "target" else None
+    target = pooling_target(st, spec)
     ctx = (spec, st.tokenizer) if spec is not None else None
     tr_texts, tr_y, _ = _labelled(corpus, "train", config.template, ctx)
     dev_texts, dev_y, _ = _labelled(corpus, "dev", config.template, ctx)

@@ -259,6 +259,7 @@ class SentenceTransformerEncoder(TextEncoder):
             self.template = recorded.get("template", PLAIN_TEMPLATE)
             self.context = ContextSpec.from_dict(recorded.get("context"))  # absent in older folders: none
         self._tokenizer = None
+        self._target = None  # (spec, separator id) once a target-pooling context is first encoded
         label = label or (path.name if self.local else str(model).replace("/", "__"))
         folder = path if self.local else self._hub_folder(str(model))
         digest = _hash_files(folder) if folder is not None else self._state_digest()
@@ -327,14 +328,13 @@ class SentenceTransformerEncoder(TextEncoder):
         """Context windows pooled over the target's tokens only (``context.pool == "target"``)."""
         import torch
 
-        from merc.encoders.context import check_target_pooling, target_mask
-        from merc.encoders.layer_cache import pooled, tokenize
+        from merc.encoders.context import pooling_target, target_embeddings
+        from merc.encoders.layer_cache import tokenize
         st = self.model
-        sep_id = check_target_pooling(st, self.context)
-        feats = tokenize(st, texts)
+        if self._target is None:  # checked once per encoder, not per batch
+            self._target = pooling_target(st, self.context)
         with torch.inference_mode():
-            tokens = st[0](dict(feats))["token_embeddings"]  # (b, s, hidden)
-            emb = pooled(st, tokens, target_mask(feats["input_ids"], feats["attention_mask"], sep_id, self.context))
+            emb = target_embeddings(st, tokenize(st, texts), self._target)  # (b, dim)
             if self.normalize:
                 emb = torch.nn.functional.normalize(emb, dim=-1)  # (b, dim)
         return emb.numpy()
