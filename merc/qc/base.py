@@ -34,6 +34,11 @@ class Flag:
     # False: the check could not measure this utterance (reason starts "not measured"): neither pass nor
     # failure; the pipeline drops such utterances only with QCConfig.drop_not_measured
     measured: bool = True
+    # a failure on weak evidence (e.g. a voice only slightly closer to another speaker): it stands only when
+    # no corroborating check vouches for the utterance (QCConfig.corroborate; the pipeline turns it into a
+    # pass with ``overruled_by`` set to the check that vouched)
+    weak: bool = False
+    overruled_by: str | None = None
 
     def __post_init__(self) -> None:
         if self.reason.startswith("not measured"):  # one rule for every check: such a flag is no failure

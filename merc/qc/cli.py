@@ -80,7 +80,8 @@ def build_config(args: argparse.Namespace) -> QCConfig:
         raise QCArgumentError("--calibrate fits the alignment thresholds; add alignment to --checks")
     return QCConfig(checks=checks, check_configs=check_configs, workers=args.workers, fps=args.fps,
                     calibrate=["alignment"] if args.calibrate else [], calibrate_max=args.calibrate_max,
-                    drop_not_measured=getattr(args, "drop_not_measured", False))
+                    drop_not_measured=getattr(args, "drop_not_measured", False),
+                    **({"corroborate": {}} if getattr(args, "no_corroborate", False) else {}))
 
 
 # command
@@ -142,6 +143,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--drop-not-measured", action="store_true",
                    help="also drop utterances a check could not measure (default: keep them, reported as "
                         "'not measured')")
+    p.add_argument("--no-corroborate", action="store_true",
+                   help="a weak speaker failure (a voice only slightly closer to another speaker) drops the "
+                        "utterance even when the faces check matched the labelled speaker's face (default: kept)")
     p.add_argument("--fresh", action="store_true", help="discard cached measurements of the chosen checks")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=qc_command)

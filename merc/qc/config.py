@@ -25,6 +25,9 @@ class QCConfig:
         through its own ``calibrate`` method; alignment: true vs deranged transcript pairs, no labels needed).
     calibrate_max: calibrate on at most this many measured utterances (a seeded random sample).
     seed: for that sample and the calibration's derangement.
+    corroborate: check -> checks that can vouch for its *weak* failures (``Flag.weak``): such a failure becomes
+        a pass when one of them verified the same utterance (see :mod:`merc.qc.corroborate`); {} = off, every
+        failure counts on its own.
     drop_not_measured: also drop utterances a dropping check could not measure (``Flag.measured`` False);
         by default "not measured" is its own state and does not drop (a missing or undecodable file is
         still dropped: the integrity check fails it).
@@ -40,6 +43,7 @@ class QCConfig:
     calibrate: list[str] = field(default_factory=list)
     calibrate_max: int = 300
     seed: int = 0
+    corroborate: dict[str, list[str]] = field(default_factory=lambda: {"speaker": ["faces"]})
     drop_not_measured: bool = False
 
     def __post_init__(self) -> None:
@@ -57,6 +61,12 @@ class QCConfig:
         bad_drop = [c for c in (self.drop_on or []) if c not in self.checks]
         if bad_drop:
             raise ConfigError(f"QCConfig.drop_on names check(s) {bad_drop} that are not run ({self.checks})")
+
+        known = set(BUILTIN_CHECKS) | set(self.factories)
+        bad = sorted({c for k, vs in self.corroborate.items() for c in [k, *vs]} - known)
+        if bad or any(k in vs for k, vs in self.corroborate.items()):
+            raise ConfigError(f"QCConfig.corroborate must map check names to other check names, got "
+                              f"{self.corroborate}" + (f" (unknown: {bad})" if bad else ""))
 
     @property
     def dropping(self) -> list[str]:

@@ -43,6 +43,7 @@ from merc.errors import ConfigError, InputError
 from merc.qc.base import Check, Flag, QCItem, jsonable
 from merc.qc.cache import MeasureCache, measure_key
 from merc.qc.config import QCConfig
+from merc.qc.corroborate import corroborate
 from merc.qc.pool import MeasurePool, measure_one
 from merc.qc.registry import BUILTIN_CHECKS, build_check
 from merc.qc.result import NOT_MEASURED, QCResult, summarize
@@ -298,6 +299,9 @@ class QCPipeline:
             timings[name]["judge_seconds"] = round(time.perf_counter() - t0, 3)
             if hook is not None:
                 hook(f"judge:{name}", completed=k + 1, total=len(self.config.checks))
+        flags, corroboration = corroborate(flags, {k: [v for v in vs if v in self.config.checks]
+                                                   for k, vs in self.config.corroborate.items()
+                                                   if k in self.config.checks})
         failed_by: dict[str, list[str]] = defaultdict(list)
         for f in flags:
             if (not f.passed and f.check in self.config.dropping
@@ -312,6 +316,8 @@ class QCPipeline:
                           measurements=measurements, artifacts=artifacts, corpus=corpus)
         result.summary = summarize(result, self.config, {n: self.check_config(n) for n in self.config.checks},
                                    timings)
+        if corroboration:
+            result.summary["corroboration"] = corroboration
         if calibration:
             result.summary["calibration"] = calibration
         if write:

@@ -207,6 +207,15 @@ def render_html(result: QCResult, n_examples: int = 10) -> str:
                      f"{s['dropped']}):</p>")
         parts.append(_table(["failed checks", "dropped utterances"], [[c, n] for c, n in combos.items()]))
 
+    for c, cor in s.get("corroboration", {}).items():
+        kept = [f for f in result.by_check(c) if f.overruled_by]
+        parts.append(f"<p>{html.escape(c)}: {cor['weak']} failure(s) on weak evidence; {cor['overruled']} kept because "
+                     f"the {html.escape(' or '.join(cor['by']) or '(none run)')} check verified them"
+                     + (":</p>" if kept else ".</p>"))
+        if kept:
+            parts.append(_table(["utterance", "speaker", "reason"],
+                                [[f.utterance_id, items[f.utterance_id].utterance.speaker, f.reason] for f in kept]))
+
     parts.append("<h2>Score distributions</h2>")
     for c in checks:
         img = score_plot(result.by_check(c), c)

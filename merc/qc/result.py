@@ -59,6 +59,10 @@ class QCResult:
         lines.insert(1, "  ".join("-" * w for w in widths))
         for split, s in self.summary["splits"].items():
             lines.append(f"{split}: kept {s['kept']} of {s['utterances']} utterances, dropped {s['dropped']}")
+        for name, c in self.summary.get("corroboration", {}).items():
+            if c["weak"]:
+                lines.append(f"{name}: {c['weak']} failure(s) on weak evidence, {c['overruled']} kept because the "
+                             f"{' or '.join(c['by']) or '(none run)'} check verified them")
         for name, cal in self.summary.get("calibration", {}).items():
             rule = " and ".join(f"{m} {'<=' if m == 'wer' else '>='} {t:.3g}"
                                 for m, t in cal.get("rule_thresholds", {}).items())
