@@ -14,7 +14,8 @@ F1 (fear and disgust first), dev weighted F1, training time.
     nice .venv/bin/python benchmarks/bench_text_levers.py --text-encoder mpnet --seeds 5 --jobs 2
     nice .venv/bin/python benchmarks/bench_text_levers.py --text-encoder mpnet-meld=/work/ft/mpnet-meld --seeds 5
 
-``--text-encoder`` is a name (``mpnet``, ``minilm``) or ``label=path`` (a fine-tuned folder); its features
+``--text-encoder`` is a name (``mpnet``, ``minilm``) or ``label=path`` (a fine-tuned folder; ``label=path1,path2``
+concatenates two encoders, as ``merc train --text-encoder path1,path2``); its features
 must be cached (or are encoded once, then cached). Writes ``benchmarks/results/text_levers_<label>.md`` and
 ``.json``; a cell not finished is shown as "not run". Resumable: each finished cell is saved as
 ``<results-dir>/text_levers_<label>/<cell>.json`` and skipped by a rerun; a killed cell keeps its finished
@@ -90,7 +91,7 @@ def lever_cell(lever: str, encoder: str, seeds: int, hp: dict, run_root: Path, d
     mc, tc = _settings(hp, LEVERS[lever])
     t0 = time.time()
     s = run_experiment(dataset=dataset, data_dir=str(data_dir), out=run_root / lever, model_config=mc,
-                       train_config=tc, text_encoder=encoder, seeds=seeds, progress=False, resume=True,
+                       train_config=tc, encoders={"text": encoder.split(",")}, seeds=seeds, progress=False, resume=True,
                        log=lambda *a: None)
     return {"cell": lever, "settings": LEVERS[lever], "hyperparameters": hp, "seeds": s["seeds"],
             "per_seed": seed_metrics(run_root / lever, s["seeds"]), "wall_seconds": time.time() - t0,

@@ -315,3 +315,37 @@ def test_modality_dropout_reaches_the_trainer_and_the_config(audio_corpus, fake_
                   "--epochs", "1") == 0
     assert seen["p"] == {"audio": 0.3}
     assert json.loads((tmp_path / "d" / "config.json").read_text())["modality_dropout"] == {"audio": 0.3}
+
+
+register_text_encoder("toymm8", lambda **kw: HashedWords("toymm8", dim=8), overwrite=True)
+
+
+@pytest.mark.slow
+def test_two_text_encoders_are_concatenated_in_training_and_prediction(audio_corpus, fake_audio, tmp_path):
+    out = tmp_path / "tt"
+    assert main(["train", "--dataset", "jsonl", "--data-dir", str(audio_corpus), "--model", "gru", "--text-encoder",
+                 "toymm,toymm8", "--epochs", "2", "--d-model", "8", "--layers", "1", "--quiet", "--out", str(out)]) == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["encoders"] == {"text": ["toymm", "toymm8"]}
+    assert cfg["encoder_fingerprints"] == {"text": ["toymm-v1", "toymm8-v1"]}
+    assert cfg["model"]["input_dims"] == {"text": 16 + 8}
+    run = from_pretrained(out)
+    from merc.data import load_corpus
+    test = load_corpus("jsonl", str(audio_corpus))["test"]
+    feats = run.features_for(test)["text"]
+    u = test[0].utterances[0]
+    both = np.concatenate([HashedWords("a").encode([u.text])[0], HashedWords("b", dim=8).encode([u.text])[0]])
+    assert np.allclose(feats[u.utterance_id], both)  # in the recorded order, nothing else
+    y = [LABELS.index(u.emotion) for c in test for u in c]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert np.mean(np.concatenate(run.predict(test)).argmax(-1) == np.array(y)) == pytest.approx(
+        metrics["test"]["accuracy"])
+    with pytest.raises(ConfigError, match="concatenates 2 text encoders"):
+        run.features_for(test, encoder=HashedWords("toymm"))
+    register_text_encoder("toymm8", lambda **kw: HashedWords("toymm8-changed", dim=8), overwrite=True)
+    try:
+        run2 = from_pretrained(out)
+        with pytest.raises(IncompatibleRunError, match="fingerprints"):
+            run2.predict(test)
+    finally:
+        register_text_encoder("toymm8", lambda **kw: HashedWords("toymm8", dim=8), overwrite=True)

@@ -96,8 +96,8 @@ def resolve_encoders(modalities: Sequence[str], encoders: Mapping[str, Sequence[
         names = list(encoders.get(m) or DEFAULT_ENCODERS[m])
         if len(set(names)) != len(names):
             raise ConfigError(f"{m} encoders {names} repeat a name")
-        if m == "text" and len(names) != 1:
-            raise ConfigError(f"a run uses exactly one text encoder, got {names}")
+        if m == "text" and not names:
+            raise ConfigError("a run with text needs a text encoder")
         for name in names:
             home = [k for k in ("audio", "face") if name in stage1_encoders(k)]
             if home and m not in home:

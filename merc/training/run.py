@@ -22,7 +22,7 @@ import numpy as np
 from safetensors.torch import save as st_save
 
 from merc.data.schema import Conversation, Corpus
-from merc.errors import IncompatibleRunError, MissingFileError
+from merc.errors import ConfigError, IncompatibleRunError, MissingFileError
 from merc.io import atomic_write_bytes, write_json
 from merc.models.dialogue import DialogueConfig, DialogueModel
 from merc.models.factory import config_from_dict
@@ -168,9 +168,13 @@ class TrainedRun:
         utts = [u for c in conversations for u in c]
         out: dict[str, dict[str, np.ndarray | None]] = {}
         if "text" in self.config.modalities:
-            enc = encoder or self.encoder("text", self.config.text_encoder)
-            check_fingerprints(self.config.encoder_fingerprints, {"text": [enc.fingerprint]})
-            X = enc.encode(enc.dialogue_texts(conversations), progress=progress)  # with its dialogue context
+            names = self.config.encoders.get("text") or [self.config.text_encoder]
+            if encoder is not None and len(names) != 1:
+                raise ConfigError(f"this run concatenates {len(names)} text encoders ({names}); pass none to use them")
+            encs = [encoder] if encoder is not None else [self.encoder("text", n) for n in names]
+            check_fingerprints(self.config.encoder_fingerprints, {"text": [e.fingerprint for e in encs]})
+            # (n_utts, sum of the encoders' dims): each with its own dialogue context, concatenated in order
+            X = np.concatenate([e.encode(e.dialogue_texts(conversations), progress=progress) for e in encs], axis=1)
             out["text"] = {u.utterance_id: (x if u.text and u.text.strip() else None) for u, x in zip(utts, X)}
         others = [m for m in self.config.modalities if m != "text"]
         if others:
