@@ -12,6 +12,7 @@ import torch
 from merc.cli import main
 from merc.data.schema import Conversation, Corpus, Utterance
 from merc.encoders import encode_split, get_text_encoder
+from merc.errors import ConfigError
 from merc.encoders.finetune import (
     CHECKPOINT,
     META_FILE,
@@ -145,3 +146,11 @@ def test_cli_finetune_on_jsonl(tmp_path, capsys):
     assert main(["encoder", "finetune", "--dataset", "jsonl", "--data-dir", str(data), "--base", "minilm",
                  "--quiet", "--out", str(tmp_path / "enc")]) == 2  # not empty: a one-line error
     assert "not empty" in capsys.readouterr().err
+
+
+def test_a_config_error_leaves_no_empty_output_folder(tmp_path):
+    """A wrong context marker is found before anything is written: --out is not created."""
+    with pytest.raises(ConfigError, match="separator"):
+        finetune_text_encoder(toy_corpus(), tmp_path / "enc", tiny(context_past=1, pooling="target",
+                                                                   context_marker="<t>"), progress=False)
+    assert not (tmp_path / "enc").exists()

@@ -374,7 +374,6 @@ def finetune_text_encoder(corpus: Corpus, out_dir: str | Path, config: FinetuneC
     if not (out / CHECKPOINT).is_file() and out.is_dir() and any(not p.name.startswith(".") for p in out.iterdir()):
         raise OutputExistsError(f"{out} is not empty (and holds no checkpoint to resume); choose another --out "
                               "or delete it")
-    out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
     st, base_enc = _load_base(config.base)
     st.max_seq_length = config.max_length
@@ -391,6 +390,7 @@ def finetune_text_encoder(corpus: Corpus, out_dir: str | Path, config: FinetuneC
                          f"(train {len(tr_texts)}, dev {len(dev_texts)})")
     if config.max_train is not None:
         tr_texts, tr_y = tr_texts[:config.max_train], tr_y[:config.max_train]
+    out.mkdir(parents=True, exist_ok=True)  # only now: a config or input error leaves no empty folder behind
 
     model = _Classifier(st, len(corpus.labels), config.dropout, target)
     cached = _layer_cache(st, base_enc, config, tr_texts, dev_texts, progress=progress,
