@@ -143,9 +143,13 @@ def markdown(truth: dict, labels: dict[str, dict]) -> str:
             if m is None:
                 continue
             d, a = m["scores"]["dropped"], m["scores"]["per_check"]["alignment"]
+            cmd = r.get("command", "")  # --reuse-from: measurements copied from another label, so no speed figure
+            reused = ("all measurements reused" if "--reuse-alignment" in cmd else "other checks' measurements reused"
+                      ) if "--reuse-from" in cmd and mode == "default" else ""
+            speed = (f"{m['wall_seconds']:.0f} ({reused}) | —" if reused
+                     else f"{m['wall_seconds']:.0f} | {m['utterances'] / m['wall_seconds']:.2f}")
             lines.append(f"| {label} | {mode} | {_f(d['precision'])} | {_f(d['recall'])} | {m['dropped']} | "
-                         f"{_f(a['precision'])} | {_f(a['recall'])} | {a['not_measured']} | {m['wall_seconds']:.0f} | "
-                         f"{m['utterances'] / m['wall_seconds']:.2f} |")
+                         f"{_f(a['precision'])} | {_f(a['recall'])} | {a['not_measured']} | {speed} |")
     for label, r in labels.items():
         lines += ["", f"## {label}", "", f"Code: `{r['src']}` (commit {r['versions'].get('merc_commit')}, "
                   f"{r['versions'].get('merc_worktree')}); command `{r['command']}`.", ""]
