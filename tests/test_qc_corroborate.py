@@ -102,6 +102,7 @@ def test_vouches_needs_a_measured_pass_with_a_score() -> None:
     assert not vouches(Flag("u", "faces", True, None, 0.6, "not verified: no face gallery"))
     assert not vouches(Flag("u", "faces", False, 0.9, 0.6, "labelled speaker not among face tracks"))
     assert not vouches(None)
+    assert not vouches(Flag("u", "faces", True, 0.3, 0.6, "speaker 'A' is face track 1 of 2", can_vouch=False))
     strong = Flag("u", "speaker", False, 0.2, 0.7, "voice far")
     assert corroborate([strong, Flag("u", "faces", True, 0.3, 0.6, "ok")], {"speaker": ["faces"]})[0][0] == strong
 

@@ -39,6 +39,9 @@ class Flag:
     # pass with ``overruled_by`` set to the check that vouched)
     weak: bool = False
     overruled_by: str | None = None
+    # False: this pass does not vouch for another check's weak failure (faces: several faces on screen, so a
+    # match of the labelled speaker's face does not say who is speaking)
+    can_vouch: bool = True
 
     def __post_init__(self) -> None:
         if self.reason.startswith("not measured"):  # one rule for every check: such a flag is no failure

@@ -145,7 +145,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         "'not measured')")
     p.add_argument("--no-corroborate", action="store_true",
                    help="a weak speaker failure (a voice only slightly closer to another speaker) drops the "
-                        "utterance even when the faces check matched the labelled speaker's face (default: kept)")
+                        "utterance even when the faces check found the labelled speaker's face alone on screen "
+                        "(default: kept)")
     p.add_argument("--fresh", action="store_true", help="discard cached measurements of the chosen checks")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=qc_command)

@@ -4,7 +4,8 @@ A check may mark a failure ``weak`` (:class:`merc.qc.base.Flag`): the measuremen
 clean data is lost too (two similar voices: a clean utterance's voice is slightly closer to another speaker's).
 ``QCConfig.corroborate`` names, per check, the checks that can vouch for the same utterance; after every check
 has judged, a weak failure becomes a pass when one of them *verified* the utterance: it passed it on a measured
-score (a pass without a score, such as "not verified: no face gallery" or "not judged", vouches for nothing).
+score (a pass without a score, such as "not verified: no face gallery" or "not judged", vouches for nothing; nor
+does a faces pass with several faces on screen: the labelled speaker is there, but who speaks is not known).
 A weak failure stands when the vouching checks failed the utterance, could not measure it, or were not run.
 
 The default pairs the speaker check with the faces check: a voice only slightly closer to another speaker
@@ -21,8 +22,8 @@ from merc.qc.base import Flag
 
 
 def vouches(flag: Flag | None) -> bool:
-    """A pass on a measured score: the check verified the utterance."""
-    return flag is not None and flag.passed and flag.measured and flag.score is not None
+    """A pass on a measured score that the check lets vouch (``Flag.can_vouch``): it verified the utterance."""
+    return flag is not None and flag.passed and flag.measured and flag.score is not None and flag.can_vouch
 
 
 def corroborate(flags: Iterable[Flag], rules: dict[str, list[str]]) -> tuple[list[Flag], dict[str, dict]]:

@@ -206,7 +206,8 @@ class FaceCheck:
                             f"< {cfg.ambiguity_margin}); cannot tell which is the speaker")
         self._record(uid, i1, tracks[i1], m, d1, "matched")
         return Flag(uid, self.name, True, d1, thr,
-                    f"speaker {name!r} is face track {i1} of {len(tracks)} (distance {d1:.2f}, {seen})")
+                    f"speaker {name!r} is face track {i1} of {len(tracks)} (distance {d1:.2f}, {seen})",
+                    can_vouch=len(tracks) == 1)  # with others on screen, it does not say who speaks
 
     def _record(self, uid: str, index: int, track: dict[str, Any], m: dict[str, Any], distance: float | None,
                 status: str) -> None:

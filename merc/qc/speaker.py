@@ -17,7 +17,7 @@ A failure is *weak* when the voice evidence is close to the line: another speake
 (seeds 0-3 of benchmarks/results/qc_unseen*.md: clean utterances lost by 0.02-0.07, or own cosine 0.65-0.69;
 mislabelled ones won by 0.05-0.40, own cosine 0.38-0.87). A weak failure stands only when no corroborating
 check vouches for the utterance: by default the faces check (``QCConfig.corroborate``), whose verified
-match of the labelled speaker's face keeps it.
+match of the labelled speaker's face, alone on screen, keeps it.
 
 Speakers with fewer than ``min_utts`` embedded utterances cannot be judged: they pass with a reason
 that says so. Measured on espeak-ng voices (../shared/OFFLINE_MODELS.md, outside this repository):

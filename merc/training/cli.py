@@ -63,7 +63,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                      focal_gamma=args.focal_gamma, cb_beta=args.cb_beta, supcon_weight=args.supcon_weight,
                      supcon_temperature=args.supcon_temperature)
     modalities = _names(args.modalities)
-    encoders = {"text": _names(args.text_encoder), "audio": _names(args.audio_encoders), "face": _names(args.face_encoders)}
+    encoders = {"text": _names(args.text_encoder), "audio": _names(args.audio_encoders),
+                "face": _names(args.face_encoders)}
     common = dict(dataset=args.dataset, data_dir=os.path.abspath(args.data_dir), media_dir=args.media_dir,
                   modalities=modalities, encoders={m: e for m, e in encoders.items() if m in modalities},
                   modality_dropout=parse_modality_dropout(args.modality_dropout, modalities),
@@ -194,7 +195,8 @@ def add_parser(sub) -> None:
     p.add_argument("--modality-dropout", default=None,
                    help="training-time probability of hiding a modality of an utterance (never all of them): "
                         "one value for every modality (0.1) or per modality (audio=0.2,face=0.3); None = off")
-    p.add_argument("--text-encoder", default="mpnet", help="mpnet, minilm, or a sentence-transformers name/path; several, comma-separated, are "
+    p.add_argument("--text-encoder", default="mpnet",
+                   help="mpnet, minilm, or a sentence-transformers name/path; several, comma-separated, are "
                         "concatenated in this order (e.g. two fine-tuned folders)")
     p.add_argument("--adapters", default=None, metavar="MOD=DIR,...",
                    help="stage-2 adapters (`merc adapt --out DIR`) per modality, e.g. text=DIR,face=DIR: the "
