@@ -116,7 +116,8 @@ def ensemble_cell(lever: str, run_dir: Path, dataset: str, data_dir: Path) -> di
 
 def search_cell(encoder: str, seeds: int, hp: dict, run_root: Path, dataset: str, data_dir: Path,
                 budget: float | None) -> dict:
-    """``merc train --search`` (default grid) with K seeds for the kept configuration."""
+    """``merc train --search`` (default grid) with K seeds for the kept configuration; the loss and class weights
+    of ``hp`` (e.g. ``{"class_weights": "effective"}``) are passed on: the grid's starting point."""
     import torch
     torch.set_num_threads(1)
     from merc.cli import main
@@ -124,7 +125,8 @@ def search_cell(encoder: str, seeds: int, hp: dict, run_root: Path, dataset: str
     argv = ["train", "--dataset", dataset, "--data-dir", str(data_dir), "--model", "mamba", "--text-encoder", encoder,
             "--seeds", str(seeds), "--d-model", str(mc.d_model), "--layers", str(mc.n_layers), "--dropout",
             str(mc.dropout), "--lr", str(tc.lr), "--epochs", str(tc.epochs), "--patience", str(tc.patience),
-            "--batch-size", str(tc.batch_size), "--search", "--resume", "--quiet", "--out", str(run_root / "search")]
+            "--batch-size", str(tc.batch_size), "--class-weights", tc.class_weights, "--loss", tc.loss,
+            "--cb-beta", str(tc.cb_beta), "--search", "--resume", "--quiet", "--out", str(run_root / "search")]
     if budget is not None:
         argv += ["--search-budget-minutes", str(budget)]
     t0 = time.time()
