@@ -169,7 +169,8 @@ def test_context_folder_encodes_the_same_in_the_cache_and_in_predict(pooling, tm
         enc.texts_for(split.utterances("test"))
     feats = encode_split(split, "test", enc, cache_dir=tmp_path / "cache", progress=False)
     run = TrainedRun(None, meta["labels"], SimpleNamespace(modalities=["text"], text_encoder=str(out),
-                                                          encoder_fingerprints={}), tmp_path)
+                                                          encoders={"text": [str(out)]}, encoder_fingerprints={}),
+                     tmp_path)
     new_convs = read_jsonl_file(data / "test.jsonl")  # fresh objects, split "predict"
     pred = run.features_for(new_convs)["text"]
     assert np.allclose(np.stack([pred[u] for u in feats.ids]), feats.X, atol=1e-5)
