@@ -46,9 +46,11 @@ LEVERS: dict[str, dict[str, Any]] = {
     "focal": {"loss": "focal", "focal_gamma": 2.0},
     "cb": {"class_weights": "effective", "cb_beta": 0.999},
     "supcon": {"loss": "supcon", "supcon_weight": 0.1, "supcon_temperature": 0.1},
+    "cb9999": {"class_weights": "effective", "cb_beta": 0.9999},  # not in the default cells
 }
 DESCRIBE = {"ce": "cross-entropy (baseline)", "focal": "focal loss, γ = 2",
-            "cb": "class-balanced CE (effective number, β = 0.999)", "supcon": "CE + 0.1 · SupCon (τ = 0.1)"}
+            "cb": "class-balanced CE (effective number, β = 0.999)", "supcon": "CE + 0.1 · SupCon (τ = 0.1)",
+            "cb9999": "class-balanced CE, β = 0.9999 (nearer inverse frequency)"}
 RARE = ("fear", "disgust")
 HEAD = ("weighted_f1", "accuracy", "macro_f1")
 
