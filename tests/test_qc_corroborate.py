@@ -17,31 +17,27 @@ from merc.qc.speaker import SpeakerCheckConfig, SpeakerIdentityCheck
 # fake checks (module level: a spawn pool would pickle them by reference)
 
 
-class Doubter:
-    """Fails every utterance: weakly those of conversation c0-c3, strongly those of c4."""
-    name = "doubter"
-
+class _Fake:
     def __init__(self, config=None):
         pass
 
     def measure(self, item: QCItem) -> dict:
         return {"conv": item.conversation_id}
+
+
+class Doubter(_Fake):
+    """Fails every utterance: weakly those of conversation c0-c3, strongly those of c4."""
+    name = "doubter"
 
     def judge(self, items, measurements) -> list[Flag]:
         return [Flag(it.utterance_id, self.name, False, 0.5, 0.6, "doubtful", weak=it.conversation_id != "c4")
                 for it in items]
 
 
-class Witness:
+class Witness(_Fake):
     """Per conversation: c0 verified (a pass with a score), c1 a pass without a score (nothing verified),
     c2 failed, c3 not measured, c4 verified."""
     name = "witness"
-
-    def __init__(self, config=None):
-        pass
-
-    def measure(self, item: QCItem) -> dict:
-        return {"conv": item.conversation_id}
 
     def judge(self, items, measurements) -> list[Flag]:
         out = []
