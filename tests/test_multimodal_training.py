@@ -349,3 +349,12 @@ def test_two_text_encoders_are_concatenated_in_training_and_prediction(audio_cor
             run2.predict(test)
     finally:
         register_text_encoder("toymm8", lambda **kw: HashedWords("toymm8", dim=8), overwrite=True)
+
+
+def test_a_missing_text_encoder_folder_fails_before_any_encoding(tmp_path):
+    (tmp_path / "encoders").mkdir()
+    for missing in ("/nonexistent/enc", str(tmp_path / "encoders" / "mpnet-meld"), "./nope"):
+        with pytest.raises(ConfigError, match="no such folder"):
+            resolve_encoders(["text"], {"text": ["toymm", missing]})
+    assert resolve_encoders(["text"], {"text": ["toymm", str(tmp_path / "encoders")]})["text"][1].endswith("encoders")
+    assert resolve_encoders(["text"], {"text": ["someone/some-model"]}) == {"text": ["someone/some-model"]}  # hub

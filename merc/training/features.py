@@ -98,6 +98,9 @@ def resolve_encoders(modalities: Sequence[str], encoders: Mapping[str, Sequence[
             raise ConfigError(f"{m} encoders {names} repeat a name")
         if m == "text" and not names:
             raise ConfigError("a run with text needs a text encoder")
+        if m == "text":
+            for name in names:
+                _check_text_folder(name)
         for name in names:
             home = [k for k in ("audio", "face") if name in stage1_encoders(k)]
             if home and m not in home:
@@ -108,6 +111,21 @@ def resolve_encoders(modalities: Sequence[str], encoders: Mapping[str, Sequence[
                                   "(`merc encoder list`)")
         out[m] = names
     return out
+
+
+def _check_text_folder(name: str) -> None:
+    """ConfigError now, before any encoding, for a text encoder named as a local folder that does not exist
+    (an absolute or ./ ../ ~ path, or one inside an existing local folder); registered and hub names pass."""
+    from pathlib import Path
+
+    from merc.encoders import available_text_encoders
+    path = Path(name).expanduser()
+    if name in available_text_encoders() or path.is_dir():
+        return
+    local = name.startswith(("/", "./", "../", "~")) or (str(path.parent) not in ("", ".") and path.parent.is_dir())
+    if local:
+        raise ConfigError(f"text encoder {name!r}: no such folder (a fine-tuned encoder is the --out folder of "
+                          "`merc encoder finetune`)")
 
 
 def _provider_encoders(m: str) -> tuple[str, ...]:
