@@ -169,6 +169,17 @@ def best_lever(cells: dict[str, dict]) -> str | None:
     return max(done, key=done.get) if done else None
 
 
+def _base_hp_lines(cells: dict[str, dict]) -> list[str]:
+    """A line naming the base hyper-parameters (``--hp``) the cells ran with, when any differ from the defaults:
+    each lever's own settings apply on top of them (e.g. "focal" over class-balanced weights)."""
+    hps = {json.dumps(c.get("hyperparameters") or {}, sort_keys=True) for c in cells.values() if "hyperparameters" in c}
+    hps.discard("{}")
+    if not hps:
+        return []
+    return [f"**Base hyper-parameters** (`--hp`, every lever's settings on top): {', '.join(sorted(hps))}. So a "
+            "row named after a loss also has these settings.", ""]
+
+
 def report(cells: dict[str, dict], label: str, encoder: str, seeds: int, jobs: int, results_dir: Path,
            machine_line: str, dataset: str = "meld") -> str:
     """Write ``text_levers_<label>.md`` / ``.json`` from the finished cells; missing cells say "not run"."""
@@ -184,6 +195,7 @@ def report(cells: dict[str, dict], label: str, encoder: str, seeds: int, jobs: i
              f"checkpoint selection on **dev** weighted F1, the selected checkpoint tested once; mean ± sample std "
              f"over {seeds} seeds. Which lever is kept is decided on dev (mean dev weighted F1 above the "
              f"baseline's), never on test.", "",
+             *_base_hp_lines(cells),
              f"Machine: {machine_line}; each run single-threaded, up to {jobs} cell(s) in parallel.", "",
              "## Single models", "",
              "| lever | test weighted F1 (%) | test accuracy (%) | test macro F1 (%) | "
