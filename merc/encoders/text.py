@@ -405,6 +405,17 @@ def text_installed(name: str) -> Callable[[], bool]:
     return check
 
 
+def check_text_encoder_name(name: str) -> None:
+    """ConfigError, without loading anything, for a name meant as a local folder that does not exist (an absolute
+    or ./ ../ ~ path, or one inside an existing local folder); registered names, folders and hub names pass."""
+    path = Path(name).expanduser()
+    if name in _REGISTRY or path.is_dir():
+        return
+    if name.startswith(("/", "./", "../", "~")) or (str(path.parent) not in ("", ".") and path.parent.is_dir()):
+        raise ConfigError(f"text encoder {name!r}: no such folder (a fine-tuned encoder is the --out folder of "
+                          "`merc encoder finetune`)")
+
+
 def get_text_encoder(name: str, *, device: str = "cpu", batch_size: int = 64) -> TextEncoder:
     """A registered encoder ("mpnet", "minilm", …), a local sentence-transformers folder, or a hub name."""
     if name in _REGISTRY:

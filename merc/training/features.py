@@ -99,8 +99,9 @@ def resolve_encoders(modalities: Sequence[str], encoders: Mapping[str, Sequence[
         if m == "text" and not names:
             raise ConfigError("a run with text needs a text encoder")
         if m == "text":
+            from merc.encoders.text import check_text_encoder_name
             for name in names:
-                _check_text_folder(name)
+                check_text_encoder_name(name)  # before any encoding, not after the encoders listed first
         for name in names:
             home = [k for k in ("audio", "face") if name in stage1_encoders(k)]
             if home and m not in home:
@@ -111,21 +112,6 @@ def resolve_encoders(modalities: Sequence[str], encoders: Mapping[str, Sequence[
                                   "(`merc encoder list`)")
         out[m] = names
     return out
-
-
-def _check_text_folder(name: str) -> None:
-    """ConfigError now, before any encoding, for a text encoder named as a local folder that does not exist
-    (an absolute or ./ ../ ~ path, or one inside an existing local folder); registered and hub names pass."""
-    from pathlib import Path
-
-    from merc.encoders import available_text_encoders
-    path = Path(name).expanduser()
-    if name in available_text_encoders() or path.is_dir():
-        return
-    local = name.startswith(("/", "./", "../", "~")) or (str(path.parent) not in ("", ".") and path.parent.is_dir())
-    if local:
-        raise ConfigError(f"text encoder {name!r}: no such folder (a fine-tuned encoder is the --out folder of "
-                          "`merc encoder finetune`)")
 
 
 def _provider_encoders(m: str) -> tuple[str, ...]:
