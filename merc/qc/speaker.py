@@ -254,13 +254,14 @@ class SpeakerIdentityCheck:
                 weak = self._weak(own_cos, rival_cos[best] - own_cos)
                 flags.append(Flag(uid, self.name, False, own_cos, cfg.min_cos,
                                   f"voice matches {best[-1]!r} (cos {rival_cos[best]:.2f}) better than "
-                                  f"{label} (cos {own_cos:.2f})" + self._weak_note(weak), weak=weak))
+                                  f"{label} (cos {own_cos:.2f})" + self._weak_note(weak, lead=True), weak=weak))
             elif own_cos < cfg.min_cos:
                 near = f"; nearest other speaker {best[-1]!r} (cos {rival_cos[best]:.2f})" if best else ""
                 weak = self._weak(own_cos, None)
                 flags.append(Flag(uid, self.name, False, own_cos, cfg.min_cos,
                                   f"voice far from {label} (cos {own_cos:.2f} < {cfg.min_cos}): overlapping speech, "
-                                  f"mis-cut or an unknown speaker{near}" + self._weak_note(weak), weak=weak))
+                                  f"mis-cut or an unknown speaker{near}" + self._weak_note(weak, lead=False),
+                                  weak=weak))
             else:
                 near = f", next {best[-1]!r} {rival_cos[best]:.2f}" if best else ", no other speaker to compare"
                 flags.append(Flag(uid, self.name, True, own_cos, cfg.min_cos,
@@ -273,7 +274,9 @@ class SpeakerIdentityCheck:
         cfg = self.config
         return own_cos >= cfg.strong_min_cos and (lead is None or lead <= cfg.strong_margin)
 
-    def _weak_note(self, weak: bool) -> str:
+    def _weak_note(self, weak: bool, *, lead: bool) -> str:
+        """The reason's note on a weak failure; ``lead``: the failure is "another speaker is closer"."""
         cfg = self.config
-        return (f" (weak evidence: lead <= {cfg.strong_margin:.2f} and own cos >= {cfg.strong_min_cos:.2f}; "
-                "it stands unless a corroborating check vouches for the speaker)") if weak else ""
+        why = (f"lead <= {cfg.strong_margin:.2f} and " if lead else "") + f"own cos >= {cfg.strong_min_cos:.2f}"
+        return (f" (weak evidence: {why}; it stands unless a corroborating check vouches for the speaker)"
+                if weak else "")
