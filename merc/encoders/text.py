@@ -422,6 +422,7 @@ def get_text_encoder(name: str, *, device: str = "cpu", batch_size: int = 64) ->
         return _REGISTRY[name](device=device, batch_size=batch_size)
     if Path(name).expanduser().is_dir():
         return SentenceTransformerEncoder(name, device=device, batch_size=batch_size)
+    check_text_encoder_name(name)  # a path to a missing folder is not sent to the hub as a model id
     if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("TRANSFORMERS_OFFLINE") == "1":
         if SentenceTransformerEncoder._hub_folder(name) is None:
             raise ConfigError(f"unknown text encoder {name!r}: not registered "
