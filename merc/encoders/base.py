@@ -249,7 +249,7 @@ class EncoderInfo:
 
 
 _REGISTRY: dict[tuple[str, str], EncoderInfo] = {}
-_BUILTIN_MODULES = ("merc.encoders.text", "merc.encoders.audio", "merc.encoders.face_expr")
+_BUILTIN_MODULES = ("merc.encoders.text", "merc.encoders.audio", "merc.encoders.face_expr", "merc.encoders.blendshapes")
 _LOADED = False
 # Text encoders keep their own open-ended registry (any sentence-transformers name or folder) in
 # merc.encoders.text, which registers itself here on import (this module never imports it):

