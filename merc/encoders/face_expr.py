@@ -8,8 +8,8 @@ dlib         128   face identity (dlib ResNet descriptor, 5-point aligned)      
 fer          135   facial expression: 7 FER2013 probabilities (angry, disgust, fear,  5.1× / 14×
                    happy, sad, surprise, neutral) + the 128-d pooled mini-Xception
                    features before its last conv
-blendshapes  52    facial actions: 52 MediaPipe blendshape scores (smile, brow      not measured (~0.1 s a
-                   raise, jaw open, …); optional, :mod:`merc.encoders.blendshapes`  frame, busy cores)
+blendshapes  52    facial actions: 52 MediaPipe blendshape scores (smile, brow      14× / 14× (2 quiet
+                   raise, jaw open, …); optional, :mod:`merc.encoders.blendshapes`  Intel Xeon cores)
 ===========  ====  =================================================================  ========================
 
 Speeds at 1 fps on 72 synthetic 3-s 320x240 clips (decoding and HOG detection included), on this
