@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_meld_text import DATA, OUT, encode_splits, machine  # noqa: E402
 
 FLAGS = ("base", "context_past", "context_future", "train_layers", "max_length", "epochs", "batch_size", "lr",
-         "head_lr", "class_weights", "seed", "pooling")
+         "head_lr", "class_weights", "cb_beta", "seed", "pooling")
 
 
 def _pct(x: float | None) -> str:
@@ -38,6 +38,7 @@ def _pct(x: float | None) -> str:
 def report(res: dict[str, Any]) -> str:
     """The markdown report of one benchmark result (``res`` as written to the .json)."""
     meta, c = res["finetune"], res["finetune"]["config"]
+    beta = f" (β = {c.get('cb_beta', 0.999)})" if c["class_weights"] == "effective" else ""
     lc = meta.get("layer_cache")
     ctx = meta.get("context")
     n_full = res.get("full_train_utterances")
@@ -58,8 +59,9 @@ def report(res: dict[str, Any]) -> str:
               (f"top {c['train_layers']} layers trained from cached states of the {lc['frozen_layers']} frozen "
                f"lower layers ({c.get('layer_cache_dtype', 'float16')} on disk, {lc['train_tokens']} training "
                "tokens); " if lc else "all layers trained end to end; ") +
-              f"AdamW lr {c['lr']} (head {c['head_lr']}), batch {c['batch_size']}, {c['epochs']} epochs, class "
-              f"weights {c['class_weights']}, seed {c['seed']}. Kept epoch: best **dev** weighted F1; test once.", "",
+              f"AdamW lr {c['lr']} (head {c['head_lr']}), batch {c['batch_size']}, {c['epochs']} epochs, "
+              f"class weights {c['class_weights']}{beta}, seed {c['seed']}. "
+              "Kept epoch: best **dev** weighted F1; test once.", "",
               "| epoch | train loss | dev weighted F1 (%) | dev accuracy (%) |", "|---:|---:|---:|---:|"]
     for h in meta["history"]:
         mark = " (kept)" if h["epoch"] == meta["best_epoch"] else ""
@@ -128,6 +130,7 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=None)
     ap.add_argument("--head-lr", type=float, default=None)
     ap.add_argument("--class-weights", default=None)
+    ap.add_argument("--cb-beta", type=float, default=None)
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--pooling", choices=("mean", "target"), default=None)
     ap.add_argument("--out", required=True, help="folder for the tuned encoder (kept outside the repository)")

@@ -154,3 +154,36 @@ def test_a_config_error_leaves_no_empty_output_folder(tmp_path):
         finetune_text_encoder(toy_corpus(), tmp_path / "enc", tiny(context_past=1, pooling="target",
                                                                    context_marker="<t>"), progress=False)
     assert not (tmp_path / "enc").exists()
+
+
+def test_class_weights_follow_the_shared_schemes_and_beta():
+    from merc.encoders.finetune import loss_function
+    y = [0] * 90 + [1] * 10  # class 1 is rare
+    assert loss_function(y, 2, tiny()).weight is None
+    for scheme, beta in (("balanced", 0.999), ("sqrt", 0.999), ("effective", 0.999), ("effective", 0.9)):
+        w = loss_function(y, 2, tiny(class_weights=scheme, cb_beta=beta)).weight
+        assert w is not None and w.mean().item() == pytest.approx(1.0) and w[1] > w[0]
+    ratio = {b: (lambda w: (w[1] / w[0]).item())(loss_function(y, 2, tiny(class_weights="effective",
+                                                                           cb_beta=b)).weight)
+             for b in (0.9, 0.99, 0.9999)}
+    assert 1.0 < ratio[0.9] < ratio[0.99] < ratio[0.9999] < 9.0  # β → 1 approaches inverse frequency (9)
+    bal = loss_function(y, 2, tiny(class_weights="balanced")).weight
+    assert (bal[1] / bal[0]).item() == pytest.approx(9.0)
+    with pytest.raises(ConfigError, match="beta"):
+        tiny(class_weights="effective", cb_beta=1.0)
+    with pytest.raises(ConfigError, match="effective"):
+        tiny(class_weights="inverse")
+
+
+def test_cli_takes_every_class_weight_scheme(tmp_path):
+    import argparse
+
+    from merc.encoders.cli import add_parser, finetune_config
+    parser = argparse.ArgumentParser()
+    add_parser(parser.add_subparsers())
+    args = parser.parse_args(["encoder", "finetune", "--dataset", "jsonl", "--data-dir", "x", "--out", "y",
+                              "--class-weights", "effective", "--cb-beta", "0.99"])
+    cfg = finetune_config(args)
+    assert (cfg.class_weights, cfg.cb_beta) == ("effective", 0.99)
+    old = {k: v for k, v in cfg.__dict__.items() if k != "cb_beta"}
+    assert FinetuneConfig(**{**old, "cb_beta": 0.999}).same_as(old)  # checkpoints from before cb_beta resume

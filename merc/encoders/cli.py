@@ -6,6 +6,7 @@ import json
 
 from merc.data import DATASETS, load_corpus
 from merc.encoders.finetune import RECIPES, FinetuneConfig
+from merc.objectives.class_weights import SCHEMES
 
 
 def encoder_table(modality: str | None = None) -> list[dict]:
@@ -103,8 +104,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--batch-size", type=int, default=None, help=f"utterances per batch [{d.batch_size}]")
     p.add_argument("--max-length", type=int, default=None,
                    help=f"tokens per input, context included [{d.max_length}]")
-    p.add_argument("--class-weights", choices=("none", "balanced"), default=None,
-                   help=f"loss weights per class [{d.class_weights}]")
+    p.add_argument("--class-weights", choices=SCHEMES, default=None,
+                   help=f"loss weights per class (merc.objectives.class_weights) [{d.class_weights}]")
+    p.add_argument("--cb-beta", type=float, default=None,
+                   help=f"β of --class-weights effective: weight ∝ (1-β)/(1-β^n_class) [{d.cb_beta}]")
     p.add_argument("--context-past", type=int, default=None,
                    help=f"previous turns (with speakers) in each input, EmoBERTa-style [{d.context_past}]")
     p.add_argument("--context-future", type=int, default=None,

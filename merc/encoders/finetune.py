@@ -60,6 +60,7 @@ from merc.encoders.context import (
 from merc.encoders.template import DEFAULT_TEMPLATE, META_FILE, render
 from merc.errors import ConfigError, IncompatibleRunError, InputError, OutputExistsError
 from merc.io import atomic_write_bytes, atomic_writer, write_json
+from merc.objectives.class_weights import SCHEMES, class_weights
 
 log = logging.getLogger(__name__)
 HEAD_FILE = "classifier.safetensors"
@@ -138,7 +139,8 @@ class FinetuneConfig:
     batch_size: int = 16
     max_length: int = 64  # tokens; MELD "speaker: text" has mean 16, 95th percentile 32
     dropout: float = 0.1
-    class_weights: str = "none"  # "none" | "balanced" (inverse frequency, as sklearn)
+    class_weights: str = "none"  # "none" | "balanced" | "sqrt" | "effective" (merc.objectives.class_weights)
+    cb_beta: float = 0.999  # β of the effective-number weights (class_weights="effective")
     seed: int = 0
     checkpoint_minutes: float = 10.0
     max_train: int | None = None  # cap on training utterances (smoke tests)
@@ -165,8 +167,9 @@ class FinetuneConfig:
         if self.pooling == "target" and not (self.context_past or self.context_future):
             raise ConfigError("pooling 'target' reads the target out of a context window: set context_past "
                               "and/or context_future")
-        if self.class_weights not in ("none", "balanced"):
-            raise ConfigError(f"class_weights must be 'none' or 'balanced', got {self.class_weights!r}")
+        if self.class_weights not in SCHEMES:
+            raise ConfigError(f"class_weights must be one of {', '.join(SCHEMES)}, got {self.class_weights!r}")
+        class_weights(np.ones(2), self.class_weights, beta=self.cb_beta)  # fails early on a bad beta
         render(self.template, Utterance("u", "Speaker", "text"))  # fails early on a bad template
 
     @classmethod
@@ -355,6 +358,15 @@ def score_folder(out_dir: str | Path, corpus: Corpus, split: str = "test", *,
     return evaluate_predictions(y, best.predict(texts, progress=progress, desc=split), corpus.labels)
 
 
+def loss_function(train_y: Sequence[int], n_labels: int, config: FinetuneConfig) -> Any:
+    """Cross-entropy weighted per class by ``config.class_weights`` from the training label counts (mean 1)."""
+    import torch
+
+    w = class_weights(np.bincount(np.asarray(train_y, dtype=int), minlength=n_labels), config.class_weights,
+                      beta=config.cb_beta)
+    return torch.nn.CrossEntropyLoss(weight=None if w is None else torch.tensor(w, dtype=torch.float32))
+
+
 def finetune_text_encoder(corpus: Corpus, out_dir: str | Path, config: FinetuneConfig | None = None, *,
                           progress: bool = True, score_test: bool = True,
                           on_step: Callable[[int, int], None] | None = None) -> FinetuneResult:
@@ -405,11 +417,7 @@ def finetune_text_encoder(corpus: Corpus, out_dir: str | Path, config: FinetuneC
                             weight_decay=config.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min((s + 1) / warm, max(0.0, (total - s) / max(1, total - warm))))
-    weight = None
-    if config.class_weights == "balanced":
-        counts = np.bincount(tr_y, minlength=len(corpus.labels)).astype(float)
-        weight = torch.tensor(len(tr_y) / (len(counts) * np.maximum(counts, 1)), dtype=torch.float32)
-    loss_fn = torch.nn.CrossEntropyLoss(weight=weight)
+    loss_fn = loss_function(tr_y, len(corpus.labels), config)
 
     state = {"epoch": 0, "step": 0, "history": [], "best": -1.0, "best_epoch": 0, "seconds": 0.0}
     ck = out / CHECKPOINT
