@@ -40,10 +40,11 @@ from merc.testing.synth import (
     MELD_MEDIA,
     Fixture,
     FixtureUtterance,
-    _dlib_models,
     _write_meld,
     damage_media,
+    distinct_faces,
     faulted_audio,
+    lfw_faces,
     write_faulted_clip,
     write_wav,
 )
@@ -91,28 +92,7 @@ def speak_voice(text: str, voice: str, pitch: int, speed: int, path: str | Path,
 @lru_cache(maxsize=2)
 def unseen_faces(n: int) -> tuple[np.ndarray, ...]:
     """``n`` distinct faces from ``lfw_subset()[LFW_FIRST:100]`` (8x bicubic), one dlib detection each."""
-    from PIL import Image
-    from skimage import data
-
-    models = _dlib_models()
-    out: list[np.ndarray] = []
-    descriptors: list[np.ndarray] = []
-    for face in data.lfw_subset()[LFW_FIRST:100]:
-        if len(out) >= n:
-            break
-        img = np.asarray(Image.fromarray((face * 255).astype(np.uint8)).resize((200, 200), Image.BICUBIC)
-                         .convert("RGB"))
-        if models is not None:
-            detector, shape, encoder = models
-            dets = detector(img, 1)
-            if len(dets) != 1:
-                continue
-            if encoder is not None:
-                d = np.asarray(encoder.compute_face_descriptor(img, shape(img, dets[0])))
-                if any(np.linalg.norm(d - o) < 0.6 for o in descriptors):
-                    continue
-                descriptors.append(d)
-        out.append(img)
+    out = [img for _, img in distinct_faces(lfw_faces(LFW_FIRST), n)]
     if len(out) < n:
         raise InputError(f"only {len(out)} distinct LFW faces found after index {LFW_FIRST}; need {n}")
     return tuple(out)

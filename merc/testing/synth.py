@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from functools import lru_cache
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -148,18 +148,17 @@ def _candidate_faces():
     with cbook.get_sample_data("grace_hopper.jpg") as f:
         grace = np.asarray(Image.open(f).convert("RGB"))
     yield "grace_hopper", _crop_to_face(grace, (180, 139, 366, 325))
-    lfw = data.lfw_subset()[:100]  # the first 100 are faces, the rest are not
-    for i, face in enumerate(lfw):
-        g = Image.fromarray((face * 255).astype(np.uint8)).resize((200, 200), Image.BICUBIC)
-        yield f"lfw_{i}", np.asarray(g.convert("RGB"))
+    yield from lfw_faces()
 
 
-@lru_cache(maxsize=4)
-def _face_pool(n: int) -> tuple[tuple[str, np.ndarray], ...]:
+def distinct_faces(candidates: Iterable[tuple[str, np.ndarray]], n: int) -> list[tuple[str, np.ndarray]]:
+    """The first ``n`` candidates with exactly one dlib face, each a different person by dlib's descriptor.
+
+    Without dlib every candidate is taken; without face_recognition_models only the one-face rule applies."""
     models = _dlib_models()
     chosen: list[tuple[str, np.ndarray]] = []
     descriptors: list[np.ndarray] = []
-    for name, img in _candidate_faces():
+    for name, img in candidates:
         if len(chosen) >= n:
             break
         if models is not None:
@@ -175,7 +174,22 @@ def _face_pool(n: int) -> tuple[tuple[str, np.ndarray], ...]:
                     continue
                 descriptors.append(d)
         chosen.append((name, img))
-    return tuple(chosen)
+    return chosen
+
+
+def lfw_faces(start: int = 0, stop: int = 100) -> Iterator[tuple[str, np.ndarray]]:
+    """scikit-image's LFW faces ``start:stop`` (the first 100 are faces, the rest are not), 8x bicubic, RGB."""
+    from PIL import Image
+    from skimage import data
+
+    for i, face in enumerate(data.lfw_subset()[start:stop], start):
+        g = Image.fromarray((face * 255).astype(np.uint8)).resize((200, 200), Image.BICUBIC)
+        yield f"lfw_{i}", np.asarray(g.convert("RGB"))
+
+
+@lru_cache(maxsize=4)
+def _face_pool(n: int) -> tuple[tuple[str, np.ndarray], ...]:
+    return tuple(distinct_faces(_candidate_faces(), n))
 
 
 def face_images(n: int) -> list[np.ndarray]:
