@@ -13,6 +13,7 @@ if shutil.which("espeak-ng") is None:
     pytest.skip("espeak-ng not installed (apt-get install espeak-ng)", allow_module_level=True)
 
 from merc.data import load_corpus  # noqa: E402
+from merc.errors import MissingDependencyError  # noqa: E402
 from merc.media import MediaError, load_audio, load_frames, probe  # noqa: E402
 from merc.testing import synth  # noqa: E402
 from merc.testing.synth import (  # noqa: E402
@@ -73,7 +74,7 @@ def test_speak_writes_16k_mono_speech_and_caches(tmp_path, tts_cache, monkeypatc
     monkeypatch.setattr(synth.shutil, "which", lambda name: None)
     again = speak("The doctor bought the red bicycle yesterday.", VOICES[0], tmp_path / "b.wav", cache_dir=tts_cache)
     assert again.read_bytes() == out.read_bytes()
-    with pytest.raises(RuntimeError, match="espeak-ng"):
+    with pytest.raises(MissingDependencyError, match="espeak-ng"):
         speak("A sentence never synthesized before.", VOICES[0], tmp_path / "c.wav", cache_dir=tts_cache)
 
 

@@ -22,10 +22,8 @@ truth as a :class:`merc.testing.synth.Fixture`.
 from __future__ import annotations
 
 import csv
-import hashlib
 import random
 import shutil
-import subprocess
 import tempfile
 from functools import lru_cache
 from pathlib import Path
@@ -33,8 +31,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from merc.errors import InputError, MissingDependencyError
-from merc.media.decode import load_audio
+from merc.errors import InputError
 from merc.testing.synth import (
     FAULTS,
     MELD_MEDIA,
@@ -45,8 +42,8 @@ from merc.testing.synth import (
     distinct_faces,
     faulted_audio,
     lfw_faces,
+    speak,
     write_faulted_clip,
-    write_wav,
 )
 
 MAIN_CAST = ("Chandler", "Monica", "Ross", "Rachel", "Joey", "Phoebe")
@@ -64,29 +61,6 @@ def spread_faults(n_faults: int, kinds: list[str] | tuple[str, ...] = FAULTS) ->
     base, extra = divmod(n_faults, len(kinds))
     return {k: base + (i < extra) for i, k in enumerate(kinds)}
 
-
-def speak_voice(text: str, voice: str, pitch: int, speed: int, path: str | Path, *, sr: int = 16000,
-                cache_dir: Path | None = None) -> Path:
-    """espeak-ng ``voice`` at ``pitch``/``speed`` -> 16-bit mono wav at ``sr`` (cached by all four + text)."""
-    path = Path(path)
-    key = hashlib.sha1(f"unseen|{voice}|{pitch}|{speed}|{sr}|{text}".encode()).hexdigest()
-    cached = cache_dir / f"{key}.wav" if cache_dir is not None else None
-    if cached is not None and cached.exists():
-        shutil.copyfile(cached, path)
-        return path
-    if shutil.which("espeak-ng") is None:
-        raise MissingDependencyError("espeak-ng is not installed; it synthesizes the corpus speech "
-                                     "(Debian/Ubuntu: apt-get install espeak-ng)")
-    with tempfile.TemporaryDirectory() as tmp:
-        raw = Path(tmp) / "raw.wav"
-        subprocess.run(["espeak-ng", "-v", voice, "-p", str(pitch), "-s", str(speed), "-w", str(raw), "--", text],
-                       check=True, capture_output=True)
-        wav = load_audio(raw, sr=sr)
-    write_wav(wav, path, sr)
-    if cached is not None:
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, cached)
-    return path
 
 
 @lru_cache(maxsize=2)
@@ -189,7 +163,7 @@ def build_unseen_corpus(root: str | Path, *, meld_csv: str | Path, n_utterances:
         for n, row in enumerate(tqdm(plan, desc="unseen corpus", unit="utt")):
             dia, fault = row["dia"], row["fault"]
             voice, pitch, speed = UNSEEN_VOICES[row["speaker"]]
-            speech = speak_voice(row["text"], voice, pitch, speed, tmp / f"{n}.wav", cache_dir=cache)
+            speech = speak(row["text"], voice, tmp / f"{n}.wav", cache_dir=cache, pitch=pitch, speed=speed)
             dur = sf.info(str(speech)).duration
             start = cursor.get(dia["id"], 1.0 + rng.random() * 5)
             row["start"], row["end"] = start, start + dur

@@ -30,6 +30,8 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from merc.errors import MissingDependencyError
+
 # espeak-ng voices (base voice + variant, pitch 0-99, words per minute), chosen for two properties the QC
 # fixtures need. 56 random (base, variant, pitch, speed) candidates were scored on 6 sentences each:
 # (1) pocketsphinx forced alignment must succeed on the right transcript (5-6 of 6 for those kept; some
@@ -73,27 +75,30 @@ def write_wav(wav: np.ndarray, path: str | os.PathLike, sr: int = 16000) -> Path
 
 
 def speak(text: str, voice: str, path: str | os.PathLike, *, sr: int = 16000,
-          cache_dir: str | os.PathLike | None = None) -> Path:
+          cache_dir: str | os.PathLike | None = None, pitch: int | None = None, speed: int | None = None) -> Path:
     """Synthesize ``text`` with espeak-ng ``voice`` into a 16-bit mono wav at ``sr`` Hz.
 
-    With ``cache_dir`` the result is cached by (voice, text, sr), so rebuilding a fixture is fast.
-    Raises RuntimeError when espeak-ng is not installed (``apt-get install espeak-ng``).
+    ``pitch`` (0-99) and ``speed`` (words per minute) default to the voice's prosody in ``_PROSODY``.
+    With ``cache_dir`` the result is cached by (voice, pitch, speed, sr, text), so rebuilding a fixture is fast.
+    Raises MissingDependencyError when espeak-ng is not installed (``apt-get install espeak-ng``).
     """
     from merc.media.decode import load_audio
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    pitch, speed = _PROSODY.get(voice, (50, 175))
+    default_pitch, default_speed = _PROSODY.get(voice, (50, 175))
+    pitch = default_pitch if pitch is None else pitch
+    speed = default_speed if speed is None else speed
     key = hashlib.sha1(f"{voice}|{pitch}|{speed}|{sr}|{text}".encode()).hexdigest()
     cached = Path(cache_dir) / f"{key}.wav" if cache_dir is not None else None
     if cached is not None and cached.exists():
         shutil.copyfile(cached, path)
         return path
     if shutil.which("espeak-ng") is None:
-        raise RuntimeError("espeak-ng is not installed; it synthesizes the speech of QC fixtures "
-                           "(Debian/Ubuntu: apt-get install espeak-ng)")
+        raise MissingDependencyError("espeak-ng is not installed; it synthesizes the speech of test fixtures "
+                                     "(Debian/Ubuntu: apt-get install espeak-ng)")
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "raw.wav"
-        subprocess.run(["espeak-ng", "-v", voice, "-p", str(pitch), "-s", str(speed), "-w", str(raw), text],
+        subprocess.run(["espeak-ng", "-v", voice, "-p", str(pitch), "-s", str(speed), "-w", str(raw), "--", text],
                        check=True, capture_output=True)
         wav = load_audio(raw, sr=sr)
     write_wav(wav, path, sr)
