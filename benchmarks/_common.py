@@ -1,4 +1,5 @@
-"""What the benchmark scripts share: the machine line of a results file, mean ± std, Welch's t-test.
+"""What the benchmark scripts share: the machine line of a results file, mean ± std, Welch's t-test, the
+epoch table of a fine-tune.
 
 A script adds its own folder to ``sys.path`` (``python benchmarks/x.py`` already does) and imports from here;
 the full provenance of a result (commit, dirty paths, versions, date) is :func:`merc.io.provenance`.
@@ -28,3 +29,16 @@ def welch(a: list[float], b: list[float]) -> float | None:
         return None
     from scipy.stats import ttest_ind
     return float(ttest_ind(a, b, equal_var=False).pvalue)
+
+
+def epoch_table(meta: dict) -> list[str]:
+    """Markdown lines of a fine-tune's epochs (``meta`` as in ``merc_encoder.json``), the kept epoch marked."""
+    def pct(x: float | None) -> str:
+        return "—" if x is None else f"{100 * x:.2f}"
+
+    lines = ["| epoch | train loss | dev weighted F1 (%) | dev accuracy (%) |", "|---:|---:|---:|---:|"]
+    for h in meta["history"]:
+        mark = " (kept)" if h["epoch"] == meta["best_epoch"] else ""
+        lines.append(f"| {h['epoch']}{mark} | {h['train_loss']:.4f} | {pct(h['dev_weighted_f1'])} | "
+                     f"{pct(h['dev_accuracy'])} |")
+    return lines

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import epoch_table  # noqa: E402
 from bench_meld_text import DATA, OUT, encode_splits, machine  # noqa: E402
 
 FLAGS = ("base", "context_past", "context_future", "train_layers", "max_length", "epochs", "batch_size", "lr",
@@ -62,11 +63,7 @@ def report(res: dict[str, Any]) -> str:
               f"AdamW lr {c['lr']} (head {c['head_lr']}), batch {c['batch_size']}, {c['epochs']} epochs, "
               f"class weights {c['class_weights']}{beta}, seed {c['seed']}. "
               "Kept epoch: best **dev** weighted F1; test once.", "",
-              "| epoch | train loss | dev weighted F1 (%) | dev accuracy (%) |", "|---:|---:|---:|---:|"]
-    for h in meta["history"]:
-        mark = " (kept)" if h["epoch"] == meta["best_epoch"] else ""
-        lines.append(f"| {h['epoch']}{mark} | {h['train_loss']:.4f} | {_pct(h['dev_weighted_f1'])} | "
-                     f"{_pct(h['dev_accuracy'])} |")
+              *epoch_table(meta)]
     t, d = meta.get("test") or {}, meta.get("dev") or {}
     lines += ["", "| its own classifier | weighted F1 (%) | accuracy (%) | macro F1 (%) |", "|---|---:|---:|---:|",
               f"| dev (kept epoch) | {_pct(d.get('weighted_f1'))} | {_pct(d.get('accuracy'))} | "

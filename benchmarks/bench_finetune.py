@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import epoch_table  # noqa: E402
 from bench_meld_text import DATA, OUT, encode_splits, machine  # noqa: E402
 
 
@@ -59,11 +60,7 @@ def main() -> None:
              "decay, "
              f"class weights {c['class_weights']}, seed {c['seed']}; {meta['n_train']} training utterances. "
              "The kept epoch is the one with the best **dev** weighted F1; test scored once with it.", "",
-             "| epoch | train loss | dev weighted F1 (%) | dev accuracy (%) |", "|---:|---:|---:|---:|"]
-    for h in meta["history"]:
-        mark = " (kept)" if h["epoch"] == meta["best_epoch"] else ""
-        lines.append(f"| {h['epoch']}{mark} | {h['train_loss']:.4f} | {100 * h['dev_weighted_f1']:.2f} | "
-                     f"{100 * h['dev_accuracy']:.2f} |")
+             *epoch_table(meta)]
     t = meta["test"]
     lines += ["", "Its own classifier on test (utterance only, no dialogue context): weighted F1 "
                   f"{100 * t['weighted_f1']:.2f}, "
