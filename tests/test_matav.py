@@ -115,7 +115,7 @@ def test_no_mec_switch_and_text_only_have_no_momentum_or_queues():
         torch.manual_seed(0)
         model.eval()
         assert float(objective_for(model)(model, b)[0].detach()) == pytest.approx(
-            float(CrossEntropy().loss(model(b.feats, b.speakers, b.mask), b.labels)))
+            float(CrossEntropy().loss(model(b.feats, b.speakers, b.mask), b.labels).detach()))
     full = MatavModel(tiny())
     assert full.config.has_mec and set(full.queues) == {"text", "audio", "face"}
     only_ta = MatavModel(tiny(input_dims={"text": 12, "audio": 6}))
