@@ -69,6 +69,11 @@ def report(res: dict[str, Any]) -> str:
               f"| dev (kept epoch) | {_pct(d.get('weighted_f1'))} | {_pct(d.get('accuracy'))} | "
               f"{_pct(d.get('macro_f1'))} |",
               f"| test | {_pct(t.get('weighted_f1'))} | {_pct(t.get('accuracy'))} | {_pct(t.get('macro_f1'))} |", ""]
+    per = t.get("per_class_f1") or {}
+    if per:  # in the corpus label order
+        lines += ["Its own classifier's test F1 per class (%):", "",
+                  "| " + " | ".join(per) + " |", "|" + "---:|" * len(per),
+                  "| " + " | ".join(_pct(v) for v in per.values()) + " |", ""]
     if meta.get("test_rescored"):
         r = meta["test_rescored"]
         lines += [f"The test row was rescored after fine-tuning ({r['why']}); the score first recorded was "

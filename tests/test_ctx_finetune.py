@@ -240,7 +240,8 @@ def _fake_result(subset: int | None) -> dict:
             {"epoch": 2, "train_loss": 1.2, "dev_weighted_f1": 0.45, "dev_accuracy": 0.52, **cost}]
     scores = {"weighted_f1": 0.45, "accuracy": 0.52, "macro_f1": 0.2}
     meta = {"base": "minilm", "template": "{speaker}: {text}", "config": cfg, "history": hist, "best_epoch": 2,
-            "dev": scores, "test": {**scores, "weighted_f1": 0.43}, "n_train": 100, "seconds": 120.0,
+            "dev": scores, "test": {**scores, "weighted_f1": 0.43, "per_class_f1": {"fear": 0.25, "joy": 0.5}},
+            "n_train": 100, "seconds": 120.0,
             "context": {"past": 2, "future": 1, "sep": "[SEP]", "max_tokens": 96},
             "layer_cache": {"frozen_layers": 4, "train_tokens": 5000, "build_seconds": 60.0,
                             "build_cpu_seconds": 30.0}}
@@ -262,6 +263,7 @@ def test_bench_report_separates_cache_and_training_and_marks_extrapolation():
     assert "| total | 180 | 3.0 | 2.0 |" in full
     assert "| 2 (kept) | 1.2000 | 45.00 | 52.00 |" in full and "| test | 43.00 | 52.00 | 20.00 |" in full
     assert "50.0 utt/s" in full and "extrapolated" not in full
+    assert "| fear | joy |\n|---:|---:|\n| 25.00 | 50.00 |" in full  # its own classifier, per class
     sample = report(_fake_result(10))
     assert "**extrapolated**" in sample and "not** MELD figures" in sample
     # build scales by (1000 + 100) / (100 + 50) = 7.33, training by 10, dev passes by 100 / 50 = 2
