@@ -231,6 +231,12 @@ def test_cli_recipe_then_flags(tmp_path):
     assert got == ("minilm", 2, 1, 1, "target")
     args = parser.parse_args(["encoder", "finetune", "--dataset", "jsonl", "--data-dir", "x", "--out", "y"])
     assert finetune_config(args) == FinetuneConfig()  # no flags: today's defaults
+    args = parser.parse_args(["encoder", "finetune", "--dataset", "jsonl", "--data-dir", "x", "--out", "y",
+                              "--class-weights", "effective", "--cb-beta", "0.99"])
+    cfg = finetune_config(args)
+    assert (cfg.class_weights, cfg.cb_beta) == ("effective", 0.99)
+    old = {k: v for k, v in cfg.__dict__.items() if k != "cb_beta"}
+    assert FinetuneConfig(**{**old, "cb_beta": 0.999}).same_as(old)  # checkpoints from before cb_beta resume
 
 
 def _fake_result(subset: int | None) -> dict:

@@ -174,16 +174,3 @@ def test_class_weights_follow_the_shared_schemes_and_beta():
     with pytest.raises(ConfigError, match="effective"):
         tiny(class_weights="inverse")
 
-
-def test_cli_takes_every_class_weight_scheme(tmp_path):
-    import argparse
-
-    from merc.encoders.cli import add_parser, finetune_config
-    parser = argparse.ArgumentParser()
-    add_parser(parser.add_subparsers())
-    args = parser.parse_args(["encoder", "finetune", "--dataset", "jsonl", "--data-dir", "x", "--out", "y",
-                              "--class-weights", "effective", "--cb-beta", "0.99"])
-    cfg = finetune_config(args)
-    assert (cfg.class_weights, cfg.cb_beta) == ("effective", 0.99)
-    old = {k: v for k, v in cfg.__dict__.items() if k != "cb_beta"}
-    assert FinetuneConfig(**{**old, "cb_beta": 0.999}).same_as(old)  # checkpoints from before cb_beta resume
