@@ -62,7 +62,6 @@ def spread_faults(n_faults: int, kinds: list[str] | tuple[str, ...] = FAULTS) ->
     return {k: base + (i < extra) for i, k in enumerate(kinds)}
 
 
-
 @lru_cache(maxsize=2)
 def unseen_faces(n: int) -> tuple[np.ndarray, ...]:
     """``n`` distinct faces from ``lfw_subset()[LFW_FIRST:100]`` (8x bicubic), one dlib detection each."""
