@@ -144,8 +144,8 @@ def test_return_hidden_keeps_logits_and_supcon_objective_runs(kind):
     torch.testing.assert_close(logits, logits2)
     assert hidden.shape == (*batch.mask.shape, 8)
     loss, logs = SupConObjective(CrossEntropy(), weight=0.5, temperature=0.1)(model, batch)
-    ce = float(CrossEntropy()(model, batch)[0])
-    assert float(loss) == pytest.approx(logs["cls"] + 0.5 * logs["supcon"], rel=1e-5)
+    ce = float(CrossEntropy()(model, batch)[0].detach())
+    assert float(loss.detach()) == pytest.approx(logs["cls"] + 0.5 * logs["supcon"], rel=1e-5)
     assert logs["cls"] == pytest.approx(ce, rel=1e-5)
 
 
