@@ -31,11 +31,13 @@ def welch(a: list[float], b: list[float]) -> float | None:
     return float(ttest_ind(a, b, equal_var=False).pvalue)
 
 
+def pct(x: float | None) -> str:
+    """A fraction as a percentage with two decimals (``0.6322`` -> ``"63.22"``); None -> ``"—"``."""
+    return "—" if x is None else f"{100 * x:.2f}"
+
+
 def epoch_table(meta: dict) -> list[str]:
     """Markdown lines of a fine-tune's epochs (``meta`` as in ``merc_encoder.json``), the kept epoch marked."""
-    def pct(x: float | None) -> str:
-        return "—" if x is None else f"{100 * x:.2f}"
-
     lines = ["| epoch | train loss | dev weighted F1 (%) | dev accuracy (%) |", "|---:|---:|---:|---:|"]
     for h in meta["history"]:
         mark = " (kept)" if h["epoch"] == meta["best_epoch"] else ""

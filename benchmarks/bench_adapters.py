@@ -29,7 +29,7 @@ import numpy as np
 from merc.io import atomic_write_text, write_json
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine  # noqa: E402
+from _common import machine, pct  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results"
@@ -91,10 +91,6 @@ def neutral_counts(row: dict, labs: list[str]) -> str:
 
 def se(p: float, n: int) -> float:
     return (p * (1 - p) / max(n, 1)) ** 0.5
-
-
-def pct(x: float) -> str:
-    return f"{100 * x:.2f}"
 
 
 def report(rows: list[dict], command: str) -> None:

@@ -25,21 +25,17 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import epoch_table  # noqa: E402
+from _common import epoch_table, pct  # noqa: E402
 from bench_meld_text import DATA, OUT, encode_splits, machine  # noqa: E402
 
 FLAGS = ("base", "context_past", "context_future", "train_layers", "max_length", "epochs", "batch_size", "lr",
          "head_lr", "class_weights", "cb_beta", "seed", "pooling")
 
 
-def _pct(x: float | None) -> str:
-    return "—" if x is None else f"{100 * x:.2f}"
-
-
 def report(res: dict[str, Any]) -> str:
     """The markdown report of one benchmark result (``res`` as written to the .json)."""
     meta, c = res["finetune"], res["finetune"]["config"]
-    beta = f" (β = {c.get('cb_beta', 0.999)})" if c["class_weights"] == "effective" else ""
+    beta = f" (β = {c['cb_beta']})" if c["class_weights"] == "effective" else ""
     lc = meta.get("layer_cache")
     ctx = meta.get("context")
     n_full = res.get("full_train_utterances")
@@ -66,18 +62,18 @@ def report(res: dict[str, Any]) -> str:
               *epoch_table(meta)]
     t, d = meta.get("test") or {}, meta.get("dev") or {}
     lines += ["", "| its own classifier | weighted F1 (%) | accuracy (%) | macro F1 (%) |", "|---|---:|---:|---:|",
-              f"| dev (kept epoch) | {_pct(d.get('weighted_f1'))} | {_pct(d.get('accuracy'))} | "
-              f"{_pct(d.get('macro_f1'))} |",
-              f"| test | {_pct(t.get('weighted_f1'))} | {_pct(t.get('accuracy'))} | {_pct(t.get('macro_f1'))} |", ""]
+              f"| dev (kept epoch) | {pct(d.get('weighted_f1'))} | {pct(d.get('accuracy'))} | "
+              f"{pct(d.get('macro_f1'))} |",
+              f"| test | {pct(t.get('weighted_f1'))} | {pct(t.get('accuracy'))} | {pct(t.get('macro_f1'))} |", ""]
     per = t.get("per_class_f1") or {}
     if per:  # in the corpus label order
         lines += ["Its own classifier's test F1 per class (%):", "",
                   "| " + " | ".join(per) + " |", "|" + "---:|" * len(per),
-                  "| " + " | ".join(_pct(v) for v in per.values()) + " |", ""]
+                  "| " + " | ".join(pct(v) for v in per.values()) + " |", ""]
     if meta.get("test_rescored"):
         r = meta["test_rescored"]
         lines += [f"The test row was rescored after fine-tuning ({r['why']}); the score first recorded was "
-                  f"{_pct(r['old_weighted_f1'])} weighted F1.", ""]
+                  f"{pct(r['old_weighted_f1'])} weighted F1.", ""]
     # cost: wall seconds, and CPU seconds of the process (with 1 thread: the time on a core of its own)
     hist = meta["history"]
     rows = [("frozen-layer cache build (train + dev)", (lc or {}).get("build_seconds") or 0.0,
