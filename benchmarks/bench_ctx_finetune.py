@@ -29,7 +29,7 @@ from _common import epoch_table, pct  # noqa: E402
 from bench_meld_text import DATA, OUT, encode_splits, machine  # noqa: E402
 
 FLAGS = ("base", "context_past", "context_future", "train_layers", "max_length", "epochs", "batch_size", "lr",
-         "head_lr", "class_weights", "cb_beta", "seed", "pooling")
+         "head_lr", "class_weights", "cb_beta", "seed", "pooling", "teacher", "distill_alpha", "distill_temperature")
 
 
 def report(res: dict[str, Any]) -> str:
@@ -58,7 +58,16 @@ def report(res: dict[str, Any]) -> str:
                "tokens); " if lc else "all layers trained end to end; ") +
               f"AdamW lr {c['lr']} (head {c['head_lr']}), batch {c['batch_size']}, {c['epochs']} epochs, "
               f"class weights {c['class_weights']}{beta}, seed {c['seed']}. "
-              "Kept epoch: best **dev** weighted F1; test once.", "",
+              "Kept epoch: best **dev** weighted F1; test once.", ""]
+    if c.get("teacher"):
+        tp = res.get("teacher_pass") or {}
+        lines += [f"Distilled from the teacher `{c['teacher']}` (its own classifier's logits, "
+                  f"`{meta.get('teacher_fingerprint')}`): "
+                  f"loss (1 − α)·CE + α·T²·KL with α = {c['distill_alpha']}, T = {c['distill_temperature']}. Teacher "
+                  f"pass over the {tp.get('n', '?')} train utterances: "
+                  + ("reused from the feature cache" if tp.get("cache_hit") else f"{tp.get('seconds', 0):.0f} s")
+                  + " (not in the cost table below).", ""]
+    lines += [
               *epoch_table(meta)]
     t, d = meta.get("test") or {}, meta.get("dev") or {}
     lines += ["", "| its own classifier | weighted F1 (%) | accuracy (%) | macro F1 (%) |", "|---|---:|---:|---:|",
@@ -131,6 +140,9 @@ def main() -> None:
     ap.add_argument("--cb-beta", type=float, default=None)
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--pooling", choices=("mean", "target"), default=None)
+    ap.add_argument("--teacher", default=None, help="distil this tuned folder (merc.encoders.distill)")
+    ap.add_argument("--distill-alpha", type=float, default=None)
+    ap.add_argument("--distill-temperature", type=float, default=None)
     ap.add_argument("--out", required=True, help="folder for the tuned encoder (kept outside the repository)")
     ap.add_argument("--label", required=True)
     ap.add_argument("--data-dir", default=str(DATA))
@@ -158,6 +170,12 @@ def main() -> None:
     values.update({k: getattr(args, k) for k in FLAGS if getattr(args, k) is not None})
     config = FinetuneConfig(**values)
     out = Path(args.out)
+    teacher_pass = None
+    if config.teacher:  # the teacher's pass, timed on its own (the fine-tune then reads it from the cache)
+        from merc.encoders.cache import encode_split
+        from merc.encoders.distill import TeacherLogits
+        f = encode_split(corpus, "train", TeacherLogits(config.teacher, corpus.labels))
+        teacher_pass = {"n": len(f.ids), "seconds": f.meta.get("seconds"), "cache_hit": f.meta.get("cache_hit", True)}
     if not (out / META_FILE).is_file():
         finetune_text_encoder(corpus, out, config)
     meta = json.loads((out / META_FILE).read_text())
@@ -169,7 +187,8 @@ def main() -> None:
            "command": " ".join([".venv/bin/python", "benchmarks/bench_ctx_finetune.py", *sys.argv[1:]]),
            "provenance": prov, "provenance_md": provenance_markdown(prov), "subset": args.subset,
            "full_train_utterances": n_full, "full_dev_utterances": n_full_dev,
-           "dev_utterances": labelled(corpus, "dev"), "finetune": meta, "encode": encode}
+           "dev_utterances": labelled(corpus, "dev"), "finetune": meta, "encode": encode,
+           "teacher_pass": teacher_pass}
     results = Path(args.results_dir)
     write_json(results / f"ctx_finetune_{args.label}.json", res)
     text = report(res)

@@ -6,6 +6,7 @@ import json
 
 from merc.data import DATASETS, load_corpus
 from merc.encoders.finetune import RECIPES, FinetuneConfig
+from merc.errors import ConfigError
 from merc.objectives.class_weights import SCHEMES
 
 
@@ -52,6 +53,9 @@ def finetune_config(args: argparse.Namespace) -> FinetuneConfig:
         given = getattr(args, name, None)
         if given is not None:
             values[name] = given
+    if not values.get("teacher") and (args.distill_alpha is not None or args.distill_temperature is not None):
+        raise ConfigError("--distill-alpha / --distill-temperature weigh a teacher's soft targets: give "
+                          "--teacher FOLDER (a folder written by `merc encoder finetune`)")
     return FinetuneConfig(**values)
 
 
@@ -120,6 +124,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--train-layers", type=int, default=None,
                    help="fine-tune only the top K transformer layers from cached states of the frozen lower ones "
                    "(MPNet, BERT/MiniLM) [all layers, end to end]")
+    p.add_argument("--teacher", default=None,
+                   help="distil a tuned folder (from `merc encoder finetune`): its own classifier's logits "
+                   "join the labels as soft targets (merc.encoders.distill) [none]")
+    p.add_argument("--distill-alpha", type=float, default=None,
+                   help=f"with --teacher: weight α of the distillation term, (1-α)·CE + α·T²·KL [{d.distill_alpha}]")
+    p.add_argument("--distill-temperature", type=float, default=None,
+                   help=f"with --teacher: softmax temperature T [{d.distill_temperature}]")
     p.add_argument("--seed", type=int, default=None, help=f"random seed [{d.seed}]")
     p.add_argument("--max-train", type=int, default=None, help="use only the first N training utterances (smoke runs)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's choice)")

@@ -22,6 +22,11 @@ Practical on CPU: ``train_layers=k`` freezes the embeddings and the lower ``L - 
 over every train/dev input into a resumable on-disk cache (:mod:`merc.encoders.layer_cache`), and trains
 only the upper ``k`` layers (+ pooling + head) from it. Default ``None``: all layers, end to end, as before.
 
+Distillation (Hinton et al. 2015): with ``teacher`` set to another tuned folder, the loss becomes
+``(1 - α) · CE + α · T² · KL(teacher ‖ student)`` over the teacher's logits for every training utterance
+(computed once, as the teacher renders its inputs; :mod:`merc.encoders.distill`): e.g. a MiniLM student of
+the context-tuned MPNet.
+
 Honest selection: the checkpoint kept is the epoch with the best **dev** weighted F1; test is scored once,
 after training, with that checkpoint. A run is resumable: every ``checkpoint_minutes`` the model, the
 optimizer, the schedule and the position in the epoch are written atomically to ``<out>/.checkpoint.pt``;
@@ -61,6 +66,7 @@ from merc.encoders.template import DEFAULT_TEMPLATE, META_FILE, render
 from merc.errors import ConfigError, IncompatibleRunError, InputError, OutputExistsError
 from merc.io import atomic_write_bytes, atomic_writer, write_json
 from merc.objectives.class_weights import class_weights
+from merc.objectives.distill import distillation_loss
 
 log = logging.getLogger(__name__)
 HEAD_FILE = "classifier.safetensors"
@@ -151,6 +157,9 @@ class FinetuneConfig:
     train_layers: int | None = None  # fine-tune only the top k transformer layers from cached states; None: all
     layer_cache_dtype: str = "float16"  # storage of the cached lower-layer states
     pooling: str = "mean"  # with context: "mean" over the whole input, or "target" (the target's tokens only)
+    teacher: str | None = None  # a tuned folder whose own classifier the student distils (merc.encoders.distill)
+    distill_alpha: float = 0.5  # loss = (1 - α) · CE + α · T² · KL(teacher ‖ student)
+    distill_temperature: float = 2.0  # T
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.max_length < 4:
@@ -167,6 +176,9 @@ class FinetuneConfig:
         if self.pooling == "target" and not (self.context_past or self.context_future):
             raise ConfigError("pooling 'target' reads the target out of a context window: set context_past "
                               "and/or context_future")
+        if not 0.0 <= self.distill_alpha <= 1.0 or self.distill_temperature <= 0:
+            raise ConfigError(f"distill_alpha must be in [0, 1] and distill_temperature > 0, got "
+                              f"{self.distill_alpha} / {self.distill_temperature}")
         class_weights(np.ones(2), self.class_weights, beta=self.cb_beta)  # fails early on a bad scheme or beta
         render(self.template, Utterance("u", "Speaker", "text"))  # fails early on a bad template
 
@@ -336,20 +348,29 @@ def _load_base(base: str):
     return enc.model, enc
 
 
+def folder_classifier(out_dir: str | Path, n_labels: int) -> tuple[_Classifier, Any]:
+    """A tuned folder's encoder with its saved classifier head, for inference: ``(classifier, encoder)``, the
+    encoder a ``SentenceTransformerEncoder`` that renders inputs as the folder's ``merc_encoder.json`` says."""
+    from safetensors.torch import load_file
+
+    from merc.encoders.text import SentenceTransformerEncoder
+    enc = SentenceTransformerEncoder(out_dir)
+    st = enc.model
+    clf = _Classifier(st, n_labels, 0.0, pooling_target(st, enc.context))
+    clf.head.load_state_dict(load_file(str(Path(out_dir) / HEAD_FILE)))
+    clf.train(False)
+    return clf, enc
+
+
 def score_folder(out_dir: str | Path, corpus: Corpus, split: str = "test", *,
                  progress: bool = False) -> dict[str, Any] | None:
     """A tuned folder's own classifier on ``split`` of ``corpus``: the saved encoder, read as its
     ``merc_encoder.json`` says (template, context, pooling), and its saved head. None: no labelled utterances."""
-    from safetensors.torch import load_file
-
-    from merc.encoders.text import SentenceTransformerEncoder
     from merc.metrics import evaluate_predictions
     if not corpus.splits.get(split):
         return None
-    enc = SentenceTransformerEncoder(out_dir)
+    best, enc = folder_classifier(out_dir, len(corpus.labels))
     st, spec = enc.model, enc.context
-    best = _Classifier(st, len(corpus.labels), 0.0, pooling_target(st, spec))
-    best.head.load_state_dict(load_file(str(Path(out_dir) / HEAD_FILE)))
     texts, y, _ = _labelled(corpus, split, enc.template, (spec, st.tokenizer) if spec is not None else None)
     if not len(texts):
         return None
@@ -393,13 +414,17 @@ def finetune_text_encoder(corpus: Corpus, out_dir: str | Path, config: FinetuneC
                            config.context_marker or default_sep(st.tokenizer), config.max_length, config.pooling)
     target = pooling_target(st, spec)
     ctx = (spec, st.tokenizer) if spec is not None else None
-    tr_texts, tr_y, _ = _labelled(corpus, "train", config.template, ctx)
+    tr_texts, tr_y, tr_ids = _labelled(corpus, "train", config.template, ctx)
     dev_texts, dev_y, _ = _labelled(corpus, "dev", config.template, ctx)
     if len(tr_texts) == 0 or len(dev_texts) == 0:
         raise InputError(f"{corpus.name}: fine-tuning needs labelled train and dev utterances "
                          f"(train {len(tr_texts)}, dev {len(dev_texts)})")
     if config.max_train is not None:
-        tr_texts, tr_y = tr_texts[:config.max_train], tr_y[:config.max_train]
+        tr_texts, tr_y, tr_ids = tr_texts[:config.max_train], tr_y[:config.max_train], tr_ids[:config.max_train]
+    soft = None  # (n_train, n_classes) the teacher's logits, when distilling
+    if config.teacher:
+        from merc.encoders.distill import teacher_logits
+        soft = torch.from_numpy(teacher_logits(config.teacher, corpus, "train", tr_ids, progress=progress))
     out.mkdir(parents=True, exist_ok=True)  # only now: a config or input error leaves no empty folder behind
 
     model = _Classifier(st, len(corpus.labels), config.dropout, target)
@@ -467,6 +492,9 @@ def finetune_text_encoder(corpus: Corpus, out_dir: str | Path, config: FinetuneC
             idx = batches[k]
             logits = model.logits([tr_texts[i] for i in idx]) if cached is None else cached.logits(model, idx)
             loss = loss_fn(logits, torch.from_numpy(tr_y[idx]))
+            if soft is not None:
+                a = config.distill_alpha
+                loss = (1 - a) * loss + a * distillation_loss(logits, soft[idx], config.distill_temperature)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -509,6 +537,9 @@ def finetune_text_encoder(corpus: Corpus, out_dir: str | Path, config: FinetuneC
             "base_fingerprint": base_enc.fingerprint, "config": asdict(config), "best_epoch": state["best_epoch"],
             "history": state["history"], "dev": state.get("best_dev"), "test": None,
             "n_train": len(tr_texts), "seconds": round(seconds, 1)}
+    if config.teacher:
+        from merc.encoders.distill import TeacherLogits
+        meta["teacher_fingerprint"] = TeacherLogits(config.teacher, corpus.labels).fingerprint
     if cached is not None:
         meta["layer_cache"] = {"folder": str(cached.train.folder), "frozen_layers": cached.n_frozen,
                                "train_layers": config.train_layers, "build_seconds": cached.build_seconds(),

@@ -2,6 +2,7 @@
 
 - ``CrossEntropy`` (class weights, label smoothing, ignore index) — every dialogue model.
 - ``FocalLoss`` (γ, class weights α) and ``class_weights`` (balanced, sqrt, effective number) — rare classes.
+- ``distillation_loss`` — T²·KL to a teacher's softened distribution (encoder distillation).
 - ``SupConObjective`` — classification loss + λ·supervised contrastive term over the model's hidden states.
 - ``MatavObjective`` — MaTAV: cross-entropy + λ·MEC with the momentum and queue updates.
 - ``contrastive``: ``FeatureQueue``, ``MomentumEncoder``, ``mec_loss`` (MoCo / ALBEF pieces).
@@ -19,6 +20,7 @@ from merc.errors import ConfigError
 from merc.objectives.class_weights import SCHEMES, class_weights
 from merc.objectives.classification import IGNORE_INDEX, CrossEntropy, cross_entropy, model_logits
 from merc.objectives.contrastive import MEC_PAIRS, FeatureQueue, MomentumEncoder, contrastive_term, mec_loss
+from merc.objectives.distill import distillation_loss
 from merc.objectives.focal import FocalLoss, focal_loss
 from merc.objectives.mec import MatavObjective
 from merc.objectives.supcon import SupConObjective, check_hidden, supcon_loss
@@ -53,4 +55,5 @@ def objective_for(model: torch.nn.Module, *, weight: Tensor | None = None, label
 
 __all__ = ["IGNORE_INDEX", "LOSSES", "MEC_PAIRS", "SCHEMES", "CrossEntropy", "FeatureQueue", "FocalLoss",
            "MatavObjective", "MomentumEncoder", "Objective", "SupConObjective", "class_weights", "contrastive_term",
-           "cross_entropy", "focal_loss", "mec_loss", "model_logits", "objective_for", "supcon_loss"]
+           "cross_entropy", "distillation_loss", "focal_loss", "mec_loss", "model_logits", "objective_for",
+           "supcon_loss"]
