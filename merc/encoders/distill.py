@@ -19,11 +19,10 @@ from typing import Sequence
 import numpy as np
 
 from merc.data.schema import Corpus
+from merc.encoders.classifier import HEAD_FILE, folder_classifier
 from merc.encoders.template import META_FILE
 from merc.encoders.text import SentenceTransformerEncoder, TextEncoder
 from merc.errors import IncompatibleRunError, MissingFileError
-
-HEAD_FILE = "classifier.safetensors"  # as merc.encoders.finetune writes it
 
 
 class TeacherLogits(TextEncoder):
@@ -55,8 +54,6 @@ class TeacherLogits(TextEncoder):
 
     def _encode_batch(self, texts: list[str]) -> np.ndarray:
         import torch
-
-        from merc.encoders.finetune import folder_classifier
         if self._clf is None:
             self._clf, _ = folder_classifier(self.folder, self.dim)
         with torch.inference_mode():

@@ -51,6 +51,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from merc.data.schema import Corpus, Utterance
+from merc.encoders.classifier import HEAD_FILE, EncoderClassifier, folder_classifier
 from merc.encoders.context import (
     POOLS,
     ContextSpec,
@@ -58,7 +59,6 @@ from merc.encoders.context import (
     n_special_tokens,
     pooling_target,
     render_dialogue,
-    target_embeddings,
     target_mask,
     tokenizer_counter,
 )
@@ -69,7 +69,6 @@ from merc.objectives.class_weights import class_weights
 from merc.objectives.distill import distillation_loss
 
 log = logging.getLogger(__name__)
-HEAD_FILE = "classifier.safetensors"
 CHECKPOINT = ".checkpoint.pt"
 
 # helpers
@@ -205,46 +204,6 @@ class FinetuneResult:
     seconds: float = 0.0
 
 
-class _Classifier:
-    """Sentence encoder + dropout + linear head, as one trainable unit."""
-
-    def __init__(self, st_model, n_classes: int, dropout: float, target: tuple[ContextSpec, int] | None = None):
-        import torch
-        self.target = target  # (spec, separator id): pool the target's tokens only
-        self.st = st_model
-        dim = int((getattr(st_model, "get_embedding_dimension", None) or st_model.get_sentence_embedding_dimension)())
-        self.head = torch.nn.Linear(dim, n_classes)
-        self.drop = torch.nn.Dropout(dropout)
-
-    def parameters(self):
-        return [*self.st.parameters(), *self.head.parameters()]
-
-    def train(self, mode: bool = True) -> None:
-        self.st.train(mode)
-        self.head.train(mode)
-        self.drop.train(mode)
-
-    def logits(self, texts: list[str]):
-        from merc.encoders.layer_cache import tokenize
-        feats = tokenize(self.st, texts)
-        if self.target is None:
-            emb = self.st(feats)["sentence_embedding"]  # (batch, dim)
-        else:
-            emb = target_embeddings(self.st, feats, self.target)  # (batch, dim)
-        return self.head(self.drop(emb))  # (batch, n_classes)
-
-    def predict(self, texts: list[str], *, batch_size: int = 64, progress: bool = False, desc: str = "") -> np.ndarray:
-        import torch
-        self.train(False)
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        out = np.empty(len(texts), dtype=np.int64)
-        with torch.inference_mode():
-            for s in tqdm(range(0, len(order), batch_size), desc=desc, disable=not progress, leave=False):
-                idx = order[s:s + batch_size]
-                out[idx] = self.logits([texts[i] for i in idx]).argmax(-1).numpy()
-        return out
-
-
 @dataclass
 class _Cached:
     """Training from cached lower-layer states: the trainable upper layers, train/dev states, cost."""
@@ -274,14 +233,14 @@ class _Cached:
         parts = [layer_cache_seconds(self.train.folder, key), layer_cache_seconds(self.dev.folder, key)]
         return None if None in parts else round(sum(parts), 1)
 
-    def logits(self, model: _Classifier, idx: Sequence[int]):
+    def logits(self, model: EncoderClassifier, idx: Sequence[int]):
         from merc.encoders.layer_cache import pooled, transformer_of, upper_forward
         h, mask = self.train.batch(idx)  # (b, s, hidden), (b, s)
         top = upper_forward(transformer_of(model.st), h, mask, self.n_frozen)  # (b, s, hidden)
         pool = self._pool_mask(self.train_target, idx, mask)  # (b, s)
         return model.head(model.drop(pooled(model.st, top, pool)))  # (b, n_classes)
 
-    def predict_dev(self, model: _Classifier, batch_size: int = 64) -> np.ndarray:
+    def predict_dev(self, model: EncoderClassifier, batch_size: int = 64) -> np.ndarray:
         import torch
 
         from merc.encoders.layer_cache import pooled, transformer_of, upper_forward
@@ -349,20 +308,6 @@ def _load_base(base: str):
     return enc.model, enc
 
 
-def folder_classifier(out_dir: str | Path, n_labels: int) -> tuple[_Classifier, Any]:
-    """A tuned folder's encoder with its saved classifier head, for inference: ``(classifier, encoder)``, the
-    encoder a ``SentenceTransformerEncoder`` that renders inputs as the folder's ``merc_encoder.json`` says."""
-    from safetensors.torch import load_file
-
-    from merc.encoders.text import SentenceTransformerEncoder
-    enc = SentenceTransformerEncoder(out_dir)
-    st = enc.model
-    clf = _Classifier(st, n_labels, 0.0, pooling_target(st, enc.context))
-    clf.head.load_state_dict(load_file(str(Path(out_dir) / HEAD_FILE)))
-    clf.train(False)
-    return clf, enc
-
-
 def score_folder(out_dir: str | Path, corpus: Corpus, split: str = "test", *,
                  progress: bool = False) -> dict[str, Any] | None:
     """A tuned folder's own classifier on ``split`` of ``corpus``: the saved encoder, read as its
@@ -428,7 +373,7 @@ def finetune_text_encoder(corpus: Corpus, out_dir: str | Path, config: FinetuneC
         soft = torch.from_numpy(teacher_logits(config.teacher, corpus, "train", tr_ids, progress=progress))
     out.mkdir(parents=True, exist_ok=True)  # only now: a config or input error leaves no empty folder behind
 
-    model = _Classifier(st, len(corpus.labels), config.dropout, target)
+    model = EncoderClassifier(st, len(corpus.labels), config.dropout, target)
     cached = _layer_cache(st, base_enc, config, tr_texts, dev_texts, progress=progress,
                           target=target)  # None: all layers
     lengths = [len(t) for t in tr_texts] if cached is None else [int(n) for n in cached.train.lengths]
