@@ -67,8 +67,7 @@ def report(res: dict[str, Any]) -> str:
                   f"pass over the {tp.get('n', '?')} train utterances: "
                   + ("reused from the feature cache" if tp.get("cache_hit") else f"{tp.get('seconds', 0):.0f} s")
                   + " (not in the cost table below).", ""]
-    lines += [
-              *epoch_table(meta)]
+    lines += epoch_table(meta)
     t, d = meta.get("test") or {}, meta.get("dev") or {}
     lines += ["", "| its own classifier | weighted F1 (%) | accuracy (%) | macro F1 (%) |", "|---|---:|---:|---:|",
               f"| dev (kept epoch) | {pct(d.get('weighted_f1'))} | {pct(d.get('accuracy'))} | "
@@ -172,9 +171,8 @@ def main() -> None:
     out = Path(args.out)
     teacher_pass = None
     if config.teacher:  # the teacher's pass, timed on its own (the fine-tune then reads it from the cache)
-        from merc.encoders.cache import encode_split
-        from merc.encoders.distill import TeacherLogits
-        f = encode_split(corpus, "train", TeacherLogits(config.teacher, corpus.labels))
+        from merc.encoders.distill import teacher_features
+        f = teacher_features(config.teacher, corpus, "train")
         teacher_pass = {"n": len(f.ids), "seconds": f.meta.get("seconds"), "cache_hit": f.meta.get("cache_hit", True)}
     if not (out / META_FILE).is_file():
         finetune_text_encoder(corpus, out, config)

@@ -63,10 +63,10 @@ def teacher(tmp_path_factory):
 @pytest.mark.slow
 def test_teacher_logits_are_its_classifier_and_cached(teacher, tmp_path):
     from merc.encoders.classifier import folder_classifier
-    from merc.encoders.distill import TeacherLogits, teacher_logits
+    from merc.encoders.distill import TeacherLogits, teacher_features
     corpus = toy_corpus()
     ids = [u.utterance_id for u in corpus.utterances("train")][::-1]  # any order: matched by id
-    X = teacher_logits(teacher, corpus, "train", ids, cache_dir=tmp_path / "c", progress=False)
+    X = teacher_features(teacher, corpus, "train", cache_dir=tmp_path / "c", progress=False).take(ids)
     clf, enc = folder_classifier(teacher, 2)
     by_id = {u.utterance_id: u for u in corpus.utterances("train")}
     with torch.inference_mode():
@@ -74,7 +74,7 @@ def test_teacher_logits_are_its_classifier_and_cached(teacher, tmp_path):
     assert X.shape == (len(ids), 2) and np.allclose(X, ref, atol=1e-4)
     assert (X.argmax(1) == [int(by_id[i].emotion == "joy") for i in ids]).mean() > 0.9
     assert len(list((tmp_path / "c").rglob("features.safetensors"))) == 1  # the pass is cached …
-    again = teacher_logits(teacher, corpus, "train", ids, cache_dir=tmp_path / "c", progress=False)
+    again = teacher_features(teacher, corpus, "train", cache_dir=tmp_path / "c", progress=False).take(ids)
     assert np.array_equal(X, again)  # … and read back
     with pytest.raises(IncompatibleRunError, match="labels"):
         TeacherLogits(teacher, ["anger", "joy", "fear"])

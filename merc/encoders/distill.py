@@ -19,6 +19,7 @@ from typing import Sequence
 import numpy as np
 
 from merc.data.schema import Corpus
+from merc.encoders.cache import Features, encode_split
 from merc.encoders.classifier import HEAD_FILE, folder_classifier
 from merc.encoders.template import META_FILE
 from merc.encoders.text import SentenceTransformerEncoder, TextEncoder
@@ -60,9 +61,9 @@ class TeacherLogits(TextEncoder):
             return self._clf.logits(texts).float().numpy()  # (b, n_classes)
 
 
-def teacher_logits(folder: str | Path, corpus: Corpus, split: str, ids: Sequence[str], *,
-                   cache_dir: str | Path | None = None, progress: bool = True) -> np.ndarray:
-    """The teacher's logits ``(len(ids), n_classes)`` for utterances ``ids`` of ``corpus``'s ``split``."""
-    from merc.encoders.cache import encode_split
-    feats = encode_split(corpus, split, TeacherLogits(folder, corpus.labels), cache_dir=cache_dir, progress=progress)
-    return feats.take(ids)  # matched by id; a KeyError names a missing utterance
+def teacher_features(folder: str | Path, corpus: Corpus, split: str, *, cache_dir: str | Path | None = None,
+                     progress: bool = True) -> Features:
+    """The teacher's logits ``(n, n_classes)`` for every utterance of ``corpus``'s ``split``, from the feature
+    cache or computed into it; ``.take(ids)`` matches them to utterance ids, ``.meta`` holds the teacher's
+    fingerprint and the pass's seconds (``cache_hit`` when it was read back)."""
+    return encode_split(corpus, split, TeacherLogits(folder, corpus.labels), cache_dir=cache_dir, progress=progress)

@@ -367,10 +367,11 @@ def finetune_text_encoder(corpus: Corpus, out_dir: str | Path, config: FinetuneC
                          f"(train {len(tr_texts)}, dev {len(dev_texts)})")
     if config.max_train is not None:
         tr_texts, tr_y, tr_ids = tr_texts[:config.max_train], tr_y[:config.max_train], tr_ids[:config.max_train]
-    soft = None  # (n_train, n_classes) the teacher's logits, when distilling
+    soft, teacher = None, None  # (n_train, n_classes) the teacher's logits, when distilling
     if config.teacher:
-        from merc.encoders.distill import teacher_logits
-        soft = torch.from_numpy(teacher_logits(config.teacher, corpus, "train", tr_ids, progress=progress))
+        from merc.encoders.distill import teacher_features
+        teacher = teacher_features(config.teacher, corpus, "train", progress=progress)
+        soft = torch.from_numpy(teacher.take(tr_ids))  # matched by id
     out.mkdir(parents=True, exist_ok=True)  # only now: a config or input error leaves no empty folder behind
 
     model = EncoderClassifier(st, len(corpus.labels), config.dropout, target)
@@ -483,9 +484,8 @@ def finetune_text_encoder(corpus: Corpus, out_dir: str | Path, config: FinetuneC
             "base_fingerprint": base_enc.fingerprint, "config": asdict(config), "best_epoch": state["best_epoch"],
             "history": state["history"], "dev": state.get("best_dev"), "test": None,
             "n_train": len(tr_texts), "seconds": round(seconds, 1)}
-    if config.teacher:
-        from merc.encoders.distill import TeacherLogits
-        meta["teacher_fingerprint"] = TeacherLogits(config.teacher, corpus.labels).fingerprint
+    if teacher is not None:
+        meta["teacher_fingerprint"] = teacher.meta["fingerprint"]
     if cached is not None:
         meta["layer_cache"] = {"folder": str(cached.train.folder), "frozen_layers": cached.n_frozen,
                                "train_layers": config.train_layers, "build_seconds": cached.build_seconds(),
