@@ -45,11 +45,6 @@ def csv_path(data_dir: str | Path, split: str, dyadic: bool = False) -> Path:
     return Path(data_dir) / f"{split}_sent_emo{'_dya' if dyadic else ''}.csv"
 
 
-def clip_path(media_dir: str | Path, split: str, dia: int, utt: int) -> str:
-    """Absolute path of a clip in the raw release layout (whether or not the file exists)."""
-    return os.path.join(Path(media_dir).expanduser().resolve(), CLIP_DIRS[split], f"dia{dia}_utt{utt}.mp4")
-
-
 def parse_time(value: str) -> tuple[float, bool]:
     """``HH:MM:SS,mmm`` -> (seconds, whether the fraction had fewer than 3 digits). Raises ValueError."""
     m = _TIME.fullmatch(value.strip())

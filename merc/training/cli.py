@@ -9,13 +9,12 @@ from pathlib import Path
 from merc.data import DATASETS, SPLITS
 from merc.errors import ConfigError, IncompatibleRunError, MissingFileError
 from merc.models.dialogue import DialogueConfig
+from merc.models.factory import MODEL_KINDS
 from merc.training.experiment_cli import add_matav_arguments, add_training_arguments, matav_config
 from merc.training.features import DEFAULT_ENCODERS
 from merc.training.loss_cli import add_loss_arguments
 from merc.training.search_cli import add_search_arguments
 from merc.training.trainer import TrainConfig
-
-MODELS = ("mamba", "gru", "transformer", "mlp", "matav")
 
 
 def _fmt(ms: dict) -> str:
@@ -186,7 +185,7 @@ def add_parser(sub) -> None:
                    "jsonl media paths are relative to --data-dir")
     p.add_argument("--qc-dir", default=None, help="folder written by `merc qc` for this corpus: face encoders use "
                    "its speaker_tracks.json (the labelled speaker's face) instead of the largest face")
-    p.add_argument("--model", choices=MODELS, default="mamba", help="dialogue model")
+    p.add_argument("--model", choices=MODEL_KINDS, default="mamba", help="dialogue model")
     p.add_argument("--modalities", default="text", help="comma-separated subset of text,audio,face")
     p.add_argument("--audio-encoders", default=",".join(DEFAULT_ENCODERS["audio"]),
                    help="comma-separated audio encoders, concatenated in this order (`merc encoder list`)")

@@ -1,4 +1,5 @@
-"""Pictures a person would rather look at than read: training curves, confusion matrices, emotion timelines."""
+"""Pictures a person would rather look at than read: training curves, confusion matrices, and the emotion colours
+the timelines of :mod:`merc.training.timeline` share."""
 from __future__ import annotations
 
 import io
@@ -11,7 +12,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from merc.data.schema import Conversation  # noqa: E402
 from merc.io import atomic_write_bytes  # noqa: E402
 
 # a fixed colour per common emotion name; others cycle through tab10
@@ -20,7 +20,8 @@ EMOTION_COLOURS = {"neutral": "#9e9e9e", "neu": "#9e9e9e", "joy": "#f4b400", "ha
                    "sadness": "#1f77b4", "sad": "#1f77b4", "fear": "#9467bd", "disgust": "#2ca02c"}
 
 
-def _colour(label: str, i: int) -> str:
+def emotion_colour(label: str, i: int):
+    """The fixed colour of a common emotion name, else the ``i``-th of tab10."""
     return EMOTION_COLOURS.get(label, plt.cm.tab10(i % 10))
 
 
@@ -69,23 +70,4 @@ def plot_confusion(confusion: Sequence[Sequence[int]], labels: Sequence[str], pa
                     color="white" if norm[i, j] > 0.5 else "black")
     fig.colorbar(im, ax=ax, fraction=0.046, label="fraction of true class")
     ax.set_title(title or "confusion matrix (counts; colour = row-normalised)")
-    return _save(fig, path)
-
-
-def plot_timeline(conversation: Conversation, probs: np.ndarray, labels: Sequence[str], path: str | Path) -> Path:
-    """Stacked emotion probabilities per utterance, predicted label and speaker under each bar."""
-    n = len(conversation.utterances)
-    fig, ax = plt.subplots(figsize=(max(6, 0.9 * n + 2), 4))
-    bottom = np.zeros(n)
-    for k, lab in enumerate(labels):
-        ax.bar(range(n), probs[:, k], bottom=bottom, color=_colour(lab, k), label=lab, width=0.8)
-        bottom += probs[:, k]
-    pred = probs.argmax(1)
-    for i in range(n):
-        ax.text(i, 1.02, labels[pred[i]], ha="center", va="bottom", fontsize=8, rotation=30)
-    ax.set_xticks(range(n), [f"{i}\n{u.speaker[:10]}" for i, u in enumerate(conversation.utterances)], fontsize=8)
-    ax.set_ylim(0, 1.25)
-    ax.set_ylabel("probability")
-    ax.set_title(f"emotion timeline — {conversation.conversation_id}", pad=18)
-    ax.legend(ncol=1, fontsize=8, bbox_to_anchor=(1.01, 1), loc="upper left")
     return _save(fig, path)

@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 
 from merc.data.schema import Conversation  # noqa: E402
 from merc.io import atomic_write_bytes  # noqa: E402
-from merc.training.plots import EMOTION_COLOURS  # noqa: E402
+from merc.training.plots import emotion_colour  # noqa: E402
 
 PER_PAGE = 50  # utterances per timeline page
 PAGE_SIZE = (16.0, 4.6)  # inches (1920 x 552 pixels at 120 dpi before tight bounding box)
@@ -68,10 +68,6 @@ def _inside(folder: Path, path: Path) -> Path:
     return path
 
 
-def _colour(label: str, i: int):
-    return EMOTION_COLOURS.get(label, plt.cm.tab10(i % 10))
-
-
 def timeline_figure(conversation: Conversation, probs: np.ndarray, labels: Sequence[str], first: int, title: str,
                     slots: int, present: Mapping[str, np.ndarray] | None = None):
     """One page as a matplotlib figure: utterances ``first .. first + len(probs) - 1`` (probs (n, n_classes)) on
@@ -83,7 +79,7 @@ def timeline_figure(conversation: Conversation, probs: np.ndarray, labels: Seque
     x = np.arange(n)
     bottom = np.zeros(n)
     for k, lab in enumerate(labels):
-        ax.bar(x, probs[:, k], bottom=bottom, color=_colour(lab, k), label=lab, width=0.8)
+        ax.bar(x, probs[:, k], bottom=bottom, color=emotion_colour(lab, k), label=lab, width=0.8)
         bottom += probs[:, k]
     pred = probs.argmax(1)
     small = slots > 20
