@@ -68,14 +68,31 @@ def write_json(path: str | Path, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
-def file_digest(*paths: str | Path) -> str:
-    """Short sha256 over the bytes of ``paths`` in order (a stable id of model weight files)."""
+def hash_file(h: "hashlib._Hash", path: str | Path, *, head: int | None = None) -> "hashlib._Hash":
+    """Feed the bytes of ``path`` to the hash ``h`` and return it: all of them, or, with ``head``, only the first
+    and last ``head`` bytes of a file longer than ``2 * head`` (a cheap id of multi-GB media and weights).
+    Callers that hash more than bytes (a folder's file names, a clip's mtime) update ``h`` themselves first.
+    Raises OSError when the file cannot be read."""
+    with open(path, "rb") as f:
+        if head is not None:
+            size = os.fstat(f.fileno()).st_size
+            if size > 2 * head:
+                h.update(f.read(head))
+                f.seek(size - head)
+                h.update(f.read(head))
+                return h
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h
+
+
+def file_digest(*paths: str | Path, chars: int | None = 16, head: int | None = None) -> str:
+    """sha256 (hex) over the bytes of ``paths`` in order (see :func:`hash_file` for ``head``): its first ``chars``
+    characters (16: a stable id of model weight files in fingerprints), or all 64 with ``chars=None`` (checksums)."""
     h = hashlib.sha256()
     for p in paths:
-        with open(p, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-    return h.hexdigest()[:16]
+        hash_file(h, p, head=head)
+    return h.hexdigest()[:chars]
 
 
 # provenance

@@ -16,7 +16,6 @@ SYSTRAN/faster-whisper ``transcribe.py`` (``encode``, ``find_alignment``).
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import logging
 import math
@@ -28,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from merc.errors import InputError, MissingDependencyError
+from merc.io import file_digest
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +55,8 @@ def bundled_model_dir() -> Path:
 
 @lru_cache(maxsize=8)
 def _sha256(path: str, size: int, mtime: float) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    """sha256 of the file, cached per (path, size, mtime): verified once per process."""
+    return file_digest(path, chars=None)
 
 
 def verify_model(model_dir: str | Path, expected_sha256: str = BUNDLED_SHA256) -> Path:

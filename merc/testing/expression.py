@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from merc.encoders.base import require
 from merc.errors import MissingDependencyError
 
 EMOTIONS = ("neutral", "joy", "surprise", "anger", "sadness", "disgust", "fear")
@@ -60,10 +61,7 @@ OPEN_MOUTH = {"surprise", "fear", "joy"}
 @lru_cache(maxsize=1)
 def dlib_landmarker():
     """(dlib HOG face detector, 68-point shape predictor); raises MissingDependencyError when absent."""
-    try:
-        import dlib
-    except ImportError:
-        raise MissingDependencyError("facial expressions need dlib: pip install dlib-bin") from None
+    dlib = require("dlib", "pip install dlib-bin", what="drawing facial expressions")
     spec = importlib.util.find_spec("face_recognition_models")
     if spec is None or spec.origin is None:
         raise MissingDependencyError("facial expressions need dlib's 68-point landmark model: "

@@ -110,12 +110,12 @@ def check_adapter_encoders(adapters: Mapping[str, Adapter], encoders: Mapping[st
 
 def adapter_records(adapters: Mapping[str, Adapter], folders: Mapping[str, str | Path]) -> dict[str, dict[str, Any]]:
     """What the run config keeps per adapted modality (provenance + what is needed to rebuild the module)."""
-    from merc.training.weights import sha256_file
+    from merc.io import file_digest
     out = {}
     for m, a in adapters.items():
         folder = Path(folders[m]).resolve()
-        out[m] = {"path": str(folder), "sha256": sha256_file(folder / WEIGHTS_FILE), "encoder": dict(a.encoder),
-                  "model": asdict(a.config), "labels": list(a.labels)}
+        out[m] = {"path": str(folder), "sha256": file_digest(folder / WEIGHTS_FILE, chars=None),
+                  "encoder": dict(a.encoder), "model": asdict(a.config), "labels": list(a.labels)}
     return out
 
 
@@ -132,8 +132,8 @@ def build_run_model(model_config, adapters: Mapping[str, Mapping[str, Any]] | No
     modules = {}
     for m, rec in adapters.items():
         if from_folders:
-            from merc.training.weights import sha256_file
-            got = sha256_file(Path(rec["path"]) / WEIGHTS_FILE)
+            from merc.io import file_digest
+            got = file_digest(Path(rec["path"]) / WEIGHTS_FILE, chars=None)
             if rec.get("sha256") and got != rec["sha256"]:
                 raise IncompatibleRunError(f"the {m} adapter at {rec['path']} changed since the run was configured "
                                            f"(sha256 {got[:12]}… != {rec['sha256'][:12]}…)")

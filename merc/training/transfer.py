@@ -108,13 +108,14 @@ def markdown_table(result: dict[str, Any]) -> str:
 
 def adapter_info(adapters: Mapping[str, str]) -> dict[str, dict[str, Any]]:
     """Path, sha256 and encoder of each adapter folder (for the table and the cell settings)."""
+    from merc.io import file_digest
     from merc.models.adapter import CONFIG_FILE, WEIGHTS_FILE
-    from merc.training.weights import sha256_file
     out = {}
     for m, folder in adapters.items():
         p = Path(folder).resolve()
         cfg = json.loads((p / CONFIG_FILE).read_text()) if (p / CONFIG_FILE).is_file() else {}
-        out[m] = {"path": str(p), "sha256": sha256_file(p / WEIGHTS_FILE) if (p / WEIGHTS_FILE).is_file() else "",
+        weights = p / WEIGHTS_FILE
+        out[m] = {"path": str(p), "sha256": file_digest(weights, chars=None) if weights.is_file() else "",
                   "encoder": cfg.get("encoder", {})}
     return out
 

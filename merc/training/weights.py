@@ -13,32 +13,24 @@ Every failure is an :class:`~merc.errors.IncompatibleRunError` naming the file a
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 import torch
 
 from merc.errors import IncompatibleRunError
-from merc.io import write_json
+from merc.io import file_digest, write_json
 
 WEIGHTS = "model.safetensors"
 CHECKSUMS = "checksums.json"
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def record_checksum(run_dir: str | Path, name: str = WEIGHTS) -> Path:
     """Write ``checksums.json`` ``{name: {"sha256": ..., "bytes": ...}}`` for the weights just saved."""
     run_dir = Path(run_dir)
     path = run_dir / name
-    return write_json(run_dir / CHECKSUMS, {name: {"sha256": sha256_file(path), "bytes": path.stat().st_size}})
+    record = {"sha256": file_digest(path, chars=None), "bytes": path.stat().st_size}
+    return write_json(run_dir / CHECKSUMS, {name: record})
 
 
 def verify_checksum(run_dir: str | Path, name: str = WEIGHTS) -> bool:
@@ -59,7 +51,7 @@ def verify_checksum(run_dir: str | Path, name: str = WEIGHTS) -> bool:
         what = "truncated" if size < want_bytes else "longer than saved"
         raise IncompatibleRunError(f"{path}: damaged weights file ({what}: {size} bytes, {want_bytes} at save "
                                    f"time); restore the run directory from a copy or retrain")
-    got = sha256_file(path)
+    got = file_digest(path, chars=None)
     if got != want_sha:
         raise IncompatibleRunError(f"{path}: damaged weights file (sha256 {got[:16]}… differs from "
                                    f"{want_sha[:16]}… recorded at save time); restore the run directory from a "
