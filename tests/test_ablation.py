@@ -81,9 +81,9 @@ def test_experiment_ablation_cli_on_a_toy_text_corpus(tmp_path, monkeypatch, cap
 def test_matav_options_and_switches():
     import argparse
 
-    from merc.training.experiment_cli import add_matav_arguments, matav_config
+    from merc.training.flags import add_matav_flags, matav_config_from_args
     p = argparse.ArgumentParser()
-    add_matav_arguments(p)
-    assert matav_config(p.parse_args([])) == MatavConfig()
-    cfg = matav_config(p.parse_args(["--no-mamba", "--no-mec", "--attention", "dialogue", "--d-model", "64"]))
+    add_matav_flags(p)
+    assert matav_config_from_args(p.parse_args([])) == MatavConfig()
+    cfg = matav_config_from_args(p.parse_args(["--no-mamba", "--no-mec", "--attention", "dialogue", "--d-model", "64"]))
     assert (cfg.use_mamba, cfg.mec_weight, cfg.attention, cfg.d_model, cfg.d_mamba) == (False, 0.0, "dialogue", 64, 64)

@@ -8,13 +8,20 @@ from pathlib import Path
 
 from merc.data import DATASETS, SPLITS
 from merc.errors import ConfigError, IncompatibleRunError, MissingFileError
-from merc.models.dialogue import DialogueConfig
-from merc.models.factory import MODEL_KINDS
-from merc.training.experiment_cli import add_matav_arguments, add_training_arguments, matav_config
-from merc.training.features import DEFAULT_ENCODERS
-from merc.training.loss_cli import add_loss_arguments
+from merc.training.flags import (
+    add_dialogue_flags,
+    add_encoder_flags,
+    add_matav_flags,
+    add_seed_flags,
+    add_training_flags,
+    encoders_from_args,
+    modalities_from_args,
+    model_config_from_args,
+    names,
+    text_encoder_from_args,
+    train_config_from_args,
+)
 from merc.training.search_cli import add_search_arguments
-from merc.training.trainer import TrainConfig
 
 
 def _fmt(ms: dict) -> str:
@@ -25,10 +32,6 @@ def _abs(path: str | None) -> str | None:
     return os.path.abspath(path) if path else None
 
 
-def _names(csv: str) -> list[str]:
-    return [x.strip() for x in csv.split(",") if x.strip()]
-
-
 def parse_modality_dropout(spec: str | None, modalities: list[str]) -> dict[str, float]:
     """``0.1`` (every modality of the run, when it has more than one) or ``audio=0.2,face=0.3``."""
     if not spec:
@@ -37,7 +40,7 @@ def parse_modality_dropout(spec: str | None, modalities: list[str]) -> dict[str,
         if "=" not in spec:
             p = float(spec)
             return {m: p for m in modalities} if len(modalities) > 1 and p > 0 else {}
-        return {m.strip(): float(q) for m, q in (part.split("=", 1) for part in _names(spec))}
+        return {m.strip(): float(q) for m, q in (part.split("=", 1) for part in names(spec))}
     except ValueError:
         raise ConfigError(f"--modality-dropout {spec!r}: expected a probability (0.1) or modality=p pairs "
                           f"(audio=0.2,face=0.3)") from None
@@ -50,24 +53,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.overwrite and args.resume:
         raise ConfigError("--overwrite and --resume exclude each other: replace the run, or finish it")
     prepare_out(args.out, overwrite=args.overwrite, resume=args.resume)
-    if args.model == "matav":
-        mc = matav_config(args, n_mamba_layers=args.layers, bidirectional=not args.causal)
-    else:
-        if args.no_mamba or args.no_mec:
-            raise ConfigError("--no-mamba and --no-mec are MaTAV ablations: use them with --model matav")
-        mc = DialogueConfig(kind=args.model, d_model=args.d_model, n_layers=args.layers, dropout=args.dropout,
-                            bidirectional=not args.causal)
-    tc = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-                     patience=args.patience, class_weights=args.class_weights, seed=args.seed, loss=args.loss,
-                     focal_gamma=args.focal_gamma, cb_beta=args.cb_beta, supcon_weight=args.supcon_weight,
-                     supcon_temperature=args.supcon_temperature)
-    modalities = _names(args.modalities)
-    encoders = {"text": _names(args.text_encoder), "audio": _names(args.audio_encoders),
-                "face": _names(args.face_encoders)}
+    mc, tc = model_config_from_args(args), train_config_from_args(args)
+    modalities = modalities_from_args(args)
+    encoders = encoders_from_args(args, modalities)
     common = dict(dataset=args.dataset, data_dir=os.path.abspath(args.data_dir), media_dir=args.media_dir,
-                  modalities=modalities, encoders={m: e for m, e in encoders.items() if m in modalities},
+                  modalities=modalities, encoders=encoders,
                   modality_dropout=parse_modality_dropout(args.modality_dropout, modalities),
-                  text_encoder=_names(args.text_encoder)[0], progress=not args.quiet, qc_dir=_abs(args.qc_dir),
+                  text_encoder=text_encoder_from_args(args), progress=not args.quiet, qc_dir=_abs(args.qc_dir),
                   adapters=parse_adapters(args.adapters), tune_adapters=args.tune_adapters)
     if args.search:  # dev-selected settings first (merc.training.search), then the normal run with them
         from merc.data import load_corpus
@@ -185,32 +177,20 @@ def add_parser(sub) -> None:
                    "jsonl media paths are relative to --data-dir")
     p.add_argument("--qc-dir", default=None, help="folder written by `merc qc` for this corpus: face encoders use "
                    "its speaker_tracks.json (the labelled speaker's face) instead of the largest face")
-    p.add_argument("--model", choices=MODEL_KINDS, default="mamba", help="dialogue model")
-    p.add_argument("--modalities", default="text", help="comma-separated subset of text,audio,face")
-    p.add_argument("--audio-encoders", default=",".join(DEFAULT_ENCODERS["audio"]),
-                   help="comma-separated audio encoders, concatenated in this order (`merc encoder list`)")
-    p.add_argument("--face-encoders", default=",".join(DEFAULT_ENCODERS["face"]),
-                   help="comma-separated face encoders, concatenated in this order (`merc encoder list`)")
+    add_dialogue_flags(p)
+    add_encoder_flags(p)
     p.add_argument("--modality-dropout", default=None,
                    help="training-time probability of hiding a modality of an utterance (never all of them): "
                         "one value for every modality (0.1) or per modality (audio=0.2,face=0.3); None = off")
-    p.add_argument("--text-encoder", default="mpnet",
-                   help="mpnet, minilm, or a sentence-transformers name/path; several, comma-separated, are "
-                        "concatenated in this order (e.g. two fine-tuned folders)")
     p.add_argument("--adapters", default=None, metavar="MOD=DIR,...",
                    help="stage-2 adapters (`merc adapt --out DIR`) per modality, e.g. text=DIR,face=DIR: the "
                         "adapter's 128-d bottleneck of the raw stage-1 feature replaces that modality's feature; "
                         "others keep their stage-1 feature. Each adapter must match the run's encoder")
     p.add_argument("--tune-adapters", action="store_true",
                    help="fine-tune the adapters with the dialogue model (default: frozen)")
-    p.add_argument("--seed", type=int, default=0, help="random seed of the first run")
-    p.add_argument("--seeds", type=int, default=1, help="run K seeds (seed, seed+1, …) and report mean ± std")
-    add_training_arguments(p)
-    add_loss_arguments(p)
-    p.add_argument("--d-model", type=int, default=DialogueConfig.d_model, help="model width")
-    p.add_argument("--layers", type=int, default=DialogueConfig.n_layers, help="dialogue-model layers")
-    p.add_argument("--dropout", type=float, default=DialogueConfig.dropout, help="dropout probability")
-    add_matav_arguments(p, switches=True, width=False)
+    add_seed_flags(p, seeds=1)
+    add_training_flags(p)
+    add_matav_flags(p, switches=True, width=False)
     add_search_arguments(p)
     p.add_argument("--causal", action="store_true", help="unidirectional context (online use) instead of bidirectional")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
