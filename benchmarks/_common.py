@@ -1,15 +1,83 @@
-"""What the benchmark scripts share: the machine line of a results file, mean ± std, Welch's t-test, the
-epoch table of a fine-tune.
+"""What the benchmark scripts share: where a study's results go, writers that keep this machine's paths out of
+them, the machine line of a results file, mean ± std, Welch's t-test, the epoch table of a fine-tune.
 
 A script adds its own folder to ``sys.path`` (``python benchmarks/x.py`` already does) and imports from here;
 the full provenance of a result (commit, dirty paths, versions, date) is :func:`merc.io.provenance`.
+
+Results files never hold a machine's absolute paths (benchmarks/README.md): ``write_json`` and
+``atomic_write_text`` here are merc.io's, with every absolute path in the content made :func:`portable` first.
 """
 from __future__ import annotations
 
 import os
 import platform
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
 
+from merc import io as _io
 from merc.io import cpu_model
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+# standard system locations (e.g. espeak-ng's data) read the same on every machine of a distribution: kept
+SYSTEM = ("/usr/", "/etc/", "/opt/", "/bin/", "/sbin/", "/lib/", "/proc/", "/dev/")
+_ABS = re.compile(r"(?<![\w.$~/:<])/[\w.+@-]+(?:/[\w.+@=-]*)+")  # two parts at least: not </s>
+
+
+def results_dir(study: str) -> Path:
+    """``benchmarks/results/<study>/``: one folder per study (benchmarks/README.md is the index)."""
+    return RESULTS / study
+
+
+def _places(repo: str | Path | None = None) -> list[tuple[str, str]]:
+    from merc.encoders.base import cache_root
+    places = [(str(Path(repo or ROOT).resolve()), ""), (str(cache_root().expanduser().resolve()), "$MERC_CACHE"),
+              (str(Path(tempfile.gettempdir()).resolve()), "$TMPDIR"), (str(Path.home().resolve()), "~")]
+    return [(p.rstrip("/"), v) for p, v in places if p not in ("/", "")]
+
+
+def portable_path(path: str, places: list[tuple[str, str]] | None = None) -> str:
+    """This machine's absolute ``path`` as a reader elsewhere can use it: under the repository -> relative
+    (``benchmarks/results/x``; the repository itself -> ``.``), under merc's cache -> ``$MERC_CACHE/…``, under
+    the temp folder -> ``$TMPDIR/…``, under the home folder -> ``~/…``, a system location (/usr/…) as it is,
+    anything else relative to the repository (``../data/mm_signal``: beside the checkout)."""
+    if path.startswith(SYSTEM):
+        return path
+    for root, var in places or _places():
+        if path == root or path.startswith(root + "/"):
+            rest = path[len(root) + 1:]
+            if var:
+                return f"{var}/{rest}" if rest else var
+            return rest or "."
+    repo = (places or _places())[0][0]
+    return os.path.relpath(path, repo)
+
+
+def portable(obj: Any, places: list[tuple[str, str]] | None = None) -> Any:
+    """``obj`` (JSON-like: dicts, lists, strings …) with every absolute path inside its strings made
+    :func:`portable_path`; dict keys too."""
+    places = places or _places()
+    if isinstance(obj, str):
+        return _ABS.sub(lambda m: portable_path(m.group(0), places), obj)
+    if isinstance(obj, dict):
+        return {portable(k, places) if isinstance(k, str) else k: portable(v, places) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [portable(v, places) for v in obj]
+    if isinstance(obj, Path):
+        return portable(str(obj), places)
+    return obj
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    """:func:`merc.io.write_json` with machine paths made portable."""
+    return _io.write_json(path, portable(obj))
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """:func:`merc.io.atomic_write_text` with machine paths made portable."""
+    return _io.atomic_write_text(path, portable(text))
 
 
 def machine() -> str:

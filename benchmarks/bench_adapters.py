@@ -1,16 +1,16 @@
 """Stage-2 text adapters on the ../shared text corpora (GoEmotions, CrowdFlower, ISEAR; never MELD), over
 frozen stage-1 encoders: held-out scores on the adapter's own sample, and the adapter alone on MELD test
 (cross-corpus transfer: MELD test encoded by the same encoder, predicted by the adapter's own classifier,
-no MELD training at all). Writes benchmarks/results/adapters_text.md and .json.
+no MELD training at all). Writes benchmarks/results/adapters/adapters_text.md and .json.
 
     nice -n 5 .venv/bin/python benchmarks/bench_adapters.py --runs minilm:500,mpnet:100 --meld minilm
 
 ``--runs`` is ``encoder:per_class`` (the balanced sample's cap; the same seed draws the same sample); the encoder
 is a registered name or ``label=/path/to/sentence-transformers/folder`` (e.g. the emotion-tuned MPNet:
-``mpnet-meld=/work/ft/mpnet-meld:500``), named by its label in the table and in ``--meld``;
+``mpnet-meld=../ft/mpnet-meld:500``), named by its label in the table and in ``--meld``;
 ``--meld`` lists the encoders whose MELD test transfer is measured (MPNet encodes ≈ 20 utt/s on an idle
 2-core machine, far less on a shared one). Each run's result is saved under
-benchmarks/results/adapters_text/ as it finishes; a rerun skips finished ones (features come from the
+benchmarks/results/adapters/adapters_text/ as it finishes; a rerun skips finished ones (features come from the
 feature cache). Adapter folders go to $MERC_BENCH_RUNS/adapters (default /tmp/merc-bench-runs/adapters).
 """
 from __future__ import annotations
@@ -26,13 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
-from merc.io import atomic_write_text, write_json
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, pct  # noqa: E402
+from _common import atomic_write_text, machine, pct, results_dir, write_json  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "benchmarks" / "results"
+OUT = results_dir("adapters")
 PARTS = OUT / "adapters_text"
 DATA = ROOT.parent / "shared" / "data"
 CORPORA = [("goemotions", "goemotions"), ("crowdflower", "crowdflower_text_emotion"), ("isear", "isear")]

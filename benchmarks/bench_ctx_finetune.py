@@ -3,13 +3,14 @@ EmoBERTa-style; optionally only the top k layers from cached frozen states), rec
 building the frozen-layer cache and minutes training, separately — the encoder's own dev/test scores,
 encoding speed, then encode MELD train/dev/test once so the dialogue benchmark can use the folder:
 
-    .venv/bin/python benchmarks/bench_ctx_finetune.py --recipe minilm-fast --out /work/ft/minilm-ctx --label minilm-ctx
+    .venv/bin/python benchmarks/bench_ctx_finetune.py --recipe minilm-fast --out ../ft/minilm-ctx --label minilm-ctx
     .venv/bin/python benchmarks/bench_ctx_finetune.py --base mpnet --context-past 2 --context-future 1 \
-        --train-layers 4 --max-length 128 --out /work/ft/mpnet-ctx --label mpnet-ctx
-    .venv/bin/python benchmarks/bench_meld_text.py --encoders mpnet-ctx=/work/ft/mpnet-ctx --seeds 5
+        --train-layers 4 --max-length 128 --out ../ft/mpnet-ctx --label mpnet-ctx
+    .venv/bin/python benchmarks/bench_meld_text.py --encoders mpnet-ctx=../ft/mpnet-ctx --seeds 5
 
-(``merc train ... --text-encoder /work/ft/mpnet-ctx`` uses it directly.) Writes
-benchmarks/results/ctx_finetune_<label>.md and .json with machine, command, commit and date.
+(``merc train ... --text-encoder ../ft/mpnet-ctx`` uses it directly.) Writes
+benchmarks/results/ctx_finetune/ctx_finetune_<label>.md (distill/ with --teacher) and .json with machine, command,
+commit and date.
 
 Resumable: fine-tuning checkpoints itself and the frozen-layer cache is kept per chunk; a finished folder is
 reused and only the report rewritten. ``--subset N`` keeps the first N conversations of every split (a cost
@@ -25,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import epoch_table, pct  # noqa: E402
-from bench_meld_text import DATA, OUT, encode_splits, machine  # noqa: E402
+from _common import epoch_table, pct, results_dir  # noqa: E402
+from bench_meld_text import DATA, encode_splits, machine  # noqa: E402
 
 FLAGS = ("base", "context_past", "context_future", "train_layers", "max_length", "epochs", "batch_size", "lr",
          "head_lr", "class_weights", "cb_beta", "seed", "pooling", "teacher", "distill_alpha", "distill_temperature")
@@ -148,14 +149,17 @@ def main() -> None:
     ap.add_argument("--subset", type=int, default=None, help="first N conversations per split (cost sample)")
     ap.add_argument("--no-encode", action="store_true", help="skip encoding the corpus with the tuned folder")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--results-dir", default=str(OUT))
+    ap.add_argument("--results-dir", default=None,
+                    help="default benchmarks/results/ctx_finetune, or benchmarks/results/distill with --teacher")
     args = ap.parse_args()
     import torch
     torch.set_num_threads(args.threads)
+    from _common import atomic_write_text, write_json
+
     from merc.data import load_corpus
     from merc.data.schema import Corpus
     from merc.encoders.finetune import META_FILE, RECIPES, FinetuneConfig, finetune_text_encoder
-    from merc.io import atomic_write_text, provenance, provenance_markdown, write_json
+    from merc.io import provenance, provenance_markdown
 
     corpus = load_corpus("meld", args.data_dir)
     def labelled(c: Corpus, split: str) -> int:
@@ -187,7 +191,7 @@ def main() -> None:
            "full_train_utterances": n_full, "full_dev_utterances": n_full_dev,
            "dev_utterances": labelled(corpus, "dev"), "finetune": meta, "encode": encode,
            "teacher_pass": teacher_pass}
-    results = Path(args.results_dir)
+    results = Path(args.results_dir or results_dir("distill" if config.teacher else "ctx_finetune"))
     write_json(results / f"ctx_finetune_{args.label}.json", res)
     text = report(res)
     atomic_write_text(results / f"ctx_finetune_{args.label}.md", text)

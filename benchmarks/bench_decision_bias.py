@@ -5,8 +5,8 @@ score test once with the offsets. Tells whether a dev-tuned decision rule carrie
     .venv/bin/python benchmarks/bench_decision_bias.py \
         --run /tmp/merc-bench-runs/text_levers_mpnet-meld+ctx+ctxfull/cb --label mpnet-meld+ctx+ctxfull-cb
 
-Writes benchmarks/results/decision_bias_<label>.md and .json (machine, command, commit, date). Features come from
-the feature cache of the run's encoders (encoded once by the run that trained it).
+Writes benchmarks/results/decision_bias/decision_bias_<label>.md and .json (machine, command, commit, date).
+Features come from the feature cache of the run's encoders (encoded once by the run that trained it).
 """
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, pct  # noqa: E402
-from bench_meld_text import DATA, OUT  # noqa: E402
+from _common import machine, pct, results_dir  # noqa: E402
+from bench_meld_text import DATA  # noqa: E402
 
 GRID = np.linspace(-2.0, 2.0, 41)  # offsets tried per class (log-probability units)
 
@@ -49,12 +49,13 @@ def main() -> None:
     ap.add_argument("--run", required=True, help="a multi-seed run directory (merc train --seeds K)")
     ap.add_argument("--label", required=True)
     ap.add_argument("--data-dir", default=str(DATA))
-    ap.add_argument("--results-dir", default=str(OUT))
+    ap.add_argument("--results-dir", default=str(results_dir("decision_bias")))
     args = ap.parse_args()
+    from _common import atomic_write_text, write_json
     from sklearn.metrics import f1_score
 
     from merc.data import load_corpus
-    from merc.io import atomic_write_text, provenance, provenance_markdown, write_json
+    from merc.io import provenance, provenance_markdown
     from merc.metrics import mean_std
     from merc.training.batching import IGNORE
     from merc.training.ensemble import EnsembleRun

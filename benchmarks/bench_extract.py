@@ -8,7 +8,7 @@ audio processed per second of wall time ("12x" = twelve times faster than real t
 targets: the default audio encoders together >= 10x real time; faces at 1 fps >= 1x.
 
     .venv/bin/python benchmarks/bench_extract.py [--dialogues 12 --utts 6]
-writes benchmarks/results/extract_speed.md and extract_speed.json.
+writes benchmarks/results/extract_speed/extract_speed.md and extract_speed.json.
 
 The machine is shared (load average recorded): treat the figures as a lower bound of what a free
 2-core machine does.
@@ -29,9 +29,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from merc.io import atomic_write_text, cpu_model, write_json  # noqa: E402
+from _common import atomic_write_text, write_json  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from merc.io import cpu_model  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results" / "extract_speed"
 ENCODERS = [("audio", "egemaps"), ("audio", "resemblyzer"), ("audio", "compare"), ("face", "dlib"), ("face", "fer"),
             ("face", "blendshapes")]
 DEFAULT_AUDIO = ("egemaps", "resemblyzer")

@@ -1,11 +1,11 @@
 """Emotion-tuned stage-1 text encoder: fine-tune a sentence encoder on MELD train (dev-selected epoch),
 then encode MELD with it once (filling the feature cache the dialogue benchmark reads). Writes
-benchmarks/results/finetune_<label>.md and .json: per-epoch loss and dev scores, the encoder's own
+benchmarks/results/finetune/finetune_<label>.md and .json: per-epoch loss and dev scores, the encoder's own
 test score, wall times of fine-tuning and of encoding.
 
 Resumable: the fine-tuning checkpoints itself (see merc.encoders.finetune); a finished folder is reused.
 
-    .venv/bin/python benchmarks/bench_finetune.py --base mpnet --out /work/ft/mpnet-meld --label mpnet-meld
+    .venv/bin/python benchmarks/bench_finetune.py --base mpnet --out ../ft/mpnet-meld --label mpnet-meld
 """
 from __future__ import annotations
 
@@ -16,8 +16,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import epoch_table  # noqa: E402
-from bench_meld_text import DATA, OUT, encode_splits, machine  # noqa: E402
+from _common import epoch_table, results_dir  # noqa: E402
+from bench_meld_text import DATA, encode_splits, machine  # noqa: E402
+
+OUT = results_dir("finetune")
 
 
 def main() -> None:
@@ -39,7 +41,9 @@ def main() -> None:
         finetune_text_encoder(corpus, out, config)
     meta = json.loads((out / META_FILE).read_text())
     encode = encode_splits(corpus, str(out))
-    from merc.io import atomic_write_text, provenance, provenance_markdown, write_json
+    from _common import atomic_write_text, write_json
+
+    from merc.io import provenance, provenance_markdown
     prov = provenance()
     res = {"label": args.label, "machine": machine(), "provenance": prov, "finetune": meta, "encode": encode}
     write_json(OUT / f"finetune_{args.label}.json", res)

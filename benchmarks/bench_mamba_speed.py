@@ -148,7 +148,9 @@ def machine(threads: int) -> dict:
 
 
 def write_markdown(path: Path, result: dict) -> None:
-    from merc.io import atomic_write_text, provenance_markdown
+    from _common import atomic_write_text
+
+    from merc.io import provenance_markdown
     m, rows = result["machine"], result["rows"]
     lines = ["# Dialogue context models: time and memory against dialogue length (CPU)", "",
              f"Command: `{result['command']}`", "",
@@ -182,14 +184,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--cap", type=float, default=60.0, help="skip a config whose fwd+bwd is estimated above this (s)")
-    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "mamba_speed"))
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "mamba_speed" / "mamba_speed"))
     p.add_argument("--child", nargs=2, metavar=("MODEL", "LENGTH"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
         print(json.dumps(child(args.child[0], int(args.child[1]), args.threads)))
         return
 
-    from merc.io import provenance, write_json
+    from _common import write_json
+
+    from merc.io import provenance
     result = {"command": " ".join([".venv/bin/python", "benchmarks/bench_mamba_speed.py", *sys.argv[1:]]),
               "machine": machine(args.threads), "provenance": provenance(), "rows": [], "slopes": {}}
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}

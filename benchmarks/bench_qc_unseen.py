@@ -12,7 +12,7 @@ Each run is one *label* (``--label after``): the code under ``--src`` (default: 
 ``python -m merc.cli qc`` with that folder as working directory, so the code before a change can be
 measured on the same corpus (``git archive <commit> merc | tar -x -C DIR`` then ``--src DIR``). A label's
 measurement caches of checks other than alignment may be seeded from another label's (``--reuse-from``),
-which is exact when those checks did not change. ``--report`` writes benchmarks/results/qc_unseen.md/.json
+which is exact when those checks did not change. ``--report`` writes benchmarks/results/qc/qc_unseen.md/.json
 from every label measured so far.
 
     nice -n 5 .venv/bin/python benchmarks/bench_qc_unseen.py --label before --src /tmp/before --workers 1
@@ -35,7 +35,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from bench_qc import CHECKS, RESPONSIBLE, machine, score, versions  # noqa: E402
 
-RESULTS = HERE / "results"
+RESULTS = HERE / "results" / "qc"
 ROOT = HERE.parent
 MELD = Path(os.environ.get("MERC_DATA", ROOT.parent / "shared" / "data")) / "meld" / "train_sent_emo.csv"
 
@@ -53,7 +53,7 @@ def build(work: Path, args: argparse.Namespace) -> dict:
             "voices": fx.speakers, "build_seconds": round(time.perf_counter() - t0, 1),
             "utterances": len(fx.utterances), "seed": args.seed, "meld_csv": str(args.meld),
             "dialogues": len({u.conversation_id for u in fx.utterances.values()})}
-    from merc.io import write_json
+    from merc.io import write_json  # a work file, read back for its paths: kept absolute (not a results file)
     write_json(truth, info)
     return info
 
@@ -108,7 +108,7 @@ def measure_label(args: argparse.Namespace, work: Path, truth: dict) -> dict:
         argv, wall = run_qc(src, truth["data_dir"], out, args.workers, [*args.qc_args, "--calibrate"])
         res["calibrated"] = {"qc_command": "merc " + shlex.join(argv), "wall_seconds": round(wall, 1),
                              **evaluate(out, truth)}
-    from merc.io import write_json
+    from _common import write_json
     write_json(work / f"result_{args.label}.json", res)
     return res
 
@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=1, help="merc qc --workers (default 1)")
     ap.add_argument("--qc-args", nargs="*", default=[], help="extra merc qc arguments (e.g. --asr pocketsphinx)")
     ap.add_argument("--no-calibrate", action="store_true", help="skip the --calibrate rerun")
-    ap.add_argument("--report", action="store_true", help="write results/qc_unseen.md/.json from all labels")
+    ap.add_argument("--report", action="store_true", help="write results/qc/qc_unseen.md/.json from all labels")
     ap.add_argument("--name", default="qc_unseen", help="results file stem under benchmarks/results (default "
                     "qc_unseen; e.g. qc_unseen_seed1 for a second corpus)")
     ap.add_argument("--labels", default="before,after", help="labels in the report, in order (default before,after)")
@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         measure_label(args, work, truth)
     if args.report:
         sys.path.insert(0, str(ROOT))
-        from merc.io import atomic_write_text, write_json
+        from _common import atomic_write_text, write_json
         labels = {lab: json.loads((work / f"result_{lab}.json").read_text()) for lab in args.labels.split(",")
                   if (work / f"result_{lab}.json").exists()}
         RESULTS.mkdir(exist_ok=True)

@@ -6,7 +6,7 @@ A cheaper stand-in for the full benchmark when the machine is too loaded for 320
 it measures the alignment check's false alarms on clean clips and its recall on wrong transcripts.
 
     nice -n 5 env PYTHONPATH=. .venv/bin/python benchmarks/bench_qc_unseen_alignment.py --label after
-writes <work>/alignment_<label>.json; --report merges every label into results/qc_unseen_alignment.md/.json.
+writes <work>/alignment_<label>.json; --report merges every label into results/qc/qc_unseen_alignment.md/.json.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(__file__).resolve().parent / "results" / "qc"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,11 +64,11 @@ def main(argv: list[str] | None = None) -> int:
                "clean_not_measured": sum(rows[u]["state"] == "not measured" for u in clean),
                "wrong_not_measured": sum(rows[u]["state"] == "not measured" for u in wrong),
                "seconds_per_utterance": round(secs / len(chosen), 2), "rows": rows, "measurements": meas}
-        from merc.io import write_json
+        from _common import write_json
         write_json(work / f"alignment_{args.label}.json", out)
         print(json.dumps({k: v for k, v in out.items() if k not in ("rows", "measurements")}, indent=1))
     if args.report:
-        from merc.io import atomic_write_text, write_json
+        from _common import atomic_write_text, write_json
         runs = [json.loads(p.read_text()) for p in sorted(work.glob("alignment_*.json"))]
         for r in runs:
             r.pop("measurements", None)

@@ -12,11 +12,11 @@ of the configuration it kept (K seeds). Reported per cell: test weighted F1, acc
 F1 (fear and disgust first), dev weighted F1, training time.
 
     nice .venv/bin/python benchmarks/bench_text_levers.py --text-encoder mpnet --seeds 5 --jobs 2
-    nice .venv/bin/python benchmarks/bench_text_levers.py --text-encoder mpnet-meld=/work/ft/mpnet-meld --seeds 5
+    nice .venv/bin/python benchmarks/bench_text_levers.py --text-encoder mpnet-meld=../ft/mpnet-meld --seeds 5
 
 ``--text-encoder`` is a name (``mpnet``, ``minilm``) or ``label=path`` (a fine-tuned folder; ``label=path1,path2``
 concatenates two encoders, as ``merc train --text-encoder path1,path2``); its features
-must be cached (or are encoded once, then cached). Writes ``benchmarks/results/text_levers_<label>.md`` and
+must be cached (or are encoded once, then cached). Writes ``benchmarks/results/text_levers/text_levers_<label>.md`` and
 ``.json``; a cell not finished is shown as "not run". Resumable: each finished cell is saved as
 ``<results-dir>/text_levers_<label>/<cell>.json`` and skipped by a rerun; a killed cell keeps its finished
 seeds (runs in ``$MERC_BENCH_RUNS``, default /tmp/merc-bench-runs). ``--report-only`` rewrites the report
@@ -33,13 +33,13 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from merc.io import atomic_write_text, dirty_outside_results, provenance, provenance_markdown, write_json
+from merc.io import dirty_outside_results, provenance, provenance_markdown
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, pm  # noqa: E402
+from _common import atomic_write_text, machine, pm, portable, write_json  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "benchmarks" / "results"
+OUT = ROOT / "benchmarks" / "results" / "text_levers"
 DATA = ROOT.parent / "shared" / "data" / "meld"
 LEVERS: dict[str, dict[str, Any]] = {
     "ce": {},
@@ -260,7 +260,7 @@ def report(cells: dict[str, dict], label: str, encoder: str, seeds: int, jobs: i
                   f"{k} `{(c.get('provenance') or {}).get('git_commit')}`"
                   + (" (dirty tree)" if dirty_outside_results(c.get("provenance") or {}) else "")
                   for k, c in cells.items()) if cells else "no cells", ""]
-    text = "\n".join(lines) + "\n"
+    text = portable("\n".join(lines) + "\n")  # as written (no machine paths), for the caller to print
     atomic_write_text(results_dir / f"text_levers_{label}.md", text)
     write_json(results_dir / f"text_levers_{label}.json",
                {"encoder": encoder, "label": label, "seeds": seeds, "cells": cells, "summaries": sums,

@@ -1,6 +1,6 @@
 """The identity-based transfer table (``merc experiment transfer``) on the generated multimodal corpus.
 
-    nice -n 5 .venv/bin/python benchmarks/bench_transfer.py --corpus /work/data/mm_signal --seeds 3
+    nice -n 5 .venv/bin/python benchmarks/bench_transfer.py --corpus ../data/mm_signal --seeds 3
 
 1. The stage-2 text adapter over MPNet, trained only on the ../shared text corpora (GoEmotions, CrowdFlower,
    ISEAR; never MELD), capped at ``--per-class`` items per class as in ``bench_adapters.py`` (MPNet encodes
@@ -12,7 +12,7 @@
    rerunning with the same ``--runs`` folder trains only the missing cells. Audio and face features come from the
    shared feature store (extracted once).
 
-Writes benchmarks/results/transfer_mm.md and transfer_mm.json with the machine, the commands, the commit and
+Writes benchmarks/results/transfer/transfer_mm.md and transfer_mm.json with the machine, the commands, the commit and
 the date. There are no audio or face emotion corpora here (CREMA-D, RAVDESS, FER2013 … cannot be shipped), so
 no audio or face adapter exists: "with adapters" rows use the text adapter only, and the table says so.
 What the generated corpus measures (and does not) is stated in the report.
@@ -29,13 +29,12 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from merc.io import atomic_write_text, write_json
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine as base_machine  # noqa: E402
+from _common import atomic_write_text, write_json  # noqa: E402
+from _common import machine as base_machine
 
 ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "benchmarks" / "results"
+OUT = ROOT / "benchmarks" / "results" / "transfer"
 CORPORA = [("goemotions", "goemotions"), ("crowdflower", "crowdflower_text_emotion"), ("isear", "isear")]
 
 
@@ -52,9 +51,10 @@ def run(cmd: list[str]) -> float:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--corpus", default="/work/data/mm_signal", help="generated corpus (MELD layout with media)")
-    ap.add_argument("--data", default=os.environ.get("MERC_SHARED_DATA", "/work/shared/data"),
-                    help="../shared/data (text corpora)")
+    ap.add_argument("--corpus", default=str(ROOT.parent / "data" / "mm_signal"),
+                    help="generated corpus (MELD layout with media)")
+    ap.add_argument("--data", default=os.environ.get("MERC_SHARED_DATA", str(ROOT.parent / "shared" / "data")),
+                    help="the text corpora folder (MELD, …)")
     ap.add_argument("--per-class", type=int, default=100, help="text adapter: items per class (bench_adapters cap)")
     ap.add_argument("--seeds", type=int, default=3, help="seeds per row")
     ap.add_argument("--epochs", type=int, default=25, help="maximum epochs per dialogue model")

@@ -9,9 +9,9 @@ and each adapter alone on MELD test, with no MELD training at all (cross-corpus 
 trained only on the ../shared text corpora (GoEmotions, CrowdFlower, ISEAR; never MELD) by
 ``benchmarks/bench_adapters.py``; the dialogue models are the ``mamba`` / ``transfer`` rows of
 ``benchmarks/bench_matav.py``. This script runs both (each resumes what it finished before) and writes
-benchmarks/results/transfer_meld_text.md and .json:
+benchmarks/results/transfer/transfer_meld_text.md and .json:
 
-    .venv/bin/python benchmarks/bench_transfer_meld.py --tuned /work/ft/mpnet-meld --per-class 500 --seeds 5
+    .venv/bin/python benchmarks/bench_transfer_meld.py --tuned ../ft/mpnet-meld --per-class 500 --seeds 5
 
 The emotion-tuned MPNet is made by ``benchmarks/bench_finetune.py`` (``merc encoder finetune``), outside the
 repository. ``--report-only`` writes the table from finished parts.
@@ -24,12 +24,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from merc.io import atomic_write_text, provenance, provenance_markdown, write_json
+from merc.io import provenance, provenance_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "benchmarks" / "results"
+RESULTS = ROOT / "benchmarks" / "results"
+OUT = RESULTS / "transfer"
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from _common import pm, welch  # noqa: E402
+from _common import atomic_write_text, pm, welch, write_json  # noqa: E402
 from bench_adapters import runs_dir  # noqa: E402
 
 
@@ -61,8 +62,8 @@ def main() -> None:
     table, data = [], {"provenance": provenance(), "args": vars(args), "systems": {}}
     letters = iter("abcd")
     for label, _, desc in systems:
-        matav = json.loads((OUT / f"matav_meld_text_{label}.json").read_text())
-        part = json.loads((OUT / "adapters_text" / f"{label}_{args.per_class}_s0.json").read_text())
+        matav = json.loads((RESULTS / "matav" / f"matav_meld_text_{label}.json").read_text())
+        part = json.loads((RESULTS / "adapters" / "adapters_text" / f"{label}_{args.per_class}_s0.json").read_text())
         rows = matav["rows"]
         data["systems"][label] = {"dialogue": rows, "adapter": {k: part[k] for k in (
             "encoder", "encoder_path", "fingerprint", "per_class", "heldout", "meld_test", "meld_test_majority",
@@ -86,7 +87,7 @@ def main() -> None:
             continue
         lines.append(f"| ({letter}) | {desc} | {what} | {pm(r['test']['weighted_f1'])} | "
                      f"{pm(r['test']['accuracy'])} | {pm(r['test']['macro_f1'])} | {pm(r['dev']['weighted_f1'])} |")
-    wd = OUT / "meld_text_wd" / "mamba_mpnet-meld.json"
+    wd = RESULTS / "meld_text" / "meld_text_wd" / "mamba_mpnet-meld.json"
     c = table[2][3] if len(table) > 2 else None
     if wd.exists() and c is not None:
         same = abs(json.loads(wd.read_text())["test"]["weighted_f1"]["mean"] - c["test"]["weighted_f1"]["mean"]) < 1e-9

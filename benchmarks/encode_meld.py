@@ -2,7 +2,7 @@
 
     nice -n 5 .venv/bin/python benchmarks/encode_meld.py --data-dir ../shared/data/meld
 
-Writes benchmarks/results/encode_meld.md: per encoder and split the utterances, seconds and
+Writes benchmarks/results/extract_speed/encode_meld.md: per encoder and split the utterances, seconds and
 utterances/s, the mpnet reassembly + unzip time (measured into a throw-away folder, so it is
 measured even when the default cache already holds the model), the cache folders, a sanity probe
 (logistic regression on the frozen features, C chosen on dev, weighted F1 on test), and the machine.
@@ -25,9 +25,11 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from _common import atomic_write_text  # noqa: E402
+
 from merc.data import load_corpus  # noqa: E402
 from merc.encoders import cache_root, encode_split, feature_cache_dir, get_text_encoder, mpnet_model_dir  # noqa: E402
-from merc.io import atomic_write_text, cpu_model, provenance, provenance_markdown  # noqa: E402
+from merc.io import cpu_model, provenance, provenance_markdown  # noqa: E402
 
 
 def machine() -> dict[str, str]:
@@ -60,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--chunk-size", type=int, default=512)
     ap.add_argument("--no-probe", action="store_true")
-    ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "encode_meld.md"))
+    ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "extract_speed" / "encode_meld.md"))
     args = ap.parse_args(argv)
     command = "nice -n 5 .venv/bin/python benchmarks/encode_meld.py " + shlex.join(
         (argv if argv is not None else sys.argv[1:]))

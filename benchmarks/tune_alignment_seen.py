@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
               "not_measured_true": sum("not_measured" in m for m in true.values())}
     print(json.dumps(report, indent=2))
     if args.out:
-        from merc.io import write_json
+        from _common import write_json
         write_json(args.out, report)
     return 0
 

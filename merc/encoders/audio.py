@@ -12,7 +12,7 @@ ecapa          192     SpeechBrain ECAPA-TDNN speaker embedding (user's weights)
 =============  ======  ==============================================================  ========================
 
 Speeds: 72 synthetic 3-s mp4 clips, decoding included, on this shared 2-core machine under a load
-average of ~13 (wall) and per CPU-second of this process (CPU); ``benchmarks/results/extract_speed.md``
+average of ~13 (wall) and per CPU-second of this process (CPU); ``benchmarks/results/extract_speed/extract_speed.md``
 (``benchmarks/bench_extract.py``). ``egemaps`` and ``compare`` need standardising with train-split
 statistics (``standardize = True``, see :mod:`merc.encoders.standardize`).
 

@@ -13,7 +13,7 @@ blendshapes  52    facial actions: 52 MediaPipe blendshape scores (smile, brow  
 ===========  ====  =================================================================  ========================
 
 Speeds at 1 fps on 72 synthetic 3-s 320x240 clips (decoding and HOG detection included), on this
-shared 2-core machine (load ~13; wall) and per CPU-second (CPU): ``benchmarks/results/extract_speed.md``.
+shared 2-core machine (load ~13; wall) and per CPU-second (CPU): ``benchmarks/results/extract_speed/extract_speed.md``.
 
 Which face: when ``merc qc`` ran, its ``speaker_tracks.json`` (``{utterance_id: {"times": [...],
 "boxes": [[x0, y0, x1, y1], ...], ...}}``, see :mod:`merc.qc.faces`) gives the labelled speaker's box

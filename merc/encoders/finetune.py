@@ -32,7 +32,7 @@ after training, with that checkpoint. A run is resumable: every ``checkpoint_min
 optimizer, the schedule and the position in the epoch are written atomically to ``<out>/.checkpoint.pt``;
 a rerun with the same config continues from there (the batch order is a function of seed and epoch).
 
-Cost on the 2-core CPU machine: see benchmarks/results/finetune_mpnet-meld.md.
+Cost on the 2-core CPU machine: see benchmarks/results/finetune/finetune_mpnet-meld.md.
 """
 from __future__ import annotations
 
@@ -120,10 +120,10 @@ def _labelled(corpus: Corpus, split: str, template: str, context: tuple[ContextS
 
 # The fast route for a user's own corpus (issue 15): MiniLM (6 layers, 384-d), two past turns and one future
 # turn in the input, the embedding pooled over the target's tokens, only the top 2 layers trained from cached
-# lower-layer states, short inputs, 3 epochs. On MELD (ctx_finetune_minilm-ctx*.md) target pooling took the
+# lower-layer states, short inputs, 3 epochs. On MELD (ctx_finetune/ctx_finetune_minilm-ctx*.md) target pooling took the
 # best dev weighted F1 from 46.55 (mean over the window) to 54.48.
 #   merc encoder finetune --dataset jsonl --data-dir DIR --recipe minilm-fast --out encoders/mine
-# Flags given explicitly override the recipe's values. Cost: benchmarks/results/ctx_finetune_*.md.
+# Flags given explicitly override the recipe's values. Cost: benchmarks/results/ctx_finetune/*.md.
 RECIPES: dict[str, dict[str, Any]] = {
     "minilm-fast": {"base": "minilm", "context_past": 2, "context_future": 1, "train_layers": 2, "max_length": 96,
                     "epochs": 3, "batch_size": 32, "lr": 1e-4, "head_lr": 1e-3, "pooling": "target"},
@@ -158,7 +158,7 @@ class FinetuneConfig:
     pooling: str = "mean"  # with context: "mean" over the whole input, or "target" (the target's tokens only)
     teacher: str | None = None  # a tuned folder whose own classifier the student distils (merc.encoders.distill)
     distill_alpha: float = 0.9  # loss = (1 - α) · CE + α · T² · KL(teacher ‖ student); 0.9: the dev-best of
-    # 0.5 / 0.9 / 1.0 for a MiniLM student of the context MPNet on MELD (ctx_finetune_minilm-student-cb*.md)
+    # 0.5 / 0.9 / 1.0 for a MiniLM student of the context MPNet on MELD (distill/ctx_finetune_minilm-student-cb*.md)
     distill_temperature: float = 2.0  # T
 
     def __post_init__(self) -> None:

@@ -11,8 +11,8 @@ load). Each clip is encoded once and the transcript is *force-scored*:
   from the same encoder output), and a low forced score counts as a mismatch only when that transcription
   disagrees too (``fuzzy`` < the fuzzy threshold, 0.47): hard clips (names, fast or odd voices) score low
   even with the right transcript, but Whisper then still hears roughly the right words. On the unseen QC
-  corpus (``benchmarks/results/qc_unseen.md``) this kept 2 of the 3 clean clips that whisper_lp alone failed;
-  on a second, held-out one (``qc_unseen_seed1.md``) 5 clean clips still fail both signals.
+  corpus (``benchmarks/results/qc/qc_unseen.md``) this kept 2 of the 3 clean clips that whisper_lp alone failed;
+  on a second, held-out one (``qc/qc_unseen_seed1.md``) 5 clean clips still fail both signals.
 Otherwise (``asr="pocketsphinx"``, the light fallback) each utterance's audio is analysed once (pocketsphinx,
 offline, bundled en-us model):
   * free decoding -> a hypothesis (or Whisper via openai-whisper / faster-whisper when selected and
@@ -303,7 +303,8 @@ class AlignmentConfig:
     # board (an unclear voice, an accent) gets the threshold lowered by how far the speaker's median whisper_lp
     # sits below the median of all clips, at most ``speaker_shift_max`` nats, and only for speakers with at
     # least ``speaker_min_clips`` measured clips. A wrong transcript still scores far below its own speaker's
-    # clips. None/0 = off. Chosen as the plain offset (no fitted factor); measured in qc_unseen*.md.
+    # clips. None/0 = off. Chosen as the plain offset (no fitted factor); measured in
+    # benchmarks/results/qc/qc_unseen*.md.
     speaker_shift_max: float | None = 1.0
     speaker_min_clips: int = 10
     rule: tuple[str, ...] | None = None  # metrics that must all pass; None: by back end (calibration picks)

@@ -14,7 +14,7 @@ centroids of the other speakers. It fails when
 
 A failure is *weak* when the voice evidence is close to the line: another speaker wins by at most
 ``strong_margin`` and the own cosine is at least ``strong_min_cos``. Similar voices sit that close
-(seeds 0-3 of benchmarks/results/qc_unseen*.md: clean utterances lost by 0.02-0.07, or own cosine 0.65-0.69;
+(seeds 0-3 of benchmarks/results/qc/qc_unseen*.md: clean utterances lost by 0.02-0.07, or own cosine 0.65-0.69;
 mislabelled ones won by 0.05-0.40, own cosine 0.38-0.87). A weak failure stands only when no corroborating
 check vouches for the utterance: by default the faces check (``QCConfig.corroborate``), whose verified
 match of the labelled speaker's face, alone on screen, keeps it.

@@ -16,7 +16,7 @@ It is written in the MELD raw layout (``train_sent_emo.csv`` + ``train_splits/di
 fraction of utterances faulted, spread evenly over :data:`merc.testing.synth.FAULTS`, and returns the ground
 truth as a :class:`merc.testing.synth.Fixture`.
 
-    fx = build_unseen_corpus("/tmp/unseen", meld_csv="/work/shared/data/meld/train_sent_emo.csv",
+    fx = build_unseen_corpus("/tmp/unseen", meld_csv="../shared/data/meld/train_sent_emo.csv",
                              n_utterances=320, fault_rate=0.10)
 """
 from __future__ import annotations
