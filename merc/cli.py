@@ -1,6 +1,6 @@
 """The ``merc`` command. Each sub-command lives next to the code it drives and registers itself here.
 
-Contract (../shared/DESIGN.md, outside this repository): data stats · train · evaluate · predict · qc · adapt ·
+Contract (docs/design.md): data stats · train · evaluate · predict · qc · adapt ·
 experiment · demo;
 plus encoder list/finetune.
 

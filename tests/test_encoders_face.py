@@ -31,7 +31,7 @@ def fer():
 
 
 def test_fer_network_matches_the_published_sanity_values(fer):
-    """OFFLINE_MODELS.md: skimage astronaut -> happy 0.998; matplotlib Grace Hopper -> neutral 0.96."""
+    """docs/offline-models.md: skimage astronaut -> happy 0.998; matplotlib Grace Hopper -> neutral 0.96."""
     from merc.encoders.face import get_face_detector
     from merc.encoders.fer_net import FER_LABELS
     det = get_face_detector()

@@ -1,8 +1,8 @@
 """Stage-1 speaker encoder: resemblyzer's GE2E d-vector (256-d), weights bundled in the wheel.
 
 Reference: Wan et al., "Generalized End-to-End Loss for Speaker Verification" (ICASSP 2018);
-resemblyzer 0.1.4 (``VoiceEncoder``, ``preprocess_wav``). See ../shared/OFFLINE_MODELS.md (outside this
-repository) for installation
+resemblyzer 0.1.4 (``VoiceEncoder``, ``preprocess_wav``). See docs/offline-models.md
+for installation
 (``resemblyzer --no-deps`` + ``webrtcvad-wheels`` + ``librosa``).
 
 ``get_speaker_encoder()`` returns one process-wide instance; the network loads on first use.
@@ -41,7 +41,7 @@ def _require_resemblyzer():
         import resemblyzer
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise MissingDependencyError("the speaker encoder needs resemblyzer: pip install --no-deps resemblyzer; "
-                          "pip install webrtcvad-wheels librosa (see ../shared/OFFLINE_MODELS.md)") from e
+                          "pip install webrtcvad-wheels librosa (see docs/offline-models.md)") from e
     return resemblyzer
 
 

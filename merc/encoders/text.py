@@ -1,6 +1,6 @@
 """Stage-1 text encoders: frozen sentence-transformers models behind a small registry.
 
-Offline defaults (see ../shared/OFFLINE_MODELS.md, outside this repository), both sentence-transformers
+Offline defaults (docs/offline-models.md), both sentence-transformers
 folders carried by PyPI packages:
 
 - ``"mpnet"``  all-mpnet-base-v2 (768-d), shipped as five byte-split zip parts

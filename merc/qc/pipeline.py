@@ -17,8 +17,11 @@ later checks are not measured on utterances whose media the integrity check foun
 both become flags "not measured: ..." made by the pipeline. A check's own ``{"error": ...}`` result
 (e.g. integrity: "missing file") goes to its ``judge``. Optionally a check is calibrated on the corpus
 between the phases (``QCConfig.calibrate``). Phase 2 (``judge``) runs over the corpus and returns Flags;
-every utterance gets exactly one Flag per check. An utterance is dropped when a check in ``drop_on``
-fails it (including "not measured").
+every utterance gets exactly one Flag per check, and weak failures that another check vouches against are
+overruled (:mod:`merc.qc.corroborate`). An utterance is dropped when a check in ``drop_on`` fails it. A
+"not measured" flag is neither pass nor failure and does not drop the utterance unless
+``QCConfig.drop_not_measured``; a missing or undecodable file is still dropped, because the integrity check
+fails it.
 
 The pieces, one concern per module: :mod:`merc.qc.config` (``QCConfig``), :mod:`merc.qc.registry`
 (check names and factories), :mod:`merc.qc.cache` (``MeasureCache``), :mod:`merc.qc.pool` (measuring,

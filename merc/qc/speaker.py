@@ -20,7 +20,7 @@ check vouches for the utterance: by default the faces check (``QCConfig.corrobor
 match of the labelled speaker's face, alone on screen, keeps it.
 
 Speakers with fewer than ``min_utts`` embedded utterances cannot be judged: they pass with a reason
-that says so. Measured on espeak-ng voices (../shared/OFFLINE_MODELS.md, outside this repository):
+that says so. Measured on espeak-ng voices (docs/offline-models.md):
 correctly labelled 0.78–0.97 to
 the own centroid; mislabelled 0.73–0.74 to the label's and 0.93–0.96 to the true speaker's.
 """

@@ -27,7 +27,7 @@ holds the configuration and counts, ``mmcorpus_utterances.jsonl`` the per-uttera
 (voice, face, the emotion each cue shows, espeak parameters, defect).
 
 References: MELD (Poria et al., ACL 2019); espeak-ng prosody options (``espeak-ng --help``); the
-recipes in ../shared/OFFLINE_MODELS.md ("Emotional prosody with espeak-ng").
+notes in docs/offline-models.md ("Media and test fixtures").
 """
 from __future__ import annotations
 
@@ -71,7 +71,7 @@ log = logging.getLogger(__name__)
 
 # emotion -> (espeak -a amplitude, -p pitch offset from the speaker's base, -s rate factor). Aroused
 # emotions are loud, high and fast; sadness quiet, low and slow (Scherer 2003, "Vocal communication of
-# emotion"); values checked by eGeMAPS in ../shared/OFFLINE_MODELS.md.
+# emotion"); values checked by eGeMAPS (docs/offline-models.md).
 PROSODY: dict[str, tuple[int, int, float]] = {
     "neutral": (100, 0, 1.00), "joy": (150, 18, 1.12), "surprise": (165, 28, 1.00), "anger": (190, 6, 1.22),
     "sadness": (45, -22, 0.75), "fear": (75, 24, 1.30), "disgust": (85, -14, 0.85),
