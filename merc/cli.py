@@ -1,7 +1,7 @@
 """The ``merc`` command. Each sub-command lives next to the code it drives and registers itself here.
 
 Contract (docs/design.md): data stats · train · evaluate · predict · qc · adapt ·
-experiment · demo;
+experiment · serve · demo;
 plus encoder list/finetune.
 
 Errors: a :class:`merc.errors.MercError` (something the user can fix) is printed as one line
@@ -33,6 +33,7 @@ COMMANDS = {
     "qc": "merc.qc.cli",
     "experiment": "merc.training.experiment_cli",
     "adapt": "merc.training.adapt_cli",
+    "serve": "merc.serve.cli",
     "demo": "merc.demo",
 }
 

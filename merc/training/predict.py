@@ -254,6 +254,7 @@ def predict_file(run_dir, input_path, *, out_dir: str | Path | None = "predictio
     record of each conversation labelled now."""
     from tqdm.auto import tqdm
 
+    from merc.inference.predictor import Predictor
     from merc.training.run import from_pretrained
     from merc.training.timeline import PER_PAGE, NameAllocator, write_timelines
     if batch_utterances < 1:
@@ -288,8 +289,8 @@ def predict_file(run_dir, input_path, *, out_dir: str | Path | None = "predictio
                 warning = speaker_slot_warning(c, max_speakers)
                 if warning:
                     log.warning(warning)
-            feats = run.features_for(batch, progress=progress)  # raw features[modality][utterance_id]
-            probs = run.predict(batch, features=feats)  # per conversation (seq_len, n_classes)
+            # raw features[modality][utterance_id]; per conversation (seq_len, n_classes)
+            feats, probs = Predictor(run).label(batch, progress=progress)
             for i, conv, p in zip(idx, batch, probs, strict=True):
                 check_finite(p, conv, run.path)
                 present = modality_presence(conv, feats)
