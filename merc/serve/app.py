@@ -20,8 +20,10 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import re
 import shutil
 import tempfile
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -134,13 +136,17 @@ def check_token(token: str | None, authorization: str | None) -> None:
 def create_app(predictor: Predictor, config: ServeConfig | None = None) -> FastAPI:
     """The service over ``predictor`` (loaded once: its model and encoders serve every request)."""
     config = config or ServeConfig()
+    jobs = JobQueue(workers=config.workers, queue=config.queue)
+
+    @asynccontextmanager
+    async def lifespan(app):
+        yield
+        jobs.shutdown()  # running jobs are dropped; their temporary folders are deleted
+
     app = FastAPI(title="merc", summary="Emotion recognition in conversation: labels per utterance",
-                  docs_url=None, redoc_url=None, openapi_url="/openapi.json")
-    app.state.predictor, app.state.config = predictor, config
-    app.state.jobs = jobs = JobQueue(workers=config.workers, queue=config.queue)
-    app.state.streams = 0
+                  docs_url=None, redoc_url=None, openapi_url="/openapi.json", lifespan=lifespan)
+    app.state.predictor, app.state.config, app.state.jobs, app.state.streams = predictor, config, jobs, 0
     app.add_middleware(BodyLimit, config=config)
-    app.add_event_handler("shutdown", jobs.shutdown)
 
     @app.exception_handler(HTTPError)
     async def _http_error(request: Request, e: HTTPError):
@@ -226,7 +232,7 @@ def create_app(predictor: Predictor, config: ServeConfig | None = None) -> FastA
             with raw.open("wb") as f:
                 await run_in_threadpool(shutil.copyfileobj, upload.file, f)
             suffix, _ = await run_in_threadpool(recording_suffix, raw)
-            media = raw.rename(folder / f"recording{suffix}")
+            media = raw.rename(folder / f"{_stem(upload.filename)}{suffix}")  # the stem names the conversation
             tpath = None
             if transcript is not None:
                 body = await transcript.read() if isinstance(transcript, UploadFile) else str(transcript).encode()
@@ -268,6 +274,12 @@ def _check_transcript(media: Path, transcript: Path) -> None:
         media_conversation(media, transcript)
     except MercError as e:
         raise InputError(str(e).replace(str(transcript.parent) + "/", "")) from None
+
+
+def _stem(filename: str | None) -> str:
+    """A safe file stem from a client's file name (letters, digits, ``._-``), ``recording`` when none is left."""
+    stem = re.sub(r"[^\w.-]+", "_", Path(filename or "").stem).strip("._")[:80]
+    return stem or "recording"
 
 
 def _name(filename: str | None, default: str) -> str:
