@@ -12,8 +12,9 @@ from merc.cli import main
 def train_toy_run(root: Path, *, causal: bool, kind: str = "mamba") -> Path:
     corpus = write_corpus(root / "corpus", sizes=(("train", 24), ("dev", 6), ("test", 6)))
     run = root / ("causal" if causal else "bidirectional")
-    args = ["train", "--dataset", "jsonl", "--data-dir", str(corpus), "--model", kind, *TINY, "--epochs", "2",
-            "--out", str(run)]
+    # enough training that the bidirectional model uses what comes later (so a stream sees revised labels)
+    args = ["train", "--dataset", "jsonl", "--data-dir", str(corpus), "--model", kind, *TINY, "--epochs", "12",
+            "--d-model", "16", "--out", str(run)]
     assert main(args + (["--causal"] if causal else [])) == 0
     return run
 
