@@ -5,7 +5,7 @@
 const $ = (sel) => document.querySelector(sel);
 const PALETTE = ["#d1495b", "#edae49", "#66a182", "#00798c", "#30638e", "#8d6a9f", "#a0a0a0", "#e07a5f",
                  "#3d405b", "#81b29a"];
-const state = { labels: [], rows: [], token: sessionStorage.getItem("merc-token") || "", ws: null, speaker: null };
+const state = { labels: [], rows: [], live: [], token: sessionStorage.getItem("merc-token") || "", ws: null, speaker: null };
 
 // helpers
 
@@ -178,14 +178,14 @@ function connect() {
     if (msg.ready) { $("#live-mode").textContent = msg.mode === "step"
         ? "causal model, one step per utterance" : "the model rereads the conversation; earlier labels may change";
       $("#live-state").textContent = "connected"; return; }
-    if (msg.reset) { state.rows = []; render("Live"); return; }
+    if (msg.reset) { state.live = []; showLive(); return; }
     showError("");
-    state.rows[msg.index] = { speaker: msg.speaker, text: msg.text, predicted: msg.predicted,
+    state.live[msg.index] = { speaker: msg.speaker, text: msg.text, predicted: msg.predicted,
                               probabilities: msg.probabilities };
     for (const r of msg.revised || []) {
-      Object.assign(state.rows[r.index], { predicted: r.predicted, probabilities: r.probabilities, revised: true });
+      Object.assign(state.live[r.index], { predicted: r.predicted, probabilities: r.probabilities, revised: true });
     }
-    render("Live");
+    showLive();
   };
   ws.onclose = () => { $("#live-state").textContent = "disconnected"; };
   return ws;
@@ -201,12 +201,18 @@ function sendLive(event) {
   $("#live-text").value = "";
 }
 
+function showLive() {
+  if ($("#tab-live").hidden) return;
+  state.rows = state.live;
+  render("Live");
+}
+
 // wiring
 
 function showTab(name) {
   for (const b of document.querySelectorAll(".tabs button")) b.classList.toggle("active", b.dataset.tab === name);
   for (const s of document.querySelectorAll(".tab")) s.hidden = s.id !== `tab-${name}`;
-  if (name === "live") { connect(); if (state.rows.length === 0) render("Live"); }
+  if (name === "live") { connect(); showLive(); }
 }
 
 async function loadModel() {
