@@ -99,6 +99,8 @@ def main() -> int:
     ap.add_argument("--run", default=str(ROOT / "merc/assets/demo_run"), help="run directory to serve")
     ap.add_argument("--requests-10", type=int, default=48, help="requests per cell, 10-utterance conversations")
     ap.add_argument("--requests-100", type=int, default=16, help="requests per cell, 100-utterance conversations")
+    ap.add_argument("--passes", type=int, default=2,
+                    help="run every cell this many times: memory that keeps growing shows in a later pass")
     ap.add_argument("--out", default=str(results_dir("serve")), help="results folder")
     args = ap.parse_args()
     port = free_port()
@@ -121,14 +123,18 @@ def main() -> int:
         sampler.start()
         rows = []
         for n in SIZES:
-            body = conversation(n)
-            asyncio.run(cell(url, body, 2, 1))  # warm-up (not counted)
-            for c in CONCURRENCY:
-                before = rss_mb(server.pid)
-                r = asyncio.run(cell(url, body, args.requests_10 if n == 10 else args.requests_100, c))
-                rows.append({"utterances": n, **r, "rss_start_mb": before, "rss_end_mb": rss_mb(server.pid)})
-                print(f"{n:>3} utt  c={c:<2}  {r['rps']:6.2f} req/s  p50 {r['p50_ms']:7.1f} ms  p99 "
-                      f"{r['p99_ms']:7.1f} ms  errors {r['errors']}  rss {rows[-1]['rss_end_mb']:.0f} MB", flush=True)
+            asyncio.run(cell(url, conversation(n), 2, 1))  # warm-up (not counted)
+        for k in range(args.passes):
+            for n in SIZES:
+                body = conversation(n)
+                for c in CONCURRENCY:
+                    before = rss_mb(server.pid)
+                    r = asyncio.run(cell(url, body, args.requests_10 if n == 10 else args.requests_100, c))
+                    rows.append({"pass": k + 1, "utterances": n, **r, "rss_start_mb": before,
+                                 "rss_end_mb": rss_mb(server.pid)})
+                    print(f"pass {k + 1} {n:>3} utt  c={c:<2}  {r['rps']:6.2f} req/s  p50 {r['p50_ms']:7.1f} ms  p99 "
+                          f"{r['p99_ms']:7.1f} ms  errors {r['errors']}  rss {rows[-1]['rss_end_mb']:.0f} MB",
+                          flush=True)
         sampler.stop.set()
         sampler.join()
     finally:
@@ -148,14 +154,17 @@ def main() -> int:
              f"Load average (1, 5, 15 min) before {', '.join(f'{x:.1f}' for x in load_before)}, after "
              f"{', '.join(f'{x:.1f}' for x in result['load_average_after'])}: the CPU was shared with other work, "
              "so absolute figures are pessimistic.", "",
-             "| utterances | concurrency | requests | req/s | p50 ms | p99 ms | errors | RSS start → end MB |",
-             "|---:|---:|---:|---:|---:|---:|---:|---|"]
+             "| pass | utterances | concurrency | requests | req/s | p50 ms | p99 ms | errors | RSS start → end MB |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
-        lines.append(f"| {r['utterances']} | {r['concurrency']} | {r['requests']} | {r['rps']:.2f} | "
+        lines.append(f"| {r['pass']} | {r['utterances']} | {r['concurrency']} | {r['requests']} | {r['rps']:.2f} | "
                      f"{r['p50_ms']:.0f} | {r['p99_ms']:.0f} | {r['errors']} | "
                      f"{r['rss_start_mb']:.0f} → {r['rss_end_mb']:.0f} |")
     m = result["rss_mb"]
-    lines += ["", f"Server memory (VmRSS, {m['samples']} samples every 0.25 s after warm-up): first {m['first']:.0f} MB, "
+    ends = [max(r["rss_end_mb"] for r in rows if r["pass"] == k + 1) for k in range(args.passes)]
+    lines += ["", "Highest RSS at the end of a cell, per pass: " + ", ".join(f"{e:.0f} MB" for e in ends)
+              + " (the first pass includes the growth to working size: thread pools, allocator arenas).", ""]
+    lines += [f"Server memory (VmRSS, {m['samples']} samples every 0.25 s after warm-up): first {m['first']:.0f} MB, "
               f"last {m['last']:.0f} MB, peak {m['peak']:.0f} MB.", "", "## Provenance", "",
               f"- {machine()}", provenance_markdown(result["provenance"]), ""]
     atomic_write_text(out / "load.md", "\n".join(lines))

@@ -17,12 +17,15 @@ data and run no model), and the page asks for the token. Limits answer 413 (body
 """
 from __future__ import annotations
 
+import asyncio
+import functools
 import hmac
 import json
 import logging
 import re
 import shutil
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
@@ -137,15 +140,24 @@ def create_app(predictor: Predictor, config: ServeConfig | None = None) -> FastA
     """The service over ``predictor`` (loaded once: its model and encoders serve every request)."""
     config = config or ServeConfig()
     jobs = JobQueue(workers=config.workers, queue=config.queue)
+    # requests and streams call the model from this one thread (they would wait for its lock anyway): with a
+    # thread per waiting request, each thread's allocator arena kept its own high-water mark (RSS grew with
+    # concurrency in benchmarks/bench_serve.py)
+    model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="merc-model")
+
+    async def in_model_thread(fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(model_thread, functools.partial(fn, *args))
 
     @asynccontextmanager
     async def lifespan(app):
         yield
         jobs.shutdown()  # running jobs are dropped; their temporary folders are deleted
+        model_thread.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(title="merc", summary="Emotion recognition in conversation: labels per utterance",
                   docs_url=None, redoc_url=None, openapi_url="/openapi.json", lifespan=lifespan)
     app.state.predictor, app.state.config, app.state.jobs, app.state.streams = predictor, config, jobs, 0
+    app.state.in_model_thread = in_model_thread
     app.add_middleware(BodyLimit, config=config)
 
     @app.exception_handler(HTTPError)
@@ -200,7 +212,7 @@ def create_app(predictor: Predictor, config: ServeConfig | None = None) -> FastA
         auth(request)
         body = await request.body()
         data = read_conversation(body, request.headers.get("content-type", ""), max_utterances=config.max_utterances)
-        records = await run_in_threadpool(predict_records, predictor, data.conversations, data.raw)
+        records = await in_model_thread(predict_records, predictor, data.conversations, data.raw)
         return records[0]
 
     @app.post("/v1/recordings", status_code=202, summary="label a recording (multipart: file, transcript)")

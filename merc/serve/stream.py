@@ -18,7 +18,6 @@ import json
 import logging
 
 from fastapi import WebSocket, WebSocketDisconnect
-from starlette.concurrency import run_in_threadpool
 
 from merc.errors import MercError
 from merc.inference.stream import StreamSession
@@ -83,7 +82,7 @@ async def serve_stream(ws: WebSocket, app) -> None:
     try:
         if not await _authorised(ws, config.token):
             return
-        session = await run_in_threadpool(StreamSession, predictor, config.max_utterances)
+        session = await app.state.in_model_thread(StreamSession, predictor, config.max_utterances)
         await ws.send_json({"ready": True, "mode": session.mode, "labels": predictor.labels})
         while True:
             message = await ws.receive()
@@ -99,7 +98,7 @@ async def serve_stream(ws: WebSocket, app) -> None:
                 await ws.send_json({"reset": True, "conversation": session.conversation})
                 continue
             try:
-                reply = await run_in_threadpool(session.add, msg["speaker"], msg["text"])
+                reply = await app.state.in_model_thread(session.add, msg["speaker"], msg["text"])
             except MercError as e:
                 await ws.send_json({"error": str(e)})
                 continue
