@@ -29,9 +29,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, atomic_write_text, machine, results_dir, write_json  # noqa: E402
+from _common import ROOT, machine, results_dir, write_json  # noqa: E402
 
-from merc.io import provenance, provenance_markdown  # noqa: E402
+from merc.io import atomic_write_text, provenance, provenance_markdown  # noqa: E402
 
 SIZES = (10, 100)
 CONCURRENCY = (1, 4, 16)
@@ -147,10 +147,11 @@ def main() -> int:
               "cells": rows, "provenance": provenance()}
     out = Path(args.out)
     write_json(out / "load.json", result)
-    lines = ["# merc serve under load: POST /v1/predict", "",
+    lines = ["# merc serve under load: the predict endpoint", "",
              f"Run `{Path(args.run).name}` ({model['model']}, {'causal' if model['causal'] else 'bidirectional'}, "
              f"text encoder {', '.join(model['encoders'].get('text', []))}); server and client on one machine over "
-             "loopback; the server labels one request at a time (one lock around the model and encoders).", "",
+             "loopback; POST /v1/predict with a JSON conversation; the server labels one request at a time (one model "
+             "thread, one lock around the model and encoders).", "",
              f"Load average (1, 5, 15 min) before {', '.join(f'{x:.1f}' for x in load_before)}, after "
              f"{', '.join(f'{x:.1f}' for x in result['load_average_after'])}: the CPU was shared with other work, "
              "so absolute figures are pessimistic.", "",
@@ -164,9 +165,11 @@ def main() -> int:
     ends = [max(r["rss_end_mb"] for r in rows if r["pass"] == k + 1) for k in range(args.passes)]
     lines += ["", "Highest RSS at the end of a cell, per pass: " + ", ".join(f"{e:.0f} MB" for e in ends)
               + " (the first pass includes the growth to working size: thread pools, allocator arenas).", ""]
-    lines += [f"Server memory (VmRSS, {m['samples']} samples every 0.25 s after warm-up): first {m['first']:.0f} MB, "
+    lines += [f"Server memory (VmRSS, {m['samples']} samples every 0.25 s from before the warm-up requests): "
+              f"first {m['first']:.0f} MB, "
               f"last {m['last']:.0f} MB, peak {m['peak']:.0f} MB.", "", "## Provenance", "",
               f"- {machine()}", provenance_markdown(result["provenance"]), ""]
+    # written as is: the endpoint's path (/v1/predict) is no machine path for _common.portable to rewrite
     atomic_write_text(out / "load.md", "\n".join(lines))
     print(f"wrote {out / 'load.md'}")
     return 0 if all(r["errors"] == 0 for r in rows) else 1
