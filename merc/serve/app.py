@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hmac
 import json
 import logging
 import re
@@ -41,8 +40,10 @@ from starlette.datastructures import UploadFile
 from merc.errors import IncompatibleRunError, InputError, MercError
 from merc.inference.predictor import Predictor
 from merc.inference.records import predict_records
+from merc.serve.auth import HTTPError, check_token
 from merc.serve.inputs import UnsupportedMediaType, read_conversation, recording_suffix, transcript_suffix
 from merc.serve.jobs import JobQueue, QueueFull, label_recording
+from merc.serve.stream import serve_stream
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +66,6 @@ def transcript_required() -> bool:
     talk.mp4`` without ``--transcript``, the ``merc.recording`` package), it does."""
     from importlib.util import find_spec
     return find_spec("merc.recording") is None
-
-
-class HTTPError(Exception):
-    def __init__(self, status: int, detail: str, headers: dict[str, str] | None = None):
-        super().__init__(detail)
-        self.status, self.detail, self.headers = status, detail, headers
 
 
 class BodyLimit:
@@ -124,16 +119,6 @@ async def _too_large(send, limit: int) -> None:
     await send({"type": "http.response.start", "status": 413,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
-
-
-def check_token(token: str | None, authorization: str | None) -> None:
-    """HTTPError 401 unless ``authorization`` is ``Bearer <token>`` (nothing to check without a token)."""
-    if not token:
-        return
-    scheme, _, given = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
-        raise HTTPError(401, "missing or wrong token: send 'Authorization: Bearer <token>' (the token given to "
-                             "merc serve with --token or MERC_TOKEN)", {"WWW-Authenticate": "Bearer"})
 
 
 def create_app(predictor: Predictor, config: ServeConfig | None = None) -> FastAPI:
@@ -274,7 +259,6 @@ def create_app(predictor: Predictor, config: ServeConfig | None = None) -> FastA
 
     @app.websocket("/v1/stream")
     async def stream(ws: WebSocket):
-        from merc.serve.stream import serve_stream
         await serve_stream(ws, app)
 
     return app

@@ -21,6 +21,7 @@ from fastapi import WebSocket, WebSocketDisconnect
 
 from merc.errors import MercError
 from merc.inference.stream import StreamSession
+from merc.serve.auth import HTTPError, check_token
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,6 @@ def parse_message(raw: str | bytes | None, max_chars: int) -> dict:
 
 
 async def _authorised(ws: WebSocket, token: str | None) -> bool:
-    from merc.serve.app import HTTPError, check_token
     if not token:
         return True
     header = ws.headers.get("authorization")
