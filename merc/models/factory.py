@@ -2,7 +2,8 @@
 (``config.json["model"]``) back into its config class: ``config_from_dict(d)``.
 
 Families are told apart by the config's ``kind``: ``"matav"`` -> ``MatavConfig`` / ``MatavModel``;
-every other kind (mamba, gru, transformer, mlp) -> ``DialogueConfig`` / ``DialogueModel``.
+``"linear"`` -> ``LinearConfig`` / ``LinearProbe`` (fitted by ``merc.training.probe``, not by SGD); every other
+kind (mamba, gru, transformer, mlp) -> ``DialogueConfig`` / ``DialogueModel``.
 """
 from __future__ import annotations
 
@@ -13,15 +14,17 @@ import torch
 
 from merc.errors import ConfigError
 from merc.models.dialogue import KINDS, DialogueConfig, DialogueModel
+from merc.models.linear import LinearConfig, LinearProbe
 from merc.models.matav import MatavConfig, MatavModel
 
-ModelConfig = Union[DialogueConfig, MatavConfig]
-MODEL_KINDS = (*KINDS, "matav")
+ModelConfig = Union[DialogueConfig, MatavConfig, LinearConfig]
+MODEL_KINDS = (*KINDS, "matav", "linear")
+FAMILIES = {"matav": MatavConfig, "linear": LinearConfig}  # kind -> config class; any other kind: DialogueConfig
 
 
 def config_from_dict(d: dict[str, Any]) -> ModelConfig:
     kind = d.get("kind", "mamba")
-    cls = MatavConfig if kind == "matav" else DialogueConfig
+    cls = FAMILIES.get(kind, DialogueConfig)
     unknown = sorted(set(d) - {f.name for f in fields(cls)})
     if unknown:
         raise ConfigError(f"model config has settings {unknown} that {cls.__name__} does not know "
@@ -32,6 +35,8 @@ def config_from_dict(d: dict[str, Any]) -> ModelConfig:
 def build_model(config: ModelConfig) -> torch.nn.Module:
     if isinstance(config, MatavConfig):
         return MatavModel(config)
+    if isinstance(config, LinearConfig):
+        return LinearProbe(config)
     if isinstance(config, DialogueConfig):
         return DialogueModel(config)
-    raise ConfigError(f"no model for a {type(config).__name__}; give a DialogueConfig or a MatavConfig")
+    raise ConfigError(f"no model for a {type(config).__name__}; give a DialogueConfig, MatavConfig or LinearConfig")

@@ -24,11 +24,13 @@ from merc.errors import ConfigError, InputError
 from merc.io import provenance, write_json
 from merc.metrics import mean_std
 from merc.models.dialogue import DialogueConfig
+from merc.models.linear import LinearConfig
 from merc.training.adapters import adapter_records, build_run_model, check_adapter_encoders, load_adapters
 from merc.training.batching import absence_counts, build_dialogues, check_modality_dropout
 from merc.training.features import FEATURE_PROVIDERS, corpus_features, feature_dims, resolve_encoders
 from merc.training.normalize import DEFAULT_STANDARDIZED, FeatureNormalizer
 from merc.training.plots import plot_confusion, plot_training_curve
+from merc.training.probe import fit_probe
 from merc.training.resume import completed_seed
 from merc.training.run import RunConfig, save_run
 from merc.training.trainer import TrainConfig, fit, score_dialogues
@@ -53,8 +55,12 @@ def train_one_seed(run_dir: Path, corpus: Corpus, features, model_config: Dialog
     # the full training state after every epoch: a seed killed part-way continues at its last finished epoch
     # when the run is started again with --resume (and gives the history of an uninterrupted run)
     state_dir = Path(run_dir) / TRAIN_STATE
-    history = fit(model, data["train"], data["dev"], labels, train_config, progress=progress,
-                  modality_dropout=run_config.modality_dropout or None, checkpoint_dir=state_dir)
+    if isinstance(model_config, LinearConfig):  # the probe: fitted by L-BFGS per C, C chosen on dev
+        history = fit_probe(model, data["train"], data["dev"], labels, train_config, progress=progress)
+        run_config.model = model.config  # records the dev-selected C
+    else:
+        history = fit(model, data["train"], data["dev"], labels, train_config, progress=progress,
+                      modality_dropout=run_config.modality_dropout or None, checkpoint_dir=state_dir)
     metrics: dict[str, Any] = {"best_epoch": history.best_epoch, "train_seconds": history.seconds,
                                "n_parameters": sum(p.numel() for p in model.parameters()),
                                "history": history.epochs,

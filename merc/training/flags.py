@@ -23,6 +23,7 @@ from typing import Sequence
 from merc.errors import ConfigError
 from merc.models.dialogue import DialogueConfig
 from merc.models.factory import MODEL_KINDS, ModelConfig
+from merc.models.linear import LinearConfig
 from merc.models.matav import ATTENTION, MatavConfig
 from merc.objectives import LOSSES, SCHEMES
 from merc.training.features import DEFAULT_ENCODERS, MODALITIES
@@ -131,7 +132,9 @@ def train_config_from_args(args: argparse.Namespace, **overrides) -> TrainConfig
 
 def add_dialogue_flags(p: argparse.ArgumentParser, *, kinds: Sequence[str] = MODEL_KINDS) -> None:
     """``--model`` (one of ``kinds``) and the width, depth and dropout every model kind shares."""
-    p.add_argument("--model", choices=tuple(kinds), default="mamba", help="dialogue model")
+    p.add_argument("--model", choices=tuple(kinds), default="mamba",
+                   help="dialogue model; `linear`: the per-utterance logistic-regression probe (C chosen on dev), "
+                        "the floor a fusion model should beat on the same features")
     p.add_argument("--d-model", type=int, default=DialogueConfig.d_model, help="model width")
     p.add_argument("--layers", type=int, default=DialogueConfig.n_layers, help="dialogue-model layers")
     p.add_argument("--dropout", type=float, default=DialogueConfig.dropout, help="dropout probability")
@@ -187,4 +190,6 @@ def model_config_from_args(args: argparse.Namespace) -> ModelConfig:
                                       bidirectional=not getattr(args, "causal", False))
     if getattr(args, "no_mamba", False) or getattr(args, "no_mec", False):
         raise ConfigError("--no-mamba and --no-mec are MaTAV ablations: use them with --model matav")
+    if args.model == "linear":  # the probe: its C is chosen on dev, the width/depth/dropout flags do not apply
+        return LinearConfig()
     return dialogue_config_from_args(args)

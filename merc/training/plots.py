@@ -37,17 +37,22 @@ def _save(fig, path: str | Path) -> Path:
 
 
 def plot_training_curve(epochs: Sequence[dict], path: str | Path, *, title: str = "") -> Path:
-    e = [r["epoch"] for r in epochs]
+    by_c = "C" in epochs[0]  # the linear probe: one row per regularisation strength C, not per epoch
+    e = [r["C"] if by_c else r["epoch"] for r in epochs]
+    xlabel = "C (inverse L2 strength)" if by_c else "epoch"
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6))
     a1.plot(e, [r["train_loss"] for r in epochs], label="train loss")
     a1.plot(e, [r["dev_loss"] for r in epochs], label="dev loss")
-    a1.set_xlabel("epoch")
+    a1.set_xlabel(xlabel)
     a1.legend()
     a1.set_title("loss")
     a2.plot(e, [r["dev_weighted_f1"] for r in epochs], label="dev weighted F1", color="C2")
     best = int(np.argmax([r["dev_weighted_f1"] for r in epochs]))
-    a2.axvline(e[best], ls="--", color="k", lw=0.8, label=f"selected (epoch {e[best]})")
-    a2.set_xlabel("epoch")
+    a2.axvline(e[best], ls="--", color="k", lw=0.8, label=f"selected ({'C' if by_c else 'epoch'} {e[best]:g})")
+    a2.set_xlabel(xlabel)
+    if by_c:
+        a1.set_xscale("log")
+        a2.set_xscale("log")
     a2.legend()
     a2.set_title("dev weighted F1")
     fig.suptitle(title)
