@@ -54,11 +54,22 @@ def garbage_like(batch: Batch, keep: dict, seed: int) -> dict:
             for m, f in batch.feats.items()}
 
 
+def built(utterance_logits: bool = False, **kw) -> MatavModel:
+    """A tiny model; with ``utterance_logits`` its per-utterance path gets random (trained-like) weights."""
+    torch.manual_seed(0)
+    model = MatavModel(tiny(utterance_logits=utterance_logits, **kw)).eval()
+    if utterance_logits:
+        with torch.no_grad():
+            for p in model.utterance.parameters():
+                p.normal_()
+    return model
+
+
 @pytest.mark.parametrize("attention", ["modality", "dialogue"])
 @pytest.mark.parametrize("use_mamba", [True, False])
-def test_shapes_and_padding_invariance(attention, use_mamba):
-    torch.manual_seed(0)
-    model = MatavModel(tiny(attention=attention, use_mamba=use_mamba)).eval()
+@pytest.mark.parametrize("utterance_logits", [False, True])
+def test_shapes_and_padding_invariance(attention, use_mamba, utterance_logits):
+    model = built(utterance_logits, attention=attention, use_mamba=use_mamba)
     lengths = [6, 1, 3]
     b = padded(lengths)
     logits = model(b.feats, b.speakers, b.mask)
@@ -72,9 +83,9 @@ def test_shapes_and_padding_invariance(attention, use_mamba):
 
 
 @pytest.mark.parametrize("attention", ["modality", "dialogue"])
-def test_absent_modality_values_do_not_matter(attention):
-    torch.manual_seed(0)
-    model = MatavModel(tiny(attention=attention)).eval()
+@pytest.mark.parametrize("utterance_logits", [False, True])
+def test_absent_modality_values_do_not_matter(attention, utterance_logits):
+    model = built(utterance_logits, attention=attention)
     lengths = [5, 4]
     absent = {"audio": torch.zeros(2, 7, dtype=torch.bool), "face": torch.zeros(2, 7, dtype=torch.bool)}
     absent["audio"][0, 1] = absent["face"][0, 1] = True                 # utterance with text only

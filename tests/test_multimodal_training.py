@@ -107,15 +107,22 @@ def test_modality_dropout_never_drops_every_modality_and_is_off_at_eval():
 # the model: absent slots and padding are never read
 
 
-def _tiny(kind: str) -> DialogueModel:
+def _tiny(kind: str, utterance_logits: bool = False) -> DialogueModel:
     torch.manual_seed(0)
-    return DialogueModel(DialogueConfig(kind=kind, input_dims={"text": 6, "face": 5}, n_classes=3, d_model=16,
-                                        n_layers=1, dropout=0.1, d_state=4, n_heads=2)).eval()
+    model = DialogueModel(DialogueConfig(kind=kind, input_dims={"text": 6, "face": 5}, n_classes=3, d_model=16,
+                                         n_layers=1, dropout=0.1, d_state=4, n_heads=2,
+                                         utterance_logits=utterance_logits)).eval()
+    if utterance_logits:  # trained weights, not the zeros the per-utterance path starts from
+        with torch.no_grad():
+            for p in model.utterance.parameters():
+                p.normal_()
+    return model
 
 
+@pytest.mark.parametrize("utterance_logits", [False, True])
 @pytest.mark.parametrize("kind", KINDS)
-def test_absent_face_slot_values_do_not_matter(kind):
-    model = _tiny(kind)
+def test_absent_face_slot_values_do_not_matter(kind, utterance_logits):
+    model = _tiny(kind, utterance_logits)
     with torch.no_grad():
         model.absent["face"].normal_()  # a trained absent embedding, not the zero it starts from
     g = torch.Generator().manual_seed(1)
@@ -139,9 +146,10 @@ def test_absent_face_slot_values_do_not_matter(kind):
     assert not torch.allclose(model.eval()(f3, torch.zeros(2, 5, dtype=torch.long), mask, present)[mask], base[mask])
 
 
+@pytest.mark.parametrize("utterance_logits", [False, True])
 @pytest.mark.parametrize("kind", ["mamba", "transformer"])
-def test_padding_never_changes_real_positions_with_presence(kind):
-    model = _tiny(kind)
+def test_padding_never_changes_real_positions_with_presence(kind, utterance_logits):
+    model = _tiny(kind, utterance_logits)
     g = torch.Generator().manual_seed(2)
     lengths = [4, 2]
     mask = torch.arange(6)[None] < torch.tensor(lengths)[:, None]

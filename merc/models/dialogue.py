@@ -37,6 +37,7 @@ from torch import Tensor
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from merc.errors import ConfigError
+from merc.models.fusion import UtteranceLogits
 from merc.models.mamba import MambaConfig, MambaStack
 
 KINDS = ("mamba", "gru", "transformer", "mlp")
@@ -56,6 +57,11 @@ class DialogueConfig:
     d_conv: int = 4
     expand: int = 2
     n_heads: int = 4  # transformer
+    # fusion (issue #32): a per-utterance linear classifier per modality whose logits are added to the context
+    # head's (merc.models.fusion.UtteranceLogits); input_dropout: dropout of the per-modality input
+    # projections (None = ``dropout``)
+    utterance_logits: bool = False
+    input_dropout: float | None = None
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -146,14 +152,16 @@ class DialogueModel(nn.Module):
     def __init__(self, config: DialogueConfig):
         super().__init__()
         self.config = c = config
+        p_in = c.dropout if c.input_dropout is None else c.input_dropout
         self.inputs = nn.ModuleDict({m: nn.Sequential(nn.Linear(dim, c.d_model), nn.LayerNorm(c.d_model),
-                                                      nn.Dropout(c.dropout))
+                                                      nn.Dropout(p_in))
                                      for m, dim in c.input_dims.items()})
         self.absent = nn.ParameterDict({m: nn.Parameter(torch.zeros(c.d_model)) for m in c.input_dims})
         self.speaker = nn.Embedding(c.max_speakers, c.d_model)
         nn.init.normal_(self.speaker.weight, std=0.02)
         self.context = CONTEXTS[c.kind](c)
         self.head = nn.Sequential(nn.LayerNorm(c.d_model), nn.Dropout(c.dropout), nn.Linear(c.d_model, c.n_classes))
+        self.utterance = UtteranceLogits(c.input_dims, c.n_classes, dropout=p_in) if c.utterance_logits else None
 
     def forward(self, feats: dict[str, Tensor], speakers: Tensor, mask: Tensor,
                 present: dict[str, Tensor] | None = None, *, return_hidden: bool = False
@@ -172,6 +180,8 @@ class DialogueModel(nn.Module):
         x = x * mask[..., None]                                                 # padded utterances carry nothing
         h = self.context(x, mask)                                               # (batch, seq_len, d_model)
         logits = self.head(h)                                                   # (batch, seq_len, n_classes)
+        if self.utterance is not None:                                          # + per-utterance evidence
+            logits = logits + self.utterance(feats, present)
         return (logits, h) if return_hidden else logits
 
     def _project(self, m: str, f: Tensor, present: Tensor | None) -> Tensor:

@@ -49,6 +49,7 @@ from torch import Tensor
 
 from merc.errors import ConfigError
 from merc.models.dialogue import sinusoidal_positions
+from merc.models.fusion import UtteranceLogits
 from merc.models.mamba import MambaConfig, MambaStack
 from merc.objectives.contrastive import MEC_PAIRS, FeatureQueue, MomentumEncoder
 
@@ -82,6 +83,7 @@ class MatavConfig:
     temperature: float = 0.07     # τ (MoCo / ALBEF initial value), fixed
     mec_symmetric: bool = True    # add s(A, T′), s(V, A′), s(V, T′) (each pair averaged), see contrastive.py
     mec_in_batch_negatives: bool = True  # ALBEF: the batch's other momentum keys are negatives too
+    utterance_logits: bool = False  # + a per-utterance linear classifier per modality (merc.models.fusion)
 
     def __post_init__(self):
         if self.kind != "matav":
@@ -183,6 +185,8 @@ class MatavModel(nn.Module):
                                    n_layers=c.n_mamba_layers, bidirectional=c.bidirectional, dropout=c.dropout,
                                    norm="layer") if c.use_mamba else None)
         self.head = nn.Sequential(nn.LayerNorm(c.d_mamba), nn.Dropout(c.dropout), nn.Linear(c.d_mamba, c.n_classes))
+        self.utterance = (UtteranceLogits({m: c.input_dims[m] for m in mods}, c.n_classes, dropout=c.dropout)
+                          if c.utterance_logits else None)
         self.momentum: MomentumEncoder | None = None
         self.queues: nn.ModuleDict | None = None
         if c.has_mec:
@@ -234,6 +238,10 @@ class MatavModel(nn.Module):
             x = self.context(x, mask)                                       # (batch, seq_len, d_mamba)
         return self.head(x)                                                 # (batch, seq_len, n_classes)
 
+    def evidence(self, x: dict[str, Tensor], valid: dict[str, Tensor]) -> Tensor | float:
+        """Per-utterance logits (batch, seq_len, n_classes) of ``merc.models.fusion`` (0 when not configured)."""
+        return 0.0 if self.utterance is None else self.utterance(x, valid)
+
     # the model
 
     def forward(self, feats: dict[str, Tensor], speakers: Tensor, mask: Tensor,
@@ -241,15 +249,15 @@ class MatavModel(nn.Module):
         """feats[m] (batch, seq_len, input_dims[m]), speakers (batch, seq_len) long, mask (batch, seq_len) bool
         True = real utterance, present[m] (batch, seq_len) bool or None -> logits (batch, seq_len, n_classes).
         Logits at padded positions are meaningless."""
-        h, valid, _ = self.unimodal(feats, mask, present)
-        return self.classify(self.fuse(h, valid), speakers, mask)
+        h, valid, x = self.unimodal(feats, mask, present)
+        return self.classify(self.fuse(h, valid), speakers, mask) + self.evidence(x, valid)
 
     def forward_train(self, feats: dict[str, Tensor], speakers: Tensor, mask: Tensor,
                       present: dict[str, Tensor] | None = None) -> tuple[Tensor, dict[str, dict[str, Tensor]] | None]:
         """As ``forward``, plus (when the model has MEC) the aligned vectors for the MEC loss:
         ``{"z": {m: (batch, seq_len, d_align)}, "z_m": {…} momentum (no grad), "valid": {m: (batch, seq_len)}}``."""
         h, valid, x = self.unimodal(feats, mask, present)
-        logits = self.classify(self.fuse(h, valid), speakers, mask)
+        logits = self.classify(self.fuse(h, valid), speakers, mask) + self.evidence(x, valid)
         if self.momentum is None:
             return logits, None
         mods = list(self.queues)
