@@ -109,3 +109,87 @@ def test_cli_trains_evaluates_and_predicts_a_probe(corpus, tmp_path, capsys):
     assert isinstance(run.model, LinearProbe)
     assert torch.equal(run.model.linear.weight, run.model.linear.weight)  # loaded, finite
     assert np.isfinite(run.model.linear.weight.detach().numpy()).all()
+
+
+# fusion: the per-utterance path started from the probe (LP-FT), the schedule, the defaults by run
+
+
+@pytest.mark.parametrize("family", ["mamba", "matav"])
+def test_probe_init_makes_the_model_compute_the_probe(family):
+    from merc.models.dialogue import DialogueConfig
+    from merc.models.matav import MatavConfig
+    from merc.training.probe import init_from_probe
+    rng = np.random.default_rng(3)
+    train, dev = dialogues(40, rng, absent=0.2), dialogues(15, rng, absent=0.2)
+    dims = {"text": 4, "audio": 3}
+    cfg = (DialogueConfig(kind="mamba", input_dims=dims, n_classes=3, d_model=8, n_layers=1, d_state=4,
+                          utterance_logits=True) if family == "mamba" else
+           MatavConfig(input_dims=dims, n_classes=3, d_model=8, d_align=8, n_cross_layers=1, n_heads=2, d_mamba=8,
+                       n_mamba_layers=1, d_state=4, queue_size=8, utterance_logits=True))
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    h = init_from_probe(model, train, dev, LABELS, TrainConfig(), progress=False)
+    probe = LinearProbe(LinearConfig(input_dims=dims, n_classes=3, c_grid=(h.epochs[h.best_epoch]["C"],)))
+    fit_probe(probe, train, dev, LABELS, TrainConfig(), progress=False)
+    got, want = np.concatenate(predict_dialogues(model, dev)), np.concatenate(predict_dialogues(probe, dev))
+    assert np.allclose(got, want, atol=1e-5)  # absent audio (NaN in its slot) included
+    with pytest.raises(Exception, match="no per-utterance path"):
+        init_from_probe(build_model(replace_cfg(cfg)), train, dev, LABELS, TrainConfig(), progress=False)
+
+
+def replace_cfg(cfg):
+    from dataclasses import replace
+    return replace(cfg, utterance_logits=False)
+
+
+def test_schedule_length_stretches_small_corpora_only():
+    from merc.training.trainer import schedule_length
+    assert schedule_length(TrainConfig(), 65) == (25, 5)                      # MELD: 1,625 steps already
+    assert schedule_length(TrainConfig(min_steps=600), 65) == (25, 5)
+    assert schedule_length(TrainConfig(min_steps=600), 10) == (60, 12)        # 150 dialogues in batches of 16
+    assert schedule_length(TrainConfig(min_steps=0), 1) == (25, 5)
+
+
+def test_fusion_defaults_by_run():
+    from merc.errors import ConfigError
+    from merc.models.dialogue import DialogueConfig
+    from merc.training.defaults import RESIDUAL_MIN_STEPS, fusion_defaults, resolve_fusion
+    assert resolve_fusion("auto", ["text"]) == "plain"
+    assert resolve_fusion("auto", ["text", "audio"]) == "residual" == resolve_fusion("auto", ["face"])
+    assert resolve_fusion("auto", ["text", "audio"], adapters=True) == "plain"
+    with pytest.raises(ConfigError, match="--adapters"):
+        resolve_fusion("residual", ["audio"], adapters=True)
+    mc, tc = fusion_defaults(DialogueConfig(), TrainConfig(), ["text"])
+    assert mc == DialogueConfig() and tc == TrainConfig()  # text-only runs are exactly as before
+    mc, tc = fusion_defaults(DialogueConfig(), TrainConfig(), ["text", "audio"])
+    assert mc.utterance_logits and tc.probe_init and tc.min_steps == RESIDUAL_MIN_STEPS
+    assert fusion_defaults(DialogueConfig(), TrainConfig(), ["audio"], min_steps=0)[1].min_steps == 0
+    assert fusion_defaults(LinearConfig(), TrainConfig(), ["audio"]) == (LinearConfig(), TrainConfig())
+
+
+@pytest.mark.slow
+def test_cli_residual_fusion_starts_from_the_probe_and_never_falls_below_it_on_dev(corpus, tmp_path, capsys):
+    from merc.encoders import register_text_encoder
+    from merc.testing.fakes import HashedWords
+    register_text_encoder("toyprobe", lambda **kw: HashedWords("toyprobe", 16), overwrite=True)
+    common = ["train", "--dataset", "jsonl", "--data-dir", str(corpus), "--modalities", "text,audio",
+              "--text-encoder", "toyprobe", "--audio-encoders", "fakeaudio", "--quiet", "--d-model", "16",
+              "--layers", "1", "--epochs", "3"]
+    assert main([*common, "--model", "linear", "--out", str(tmp_path / "probe")]) == 0
+    assert main([*common, "--model", "gru", "--min-steps", "30", "--out", str(tmp_path / "res")]) == 0  # auto: residual
+    assert main([*common, "--model", "gru", "--fusion", "plain", "--out", str(tmp_path / "plain")]) == 0
+    probe = json.loads((tmp_path / "probe" / "metrics.json").read_text())
+    res = json.loads((tmp_path / "res" / "metrics.json").read_text())
+    cfg = json.loads((tmp_path / "res" / "config.json").read_text())
+    assert cfg["model"]["utterance_logits"] and cfg["train"]["probe_init"] and cfg["train"]["min_steps"] == 30
+    assert res["probe"]["C"] == probe["history"][probe["best_epoch"]]["C"]
+    assert res["dev"]["weighted_f1"] >= probe["dev"]["weighted_f1"] - 1e-9
+    assert len(res["history"]) > 3  # 30 steps of 4 dialogue batches: the 3 epochs were stretched
+    plain = json.loads((tmp_path / "plain" / "config.json").read_text())
+    assert not plain["model"]["utterance_logits"] and not plain["train"]["probe_init"]
+    with pytest.raises(SystemExit):
+        main([*common, "--model", "gru", "--min-steps", "-3", "--out", str(tmp_path / "bad")])
+    assert "--min-steps: expected a number of steps >= 0" in capsys.readouterr().err
+    # the run loads and evaluates to the recorded figures
+    assert main(["evaluate", str(tmp_path / "res"), "--split", "dev", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["weighted_f1"] == pytest.approx(res["dev"]["weighted_f1"])

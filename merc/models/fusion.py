@@ -27,6 +27,8 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from merc.models.linear import LinearProbe
+
 
 class UtteranceLogits(nn.Module):
     def __init__(self, input_dims: dict[str, int], n_classes: int, *, dropout: float = 0.0):
@@ -37,6 +39,27 @@ class UtteranceLogits(nn.Module):
             nn.init.zeros_(lin.weight)
             nn.init.zeros_(lin.bias)
         self.absent = nn.ParameterDict({m: nn.Parameter(torch.zeros(n_classes)) for m in input_dims})
+
+    @torch.no_grad()
+    def load_probe(self, probe: LinearProbe) -> None:
+        """Make this path compute exactly ``probe``'s logits (a probe fitted on the same inputs and modalities).
+
+        The probe's logits are b + Σ_m [present_m · (W_m z_m + v_m)] with z_m = (f_m − μ_m)/σ_m and v_m the
+        weight of m's presence indicator; here modality m gives A_m f_m + c_m where present and absent_m where
+        not. So A_m = W_m / σ_m, c_m = v_m − A_m μ_m + b/M and absent_m = b/M (the bias shared by the M
+        modalities, present or not)."""
+        if list(probe.modalities) != list(self.linear):
+            raise ValueError(f"probe modalities {probe.modalities} != this path's {list(self.linear)}")
+        W, b = probe.linear.weight, probe.linear.bias                                    # (n_classes, n_inputs)
+        col, share = 0, b / len(self.linear)
+        for m, lin in self.linear.items():
+            d = lin.in_features
+            mean, std = getattr(probe, f"mean_{m}"), getattr(probe, f"std_{m}")          # (d_m,)
+            A = W[:, col:col + d] / std                                                  # (n_classes, d_m)
+            lin.weight.copy_(A)
+            lin.bias.copy_(W[:, col + d] - A @ mean + share)
+            self.absent[m].copy_(share)
+            col += d + 1
 
     def forward(self, feats: dict[str, Tensor], present: dict[str, Tensor] | None = None) -> Tensor:
         """feats[m] (batch, seq_len, d_m), present[m] (batch, seq_len) bool (None or missing: all present)

@@ -15,6 +15,7 @@ from merc.training.flags import (
     add_seed_flags,
     add_training_flags,
     encoders_from_args,
+    fusion_from_args,
     modalities_from_args,
     model_config_from_args,
     names,
@@ -56,6 +57,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     mc, tc = model_config_from_args(args), train_config_from_args(args)
     modalities = modalities_from_args(args)
     encoders = encoders_from_args(args, modalities)
+    mc, tc = fusion_from_args(args, mc, tc, modalities, adapters=bool(args.adapters))
     common = dict(dataset=args.dataset, data_dir=os.path.abspath(args.data_dir), media_dir=args.media_dir,
                   modalities=modalities, encoders=encoders,
                   modality_dropout=parse_modality_dropout(args.modality_dropout, modalities),

@@ -26,6 +26,7 @@ from merc.training.flags import (
     add_training_flags,
     dialogue_config_from_args,
     encoders_from_args,
+    fusion_from_args,
     matav_config_from_args,
     modalities_from_args,
     names,
@@ -48,9 +49,10 @@ def cmd_ablation(args: argparse.Namespace) -> int:
     text_encoder = text_encoder_from_args(args)
 
     def train_one(variant: str, config: MatavConfig, seed: int) -> dict:
+        config, t = fusion_from_args(args, config, replace(tc, seed=seed), modalities)
         summary = run_experiment(dataset=args.dataset, data_dir=args.data_dir, media_dir=args.media_dir,
                                  out=out / variant / f"seed_{seed}", model_config=config,
-                                 train_config=replace(tc, seed=seed), modalities=modalities,
+                                 train_config=t, modalities=modalities,
                                  encoders=encoders, text_encoder=text_encoder, seeds=1, progress=not args.quiet,
                                  corpus=corpus, log=logger.info)
         return {s: {k: v["mean"] for k, v in summary[s].items()} for s in ("dev", "test") if s in summary}
@@ -85,9 +87,10 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     out = Path(args.out)
 
     def train_one(row, seed: int) -> dict:
+        m, t = fusion_from_args(args, mc, replace(tc, seed=seed), row.modalities, adapters=bool(row.adapters))
         summary = run_experiment(dataset=args.dataset, data_dir=args.data_dir, media_dir=args.media_dir,
-                                 out=out / row.key / f"seed_{seed}", model_config=mc,
-                                 train_config=replace(tc, seed=seed), modalities=list(row.modalities),
+                                 out=out / row.key / f"seed_{seed}", model_config=m,
+                                 train_config=t, modalities=list(row.modalities),
                                  encoders={m: encoders[m] for m in row.modalities}, text_encoder=encoders["text"][0],
                                  seeds=1, progress=not args.quiet, corpus=corpus, log=logger.info,
                                  adapters=row.adapters, tune_adapters=args.tune_adapters and bool(row.adapters))

@@ -26,6 +26,7 @@ from merc.models.factory import MODEL_KINDS, ModelConfig
 from merc.models.linear import LinearConfig
 from merc.models.matav import ATTENTION, MatavConfig
 from merc.objectives import LOSSES, SCHEMES
+from merc.training.defaults import FUSION_MODES, RESIDUAL_MIN_STEPS, fusion_defaults
 from merc.training.features import DEFAULT_ENCODERS, MODALITIES
 from merc.training.trainer import TrainConfig
 
@@ -115,6 +116,36 @@ def add_training_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--supcon-weight", type=float, default=TrainConfig.supcon_weight, help="λ of the SupCon term")
     g.add_argument("--supcon-temperature", type=float, default=TrainConfig.supcon_temperature,
                    help="τ of the SupCon term")
+    g = p.add_argument_group("fusion (merc.training.defaults)")
+    g.add_argument("--fusion", choices=FUSION_MODES, default="auto",
+                   help="plain: modalities summed, through the context model to the classifier; residual: plus a "
+                        "per-utterance linear classifier per modality, started from the dev-selected linear probe "
+                        "(LP-FT), and at least --min-steps optimizer steps; auto: residual when the run uses audio "
+                        "or faces (without --adapters), plain for text alone")
+    g.add_argument("--min-steps", type=_steps, default="auto",
+                   help=f"at least this many optimizer steps; a small corpus gets more epochs and patience "
+                        f"(auto: {RESIDUAL_MIN_STEPS} with residual fusion, 0 with plain)")
+
+
+def fusion_from_args(args: argparse.Namespace, model_config: ModelConfig, train_config: TrainConfig,
+                     modalities: Sequence[str], *, adapters: bool = False) -> tuple[ModelConfig, TrainConfig]:
+    """``--fusion`` / ``--min-steps`` applied to a run over ``modalities`` (``merc.training.defaults``)."""
+    steps = getattr(args, "min_steps", "auto")
+    return fusion_defaults(model_config, train_config, modalities, mode=getattr(args, "fusion", "auto"),
+                           adapters=adapters, min_steps=None if steps == "auto" else steps)
+
+
+def _steps(value: str) -> int | str:
+    """``--min-steps``: ``auto`` or a count >= 0."""
+    if value == "auto":
+        return value
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto or a whole number of steps, got {value!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected a number of steps >= 0, got {n}")
+    return n
 
 
 def train_config_from_args(args: argparse.Namespace, **overrides) -> TrainConfig:

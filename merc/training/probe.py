@@ -21,8 +21,8 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score, log_loss
 
-from merc.errors import InputError
-from merc.models.linear import LinearProbe
+from merc.errors import ConfigError, InputError
+from merc.models.linear import LinearConfig, LinearProbe
 from merc.training.batching import IGNORE, Dialogue
 from merc.training.trainer import TrainConfig, TrainHistory, class_weight_vector
 
@@ -125,3 +125,25 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     z = z - z.max(1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(1, keepdims=True)
+
+
+def init_from_probe(model: torch.nn.Module, train: Sequence[Dialogue], dev: Sequence[Dialogue],
+                    labels: Sequence[str], config: TrainConfig, *, progress: bool = True) -> TrainHistory:
+    """Linear probing, then fine-tuning (LP-FT; Kumar et al., "Fine-Tuning can Distort Pretrained Features and
+    Underperform Out-of-Distribution", ICLR 2022): fit the probe on ``model``'s own inputs (C on dev), load it into
+    the model's per-utterance path (``merc.models.fusion.UtteranceLogits.load_probe``) and zero the context
+    head's last layer, so training starts from the probe's predictions and the context learns what the dialogue
+    adds on top. Returns the probe's history (one row per C)."""
+    if getattr(model, "utterance", None) is None:
+        raise ConfigError(f"{type(model).__name__} has no per-utterance path to initialise from a probe "
+                          f"(utterance_logits is off, or the model wraps stage-2 adapters)")
+    path = model.utterance
+    probe = LinearProbe(LinearConfig(input_dims={m: lin.in_features for m, lin in path.linear.items()},
+                                     n_classes=len(labels)))
+    history = fit_probe(probe, train, dev, labels, config, progress=progress)
+    path.load_probe(probe)
+    last = model.head[-1]  # (d, n_classes) Linear of the context head
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.zero_()
+    return history

@@ -47,6 +47,11 @@ class TrainConfig:
     cb_beta: float = 0.999  # β of the effective-number class weights (class_weights="effective")
     supcon_weight: float = 0.1  # λ of the SupCon term (loss="supcon")
     supcon_temperature: float = 0.1  # τ of the SupCon term
+    # fusion (issue #32): start a model with a per-utterance path (utterance_logits) from the dev-selected linear
+    # probe of its inputs, its context head at zero (merc.training.probe.init_from_probe); the probe itself stays
+    # a candidate of the dev selection
+    probe_init: bool = False
+    min_steps: int = 0  # at least this many optimizer steps: small corpora get more epochs (and patience)
 
 
 @dataclass
@@ -100,6 +105,16 @@ def score_dialogues(model: torch.nn.Module, dialogues: Sequence[Dialogue], label
     metrics = evaluate_predictions(y[keep], p[keep].argmax(-1), labels)
     metrics["loss"] = float(-np.log(np.clip(p[keep][np.arange(keep.sum()), y[keep]], 1e-12, None)).mean())
     return metrics
+
+
+def schedule_length(config: TrainConfig, steps_per_epoch: int) -> tuple[int, int]:
+    """(epochs, patience): ``config``'s, stretched by the same factor when ``epochs`` epochs of ``steps_per_epoch``
+    steps give fewer than ``config.min_steps`` optimizer steps (a small corpus: 150 dialogues in batches of 16 are
+    10 steps an epoch, where MELD's 1,038 are 65)."""
+    if config.min_steps <= config.epochs * steps_per_epoch:
+        return config.epochs, config.patience
+    epochs = math.ceil(config.min_steps / max(steps_per_epoch, 1))
+    return epochs, math.ceil(config.patience * epochs / config.epochs)
 
 
 class Callback:
@@ -163,7 +178,8 @@ def fit(model: torch.nn.Module, train: Sequence[Dialogue], dev: Sequence[Dialogu
         objective = train_objective(model, train, len(labels), config)
     opt = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr)  # no decay: biases, norms, A_log, D
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
-    total, warm = config.epochs * steps_per_epoch, config.warmup_epochs * steps_per_epoch
+    epochs, patience = schedule_length(config, steps_per_epoch)
+    total, warm = epochs * steps_per_epoch, config.warmup_epochs * steps_per_epoch
     sched = torch.optim.lr_scheduler.LambdaLR(  # linear warm-up, cosine decay
         opt, lambda s: (s + 1) / max(warm, 1) if s < warm
         else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(total - warm, 1))))
@@ -183,9 +199,9 @@ def fit(model: torch.nn.Module, train: Sequence[Dialogue], dev: Sequence[Dialogu
         history = TrainHistory(**state["history"])
         best_state, stale, start, done, elapsed = (state["best_state"], state["stale"], state["epoch"],
                                                    state["done"], state["seconds"])
-        logger.info("resuming from %s at epoch %d of %d", ckpt, start, config.epochs)
-    bar = tqdm(range(start, config.epochs), desc="epochs", disable=not progress or done, leave=False,
-               initial=start, total=config.epochs)
+        logger.info("resuming from %s at epoch %d of %d", ckpt, start, epochs)
+    bar = tqdm(range(start, epochs), desc="epochs", disable=not progress or done, leave=False,
+               initial=start, total=epochs)
     for epoch in ([] if done else bar):
         model.train()
         losses, logs = [], defaultdict(list)
@@ -213,7 +229,7 @@ def fit(model: torch.nn.Module, train: Sequence[Dialogue], dev: Sequence[Dialogu
             best_state, stale = copy.deepcopy(model.state_dict()), 0
         else:
             stale += 1
-        done = stale >= config.patience or epoch + 1 == config.epochs
+        done = stale >= patience or epoch + 1 == epochs
         history.seconds = elapsed + time.time() - t0
         if ckpt is not None:
             _save_checkpoint(ckpt, {
