@@ -43,10 +43,10 @@ OUT = ROOT / "benchmarks" / "results" / "fusion"
 MODALITY_SETS = ["text", "audio", "face", "text,audio", "text,face", "text,audio,face"]
 ROWS = {  # name -> (title, model config before the run's modalities are known, apply today's fusion defaults)
     "linear": ("linear probe (`--model linear`, C on dev)", LinearConfig(), False),
-    "mamba-before": ("Mamba, fusion before #32", DialogueConfig(kind="mamba"), False),
-    "mamba": ("Mamba, today's multimodal defaults", DialogueConfig(kind="mamba"), True),
-    "matav-before": ("MaTAV, fusion before #32", MatavConfig(), False),
-    "matav": ("MaTAV, today's multimodal defaults", MatavConfig(), True),
+    "mamba-before": ("Mamba, fusion before #32 (`--fusion plain`)", DialogueConfig(kind="mamba"), False),
+    "mamba": ("Mamba, today's defaults (`--fusion auto`)", DialogueConfig(kind="mamba"), True),
+    "matav-before": ("MaTAV, fusion before #32 (`--fusion plain`)", MatavConfig(), False),
+    "matav": ("MaTAV, today's defaults (`--fusion auto`)", MatavConfig(), True),
 }
 
 
@@ -54,19 +54,29 @@ def cell_path(work: Path, setting: str, row: str, mods: str) -> Path:
     return work / f"{setting}__{row}__{mods.replace(',', '+')}.json"
 
 
-def run_cell(corpus, setting: str, root: str, row: str, mods: str, seeds: int, work: Path) -> dict:
+def configs(row: str, modalities: list[str]):
+    _, config, today = ROWS[row]
+    return fusion_defaults(config, TrainConfig(), modalities) if today else (config, TrainConfig())
+
+
+def run_cell(corpus, setting: str, root: str, row: str, mods: str, seeds: int, work: Path,
+             encoders: dict[str, list[str]]) -> dict:
     part = cell_path(work, setting, row, mods)
     if part.is_file():
         return json.loads(part.read_text())
     t0 = time.time()
     modalities = mods.split(",")
-    _, config, today = ROWS[row]
-    model_config, train_config = (fusion_defaults(config, TrainConfig(), modalities) if today
-                                  else (config, TrainConfig()))
+    model_config, train_config = configs(row, modalities)
+    before = f"{row}-before"
+    if before in ROWS and configs(before, modalities) == (model_config, train_config):
+        # today's defaults are the old ones for this cell (text alone): the same runs, not trained twice
+        res = {**run_cell(corpus, setting, root, before, mods, seeds, work, encoders), "row": row, "same_as": before}
+        write_json(part, res)
+        return res
     summary = run_experiment(dataset="meld", data_dir=root, media_dir=root, out=work / "runs" / setting / row / mods,
                              model_config=model_config, train_config=train_config, modalities=modalities,
-                             encoders={m: DEFAULT_ENCODERS[m] for m in modalities},
-                             text_encoder=DEFAULT_ENCODERS["text"][0], seeds=seeds, progress=False, corpus=corpus,
+                             encoders={m: encoders[m] for m in modalities},
+                             text_encoder=encoders["text"][0], seeds=seeds, progress=False, corpus=corpus,
                              resume=True)
     res = {"setting": setting, "row": row, "modalities": mods, "seeds": summary["seeds"], "dev": summary["dev"],
            "test": summary["test"], "extraction": summary.get("extraction"),
@@ -88,12 +98,13 @@ def report(results: list[dict], args, prov: dict) -> str:
              provenance_markdown(prov), f"- machine: {machine()}", "",
              f"Command: `.venv/bin/python benchmarks/bench_fusion.py --signal $MM_DATA/{Path(args.signal).name} "
              f"--control $MM_DATA/{Path(args.control).name} --seeds {args.seeds} --rows {args.rows} "
-             f"--settings {args.settings}`", "",
+             f"--settings {args.settings} --text-encoders {','.join(args.encoders['text'])} --audio-encoders "
+             f"{','.join(args.encoders['audio'])} --face-encoders {','.join(args.encoders['face'])}`", "",
              "Data: real MELD dialogues re-voiced with espeak-ng and re-faced with photos "
              "(`benchmarks/make_mm_corpus.py`; `mm_corpus.md`); *signal*: prosody and face expression follow the "
-             "label for a fraction of utterances; *control*: drawn independently of the label. Encoders (the "
-             f"defaults): text {'+'.join(DEFAULT_ENCODERS['text'])} (frozen), audio "
-             f"{'+'.join(DEFAULT_ENCODERS['audio'])}, face {'+'.join(DEFAULT_ENCODERS['face'])}. "
+             "label for a fraction of utterances; *control*: drawn independently of the label. Encoders: text "
+             f"{'+'.join(args.encoders['text'])} (frozen), audio {'+'.join(args.encoders['audio'])}, face "
+             f"{'+'.join(args.encoders['face'])} (defaults: {json.dumps(DEFAULT_ENCODERS)}). "
              f"Each cell: {args.seeds} seeds, dev-selected (early stopping; C for the probe), test scored once; "
              "test weighted F1 mean ± std (%). The probe is deterministic (L-BFGS): its std is 0. "
              "Δ = row − probe on the same features.", "",
@@ -141,6 +152,8 @@ def main() -> None:
     ap.add_argument("--settings", default="signal,control", help="which corpora to run (signal, control)")
     ap.add_argument("--report-only", action="store_true", help="write the table from finished cells, train nothing")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per process")
+    for m in ("text", "audio", "face"):
+        ap.add_argument(f"--{m}-encoders", default=",".join(DEFAULT_ENCODERS[m]), help=f"{m} encoders, in order")
     ap.add_argument("--work", default=os.path.join(os.environ.get("MERC_CACHE", "/tmp"), "bench_fusion"),
                     help="run directories and per-cell results (resumable)")
     args = ap.parse_args()
@@ -154,6 +167,8 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"unknown rows {unknown}; choose from {list(ROWS)}")
     roots = {"signal": args.signal, "control": args.control}
+    encoders = {m: getattr(args, f"{m}_encoders").split(",") for m in ("text", "audio", "face")}
+    args.encoders = encoders
     for setting in [s for s in ("signal", "control") if s in args.settings.split(",")]:
         corpus = None if args.report_only else load_corpus("meld", roots[setting], media_dir=roots[setting])
         for mods in args.modality_sets.split(";"):
@@ -163,7 +178,7 @@ def main() -> None:
                     if p.is_file():
                         results.append(json.loads(p.read_text()))
                     continue
-                r = run_cell(corpus, setting, roots[setting], row, mods, args.seeds, work)
+                r = run_cell(corpus, setting, roots[setting], row, mods, args.seeds, work, encoders)
                 results.append(r)
                 print(f"{setting:8s} {mods:16s} {row:14s} test wF1 {pm(r['test']['weighted_f1'])} "
                       f"(dev {pm(r['dev']['weighted_f1'])}, {r['seconds']:.0f} s)", flush=True)
