@@ -63,7 +63,13 @@ def test_budget_stops_early_with_a_note(tmp_path):
 
 def test_grids_are_checked_and_the_default_grid_is_generic(tmp_path):
     names = [c.name for c in default_candidates(DialogueConfig())]
-    assert len(names) == len(DEFAULT_GRID) == len(set(names)) and names[0] == "defaults"
+    assert len(names) == len(DEFAULT_GRID) + 1 == len(set(names)) and names[0] == "defaults"
+    # the other fusion than the command line's is always among them (merc.training.defaults)
+    residual = default_candidates(DialogueConfig())[-1]
+    assert residual.name == "fusion-residual" and residual.model == {"utterance_logits": True}
+    assert residual.train == {"probe_init": True, "min_steps": 600}
+    plain = default_candidates(DialogueConfig(utterance_logits=True))[-1]
+    assert plain.name == "fusion-plain" and plain.train == {"probe_init": False, "min_steps": 0}
     assert all(set(g) <= {"lr", "dropout", "d_model", "n_layers", "class_weights", "loss", "focal_gamma",
                           "supcon_weight"} for g in DEFAULT_GRID)  # training knobs only: no labels, no speakers
     bad = tmp_path / "grid.json"

@@ -8,7 +8,8 @@ configuration as the normal run in ``--out`` (with ``--seeds K``), so evaluate /
 work unchanged.
 
 Grid: :data:`DEFAULT_GRID`, one change at a time around the command line's settings (learning rate, dropout,
-width, depth, class weighting, loss). Nothing in it depends on a corpus's labels or speakers. ``--search-grid
+width, depth, class weighting, loss) and the other fusion than the command line's (``--fusion``
+plain <-> residual, ``merc.training.defaults``). Nothing in it depends on a corpus's labels or speakers. ``--search-grid
 FILE.json`` replaces it: a JSON list of objects whose keys are fields of the model config
 (:class:`~merc.models.dialogue.DialogueConfig`: ``d_model``, ``n_layers``, ``dropout``, …) or of
 :class:`~merc.training.trainer.TrainConfig` (``lr``, ``class_weights``, ``loss``, ``focal_gamma``, …), plus an
@@ -39,6 +40,7 @@ import numpy as np
 from merc.data.schema import Corpus
 from merc.errors import ConfigError, IncompatibleRunError, MissingFileError
 from merc.io import atomic_write_text, write_json
+from merc.training.defaults import RESIDUAL_MIN_STEPS
 from merc.training.trainer import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,9 @@ DEFAULT_GRID: list[dict[str, Any]] = [
     {"loss": "focal", "focal_gamma": 2.0},
     {"loss": "supcon", "supcon_weight": 0.1},
 ]
+FUSION_PLAIN = {"name": "fusion-plain", "utterance_logits": False, "probe_init": False, "min_steps": 0}
+FUSION_RESIDUAL = {"name": "fusion-residual", "utterance_logits": True, "probe_init": True,
+                   "min_steps": RESIDUAL_MIN_STEPS}
 FIXED = {"kind", "input_dims", "n_classes", "seed"}  # set by the data or by --seed, never searched
 SEARCH_DIR = "search"
 
@@ -108,6 +113,8 @@ def default_candidates(model_config) -> list[Candidate]:
     keys = {f.name for f in fields(model_config)} | {f.name for f in fields(TrainConfig)}
     grid = [g for g in DEFAULT_GRID if set(g) <= keys and not (getattr(model_config, "kind", "") == "matav"
                                                                 and g.get("loss") == "supcon")]
+    if "utterance_logits" in keys:  # the other fusion (merc.training.defaults) than the command line's
+        grid.append(FUSION_PLAIN if model_config.utterance_logits else FUSION_RESIDUAL)
     return candidates(grid, model_config)
 
 
