@@ -31,7 +31,7 @@ from merc.io import atomic_write_text, provenance, provenance_markdown, write_js
 from merc.models.dialogue import DialogueConfig  # noqa: E402
 from merc.models.linear import LinearConfig  # noqa: E402
 from merc.models.matav import MatavConfig  # noqa: E402
-from merc.training.defaults import fusion_defaults  # noqa: E402
+from merc.training.defaults import RESIDUAL_MIN_STEPS, fusion_defaults  # noqa: E402
 from merc.training.experiment import run_experiment  # noqa: E402
 from merc.training.features import DEFAULT_ENCODERS  # noqa: E402
 from merc.training.trainer import TrainConfig  # noqa: E402
@@ -48,6 +48,15 @@ ROWS = {  # name -> (title, model config before the run's modalities are known, 
     "matav-before": ("MaTAV, fusion before #32 (`--fusion plain`)", MatavConfig(), False),
     "matav": ("MaTAV, today's defaults (`--fusion auto`)", MatavConfig(), True),
 }
+# the diagnosis: which part of residual fusion does what (run with --rows, e.g. on audio and text+audio)
+ABLATIONS = {
+    "mamba-steps": ("Mamba, plain fusion, ≥ 600 steps (`--fusion plain --min-steps 600`)",
+                    DialogueConfig(kind="mamba"), TrainConfig(min_steps=RESIDUAL_MIN_STEPS)),
+    "mamba-utt": ("Mamba + per-utterance logits from zero (no probe), ≥ 600 steps",
+                  DialogueConfig(kind="mamba", utterance_logits=True), TrainConfig(min_steps=RESIDUAL_MIN_STEPS)),
+    "mamba-lp25": ("Mamba, residual fusion but 25 epochs (`--fusion residual --min-steps 0`)",
+                   DialogueConfig(kind="mamba", utterance_logits=True), TrainConfig(probe_init=True)),
+}
 
 
 def cell_path(work: Path, setting: str, row: str, mods: str) -> Path:
@@ -55,6 +64,8 @@ def cell_path(work: Path, setting: str, row: str, mods: str) -> Path:
 
 
 def configs(row: str, modalities: list[str]):
+    if row in ABLATIONS:
+        return ABLATIONS[row][1:]
     _, config, today = ROWS[row]
     return fusion_defaults(config, TrainConfig(), modalities) if today else (config, TrainConfig())
 
@@ -68,7 +79,7 @@ def run_cell(corpus, setting: str, root: str, row: str, mods: str, seeds: int, w
     modalities = mods.split(",")
     model_config, train_config = configs(row, modalities)
     before = f"{row}-before"
-    if before in ROWS and configs(before, modalities) == (model_config, train_config):
+    if before in ROWS and row in ROWS and configs(before, modalities) == (model_config, train_config):
         # today's defaults are the old ones for this cell (text alone): the same runs, not trained twice
         res = {**run_cell(corpus, setting, root, before, mods, seeds, work, encoders), "row": row, "same_as": before}
         write_json(part, res)
@@ -93,7 +104,8 @@ def values(r: dict, split: str = "test") -> list[float]:
 
 def report(results: list[dict], args, prov: dict) -> str:
     by = {(r["setting"], r["row"], r["modalities"]): r for r in results}
-    rows = [r for r in args.rows.split(",") if r in ROWS]
+    rows = [r for r in args.rows.split(",") if r in ROWS or r in ABLATIONS]
+    title = {k: v[0] for k, v in {**ROWS, **ABLATIONS}.items()}
     lines = ["# Fusion against the linear probe on the generated multimodal corpora (issue #32)", "",
              provenance_markdown(prov), f"- machine: {machine()}", "",
              f"Command: `.venv/bin/python benchmarks/bench_fusion.py --signal $MM_DATA/{Path(args.signal).name} "
@@ -111,7 +123,7 @@ def report(results: list[dict], args, prov: dict) -> str:
              "What it can answer: does a fusion model use a modality when it carries information, at least as "
              "well as a linear model? It says nothing about real-world multimodal accuracy.", ""]
     for setting in [s for s in ("signal", "control") if s in args.settings.split(",")]:
-        lines += [f"## {setting}", "", "| modalities | " + " | ".join(ROWS[r][0] for r in rows) + " |",
+        lines += [f"## {setting}", "", "| modalities | " + " | ".join(title[r] for r in rows) + " |",
                   "|---|" + "---:|" * len(rows)]
         for mods in MODALITY_SETS:
             probe = by.get((setting, "linear", mods))
@@ -147,7 +159,8 @@ def main() -> None:
     ap.add_argument("--signal", required=True, help="generated corpus where audio/face follow the label")
     ap.add_argument("--control", required=True, help="generated corpus where audio/face ignore the label")
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--rows", default=",".join(ROWS), help=f"comma list of {list(ROWS)}")
+    ap.add_argument("--rows", default=",".join(ROWS),
+                    help=f"comma list of {list(ROWS)} and the diagnosis rows {list(ABLATIONS)}")
     ap.add_argument("--modality-sets", default=";".join(MODALITY_SETS), help="';'-separated modality sets")
     ap.add_argument("--settings", default="signal,control", help="which corpora to run (signal, control)")
     ap.add_argument("--report-only", action="store_true", help="write the table from finished cells, train nothing")
@@ -163,9 +176,9 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     prov, results = provenance(), []
     rows = [r for r in args.rows.split(",") if r]
-    unknown = sorted(set(rows) - set(ROWS))
+    unknown = sorted(set(rows) - set(ROWS) - set(ABLATIONS))
     if unknown:
-        raise SystemExit(f"unknown rows {unknown}; choose from {list(ROWS)}")
+        raise SystemExit(f"unknown rows {unknown}; choose from {list(ROWS) + list(ABLATIONS)}")
     roots = {"signal": args.signal, "control": args.control}
     encoders = {m: getattr(args, f"{m}_encoders").split(",") for m in ("text", "audio", "face")}
     args.encoders = encoders
