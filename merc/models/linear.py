@@ -35,8 +35,7 @@ class LinearConfig:
     kind: str = "linear"  # run directories tell model families apart by this field
     input_dims: dict[str, int] = field(default_factory=lambda: {"text": 768})  # modality -> feature dim
     n_classes: int = 7
-    C: float = 1.0  # the inverse regularisation strength of the fitted weights (set by the fit)
-    c_grid: tuple[float, ...] = C_GRID  # what the fit tries, on dev
+    c_grid: tuple[float, ...] = C_GRID  # what the fit tries; the dev-selected C is in the run's metrics.json
     max_iter: int = 2000  # L-BFGS iterations
     max_speakers: int = 16  # the batching interface's; a probe ignores speakers
 

@@ -34,7 +34,7 @@ from merc.training.plots import plot_confusion, plot_training_curve
 from merc.training.probe import fit_probe, init_from_probe
 from merc.training.resume import completed_seed
 from merc.training.run import RunConfig, save_run
-from merc.training.trainer import TrainConfig, fit, score_dialogues
+from merc.training.trainer import TrainConfig, TrainHistory, fit, score_dialogues
 
 logger = logging.getLogger(__name__)
 TRAIN_STATE = ".train_state"  # inside a seed's run directory while it trains
@@ -56,21 +56,20 @@ def train_one_seed(run_dir: Path, corpus: Corpus, features, model_config: Dialog
     # the full training state after every epoch: a seed killed part-way continues at its last finished epoch
     # when the run is started again with --resume (and gives the history of an uninterrupted run)
     state_dir = Path(run_dir) / TRAIN_STATE
-    probe = None
     if isinstance(model_config, LinearConfig):  # the probe: fitted by L-BFGS per C, C chosen on dev
         history = fit_probe(model, data["train"], data["dev"], labels, train_config, progress=progress)
-        run_config.model = model.config  # records the dev-selected C
+        probe = history  # metrics record the dev-selected C
     else:
         probe = (init_from_probe(model, data["train"], data["dev"], labels, train_config, progress=progress)
-                 if train_config.probe_init else None)
-        start = copy.deepcopy(model.state_dict()) if probe is not None else None
+                 if train_config.probe_init else TrainHistory())
+        start = copy.deepcopy(model.state_dict()) if probe.epochs else None
         history = fit(model, data["train"], data["dev"], labels, train_config, progress=progress,
                       modality_dropout=run_config.modality_dropout or None, checkpoint_dir=state_dir)
-        if probe is not None and probe.best_dev_weighted_f1 > history.best_dev_weighted_f1:
+        if probe.epochs and probe.best_dev_weighted_f1 > history.best_dev_weighted_f1:
             model.load_state_dict(start)  # dev prefers the probe the model started from: keep it (epoch -1)
             history.best_epoch, history.best_dev_weighted_f1 = -1, probe.best_dev_weighted_f1
     metrics: dict[str, Any] = {"best_epoch": history.best_epoch, "train_seconds": history.seconds,
-                               **({"probe": probe.epochs[probe.best_epoch]} if probe is not None else {}),
+                               **({"probe": probe.epochs[probe.best_epoch]} if probe.epochs else {}),
                                "n_parameters": sum(p.numel() for p in model.parameters()),
                                "history": history.epochs,
                                "absent": {s: absence_counts(d) for s, d in data.items()}}

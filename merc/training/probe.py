@@ -3,7 +3,9 @@
     fit_probe(model, train, dev, labels, config) -> TrainHistory   (one history row per C, in grid order)
 
 The same contract as the trainer's ``fit``: ``model`` holds the selected weights on return, the test split is
-never seen, and dev weighted F1 alone picks C (ties: the smaller C, i.e. the stronger regularisation).
+never seen, and dev weighted F1 alone picks C (ties: the smaller C, i.e. the stronger regularisation); the
+history's ``best_epoch`` row holds it (``metrics.json["C"]`` in a run). The config is left as given, so a
+resumed run compares equal.
 ``config.class_weights`` weights the samples as it weights the dialogue models' loss (``none`` by default).
 L-BFGS is deterministic, so every seed of a probe gives the same weights.
 """
@@ -12,7 +14,6 @@ from __future__ import annotations
 import logging
 import time
 import warnings
-from dataclasses import replace
 from typing import Sequence
 
 import numpy as np
@@ -101,7 +102,6 @@ def fit_probe(model: LinearProbe, train: Sequence[Dialogue], dev: Sequence[Dialo
         if row["dev_weighted_f1"] > history.best_dev_weighted_f1:
             history.best_dev_weighted_f1, history.best_epoch, best = row["dev_weighted_f1"], i, (C, W, b)
     C, W, b = best
-    model.config = replace(model.config, C=C)
     with torch.no_grad():
         model.linear.weight.copy_(torch.from_numpy(W).float())
         model.linear.bias.copy_(torch.from_numpy(b).float())
