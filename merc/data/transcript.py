@@ -142,7 +142,14 @@ def media_conversation(media: str | os.PathLike, transcript: str | os.PathLike, 
     if media.suffix.lower() not in MEDIA_SUFFIXES:
         raise InputError(f"{media}: not a known audio/video file type ({media.suffix!r}); expected one of "
                          f"{', '.join(MEDIA_SUFFIXES)}")
-    segments = read_transcript(transcript)
+    return segments_conversation(media, read_transcript(transcript), str(transcript),
+                                 conversation_id=conversation_id, split=split)
+
+
+def segments_conversation(media: Path, segments: list[dict[str, Any]], transcript: str | None, *,
+                          conversation_id: str | None = None, split: str = "predict") -> tuple[Conversation, dict]:
+    """The conversation of ``media`` cut into ``segments`` (as :func:`read_transcript` returns them; also the
+    transcript ``merc predict`` derives from a recording, ``transcript`` None)."""
     cid = conversation_id or media.stem
     path = os.path.abspath(media)
     video = None if media.suffix.lower() in AUDIO_SUFFIXES else path
@@ -156,5 +163,27 @@ def media_conversation(media: str | os.PathLike, transcript: str | os.PathLike, 
                               meta={"segment": [s["start"], s["end"]]}))
         raws.append({"utterance_id": uid, "speaker": s["speaker"], "text": s["text"], "start": s["start"],
                      "end": s["end"]})
-    raw = {"conversation_id": cid, "media": str(media), "transcript": str(transcript), "utterances": raws}
+    raw = {"conversation_id": cid, "media": str(media), "transcript": transcript, "utterances": raws}
     return Conversation(cid, split, utts), raw
+
+
+def _srt_time(t: float) -> str:
+    ms = int(round(t * 1000))
+    return f"{ms // 3_600_000:02d}:{ms // 60_000 % 60:02d}:{ms // 1000 % 60:02d},{ms % 1000:03d}"
+
+
+def write_transcript(segments: list[dict[str, Any]], path: str | os.PathLike) -> Path:
+    """Write ``[{"speaker", "text", "start", "end"}]`` as ``.srt`` ('Speaker: text' subtitles) or ``.json``
+    segments, atomically, so that :func:`read_transcript` gives the same segments back (times in ms)."""
+    from merc.io import atomic_write_text
+    path = Path(path)
+    if path.suffix.lower() == ".json":
+        text = json.dumps([{k: s[k] for k in ("speaker", "text", "start", "end")} for s in segments],
+                          ensure_ascii=False, indent=1) + "\n"
+    elif path.suffix.lower() == ".srt":
+        text = "".join(f"{k}\n{_srt_time(s['start'])} --> {_srt_time(s['end'])}\n{s['speaker']}: "
+                       f"{' '.join(s['text'].split())}\n\n" for k, s in enumerate(segments, 1))
+    else:
+        raise InputError(f"{path}: unknown transcript format {path.suffix!r}; expected .srt or .json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write_text(path, text)

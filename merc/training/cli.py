@@ -165,8 +165,21 @@ def cmd_predict(args: argparse.Namespace) -> int:
         run = EnsembleRun.from_pretrained(args.run_dir)
     predict_file(args.run_dir, args.input, run=run, out_dir=args.out, as_json=args.json, plots=not args.no_plots,
                  output=args.output, overwrite=args.overwrite, progress=not args.quiet,
-                 batch_utterances=args.batch_utterances, per_page=args.page_size, transcript=args.transcript)
+                 batch_utterances=args.batch_utterances, per_page=args.page_size, transcript=args.transcript,
+                 recording=recording_config(args), save_transcript=args.save_transcript)
     return 0
+
+
+def recording_config(args: argparse.Namespace):
+    """The recording pipeline's configuration from `merc predict`'s flags (used when INPUT is a recording
+    given without --transcript)."""
+    from merc.recording.asr import AsrConfig
+    from merc.recording.diarize import DiarizeConfig
+    from merc.recording.pipeline import RecordingConfig
+    dia = DiarizeConfig(num_speakers=args.num_speakers, min_speakers=args.min_speakers,
+                        max_speakers=args.max_speakers)
+    dia.validate()
+    return RecordingConfig(asr=AsrConfig(model=_abs(args.asr_model)), diarize=dia)
 
 
 def add_parser(sub) -> None:
@@ -227,10 +240,22 @@ def add_parser(sub) -> None:
     p.add_argument("run_dir", help="run directory (a multi-seed run uses its dev-selected seed)")
     p.add_argument("input", help="conversations: .jsonl (one per line, as `merc data` reads; audio/video paths "
                                  "relative to its folder), .txt ('Speaker: text' lines, blank line between "
-                                 "conversations), or a recording (.mp4, .wav, …) with --transcript")
+                                 "conversations), or a recording (.mp4, .wav, …): with --transcript, or without "
+                                 "one to derive it (speech detection, Whisper, speaker clustering)")
     p.add_argument("--transcript", default=None, metavar="FILE",
                    help="speakers and times of the recording INPUT: .srt ('Speaker: text' subtitles) or .json "
                         "[{speaker, text, start, end}]; each segment is one utterance")
+    g = p.add_argument_group("recording without --transcript", "derive the transcript: speech regions, Whisper "
+                             "words, speakers S1, S2, … by clustering voices")
+    g.add_argument("--asr-model", default=None, metavar="DIR",
+                   help="a faster-whisper (CTranslate2) model folder; None = the bundled Whisper tiny.en "
+                        "(English only; a multilingual model detects the language)")
+    g.add_argument("--num-speakers", type=int, default=None, metavar="N",
+                   help="the number of speakers, when known; None = estimated from the recording")
+    g.add_argument("--min-speakers", type=int, default=1, metavar="N", help="at least N speakers when estimating")
+    g.add_argument("--max-speakers", type=int, default=10, metavar="N", help="at most N speakers when estimating")
+    g.add_argument("--save-transcript", default=None, metavar="FILE.srt|FILE.json",
+                   help="write the derived transcript in the format --transcript reads (correct it and rerun)")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object per conversation (input fields + gold, predicted, probabilities)")
     p.add_argument("--output", default=None, metavar="FILE.jsonl",

@@ -52,7 +52,10 @@ class PredictInput:
 
 # reading
 
-def read_input(path: str | Path, transcript: str | Path | None = None) -> PredictInput:
+def read_input(path: str | Path, transcript: str | Path | None = None, *, recording=None,
+               save_transcript: str | Path | None = None, progress: bool = False) -> PredictInput:
+    """``recording``: the :class:`merc.recording.pipeline.RecordingConfig` that derives the transcript of a
+    recording given without one (``save_transcript``: where to write it)."""
     path = Path(path)
     if not path.exists():
         raise MissingFileError(f"{path}: no such file")
@@ -60,9 +63,10 @@ def read_input(path: str | Path, transcript: str | Path | None = None) -> Predic
     if transcript is not None:
         conv, raw = media_conversation(path, transcript)
         return PredictInput([conv], [raw])
-    if path.suffix.lower() in MEDIA_SUFFIXES:
-        raise InputError(f"{path}: a recording needs its transcript (speakers and times): pass --transcript "
-                         "FILE.srt ('Speaker: text' subtitles) or FILE.json segments")
+    if path.suffix.lower() in MEDIA_SUFFIXES:  # no transcript: derive one (VAD, Whisper, speaker clustering)
+        from merc.recording.conversation import derive_conversation
+        conv, raw = derive_conversation(path, recording, save_transcript=save_transcript, progress=progress)
+        return PredictInput([conv], [raw])
     if path.suffix in (".jsonl", ".json"):
         return _read_jsonl(path)
     if path.suffix == ".txt":
@@ -249,7 +253,8 @@ def _chunks(convs: Sequence[Conversation], max_utterances: int) -> Iterator[list
 def predict_file(run_dir, input_path, *, out_dir: str | Path | None = "predictions", as_json: bool = False,
                  plots: bool = True, stream: TextIO | None = None, run=None, output: str | Path | None = None,
                  overwrite: bool = False, progress: bool = False, batch_utterances: int = BATCH_UTTERANCES,
-                 per_page: int | None = None, transcript: str | Path | None = None) -> list[dict]:
+                 per_page: int | None = None, transcript: str | Path | None = None, recording=None,
+                 save_transcript: str | Path | None = None) -> list[dict]:
     """Label every utterance of ``input_path`` (a recording when ``transcript`` is given); returns the output
     record of each conversation labelled now."""
     from tqdm.auto import tqdm
@@ -257,11 +262,13 @@ def predict_file(run_dir, input_path, *, out_dir: str | Path | None = "predictio
     from merc.inference.predictor import Predictor
     from merc.training.run import from_pretrained
     from merc.training.timeline import PER_PAGE, NameAllocator, write_timelines
+    from merc.training.turns import has_times, write_turn_timelines
     if batch_utterances < 1:
         raise InputError(f"--batch-utterances must be >= 1, got {batch_utterances}")
     stream = stream or sys.stdout
     run = run or from_pretrained(run_dir)
-    data = read_input(input_path, transcript)
+    data = read_input(input_path, transcript, recording=recording, save_transcript=save_transcript,
+                      progress=progress)
     convs = data.conversations
     done: set[str] = set()
     out_file = None
@@ -305,8 +312,9 @@ def predict_file(run_dir, input_path, *, out_dir: str | Path | None = "predictio
                 else:
                     print(format_table(conv, p, run.labels), file=stream)
                 if plots and out_dir is not None:
-                    pngs = write_timelines(conv, p, run.labels, out_dir, stems[i], per_page=per_page or PER_PAGE,
-                                           present=present if len(present) > 1 else None)
+                    draw = write_turn_timelines if has_times(conv) else write_timelines  # recordings: time axis
+                    pngs = draw(conv, p, run.labels, out_dir, stems[i], per_page=per_page or PER_PAGE,
+                                present=present if len(present) > 1 else None)
                     if not as_json:
                         where = pngs[0] if len(pngs) == 1 else f"{len(pngs)} pages, {pngs[0]} … {pngs[-1].name}"
                         print(f"   timeline: {where}", file=stream)

@@ -1,0 +1,182 @@
+"""Who spoke when: speaker embeddings of speech regions, clustered, with the number of speakers estimated.
+
+Embeddings are merc's speaker encoder (:mod:`merc.encoders.speaker`, resemblyzer's GE2E d-vectors, 256-d).
+1. Every region of at least ``min_embed`` seconds gets one embedding (resemblyzer averages its 1.6 s partial
+   windows); shorter regions are too noisy to cluster and take the speaker of the nearest centroid.
+2. Agglomerative clustering (average linkage, cosine distance; scikit-learn) of those embeddings. With
+   ``num_speakers`` the tree is cut into that many clusters; otherwise it is cut at ``threshold`` and the count
+   is clamped to ``[min_speakers, max_speakers]``. The default threshold was chosen on generated development
+   conversations (``benchmarks/bench_recording.py --tune``, seeds disjoint from the reported ones).
+3. A region of at least ``change_min`` seconds may hold two turns with no pause between them (or overlapping
+   speech): its partial windows (1.6 s, every ``1/partial_rate`` s) are labelled by the nearest centroid and
+   smoothed; each change that leaves at least ``min_turn`` seconds on both sides is a split point, which
+   :mod:`merc.recording.segment` moves to the nearest gap between words.
+
+Reference: Park et al. 2022, "A Review of Speaker Diarization: Recent Advances with Deep Learning" (§3,
+clustering of speaker embeddings); Wan et al. 2018 (GE2E).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from merc.errors import ConfigError
+from merc.recording.vad import SAMPLE_RATE, Region
+
+
+@dataclass
+class DiarizeConfig:
+    num_speakers: int | None = None
+    min_speakers: int = 1
+    max_speakers: int = 10
+    threshold: float = 0.35  # average-linkage cosine distance at which clusters stop merging
+    min_embed: float = 0.8  # seconds: shorter regions are assigned, not clustered
+    change_min: float = 2.5  # seconds: longer regions are checked for a change of speaker inside
+    partial_rate: float = 4.0  # partial windows per second inside such regions
+    min_turn: float = 1.0  # seconds of a speaker on each side of an accepted change
+
+    def validate(self) -> None:
+        if self.num_speakers is not None and self.num_speakers < 1:
+            raise ConfigError(f"--num-speakers must be >= 1, got {self.num_speakers}")
+        if not 1 <= self.min_speakers <= self.max_speakers:
+            raise ConfigError(f"--min-speakers {self.min_speakers} and --max-speakers {self.max_speakers}: expected "
+                              "1 <= min <= max")
+
+
+@dataclass
+class RegionVoice:
+    """What the diarizer keeps of one region: its embedding and, for a long region, its partial windows."""
+    region: Region
+    embedding: np.ndarray | None  # (256,) unit norm; None when the region is too short or silent
+    partial_times: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (p,) window centres, seconds
+    partials: np.ndarray = field(default_factory=lambda: np.zeros((0, 256), np.float32))  # (p, 256)
+
+
+@dataclass
+class Diarization:
+    labels: list[int]  # per region, cluster id (0-based, arbitrary order)
+    changes: list[list[tuple[float, int]]]  # per region: [(time, label from then on)], empty = no change inside
+    num_speakers: int
+    centroids: np.ndarray  # (k, 256)
+
+
+# helpers
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-8)
+
+
+def cluster(x: np.ndarray, config: DiarizeConfig) -> np.ndarray:
+    """x: (n, d) unit embeddings -> (n,) cluster ids, clusters numbered by first occurrence."""
+    from sklearn.cluster import AgglomerativeClustering
+    n = len(x)
+    if n == 0:
+        return np.zeros(0, int)
+    if n == 1:
+        return np.zeros(1, int)
+    k = config.num_speakers
+    if k is None:
+        ids = AgglomerativeClustering(n_clusters=None, metric="cosine", linkage="average",
+                                      distance_threshold=config.threshold).fit_predict(x)
+        k = int(np.clip(len(set(ids)), config.min_speakers, config.max_speakers))
+        if k != len(set(ids)):
+            ids = None
+    else:
+        ids = None
+    k = min(k, n)
+    if ids is None:
+        ids = np.zeros(n, int) if k == 1 else \
+            AgglomerativeClustering(n_clusters=k, metric="cosine", linkage="average").fit_predict(x)
+    order = {c: i for i, c in enumerate(dict.fromkeys(ids.tolist()))}
+    return np.array([order[c] for c in ids], int)
+
+
+def _smooth(labels: np.ndarray, width: int) -> np.ndarray:
+    """Majority label in a centred window of ``width`` partials (removes one-window flips)."""
+    if width <= 1 or len(labels) < 3:
+        return labels
+    out = labels.copy()
+    h = width // 2
+    for i in range(len(labels)):
+        w = labels[max(0, i - h):i + h + 1]
+        out[i] = np.bincount(w).argmax()
+    return out
+
+
+# classes
+
+class VoiceEmbedder:
+    """Region audio -> :class:`RegionVoice` with merc's speaker encoder (resemblyzer)."""
+
+    def __init__(self, config: DiarizeConfig | None = None):
+        from merc.encoders.speaker import get_speaker_encoder
+        self.config = config or DiarizeConfig()
+        self.encoder = get_speaker_encoder()
+
+    def __call__(self, region: Region, wav: np.ndarray) -> RegionVoice:
+        """wav: (samples,) float32 at 16 kHz, the region's audio."""
+        from merc.encoders.speaker import AudioTooShortError
+        cfg = self.config
+        seconds = len(wav) / SAMPLE_RATE
+        emb = None
+        if seconds >= cfg.min_embed:
+            try:
+                emb = self.encoder.embed(wav)
+            except AudioTooShortError:
+                emb = None
+        voice = RegionVoice(region, emb)
+        if emb is not None and seconds >= cfg.change_min:
+            x = np.asarray(wav, np.float32)
+            x = x / max(float(np.abs(x).max()), 1e-4) * 0.5  # resemblyzer's partials on volume-normalised audio
+            _, partials, slices = self.encoder.model.embed_utterance(x, return_partials=True,
+                                                                     rate=cfg.partial_rate, min_coverage=0.5)
+            centres = np.array([(s.start + min(s.stop, len(x))) / 2 / SAMPLE_RATE for s in slices])
+            voice.partial_times = region.start + centres
+            voice.partials = _unit(np.asarray(partials, np.float32))
+        return voice
+
+
+def diarize(voices: list[RegionVoice], config: DiarizeConfig | None = None) -> Diarization:
+    """Cluster the regions' embeddings and find changes of speaker inside long regions."""
+    cfg = config or DiarizeConfig()
+    cfg.validate()
+    have = [i for i, v in enumerate(voices) if v.embedding is not None]
+    if not have:  # nothing long enough to tell voices apart: one speaker
+        return Diarization([0] * len(voices), [[] for _ in voices], 1 if voices else 0, np.zeros((1, 256)))
+    x = np.stack([voices[i].embedding for i in have])  # (m, 256)
+    ids = cluster(x, cfg)
+    k = int(ids.max()) + 1
+    centroids = _unit(np.stack([x[ids == c].mean(0) for c in range(k)]))  # (k, 256)
+    labels = [0] * len(voices)
+    for i, c in zip(have, ids):
+        labels[i] = int(c)
+    for i, v in enumerate(voices):
+        if v.embedding is None:  # short region: the speaker of the nearest region in time that has one
+            j = min(have, key=lambda h: abs(voices[h].region.start - v.region.start))
+            labels[i] = labels[j]
+    changes: list[list[tuple[float, int]]] = [[] for _ in voices]
+    for i, v in enumerate(voices):
+        if len(v.partials) < 3 or k < 2:
+            continue
+        lab = _smooth((v.partials @ centroids.T).argmax(1), 3)  # (p,)
+        runs = []  # [start index, end index (exclusive), label]
+        for j, c in enumerate(lab):
+            if runs and runs[-1][2] == c:
+                runs[-1][1] = j + 1
+            else:
+                runs.append([j, j + 1, int(c)])
+        hop = 1.0 / cfg.partial_rate
+        runs = [r for r in runs if (r[1] - r[0]) * hop >= cfg.min_turn] or runs[:1]
+        merged: list[list[int]] = []
+        for r in runs:
+            if merged and merged[-1][2] == r[2]:
+                merged[-1][1] = r[1]
+            else:
+                merged.append(list(r))
+        if len(merged) < 2:
+            continue
+        t = v.partial_times
+        labels[i] = merged[0][2]
+        changes[i] = [(float((t[a - 1] + t[a]) / 2), c) for a, _, c in merged[1:]]
+    return Diarization(labels, changes, k, centroids)
