@@ -60,6 +60,8 @@ class RecordingTranscript:
     regions: list[Region]  # speech regions found by the VAD
     num_speakers: int
     seconds: dict[str, float]  # wall-clock time per step
+    words: list[Word] = field(default_factory=list, repr=False)  # every word Whisper gave, in time order
+    voices: list[RegionVoice] = field(default_factory=list, repr=False)  # per region: embeddings (re-diarize)
 
     def to_segments(self) -> list[dict]:
         """``[{"speaker", "text", "start", "end"}]``: the JSON transcript format ``--transcript`` reads."""
@@ -126,6 +128,7 @@ class RecordingPipeline:
             self._vad = SileroVad()
             self._asr = Transcriber(self.config.asr)
             self._embed = VoiceEmbedder(self.config.diarize)
+            _ = self._embed.encoder.model  # load the speaker network now, not inside the first region's timing
 
     def __call__(self, path: str | Path, hook: Hook | None = None) -> RecordingTranscript:
         from merc.media.decode import MediaError, probe
@@ -136,8 +139,9 @@ class RecordingPipeline:
         info = probe(path)  # missing / empty / not media: MediaError naming the file
         if not info.has_audio:
             raise MediaError(f"no audio stream in {path}: nothing to transcribe (a video without sound)")
+        t = time.perf_counter()
         self._load()
-        seconds = {"decode+vad": 0.0, "asr": 0.0, "embed": 0.0, "diarize": 0.0}
+        seconds = {"load": time.perf_counter() - t, "decode+vad": 0.0, "asr": 0.0, "embed": 0.0, "diarize": 0.0}
         tracker = RegionTracker(cfg.vad)
         audio = _Audio()
         regions: list[Region] = []
@@ -196,7 +200,7 @@ class RecordingPipeline:
             raise InputError(f"no speech found in {path}: no words fell inside the speech regions")
         n_speakers = len({s.speaker for s in segments})
         log.info("%s: %d utterances, %d speakers, %.1f s of audio", path, len(segments), n_speakers, duration)
-        return RecordingTranscript(str(path), duration, segments, regions, n_speakers, seconds)
+        return RecordingTranscript(str(path), duration, segments, regions, n_speakers, seconds, words, voices)
 
 
 def config_json(config: RecordingConfig) -> str:

@@ -118,5 +118,5 @@ def build_segments(regions: list[Region], labels: list[int], changes: list[list[
         if not text:
             continue
         names.setdefault(lab, f"S{len(names) + 1}")
-        out.append(Segment(round(s, 3), round(max(e, s + 0.001), 3), names[lab], text, ws))
+        out.append(Segment(round(float(s), 3), round(float(max(e, s + 0.001)), 3), names[lab], text, ws))
     return out
