@@ -33,7 +33,7 @@ class DiarizeConfig:
     threshold: float = 0.35  # average-linkage cosine distance at which clusters stop merging
     min_embed: float = 0.8  # seconds: shorter regions are assigned, not clustered
     change_min: float = 2.5  # seconds: longer regions are checked for a change of speaker inside
-    partial_rate: float = 4.0  # partial windows per second inside such regions
+    partial_rate: float = 2.0  # partial windows per second inside such regions
     min_turn: float = 1.0  # seconds of a speaker on each side of an accepted change
 
     def validate(self) -> None:
@@ -115,22 +115,20 @@ class VoiceEmbedder:
         self.encoder = get_speaker_encoder()
 
     def __call__(self, region: Region, wav: np.ndarray) -> RegionVoice:
-        """wav: (samples,) float32 at 16 kHz, the region's audio."""
-        from merc.encoders.speaker import AudioTooShortError
+        """wav: (samples,) float32 at 16 kHz, the region's audio. One pass of the network: the partial windows
+        (every ``1/partial_rate`` s in a long region, resemblyzer's 1.3 per second otherwise) and their mean."""
         cfg = self.config
         seconds = len(wav) / SAMPLE_RATE
-        emb = None
-        if seconds >= cfg.min_embed:
-            try:
-                emb = self.encoder.embed(wav)
-            except AudioTooShortError:
-                emb = None
-        voice = RegionVoice(region, emb)
-        if emb is not None and seconds >= cfg.change_min:
-            x = np.asarray(wav, np.float32)
-            x = x / max(float(np.abs(x).max()), 1e-4) * 0.5  # resemblyzer's partials on volume-normalised audio
-            _, partials, slices = self.encoder.model.embed_utterance(x, return_partials=True,
-                                                                     rate=cfg.partial_rate, min_coverage=0.5)
+        x = np.asarray(wav, np.float32)
+        peak = float(np.abs(x).max()) if len(x) else 0.0
+        if seconds < cfg.min_embed or peak < 1e-3:
+            return RegionVoice(region, None)
+        x = x / peak * 0.5  # volume-normalised (the region is speech already: no silence trimming)
+        long = seconds >= cfg.change_min
+        emb, partials, slices = self.encoder.model.embed_utterance(x, return_partials=True, min_coverage=0.5,
+                                                                   rate=cfg.partial_rate if long else 1.3)
+        voice = RegionVoice(region, _unit(np.asarray(emb, np.float32)))
+        if long:
             centres = np.array([(s.start + min(s.stop, len(x))) / 2 / SAMPLE_RATE for s in slices])
             voice.partial_times = region.start + centres
             voice.partials = _unit(np.asarray(partials, np.float32))

@@ -70,10 +70,11 @@ class RegionTracker:
         self.start: int | None = None  # frame where the open region started
         self.silence_from: int | None = None  # first frame of the current low stretch inside a region
         self.last_end = 0.0  # padded end of the last region handed out (no overlap between regions)
+        self.continued = False  # the open region continues one closed at max_region (never too short to keep)
 
     def _emit(self, start: int, end: int) -> list[Region]:
         cfg = self.config
-        if (end - start) * self.frame_s < cfg.min_speech:
+        if (end - start) * self.frame_s < cfg.min_speech and not self.continued:
             return []
         s = max(self.last_end, start * self.frame_s - cfg.pad)
         e = end * self.frame_s + min(cfg.pad, cfg.min_silence / 2)
@@ -91,7 +92,7 @@ class RegionTracker:
             self.n += 1
             if self.start is None:
                 if p >= cfg.threshold:
-                    self.start, self.silence_from = i, None
+                    self.start, self.silence_from, self.continued = i, None, False
                 continue
             if p >= cfg.threshold:
                 self.silence_from = None
@@ -102,7 +103,7 @@ class RegionTracker:
                 self.start = self.silence_from = None
             elif i + 1 - self.start >= max_frames:
                 out += self._emit(self.start, i + 1)
-                self.start, self.silence_from = i + 1, None
+                self.start, self.silence_from, self.continued = i + 1, None, True
         return out
 
     def finish(self, duration: float | None = None) -> list[Region]:
