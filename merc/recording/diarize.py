@@ -30,13 +30,17 @@ class DiarizeConfig:
     num_speakers: int | None = None
     min_speakers: int = 1
     max_speakers: int = 10
+    method: str = "threshold"  # how the count is estimated: "threshold" (cut the tree) or "silhouette"
     threshold: float = 0.35  # average-linkage cosine distance at which clusters stop merging
+    min_silhouette: float = 0.1  # "silhouette": below this mean silhouette for every k >= 2, one speaker
     min_embed: float = 0.8  # seconds: shorter regions are assigned, not clustered
     change_min: float = 2.5  # seconds: longer regions are checked for a change of speaker inside
     partial_rate: float = 2.0  # partial windows per second inside such regions
     min_turn: float = 1.0  # seconds of a speaker on each side of an accepted change
 
     def validate(self) -> None:
+        if self.method not in ("threshold", "silhouette"):
+            raise ConfigError(f"unknown speaker-count method {self.method!r}; expected threshold or silhouette")
         if self.num_speakers is not None and self.num_speakers < 1:
             raise ConfigError(f"--num-speakers must be >= 1, got {self.num_speakers}")
         if not 1 <= self.min_speakers <= self.max_speakers:
@@ -76,7 +80,9 @@ def cluster(x: np.ndarray, config: DiarizeConfig) -> np.ndarray:
     if n == 1:
         return np.zeros(1, int)
     k = config.num_speakers
-    if k is None:
+    if k is None and config.method == "silhouette":
+        k = _silhouette_k(x, config)
+    elif k is None:
         ids = AgglomerativeClustering(n_clusters=None, metric="cosine", linkage="average",
                                       distance_threshold=config.threshold).fit_predict(x)
         k = int(np.clip(len(set(ids)), config.min_speakers, config.max_speakers))
@@ -90,6 +96,22 @@ def cluster(x: np.ndarray, config: DiarizeConfig) -> np.ndarray:
             AgglomerativeClustering(n_clusters=k, metric="cosine", linkage="average").fit_predict(x)
     order = {c: i for i, c in enumerate(dict.fromkeys(ids.tolist()))}
     return np.array([order[c] for c in ids], int)
+
+
+def _silhouette_k(x: np.ndarray, config: DiarizeConfig) -> int:
+    """The k in [min_speakers, max_speakers] whose average-linkage clustering has the highest mean silhouette
+    (cosine); 1 when that is below ``min_silhouette`` and 1 is allowed."""
+    from sklearn.cluster import AgglomerativeClustering
+    from sklearn.metrics import silhouette_score
+    best, best_k = -1.0, max(1, config.min_speakers)
+    for k in range(max(2, config.min_speakers), min(config.max_speakers, len(x) - 1) + 1):
+        ids = AgglomerativeClustering(n_clusters=k, metric="cosine", linkage="average").fit_predict(x)
+        s = float(silhouette_score(x, ids, metric="cosine"))
+        if s > best:
+            best, best_k = s, k
+    if best < config.min_silhouette and config.min_speakers <= 1:
+        return 1
+    return best_k
 
 
 def _smooth(labels: np.ndarray, width: int) -> np.ndarray:

@@ -124,8 +124,8 @@ class RecordingPipeline:
         self._embed: VoiceEmbedder | None = None
 
     def _load(self) -> None:
-        if self._vad is None:
-            self._vad = SileroVad()
+        """Whisper and the speaker network load when the first speech arrives (a silent file fails fast)."""
+        if self._asr is None:
             self._asr = Transcriber(self.config.asr)
             self._embed = VoiceEmbedder(self.config.diarize)
             _ = self._embed.encoder.model  # load the speaker network now, not inside the first region's timing
@@ -139,9 +139,8 @@ class RecordingPipeline:
         info = probe(path)  # missing / empty / not media: MediaError naming the file
         if not info.has_audio:
             raise MediaError(f"no audio stream in {path}: nothing to transcribe (a video without sound)")
-        t = time.perf_counter()
-        self._load()
-        seconds = {"load": time.perf_counter() - t, "decode+vad": 0.0, "asr": 0.0, "embed": 0.0, "diarize": 0.0}
+        self._vad = self._vad or SileroVad()
+        seconds = {"load": 0.0, "decode+vad": 0.0, "asr": 0.0, "embed": 0.0, "diarize": 0.0}
         tracker = RegionTracker(cfg.vad)
         audio = _Audio()
         regions: list[Region] = []
@@ -151,6 +150,9 @@ class RecordingPipeline:
         duration = 0.0
 
         def process(group: list[Region]) -> None:
+            t = time.perf_counter()
+            self._load()
+            seconds["load"] += time.perf_counter() - t
             t = time.perf_counter()
             t0, wav = audio.cut(group[0].start, group[-1].end)
             words.extend(self._asr.transcribe_regions(wav, t0, group))
