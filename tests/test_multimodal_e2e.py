@@ -204,6 +204,7 @@ def test_predict_video_with_srt_and_json_transcripts(env, capsys):
     # the same segments give the same features and predictions, whichever transcript format named them
     for p, q in zip(results[".srt"], results[".json"], strict=True):
         assert p == pytest.approx(q, abs=1e-3)
-    # the recording without its transcript is refused with a message saying what to pass
-    assert main(["predict", str(run), str(video), "--quiet"]) != 0
-    assert "--transcript" in capsys.readouterr().err
+    # without its transcript the recording's transcript is derived (tests/test_recording_cli.py); a missing
+    # --asr-model folder is refused before any work, naming the folder
+    assert main(["predict", str(run), str(video), "--quiet", "--asr-model", str(folder / "nope")]) == 2
+    assert "no such --asr-model folder" in capsys.readouterr().err

@@ -33,6 +33,7 @@ class AsrConfig:
     window: float = 30.0  # seconds of recording per Whisper call
     beam_size: int = 1  # greedy: 5 was no better on espeak-ng speech here and ≈ 2× slower
     language: str | None = None  # None: "en" for an English-only model, detected for a multilingual one
+    max_words_per_second: float = 6.0  # more in a region is a repetition loop: transcribe that region alone
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,8 @@ class Transcriber:
         """wav: (samples,) float32 at 16 kHz, at most ``window`` s, starting ``offset`` s into the recording."""
         segments, _ = self.model.transcribe(
             np.asarray(wav, np.float32), language=self.language, beam_size=self.config.beam_size,
-            word_timestamps=True, condition_on_previous_text=False, vad_filter=False, temperature=0.0)
+            word_timestamps=True, condition_on_previous_text=False, vad_filter=False,
+            temperature=[0.0, 0.2, 0.4, 0.6])  # a higher temperature when the output repeats (compression ratio)
         out = []
         for seg in segments:
             for w in seg.words or []:
@@ -108,4 +110,19 @@ class Transcriber:
             chunk[max(i, 0) - a:max(i, 0) - a + len(seg)] = seg
         if len(chunk) < SAMPLE_RATE // 10:
             return []
-        return self.words(chunk, t0 + a / SAMPLE_RATE)
+        words = self.words(chunk, t0 + a / SAMPLE_RATE)
+        if len(regions) == 1:
+            return words
+        # Whisper sometimes stops early in a window (later regions get no words) or loops on a phrase: such a
+        # region is transcribed again on its own
+        per: list[list[Word]] = [[] for _ in regions]
+        for w in words:
+            mid = (w.start + w.end) / 2
+            k = min(range(len(regions)), key=lambda i: max(regions[i].start - mid, mid - regions[i].end, 0.0))
+            per[k].append(w)
+        out: list[Word] = []
+        for r, ws in zip(regions, per):
+            if not ws or len(ws) > self.config.max_words_per_second * (r.end - r.start) + 2:
+                ws = self.transcribe_regions(wav, t0, [r])
+            out += ws
+        return out

@@ -4,9 +4,10 @@ Embeddings are merc's speaker encoder (:mod:`merc.encoders.speaker`, resemblyzer
 1. Every region of at least ``min_embed`` seconds gets one embedding (resemblyzer averages its 1.6 s partial
    windows); shorter regions are too noisy to cluster and take the speaker of the nearest centroid.
 2. Agglomerative clustering (average linkage, cosine distance; scikit-learn) of those embeddings. With
-   ``num_speakers`` the tree is cut into that many clusters; otherwise it is cut at ``threshold`` and the count
-   is clamped to ``[min_speakers, max_speakers]``. The default threshold was chosen on generated development
-   conversations (``benchmarks/bench_recording.py --tune``, seeds disjoint from the reported ones).
+   ``num_speakers`` the tree is cut into that many clusters; otherwise the count k in ``[min_speakers,
+   max_speakers]`` is the one with the highest mean silhouette (one speaker when every k scores below
+   ``min_silhouette``). Chosen on the generated corpus's dev split (``benchmarks/bench_recording.py --tune``;
+   results/recording/tune.md) over cutting the tree at a distance threshold and NME spectral clustering.
 3. A region of at least ``change_min`` seconds may hold two turns with no pause between them (or overlapping
    speech): its partial windows (1.6 s, every ``1/partial_rate`` s) are labelled by the nearest centroid and
    smoothed; each change that leaves at least ``min_turn`` seconds on both sides is a split point, which
@@ -30,7 +31,7 @@ class DiarizeConfig:
     num_speakers: int | None = None
     min_speakers: int = 1
     max_speakers: int = 10
-    method: str = "threshold"  # how the count is estimated: "threshold" (cut the tree) or "silhouette"
+    method: str = "silhouette"  # how the count is estimated: "silhouette", "threshold" (cut the tree), "spectral"
     threshold: float = 0.35  # average-linkage cosine distance at which clusters stop merging
     min_silhouette: float = 0.1  # "silhouette": below this mean silhouette for every k >= 2, one speaker
     min_embed: float = 0.8  # seconds: shorter regions are assigned, not clustered
@@ -39,8 +40,9 @@ class DiarizeConfig:
     min_turn: float = 1.0  # seconds of a speaker on each side of an accepted change
 
     def validate(self) -> None:
-        if self.method not in ("threshold", "silhouette"):
-            raise ConfigError(f"unknown speaker-count method {self.method!r}; expected threshold or silhouette")
+        if self.method not in ("threshold", "silhouette", "spectral"):
+            raise ConfigError(f"unknown speaker-count method {self.method!r}; expected threshold, silhouette or "
+                              "spectral")
         if self.num_speakers is not None and self.num_speakers < 1:
             raise ConfigError(f"--num-speakers must be >= 1, got {self.num_speakers}")
         if not 1 <= self.min_speakers <= self.max_speakers:
@@ -80,6 +82,9 @@ def cluster(x: np.ndarray, config: DiarizeConfig) -> np.ndarray:
     if n == 1:
         return np.zeros(1, int)
     k = config.num_speakers
+    ids = None
+    if config.method == "spectral" and n > 2:
+        return _renumber(_spectral(x, config))
     if k is None and config.method == "silhouette":
         k = _silhouette_k(x, config)
     elif k is None:
@@ -88,14 +93,47 @@ def cluster(x: np.ndarray, config: DiarizeConfig) -> np.ndarray:
         k = int(np.clip(len(set(ids)), config.min_speakers, config.max_speakers))
         if k != len(set(ids)):
             ids = None
-    else:
-        ids = None
     k = min(k, n)
     if ids is None:
         ids = np.zeros(n, int) if k == 1 else \
             AgglomerativeClustering(n_clusters=k, metric="cosine", linkage="average").fit_predict(x)
-    order = {c: i for i, c in enumerate(dict.fromkeys(ids.tolist()))}
+    return _renumber(ids)
+
+
+def _renumber(ids: np.ndarray) -> np.ndarray:
+    order = {c: i for i, c in enumerate(dict.fromkeys(np.asarray(ids).tolist()))}
     return np.array([order[c] for c in ids], int)
+
+
+def _spectral(x: np.ndarray, config: DiarizeConfig) -> np.ndarray:
+    """NME-SC (Park et al. 2019, "Auto-Tuning Spectral Clustering for Speaker Diarization Using Normalized
+    Maximum Eigengap"): keep each row's p strongest cosine affinities, symmetrise, and choose p and the count k
+    together by the largest normalised eigengap of the Laplacian; then spectral clustering into k groups."""
+    from sklearn.cluster import SpectralClustering
+    n = len(x)
+    sim = np.clip(x @ x.T, -1.0, 1.0)  # (n, n)
+    lo, hi = max(1, config.min_speakers), min(config.max_speakers, n - 1)
+    best = None
+    for p in range(max(2, n // 20), max(3, n // 2) + 1):
+        a = np.zeros_like(sim)
+        top = np.argsort(-sim, axis=1)[:, :p]
+        np.put_along_axis(a, top, 1.0, axis=1)
+        a = (a + a.T) / 2
+        lap = np.diag(a.sum(1)) - a
+        ev = np.sort(np.linalg.eigvalsh(lap))  # ascending
+        gaps = np.diff(ev[: hi + 1])  # gaps[k - 1] = ev[k] - ev[k - 1]
+        if config.num_speakers is not None:
+            k = config.num_speakers
+        else:
+            k = int(np.argmax(gaps[lo - 1:hi])) + lo
+        g = gaps[k - 1] / max(ev[-1], 1e-8)
+        r = p / max(g, 1e-8)
+        if best is None or r < best[0]:
+            best = (r, k, a)
+    _, k, a = best
+    if k <= 1:
+        return np.zeros(n, int)
+    return SpectralClustering(n_clusters=k, affinity="precomputed", random_state=0).fit_predict(a)
 
 
 def _silhouette_k(x: np.ndarray, config: DiarizeConfig) -> int:
