@@ -178,8 +178,9 @@ def tune(args) -> None:
     best = max(table, key=lambda r: (r["count_right"], -r["der"]))
     prov = provenance()
     lines = ["# Recording pipeline: clustering threshold chosen on the dev split", "", provenance_markdown(prov), "",
-             f"{len(rows)} dev recordings of {args.corpus}. Chosen: **{best}** (most recordings with the right speaker "
-             "count, then lowest mean DER). The pipeline's output per recording (regions, embeddings, words) is "
+             f"{len(rows)} dev recordings of {args.corpus}. Best: **{best['method']} "
+             f"{best.get('threshold', best.get('min_silhouette', ''))}** (most recordings with the right speaker "
+             "count, then lowest mean DER; the first of equal rows). The pipeline's output per recording (regions, embeddings, words) is "
              f"cached in {cache.name} and re-clustered per row" + (f" (cache written at commit {args.cache_commit})"
                                                                  if args.cache_commit else "") + ".", "",
              "| method | parameter | speaker count right | DER (collar 0) |", "|---|---:|---:|---:|"]
