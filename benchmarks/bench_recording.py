@@ -180,7 +180,8 @@ def tune(args) -> None:
     lines = ["# Recording pipeline: clustering threshold chosen on the dev split", "", provenance_markdown(prov), "",
              f"{len(rows)} dev recordings of {args.corpus}. Best: **{best['method']} "
              f"{best.get('threshold', best.get('min_silhouette', ''))}** (most recordings with the right speaker "
-             "count, then lowest mean DER; the first of equal rows). The pipeline's output per recording (regions, embeddings, words) is "
+             "count, then lowest mean DER; the first of equal rows). The pipeline's output per recording (regions, "
+             "embeddings, words) is "
              f"cached in {cache.name} and re-clustered per row" + (f" (cache written at commit {args.cache_commit})"
                                                                  if args.cache_commit else "") + ".", "",
              "| method | parameter | speaker count right | DER (collar 0) |", "|---|---:|---:|---:|"]
@@ -222,6 +223,54 @@ def predict_cli(run: Path, path: Path, extra: list[str]) -> dict:
     return {"command": " ".join(cmd[1:]), "seconds": secs, "peak_mb": peak, "output": json.loads(proc.stdout)}
 
 
+def media_cost(args) -> None:
+    """What audio and face features add on top of a text-only run: the default encoders of `merc train`
+    (audio egemaps,resemblyzer; face fer,dlib) over the derived utterances of test recordings made video (a
+    still face, 5 fps), timed from an empty feature store."""
+    import os
+    import tempfile
+    os.environ["MERC_CACHE"] = tempfile.mkdtemp(prefix="merc-bench-media-")  # no cached features
+    from merc.data.schema import Corpus
+    from merc.recording.conversation import derive_conversation
+    from merc.testing.synth import face_images, make_clip
+    from merc.training.features import DEFAULT_ENCODERS, encoder_features
+    rows = []
+    face = face_images(1)[0]
+    for k, utts in enumerate(dialogues(args.corpus, "test")[: args.limit or 3]):
+        audio, _ = build(args.corpus, utts, k, args.seed)
+        wav = WORK / f"{audio.stem}_v.wav"
+        from merc.media.decode import load_audio
+        from merc.testing.synth import write_wav
+        write_wav(load_audio(audio), wav)
+        video = make_clip(wav, face, WORK / f"{audio.stem}_video.mp4", fps=5)
+        conv, _ = derive_conversation(video)
+        corpus = Corpus("predict", {"predict": [conv]}, ["neutral"])
+        secs = len(load_audio(audio)) / 16000
+        row = {"recording": video.name, "seconds_audio": secs, "utterances": len(conv)}
+        for m in ("audio", "face"):
+            for name in DEFAULT_ENCODERS[m]:
+                t = time.perf_counter()
+                encoder_features(corpus, "predict", m, name, progress=False)
+                row[f"{m}:{name}"] = time.perf_counter() - t
+        rows.append(row)
+        print(row, file=sys.stderr)
+    prov = provenance()
+    names = [k for k in rows[0] if ":" in k]
+    total = sum(r["seconds_audio"] for r in rows)
+    lines = ["# What audio and face features cost on top of a text-only run (recordings without a transcript)", "",
+             provenance_markdown(prov), "",
+             f"{len(rows)} test recordings ({total:.0f} s of audio) made video (one still face at 5 fps); each "
+             "encoder timed over the derived utterances from an empty feature store (the first includes loading "
+             "its model). × real time = audio seconds / encoder seconds.", "",
+             "| encoder | seconds | × real time |", "|---|---:|---:|"]
+    for n in names:
+        sec = sum(r[n] for r in rows)
+        lines.append(f"| {n} | {sec:.1f} | {total / sec:.1f}× |")
+    atomic_write_text(OUT / "media_cost.md", "\n".join(lines) + "\n")
+    write_json(OUT / "media_cost.json", {"provenance": prov, "rows": rows})
+    print("\n".join(lines))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--corpus", type=Path, default=Path("/work/data/mm_signal"))
@@ -229,11 +278,14 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=None, help="at most N recordings")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--tune", action="store_true", help="choose the clustering threshold on the dev split")
+    ap.add_argument("--media-cost", action="store_true", help="time the audio and face encoders on derived utterances")
     ap.add_argument("--cache-commit", default=None, help="--tune: the commit that wrote the cached dev outputs")
     ap.add_argument("--long-minutes", type=float, default=30.0, help="0 = skip the long recording")
     args = ap.parse_args()
     if args.tune:
         return tune(args)
+    if args.media_cost:
+        return media_cost(args)
     from merc.training.run import from_pretrained
     run = from_pretrained(args.run)
     rows = run_split(args.corpus, "test", args.limit, args.seed)

@@ -86,8 +86,8 @@ def test_recording_to_labels_and_transcript_round_trip(talk, tmp_path, capsys):
 @pytest.mark.slow
 def test_recording_shorter_than_a_second(tmp_path, capsys):
     from merc.media.decode import load_audio
-    from merc.testing.synth import speak, write_wav
     from merc.testing.recordings import speech_extent
+    from merc.testing.synth import speak, write_wav
     x = load_audio(speak("Yes.", "en-us+m6", tmp_path / "a.wav"))
     a, b = speech_extent(x)
     pad = np.zeros(1600, np.float32)
