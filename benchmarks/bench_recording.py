@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import re
 import resource
@@ -227,7 +228,6 @@ def media_cost(args) -> None:
     """What audio and face features add on top of a text-only run: the default encoders of `merc train`
     (audio egemaps,resemblyzer; face fer,dlib) over the derived utterances of test recordings made video (a
     still face, 5 fps), timed from an empty feature store."""
-    import os
     import tempfile
     os.environ["MERC_CACHE"] = tempfile.mkdtemp(prefix="merc-bench-media-")  # no cached features
     from merc.data.schema import Corpus
@@ -278,6 +278,7 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=None, help="at most N recordings")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--tune", action="store_true", help="choose the clustering threshold on the dev split")
+    ap.add_argument("--render", action="store_true", help="rewrite recording.md from recording.json (no runs)")
     ap.add_argument("--media-cost", action="store_true", help="time the audio and face encoders on derived utterances")
     ap.add_argument("--cache-commit", default=None, help="--tune: the commit that wrote the cached dev outputs")
     ap.add_argument("--long-minutes", type=float, default=30.0, help="0 = skip the long recording")
@@ -286,6 +287,10 @@ def main() -> None:
         return tune(args)
     if args.media_cost:
         return media_cost(args)
+    if args.render:
+        data = json.loads((OUT / "recording.json").read_text())
+        return atomic_write_text(OUT / "recording.md", report(data["recordings"], data["long"], data["provenance"],
+                                                              args))
     from merc.training.run import from_pretrained
     run = from_pretrained(args.run)
     rows = run_split(args.corpus, "test", args.limit, args.seed)
@@ -299,7 +304,7 @@ def main() -> None:
         agree, n = agreement(gold, gl, segs, dl)
         per.append({"recording": path.name, "seconds_audio": res.duration, "pipeline_seconds": secs,
                     "overlap": overlap, **sc, "agree": agree, "n": n, "steps": res.seconds})
-    prov = provenance()
+    prov = {**provenance(), "load_average": round(os.getloadavg()[0], 1)}
     long = None
     if args.long_minutes > 0:
         path, total = long_recording(rows, args.long_minutes)
@@ -322,8 +327,10 @@ def report(per: list[dict], long: dict | None, prov: dict, args) -> str:
              provenance_markdown(prov), "",
              f"{n} recordings ({audio / 60:.1f} min of audio) built from the test split of `{args.corpus}` "
              f"(dialogues with 2–5 voices; pauses 0.2–1 s; {len(ov)} with overlapping speech); labels from the run "
-             f"`{args.run.name}`. Pipeline: Silero VAD, Whisper tiny.en (bundled), resemblyzer + average-linkage "
-             "clustering (threshold from `--tune` on the dev split).", "",
+             f"`{Path(args.run).name}`. Pipeline defaults: Silero VAD, Whisper tiny.en (bundled), resemblyzer "
+             "embeddings clustered (average linkage, speaker count by silhouette, chosen with `--tune` on the dev "
+             "split: `tune.md`). Speeds are wall-clock on a machine shared with other jobs (load average at the "
+             f"end: {prov.get('load_average', 'not recorded; 11-13 was seen during this run')} on 2 cores).", "",
              "| measure | result | target |", "|---|---:|---:|",
              f"| right number of speakers | {100 * count:.1f}% ({int(round(count * n))}/{n}) | ≥ 90% |",
              f"| DER, collar 0 (mean over recordings) | {100 * np.mean([p['der'] for p in per]):.1f}% | ≤ 10% |",
