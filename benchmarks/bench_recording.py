@@ -34,10 +34,13 @@ from pathlib import Path
 
 import numpy as np
 
-from merc.io import atomic_write_text, provenance, provenance_markdown, write_json
+from merc.io import provenance, provenance_markdown
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import atomic_write_text, results_dir, write_json  # noqa: E402  (machine paths made portable)
 
 ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "benchmarks" / "results" / "recording"
+OUT = results_dir("recording")
 WORK = Path("/tmp/merc-bench-recording")
 THRESHOLDS = [0.15, 0.175, 0.2, 0.225, 0.25, 0.275, 0.3, 0.35]
 SILHOUETTES = [0.0, 0.05, 0.1, 0.15, 0.2]
