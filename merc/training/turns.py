@@ -19,7 +19,8 @@ from matplotlib.patches import Patch  # noqa: E402
 
 from merc.data.schema import Conversation  # noqa: E402
 from merc.io import atomic_write_bytes  # noqa: E402
-from merc.training.timeline import DPI, MODALITY_COLOURS, PER_PAGE, _colour, _inside  # noqa: E402
+from merc.training.plots import emotion_colour as _colour  # noqa: E402
+from merc.training.timeline import DPI, MODALITY_COLOURS, PER_PAGE, _inside  # noqa: E402
 
 
 def has_times(conversation: Conversation) -> bool:
