@@ -96,11 +96,46 @@ def probe(path: str | os.PathLike) -> MediaInfo:
                          fps=fps, audio_rate=a.codec_context.sample_rate if a is not None else None)
 
 
+def _audio_graph(stream, sr: int):
+    """abuffer -> aresample (timestamp-driven) -> mono float32 at ``sr`` -> sink.
+
+    ``aresample=async=1`` is ffmpeg's own answer to timestamp gaps and overlaps (what ``ffmpeg -af
+    aresample=async=1`` does): a gap is filled with silence and an overlap trimmed when they exceed
+    ``min_hard_comp`` seconds (10 ms here), smaller drift is absorbed by stretching at most 1 sample/s. So a
+    recording made by concatenating clips, or a stream with dropped packets, keeps every sample at its time.
+    """
+    graph = av.filter.Graph()
+    src = graph.add_abuffer(template=stream)
+    resample = graph.add("aresample", f"async=1:min_hard_comp={HARD_COMP}")
+    fmt = graph.add("aformat", f"sample_fmts=flt:channel_layouts=mono:sample_rates={sr}")
+    sink = graph.add("abuffersink")
+    src.link_to(resample)
+    resample.link_to(fmt)
+    fmt.link_to(sink)
+    graph.configure()
+    return graph
+
+
+def _pull_all(graph) -> list:
+    out = []
+    while True:
+        try:
+            out.append(graph.pull())
+        except (av.BlockingIOError, av.EOFError):
+            return out
+
+
+HARD_COMP = 0.01  # seconds: timestamp gaps/overlaps above this are filled with silence / trimmed
+
+
 def load_audio(path: str | os.PathLike, *, sr: int = 16000, start: float | None = None,
                end: float | None = None) -> np.ndarray:
-    """Decode the first audio stream to float32 mono in [-1, 1] at ``sr`` Hz (PyAV AudioResampler).
+    """Decode the first audio stream to float32 mono in [-1, 1] at ``sr`` Hz, every sample at its timestamp.
 
-    ``start``/``end`` (seconds) cut a segment (e.g. an IEMOCAP turn inside a dialogue recording).
+    Samples are placed by the frames' timestamps (ffmpeg's ``aresample=async``, :func:`_audio_graph`), not
+    joined end to end: a gap in the timestamps (concatenated clips, dropped packets) is silence of the gap's
+    length, so ``start``/``end`` (seconds, e.g. an IEMOCAP turn inside a dialogue recording, a transcript
+    segment) cut what ffmpeg plays at those times.
     Raises MediaError when the file is missing, has no audio stream, or fails to decode.
     """
     if start is not None and end is not None and end <= start:
@@ -109,19 +144,24 @@ def load_audio(path: str | os.PathLike, *, sr: int = 16000, start: float | None 
         if not c.streams.audio:
             raise MediaError(f"no audio stream in {path}")
         stream = c.streams.audio[0]
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=sr)
         chunks: list[np.ndarray] = []
-        t0: float | None = None  # time of the first decoded sample
+        t0: float | None = None  # time of the first output sample
         try:
+            graph = _audio_graph(stream, sr)
             _seek(c, stream, start)
             for frame in c.decode(stream):
-                if t0 is None:
-                    t0 = float(frame.time) if frame.time is not None else 0.0
-                if end is not None and frame.time is not None and frame.time > end:
-                    break
-                for out in resampler.resample(frame):
+                past_end = end is not None and frame.time is not None and frame.time > end
+                graph.push(frame)  # even the first frame past `end`: it closes a gap before it with silence
+                for out in _pull_all(graph):
+                    if t0 is None:
+                        t0 = float(out.time) if out.time is not None else 0.0
                     chunks.append(out.to_ndarray().reshape(-1))
-            for out in resampler.resample(None):  # flush
+                if past_end:
+                    break
+            graph.push(None)  # flush
+            for out in _pull_all(graph):
+                if t0 is None:
+                    t0 = float(out.time) if out.time is not None else 0.0
                 chunks.append(out.to_ndarray().reshape(-1))
         except (av.FFmpegError, ValueError) as e:
             raise MediaError(f"audio not decodable in {path}: {e}") from e
@@ -129,11 +169,14 @@ def load_audio(path: str | os.PathLike, *, sr: int = 16000, start: float | None 
         raise MediaError(f"no audio samples decoded from {path}")
     wav = np.concatenate(chunks).astype(np.float32, copy=False)
     t0 = t0 or 0.0
+    total = len(wav)
     lo = max(0, int(round(((start or 0.0) - t0) * sr))) if start is not None else 0
     hi = int(round((end - t0) * sr)) if end is not None else len(wav)
     wav = wav[lo:hi]
     if wav.size == 0:
-        raise MediaError(f"segment [{start}, {end}] of {path} holds no audio samples")
+        duration = t0 + total / sr
+        raise MediaError(f"segment [{start}, {end}] of {path} holds no audio samples (its audio ends at "
+                         f"{duration:.2f} s)")
     return np.clip(wav, -1.0, 1.0)
 
 

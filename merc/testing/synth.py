@@ -288,6 +288,35 @@ def make_clip(wav_path: str | os.PathLike, image_or_frames: np.ndarray | Sequenc
     return out_path
 
 
+def write_gapped_audio(parts: Sequence[tuple[float, np.ndarray]], out_path: str | os.PathLike, *, sr: int = 16000,
+                       codec: str = "aac") -> Path:
+    """An audio-only file whose packets jump in time: ``parts`` = ``[(start seconds, wav), …]``, each wav's
+    samples stamped from its start, nothing between (a recording concatenated from clips, or one with dropped
+    packets). ``codec`` "aac" writes mp4, "pcm_s16le" matroska (lossless, for exact comparisons)."""
+    import av
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    pcm = codec.startswith("pcm")
+    with av.open(str(out_path), "w", format="matroska" if pcm else "mp4") as c:
+        stream = c.add_stream(codec, rate=sr)
+        stream.layout = "mono"
+        for start, wav in parts:
+            offset = int(round(start * sr))
+            for i in range(0, len(wav), 1024):
+                chunk = np.ascontiguousarray(wav[i:i + 1024], dtype=np.float32).reshape(1, -1)
+                if pcm:
+                    frame = av.AudioFrame.from_ndarray((np.clip(chunk, -1, 1) * 32767).astype(np.int16), format="s16",
+                                                       layout="mono")
+                else:
+                    frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="mono")
+                frame.sample_rate, frame.pts, frame.time_base = sr, offset + i, Fraction(1, sr)
+                for packet in stream.encode(frame):
+                    c.mux(packet)
+        for packet in stream.encode(None):
+            c.mux(packet)
+    return out_path
+
+
 def make_audio_only_clip(wav_path: str | os.PathLike, out_path: str | os.PathLike, *, sr: int = 16000) -> Path:
     """An mp4 holding only an AAC audio stream (no video)."""
     import av
