@@ -119,19 +119,24 @@ class Predictor:
         """The run, its model and encoder calls under this predictor's lock (for ``predict_file(run=...)``)."""
         return _LockedRun(self.run, self.lock)
 
-    def features(self, conversations: Sequence[Conversation], *, progress: bool = False):
-        """Raw ``features[modality][utterance_id]`` by the run's encoders."""
+    def features(self, conversations: Sequence[Conversation], *, progress: bool = False,
+                 reasons: dict[str, dict[str, str]] | None = None):
+        """Raw ``features[modality][utterance_id]`` by the run's encoders (``reasons``, when given, is filled with
+        why each absent one is absent: ``TrainedRun.features_for``)."""
         with self.lock:
-            return self.run.features_for(conversations, progress=progress)
+            if reasons is None:
+                return self.run.features_for(conversations, progress=progress)
+            return self.run.features_for(conversations, progress=progress, reasons=reasons)
 
     def probabilities(self, conversations: Sequence[Conversation], features) -> list[np.ndarray]:
         """Per conversation (seq_len, n_classes): the model on the run's standardised ``features``."""
         with self.lock:
             return self.run.predict(conversations, features=features)
 
-    def label(self, conversations: Sequence[Conversation], *, progress: bool = False):
+    def label(self, conversations: Sequence[Conversation], *, progress: bool = False,
+              reasons: dict[str, dict[str, str]] | None = None):
         """``(features, probabilities)`` of ``conversations``: :meth:`features`, then :meth:`probabilities`."""
-        features = self.features(conversations, progress=progress)
+        features = self.features(conversations, progress=progress, reasons=reasons)
         return features, self.probabilities(conversations, features)
 
     def warm_up(self) -> None:

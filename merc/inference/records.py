@@ -6,7 +6,7 @@ from typing import Any, Sequence
 
 from merc.data.schema import Conversation
 from merc.inference.predictor import Predictor
-from merc.training.predict import check_finite, modality_presence, prediction_record
+from merc.training.predict import absence_reasons, check_finite, modality_presence, prediction_record
 
 
 def conversation_raw(conv: Conversation) -> dict[str, Any]:
@@ -20,9 +20,12 @@ def predict_records(predictor: Predictor, conversations: Sequence[Conversation],
     """One record per conversation, as ``merc predict --json`` prints it. ``raws``: the input objects to echo
     (default :func:`conversation_raw`)."""
     raws = raws or [conversation_raw(c) for c in conversations]
-    features, probs = predictor.label(conversations)
+    reasons: dict[str, dict[str, str]] = {}
+    features, probs = predictor.label(conversations, reasons=reasons)
     out = []
     for raw, conv, p in zip(raws, conversations, probs, strict=True):
         check_finite(p, conv, predictor.run.path)
-        out.append(prediction_record(raw, conv, p, predictor.labels, modality_presence(conv, features)))
+        present = modality_presence(conv, features)
+        absent = absence_reasons(conv, present, reasons, predictor.config.encoders)
+        out.append(prediction_record(raw, conv, p, predictor.labels, present, absent))
     return out

@@ -62,6 +62,7 @@ def read_input(path: str | Path, transcript: str | Path | None = None, *, record
     from merc.data.transcript import MEDIA_SUFFIXES, media_conversation
     if transcript is not None:
         conv, raw = media_conversation(path, transcript)
+        check_recording(path, conv, transcript)
         return PredictInput([conv], [raw])
     if path.suffix.lower() in MEDIA_SUFFIXES:  # no transcript: derive one (VAD, Whisper, speaker clustering)
         from merc.recording.conversation import derive_conversation
@@ -73,6 +74,18 @@ def read_input(path: str | Path, transcript: str | Path | None = None, *, record
         return _read_txt(path)
     raise InputError(f"{path}: unknown input format {path.suffix!r}; expected .jsonl, .txt, or a recording "
                      "with --transcript")
+
+
+def check_recording(path: Path, conv: Conversation, transcript: str | Path) -> None:
+    """A recording that cannot be opened, or a transcript segment that starts after the recording ends, is an
+    error (never a conversation labelled from text alone): MediaError / InputError naming the file or segment."""
+    from merc.media.decode import probe
+    info = probe(path)  # MediaError: missing, empty, not decodable, no audio or video stream
+    for k, u in enumerate(conv):
+        if u.start is not None and u.start >= info.duration:
+            raise InputError(f"{transcript}: segment {k} ({u.utterance_id}, {u.start:g}-{u.end:g} s) starts after "
+                             f"the end of the recording {path} ({info.duration:.2f} s); is it the transcript of "
+                             "another recording?")
 
 
 def read_conversations(path: str | Path) -> list[Conversation]:
@@ -134,15 +147,83 @@ def modality_presence(conv: Conversation, features: dict[str, dict[str, Any]]) -
     return {m: np.array([ok(table.get(u.utterance_id)) for u in conv], bool) for m, table in features.items()}
 
 
+MEDIA_OF = {"audio": "audio or video", "face": "video"}  # what a modality's encoders read from an utterance
+
+
+def has_media(u: Utterance, modality: str) -> bool:
+    """Whether the input gives ``u`` a file that ``modality``'s encoders read (audio falls back to the video)."""
+    return bool(u.audio or u.video) if modality == "audio" else bool(u.video) if modality == "face" else True
+
+
+def absence_reasons(conv: Conversation, present: dict[str, np.ndarray], reasons: dict[str, dict[str, str]],
+                    encoders: dict[str, list[str]] | None = None) -> list[dict[str, str]]:
+    """Per utterance, ``{modality: why it is absent}`` for each modality of the run it could not use: the encoder's
+    reason (missing file …, not decodable: …, no audio stream in …, no face in 0/4 sampled frames of …) without
+    the encoder's name, or "no … file in the input" when the input names none."""
+    out: list[dict[str, str]] = []
+    for t, u in enumerate(conv):
+        why = {}
+        for m, has in present.items():
+            if has[t]:
+                continue
+            r = (reasons.get(m) or {}).get(u.utterance_id) or "no feature"
+            for name in (encoders or {}).get(m, []):
+                if r.startswith(f"{name}: "):
+                    r = r[len(name) + 2:]
+                    break
+            if not has_media(u, m):
+                r = f"no {MEDIA_OF[m]} file in the input"
+            why[m] = r
+        out.append(why)
+    return out
+
+
+def absence_warnings(conv: Conversation, absent: list[dict[str, str]], modalities: Sequence[str],
+                     said_once: set[str] = frozenset()) -> list[str]:
+    """One line per utterance that misses a modality: the utterance, the reason(s) naming the file, and what it is
+    labelled from. Modalities in ``said_once`` (absent from the whole input, said once already) are not repeated."""
+    lines = []
+    for u, every in zip(conv, absent, strict=True):
+        why = {m: r for m, r in every.items() if m not in said_once}
+        if not why:
+            continue
+        by_reason: dict[str, list[str]] = {}
+        for m, r in why.items():
+            by_reason.setdefault(r, []).append(m)
+        parts = [f"no {' or '.join(ms)} ({r})" for r, ms in by_reason.items()]
+        used = [m for m in modalities if m not in every]
+        lines.append(f"{conv.conversation_id}: utterance {u.utterance_id} has {'; '.join(parts)}; labelled from "
+                     + (", ".join(used) if used else "its position in the conversation alone"))
+    return lines
+
+
+def input_absence_warnings(convs: Sequence[Conversation], modalities: Sequence[str]) -> tuple[list[str], set[str]]:
+    """Media modalities of the run that no utterance of the input can have (a text-only input to a multimodal
+    run): one line for all of them, and the set of those modalities."""
+    media = [m for m in modalities if m != "text"]
+    none = [m for m in media if not any(has_media(u, m) for c in convs for u in c)]
+    if not none:
+        return [], set()
+    used = [m for m in modalities if m not in none]
+    need = "audio or video" if "audio" in none else "video"
+    return [f"the input names no {need} file, so {' and '.join(none)} "
+            f"{'is' if len(none) == 1 else 'are'} absent for every utterance; labelled from "
+            f"{', '.join(used) or 'nothing'} alone (this run was trained with {', '.join(modalities)})"], set(none)
+
+
 def prediction_record(raw: dict[str, Any], conv: Conversation, probs: np.ndarray, labels: Sequence[str],
-                      present: dict[str, np.ndarray] | None = None) -> dict:
+                      present: dict[str, np.ndarray] | None = None,
+                      absent: list[dict[str, str]] | None = None) -> dict:
     """The output object of one conversation: original fields + gold, predicted, probabilities per utterance,
-    and (for a multimodal run, ``present``) the ``modalities`` each utterance had."""
+    and (for a multimodal run, ``present``) the ``modalities`` each utterance had and, beside them, ``absent``:
+    why each other modality is absent (``{}`` when none is)."""
     utts = []
     for t, (r, u, p) in enumerate(zip(raw["utterances"], conv, probs, strict=True)):
         rec = dict(r)
         if present and len(present) > 1:
             rec["modalities"] = [m for m, has in present.items() if has[t]]
+            if absent is not None:
+                rec["absent"] = absent[t]
         if u.emotion is not None:
             rec["gold"] = u.emotion
         rec["predicted"] = labels[int(p.argmax())]
@@ -151,13 +232,26 @@ def prediction_record(raw: dict[str, Any], conv: Conversation, probs: np.ndarray
     return {**{k: v for k, v in raw.items() if k != "utterances"}, "utterances": utts}
 
 
-def format_table(conv: Conversation, probs: np.ndarray, labels: Sequence[str]) -> str:
-    """One row per utterance: speaker │ text │ [gold │] predicted p (runner-up); gold only when the input has it."""
+def modality_marks(present: dict[str, np.ndarray] | None, t: int) -> str:
+    """``TAF`` for utterance ``t`` of a multimodal run, a ``-`` for each modality it lacked (``T-F``)."""
+    return "".join(m[0].upper() if has[t] else "-" for m, has in present.items()) if present else ""
+
+
+def format_table(conv: Conversation, probs: np.ndarray, labels: Sequence[str],
+                 present: dict[str, np.ndarray] | None = None) -> str:
+    """One row per utterance: speaker │ text │ [used │] [gold │] predicted p (runner-up); gold only when the input
+    has it; ``used`` (a multimodal run's ``present``) marks the modalities each row was labelled from."""
     gold = any(u.emotion is not None for u in conv)
+    present = present if present and len(present) > 1 else None
     rows = [f"── {conv.conversation_id} " + "─" * max(0, 60 - len(conv.conversation_id))]
-    if gold:
-        rows.append(f"{'speaker':>12} │ {'text':<48} │ {'gold':>8} │ predicted")
-    for u, p in zip(conv.utterances, probs, strict=True):
+    width = len(present) if present else 0
+    if present:
+        rows.append("   used: " + ", ".join(f"{m[0].upper()} {m}" for m in present) + "; - absent (see warnings)")
+    if gold or present:
+        rows.append(f"{'speaker':>12} │ {'text':<48} │ " + (f"{'used':<{max(width, 4)}} │ " if present else "")
+                    + (f"{'gold':>8} │ " if gold else "") + "predicted")
+    for t, (u, p) in enumerate(zip(conv.utterances, probs, strict=True)):
+        used = f"{modality_marks(present, t):<{max(width, 4)}} │ " if present else ""
         k = int(p.argmax())
         top2 = np.argsort(-p)[:2]
         alt = f"{labels[top2[1]]} {p[top2[1]]:.2f}" if len(labels) > 1 else ""
@@ -165,9 +259,9 @@ def format_table(conv: Conversation, probs: np.ndarray, labels: Sequence[str]) -
         pred = f"{labels[k]:>8} {p[k]:.2f}  ({alt})"
         if gold:
             mark = " " if u.emotion is None or u.emotion == labels[k] else "✗"
-            rows.append(f"{u.speaker[:12]:>12} │ {text:<48} │ {u.emotion or '-':>8} │{mark}{pred}")
+            rows.append(f"{u.speaker[:12]:>12} │ {text:<48} │ {used}{u.emotion or '-':>8} │{mark}{pred}")
         else:
-            rows.append(f"{u.speaker[:12]:>12} │ {text:<48} │ {pred}")
+            rows.append(f"{u.speaker[:12]:>12} │ {text:<48} │ {used}{pred}")
     return "\n".join(rows)
 
 
@@ -285,6 +379,10 @@ def predict_file(run_dir, input_path, *, out_dir: str | Path | None = "predictio
     stems = [names.stem(c.conversation_id) for c in convs]  # over all conversations: stable across resumes
     todo = [i for i, c in enumerate(convs) if c.conversation_id not in done]
     max_speakers = run.config.model.max_speakers
+    modalities = list(run.config.modalities)
+    said, said_once = input_absence_warnings([convs[i] for i in todo], modalities)
+    for line in said:  # a warning, shown with --quiet too
+        log.warning(line)
     results: list[dict] = []
     bar = tqdm(total=sum(len(convs[i]) for i in todo), unit="utt", desc="predict", disable=not progress,
                file=sys.stderr)
@@ -296,12 +394,16 @@ def predict_file(run_dir, input_path, *, out_dir: str | Path | None = "predictio
                 warning = speaker_slot_warning(c, max_speakers)
                 if warning:
                     log.warning(warning)
+            reasons: dict[str, dict[str, str]] = {}  # why each absent modality is absent, filled by label
             # raw features[modality][utterance_id]; per conversation (seq_len, n_classes)
-            feats, probs = Predictor(run).label(batch, progress=progress)
+            feats, probs = Predictor(run).label(batch, progress=progress, reasons=reasons)
             for i, conv, p in zip(idx, batch, probs, strict=True):
                 check_finite(p, conv, run.path)
                 present = modality_presence(conv, feats)
-                rec = prediction_record(data.raw[i], conv, p, run.labels, present)
+                absent = absence_reasons(conv, present, reasons, run.config.encoders)
+                for line in absence_warnings(conv, absent, modalities, said_once):
+                    log.warning(line)
+                rec = prediction_record(data.raw[i], conv, p, run.labels, present, absent)
                 line = json.dumps(rec, ensure_ascii=False, allow_nan=False)
                 results.append(rec)
                 if out_file is not None:
@@ -310,7 +412,7 @@ def predict_file(run_dir, input_path, *, out_dir: str | Path | None = "predictio
                 if as_json:
                     print(line, file=stream, flush=True)
                 else:
-                    print(format_table(conv, p, run.labels), file=stream)
+                    print(format_table(conv, p, run.labels, present), file=stream)
                 if plots and out_dir is not None:
                     draw = write_turn_timelines if has_times(conv) else write_timelines  # recordings: time axis
                     pngs = draw(conv, p, run.labels, out_dir, stems[i], per_page=per_page or PER_PAGE,

@@ -163,8 +163,10 @@ class TrainedRun:
         return FeatureNormalizer.from_dict(self.config.normalization)
 
     def features_for(self, conversations: Sequence[Conversation], *, progress: bool = False, encoder=None,
-                     media_dir: str | None = None) -> dict[str, dict[str, np.ndarray | None]]:
-        """Raw (unstandardised) ``features[modality][utterance_id]`` of ``conversations`` by the run's encoders."""
+                     media_dir: str | None = None, reasons: dict[str, dict[str, str]] | None = None
+                     ) -> dict[str, dict[str, np.ndarray | None]]:
+        """Raw (unstandardised) ``features[modality][utterance_id]`` of ``conversations`` by the run's encoders.
+        ``reasons``, when given, is filled with ``reasons[modality][utterance_id]``: why an absent one is absent."""
         utts = [u for c in conversations for u in c]
         out: dict[str, dict[str, np.ndarray | None]] = {}
         if "text" in self.config.modalities:
@@ -176,6 +178,8 @@ class TrainedRun:
             # (n_utts, sum of the encoders' dims): each with its own dialogue context, concatenated in order
             X = np.concatenate([e.encode(e.dialogue_texts(conversations), progress=progress) for e in encs], axis=1)
             out["text"] = {u.utterance_id: (x if u.text and u.text.strip() else None) for u, x in zip(utts, X)}
+            if reasons is not None:
+                reasons["text"] = {u.utterance_id: "empty text" for u in utts if not (u.text and u.text.strip())}
         others = [m for m in self.config.modalities if m != "text"]
         if others:
             from merc.training.features import combine
@@ -197,7 +201,9 @@ class TrainedRun:
                     actual = {m: [without_face_choice(f) for f in actual[m]]}
                     recorded = {m: [without_face_choice(f) for f in recorded.get(m, [])]}
                 check_fingerprints(recorded, actual)
-                out[m], _ = combine([u.utterance_id for u in utts], parts)
+                out[m], why = combine([u.utterance_id for u in utts], parts)
+                if reasons is not None:
+                    reasons[m] = why
         return out
 
     def encoder(self, modality: str, name: str):
