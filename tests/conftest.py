@@ -83,6 +83,14 @@ def espeak() -> str:
 
 
 @pytest.fixture
+def clips(tmp_path, espeak, monkeypatch) -> Path:
+    """tests/media_doubles.py's folder of espeak clips (good, silent, audio-only, corrupt); MERC_CACHE in tmp_path."""
+    from media_doubles import build_clips
+    monkeypatch.setenv("MERC_CACHE", str(tmp_path / "cache"))
+    return build_clips(tmp_path)
+
+
+@pytest.fixture
 def shared_data() -> Path:
     """../shared/data next to the repository root (real corpora, read-only)."""
     if not SHARED_DATA.is_dir():

@@ -109,15 +109,17 @@ def test_evaluate_scores_every_utterance_and_prints_reasons(env, capsys):
         assert n == _labelled(fx, split)
         want = _expected_absent(fx, split)
         for m in ("audio", "face"):
-            line = next((x for x in out.splitlines() if f"lack {m}" in x), None)
+            line = next((x for x in out.splitlines() if f"had no {m}" in x), None)
             assert (line is None) == (want[m] == 0), out
             if line:
-                assert line.strip().startswith(f"{want[m]} utterances lack {m}")
-        faults = {fx.faults[u] for u in fx.faults if fx.utterances[u].split == split}
-        if "missing" in faults:
-            assert "egemaps: missing file <file> (1)" in out
-        if "no_face" in faults:
-            assert "fer: no face in N/N sampled frames of <file> (1)" in out
+                assert line.strip().startswith(f"{want[m]} of {n} {split} utterances had no {m} (")
+                assert line.endswith("they are scored from the other modalities")
+        faults = {u: fx.faults[u] for u in fx.faults if fx.utterances[u].split == split}
+        for uid, fault in faults.items():  # each reason with its real file and utterance id
+            if fault == "missing":
+                assert re.search(rf"1 × egemaps: missing file \S+ \({uid}\)", out), out
+            if fault == "no_face":
+                assert re.search(rf"1 × fer: no face in \d+/\d+ sampled frames of \S+ \({uid}\)", out), out
     assert main(["evaluate", str(run), "--split", "test", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["n"] == _labelled(fx, "test")

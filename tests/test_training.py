@@ -48,7 +48,7 @@ def test_train_evaluate_predict(kind, toy_corpus, tmp_path, monkeypatch, capsys)
     assert main(["evaluate", str(run), "--dataset", "jsonl", "--data-dir", str(toy_corpus), "--split", "test",
                  "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert set(result) == {"weighted_f1", "accuracy", "macro_f1", "per_class_f1", "n"}
+    assert set(result) == {"weighted_f1", "accuracy", "macro_f1", "per_class_f1", "n", "absent_classes"}
     assert result["n"] == sum(len(json.loads(line)["utterances"]) for line in (toy_corpus / "test.jsonl").open())
     assert all(0 <= result[k] <= 1 for k in ("weighted_f1", "accuracy", "macro_f1"))
     assert result["weighted_f1"] == pytest.approx(metrics["test"]["weighted_f1"])

@@ -213,7 +213,8 @@ class FeatureStore:
         pending = folder / PENDING
         n_done = len(list(pending.glob("chunk_*.npz"))) if pending.is_dir() else 0
         seconds = 0.0
-        desc = f"{corpus_name}/{split} {encoder.modality}:{encoder.name}"
+        corpus_shown = re.sub(r"-[0-9a-f]{10}$", "", corpus_name)  # the corpus, not store_key's hash
+        desc = f"{corpus_shown}/{split} {encoder.modality}:{encoder.name}"
         with tqdm(total=len(todo), unit="utt", desc=desc, disable=not progress or not todo) as bar:
             for s in range(0, len(todo), self.chunk_size):
                 batch = todo[s:s + self.chunk_size]
@@ -254,7 +255,7 @@ class FeatureStore:
         shutil.rmtree(pending, ignore_errors=True)
         feats.meta = {**meta, "cache_hit": False}
         if feats.summary()["absent"]:
-            log.info("%s/%s %s: %d of %d utterances absent (%s)", corpus_name, split, encoder.name,
+            log.debug("%s/%s %s: %d of %d utterances absent (%s)", corpus_name, split, encoder.name,
                      feats.summary()["absent"], len(ids), feats.summary()["reasons"])
         return feats
 

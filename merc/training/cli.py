@@ -120,22 +120,26 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         return _report_ensemble(args, run, corpus[args.split], feats[args.split])
     dialogues = run.dialogues(corpus[args.split], feats[args.split])
     m = score_dialogues(run.model, dialogues, run.labels)
-    result = {k: m[k] for k in ("weighted_f1", "accuracy", "macro_f1", "per_class_f1", "n")}
+    result = {k: m[k] for k in ("weighted_f1", "accuracy", "macro_f1", "per_class_f1", "n", "absent_classes")}
     if args.output:
         from merc.io import write_json
         write_json(args.output, {**result, "split": args.split, "run_dir": str(run.path)})
     if args.json:
         print(json.dumps(result))
     else:
+        from merc.training.absence import absent_line
         print(f"{args.split} ({result['n']} utterances), run {run.path}")
         for mod, r in report[args.split].items():
             if r["absent"]:
-                print(f"  {r['absent']} utterances lack {mod} (scored all the same): "
-                      + ", ".join(f"{why} ({k})" for why, k in r["reasons"].items()))
+                print(f"  {absent_line(r, mod, args.split)}; they are scored from the other modalities")
+        absent = result["absent_classes"]
         print(f"  weighted F1 {100 * result['weighted_f1']:.2f}  accuracy {100 * result['accuracy']:.2f}  "
-              f"macro F1 {100 * result['macro_f1']:.2f}")
+              f"macro F1 {100 * result['macro_f1']:.2f}" + (" (over the classes the split has)" if absent else ""))
         for lab, f in result["per_class_f1"].items():
-            print(f"  {lab:>10}  F1 {100 * f:6.2f}")
+            print(f"  {lab:>10}  F1 {100 * f:6.2f}" if lab not in absent else f"  {lab:>10}  F1      -")
+        if absent:
+            print(f"  note: no {args.split} utterance is labelled {', '.join(absent)}: "
+                  f"{'this class is' if len(absent) == 1 else 'these classes are'} left out of macro F1")
     return 0
 
 

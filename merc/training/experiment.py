@@ -126,11 +126,15 @@ def run_experiment(*, dataset: str, data_dir: str, out: str | Path, model_config
     splits = [s for s in ("train", "dev", "test") if corpus.splits.get(s)]
     raw, extraction, fingerprints = corpus_features(corpus, splits, modalities, encoders, media_dir=media_dir,
                                                     progress=progress, qc_dir=qc_dir)
+    from merc.training.absence import absent_line, untrained_labels
     for split, per_m in extraction.items():
         for m, rep in per_m.items():
             if rep["absent"]:
-                log(f"{split}: {rep['absent']} of {rep['utterances']} utterances lack {m} "
-                    f"({', '.join(f'{r}: {n}' for r, n in rep['reasons'].items())})")
+                log(absent_line(rep, m, split) + "; the model uses their other modalities")
+    unseen = untrained_labels(corpus)
+    if unseen:
+        logger.warning("%s has no training utterance labelled %s: the model cannot learn %s",
+                       dataset, ", ".join(map(repr, unseen)), "it" if len(unseen) == 1 else "them")
     check_adapter_encoders(loaded, encoders, fingerprints, feature_dims(raw["train"]), adapters)
     # an adapted modality stays raw: the adapter standardises its input with its own corpus' statistics
     normalizer = FeatureNormalizer.fit(raw["train"], [m for m in standardize if m in modalities and m not in loaded])

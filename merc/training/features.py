@@ -188,12 +188,14 @@ def presence_report(table: Mapping[str, "np.ndarray | None"], reasons: Mapping[s
     kind = {uid: reason_kind(reasons.get(uid, "no feature")) for uid in absent}
     why = Counter(kind.values())
     examples: dict[str, list[str]] = {}
+    first: dict[str, str] = {}  # kind -> the first such reason in full (real file names), for messages
     for uid in absent:
         r = kind[uid]
+        first.setdefault(r, reasons.get(uid, "no feature"))
         if len(examples.setdefault(r, [])) < N_EXAMPLES:
             examples[r].append(uid)
     return {"utterances": len(table), "present": len(table) - len(absent), "absent": len(absent),
-            "reasons": dict(why.most_common()), "examples": examples}
+            "reasons": dict(why.most_common()), "examples": examples, "first": first}
 
 
 def corpus_features(corpus: Corpus, splits: Sequence[str], modalities: Sequence[str],
@@ -225,9 +227,9 @@ def corpus_features(corpus: Corpus, splits: Sequence[str], modalities: Sequence[
             table, reasons = combine(ids, parts)
             features[split][m] = table
             report[split][m] = rep = presence_report(table, reasons)
-            if rep["absent"]:
-                log.info("%s/%s: %d of %d utterances lack %s (%s)", corpus.name, split, rep["absent"],
-                         rep["utterances"], m, ", ".join(f"{r}: {n}" for r, n in rep["reasons"].items()))
+            if rep["absent"]:  # said to the user by the command (merc.training.absence.describe), once
+                log.debug("%s/%s: %d of %d utterances lack %s (%s)", corpus.name, split, rep["absent"],
+                          rep["utterances"], m, ", ".join(f"{r}: {n}" for r, n in rep["reasons"].items()))
     return features, report, fingerprints
 
 
