@@ -15,6 +15,7 @@ exists to print (tables, JSON) goes to stdout with ``print`` in the CLI modules.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import os
@@ -130,6 +131,45 @@ def show_defaults(parser: argparse.ArgumentParser) -> None:
                 show_defaults(p)
 
 
+# progress bars of the libraries merc drives that merc does not create: huggingface_hub's and transformers'
+# ("Loading weights"). Both read HF_HUB_DISABLE_PROGRESS_BARS once, when imported; once imported, their switches
+# are used instead. (TQDM_DISABLE would not do: tqdm reads it when tqdm itself is imported, before any command.)
+_QUIET_ENV = {"HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+
+
+@contextlib.contextmanager
+def no_progress_bars(quiet: bool):
+    """``--quiet``: no progress bar from merc (``progress=False``) nor from the libraries it calls. The environment
+    and the switches of libraries imported before are restored afterwards (``main`` may be called again
+    in-process); a library first imported while quiet keeps its bars off for the rest of the process."""
+    if not quiet:
+        yield
+        return
+    saved = {k: os.environ.get(k) for k in _QUIET_ENV}
+    os.environ.update(_QUIET_ENV)
+    switches = []  # (disable, enable, was enabled) of libraries already imported
+    if "huggingface_hub" in sys.modules:
+        from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+        switches.append((disable_progress_bars, enable_progress_bars, not are_progress_bars_disabled()))
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as hf_logging
+        switches.append((hf_logging.disable_progress_bar, hf_logging.enable_progress_bar,
+                         hf_logging.is_progress_bar_enabled()))
+    for disable, _, _ in switches:
+        disable()
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        for _, enable, was in switches:
+            if was:
+                enable()
+
+
 def _quiet_stdout() -> None:
     """After a closed pipe (``merc ... | head``): point stdout at /dev/null so the interpreter's final flush
     does not print a second error."""
@@ -147,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     args.quiet = quiet  # every sub-command reads args.quiet (no progress bars)
     configure_logging(logging.DEBUG if args.verbose else logging.WARNING if quiet else logging.INFO)
     try:
-        code = int(args.func(args) or 0)
+        with no_progress_bars(quiet):
+            code = int(args.func(args) or 0)
         sys.stdout.flush()  # a closed pipe shows here, inside the handlers below
         return code
     except KeyboardInterrupt:  # Ctrl-C: one line, the shell's exit code for SIGINT; outputs are written atomically
