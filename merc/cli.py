@@ -99,7 +99,8 @@ class _Formatter(logging.Formatter):
 
 
 class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Each flag's help ends with its default, "(default: X)", or "(required)". A help ending in "[X]" (a
+    """Each flag's help ends with its default, "(default: X)", or "(required)", unless it says its default itself
+    ("default: kept"). A help ending in "[X]" (a
     default that a preset may override, the flag's own default being None) shows it as "(default: X)"; a None
     default that the help already explains ("None: …", "when omitted") is not repeated as "(default: None)"."""
 
@@ -107,6 +108,8 @@ class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
         text = action.help or ""
         if action.required:
             return f"{text} (required)"
+        if re.search(r"\bdefault\b", text, re.IGNORECASE):  # the help states its default itself: once is enough
+            return text
         if action.default is None:
             bracket = re.search(r"\s*\[([^\]]+)\]\s*$", text)
             if bracket:

@@ -38,3 +38,8 @@ class IncompatibleRunError(MercError, ValueError):
 
 __all__ = ["MercError", "InputError", "ConfigError", "MissingFileError", "OutputExistsError",
            "MissingDependencyError", "IncompatibleRunError"]
+
+
+def an(word: str) -> str:
+    """``word`` with its indefinite article, for messages: "an audio", "a face"."""
+    return f"{'an' if str(word)[:1].lower() in 'aeio' else 'a'} {word}"

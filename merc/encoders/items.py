@@ -38,7 +38,7 @@ import numpy as np
 from merc.data.schema import Utterance
 from merc.data.unimodal.items import EmotionItem
 from merc.encoders.base import Encoder, EncodeResult, EncodeSkip, MediaEncoder, get_encoder, media_key
-from merc.errors import ConfigError
+from merc.errors import ConfigError, an
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ class ItemMediaEncoder(MediaEncoder):
 
     def __init__(self, inner: Encoder, *, crop: str = "auto"):
         if inner.modality not in ("audio", "face"):
-            raise ConfigError(f"item encoders wrap audio or face encoders; {inner.name!r} is a {inner.modality} one")
+            raise ConfigError(f"item encoders wrap audio or face encoders; {inner.name!r} is {an(inner.modality)} one")
         if crop not in CROPS:
             raise ConfigError(f"face crop {crop!r} unknown; use one of {', '.join(CROPS)}")
         if inner.modality == "face" and not hasattr(inner, "encode_image"):

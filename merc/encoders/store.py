@@ -45,6 +45,7 @@ from merc.data.schema import Corpus
 from merc.encoders.base import Encoder
 from merc.encoders.cache import Features, _safe
 from merc.encoders.standardize import Standardizer
+from merc.errors import an
 from merc.io import atomic_write_bytes, write_json
 
 log = logging.getLogger(__name__)
@@ -372,7 +373,7 @@ def extract_modality(corpus: Corpus, split: str, modality: str, encoders: Sequen
         opts = (encoder_options or {}).get(name, {})
         parts[name] = extract_split(corpus, split, enc, modality=modality, store=store, progress=progress, **opts)
         if parts[name].meta.get("modality", modality) != modality:
-            raise ValueError(f"encoder {name!r} is a {parts[name].meta['modality']} encoder, not {modality}")
+            raise ValueError(f"encoder {name!r} is {an(parts[name].meta['modality'])} encoder, not {modality}")
     if not parts:
         raise ValueError(f"no {modality} encoders given")
     first = next(iter(parts.values()))

@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from merc.errors import ConfigError
+from merc.errors import ConfigError, an
 from merc.models.adapter import Adapter
 from merc.models.dialogue import DialogueConfig, DialogueModel
 
@@ -41,7 +41,7 @@ class AdaptedModel(nn.Module):
                               f"use --model mamba, gru, transformer or mlp with --adapters")
         for m, a in adapters.items():
             if m not in config.input_dims:
-                raise ConfigError(f"a {m} adapter was given but the run's modalities are {list(config.input_dims)}")
+                raise ConfigError(f"{an(m)} adapter was given but the run's modalities are {list(config.input_dims)}")
             if a.config.d_in != config.input_dims[m]:
                 raise ConfigError(f"the {m} adapter takes {a.config.d_in}-d features, the run's {m} features are "
                                   f"{config.input_dims[m]}-d")

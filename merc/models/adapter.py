@@ -28,7 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from merc.errors import IncompatibleRunError, MissingFileError
+from merc.errors import IncompatibleRunError, MissingFileError, an
 from merc.io import atomic_write_bytes, write_json
 
 CONFIG_FILE, WEIGHTS_FILE, LABELS_FILE = "config.json", "model.safetensors", "labels.json"
@@ -164,6 +164,6 @@ class AdapterBundle:
         for modality, folder in spec.items():
             a = Adapter.from_pretrained(folder)
             if a.modality != modality:
-                raise IncompatibleRunError(f"{folder} is a {a.modality} adapter, given for {modality}")
+                raise IncompatibleRunError(f"{folder} is {an(a.modality)} adapter, given for {modality}")
             out[modality] = a
         return cls(out)

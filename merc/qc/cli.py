@@ -1,6 +1,6 @@
 """``merc qc``: check a corpus's media and labels, write flags, a report and a curated manifest.
 
-    merc qc --dataset meld --data-dir MELD.Raw --media-dir MELD.Raw --out qc_meld --workers 2
+    merc qc --dataset meld --data-dir MELD --media-dir MELD.Raw --out qc/
 """
 from __future__ import annotations
 
@@ -125,21 +125,26 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--out", required=True, help="QC_DIR for flags.csv, summary.json, report.html, manifest, cache")
     p.add_argument("--workers", type=int, default=1, help="processes measuring in parallel")
     p.add_argument("--checks", default=",".join(DEFAULT_CHECKS), help="comma-separated, run in this order")
-    p.add_argument("--fps", type=float, default=None, help="frames per second sampled by the faces check")
+    from merc.qc.alignment import AlignmentConfig
+    from merc.qc.faces import FaceCheckConfig
+    p.add_argument("--fps", type=float, default=None,
+                   help=f"frames per second sampled by the faces check [{FaceCheckConfig.fps}]")
     p.add_argument("--split", dest="splits", default=None, metavar="NAME",
                    help="only these splits, comma-separated (e.g. --split dev,test); all when omitted")
     p.add_argument("--splits", dest="splits", help=argparse.SUPPRESS)  # old spelling, kept as an alias
     p.add_argument("--limit", type=int, default=None, help="first N conversations per split (a quick look)")
     p.add_argument("--asr", choices=("auto", "pocketsphinx", "whisper", "faster-whisper"), default=None,
-                   help="recogniser of the alignment check (default auto: Whisper tiny.en when merc[asr] is "
-                        "installed, else pocketsphinx)")
+                   help="recogniser of the alignment check; auto: Whisper tiny.en when merc[asr] is installed, "
+                        f"else pocketsphinx [{AlignmentConfig.asr}]")
     p.add_argument("--calibrate", action="store_true",
                    help="fit the alignment rule and thresholds on this corpus (true vs deranged transcripts; "
                         "no labels needed) before judging; recorded in summary.json")
     p.add_argument("--speaker-shift-max", type=float, default=None, metavar="NATS",
                    help="Whisper alignment: lower the threshold for a speaker whose clips all score low by the gap "
-                        "of the speaker's median to the corpus median, at most NATS (0: off; default 1.0)")
-    p.add_argument("--calibrate-max", type=int, default=300, help="calibrate on at most N utterances (default 300)")
+                        f"of the speaker's median to the corpus median, at most NATS (0: off) "
+                        f"[{AlignmentConfig.speaker_shift_max}]")
+    p.add_argument("--calibrate-max", type=int, default=QCConfig.calibrate_max, metavar="N",
+                   help="calibrate on at most N utterances")
     p.add_argument("--drop-not-measured", action="store_true",
                    help="also drop utterances a check could not measure (default: keep them, reported as "
                         "'not measured')")

@@ -8,7 +8,33 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from merc.errors import ConfigError, an
+
 SHOWN_IDS = 3  # utterance ids named per reason
+MEDIA_OF = {"audio": "audio or video", "face": "video"}  # what a modality's encoders read from an utterance
+
+
+def has_media(u, modality: str) -> bool:
+    """Whether utterance ``u`` names a file that ``modality``'s encoders read (audio falls back to the video)."""
+    return bool(u.audio or u.video) if modality == "audio" else bool(u.video) if modality == "face" else True
+
+
+def check_media_named(corpus, modalities, *, dataset: str, data_dir: str, media_dir: str | None) -> None:
+    """ConfigError before any encoding when a media modality is asked for but no train utterance names a file
+    for it (MELD without ``--media-dir``, a JSONL without ``audio``/``video`` fields): nothing could be learnt."""
+    train = corpus.utterances("train")
+    for m in modalities:
+        if m == "text" or any(has_media(u, m) for u in train):
+            continue
+        if media_dir is None and dataset.startswith("meld"):
+            how = ("MELD's clips are found through --media-dir (the folder holding train_splits/, "
+                   "dev_splits_complete/, output_repeated_splits_test/)")
+        elif dataset == "jsonl":
+            how = f"give the utterances of {data_dir}/train.jsonl \"audio\"/\"video\" paths (relative to that folder)"
+        else:
+            how = "check --data-dir and --media-dir"
+        raise ConfigError(f"--modalities {','.join(modalities)}: no train utterance of {dataset} at {data_dir} names "
+                          f"{an(MEDIA_OF[m])} file, so there is no {m} to learn from; {how}")
 
 
 def describe(rep: Mapping[str, Any]) -> str:

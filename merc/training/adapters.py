@@ -33,7 +33,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from merc.errors import ConfigError, IncompatibleRunError
+from merc.errors import ConfigError, IncompatibleRunError, an
 from merc.models.adapted import AdaptedModel
 from merc.models.adapter import WEIGHTS_FILE, Adapter, AdapterConfig
 from merc.models.dialogue import DialogueConfig
@@ -68,10 +68,10 @@ def load_adapters(folders: Mapping[str, str | Path], modalities: Sequence[str]) 
     out = {}
     for m, folder in folders.items():
         if m not in modalities:
-            raise ConfigError(f"--adapters gives a {m} adapter ({folder}) but --modalities is {','.join(modalities)}")
+            raise ConfigError(f"--adapters gives {an(m)} adapter ({folder}) but --modalities is {','.join(modalities)}")
         a = Adapter.from_pretrained(folder)
         if a.modality != m:
-            raise ConfigError(f"{folder} holds a {a.modality} adapter; it was given for {m}")
+            raise ConfigError(f"{folder} holds {an(a.modality)} adapter; it was given for {m}")
         out[m] = a
     return out
 
@@ -100,9 +100,10 @@ def check_adapter_encoders(adapters: Mapping[str, Adapter], encoders: Mapping[st
         if not same:
             raise ConfigError(
                 f"the {m} adapter ({where}) was trained on stage-1 features of {want_name!r} (fingerprint "
-                f"{want_fp or '?'}), but this run's {m} encoder is {name!r} (fingerprint {fp or '?'}); use "
+                f"{want_fp or '?'}), but this run's {m} features are {name!r} (fingerprint {fp or '?'}); use "
                 f"--{'text-encoder' if m == 'text' else m + '-encoders'} {want_name.replace('+', ',')} or an "
-                f"adapter trained on {name!r} (`merc adapt --modality {m} --encoder {name.split('+')[0]} ...`)")
+                "adapter trained on the run's encoders "
+                f"(`merc adapt --modality {m} --encoder {name.replace('+', ',')} ...`)")
         if a.config.d_in != int(dims[m]):
             raise ConfigError(f"the {m} adapter ({where}) takes {a.config.d_in}-d features; the run's {m} features "
                               f"({name}) are {dims[m]}-d")

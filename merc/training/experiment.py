@@ -124,6 +124,8 @@ def run_experiment(*, dataset: str, data_dir: str, out: str | Path, model_config
         if not corpus.splits.get(s):
             raise InputError(f"{dataset} corpus at {data_dir} has no {s!r} split; training needs train and dev")
     splits = [s for s in ("train", "dev", "test") if corpus.splits.get(s)]
+    from merc.training.absence import check_media_named
+    check_media_named(corpus, modalities, dataset=dataset, data_dir=data_dir, media_dir=media_dir)
     raw, extraction, fingerprints = corpus_features(corpus, splits, modalities, encoders, media_dir=media_dir,
                                                     progress=progress, qc_dir=qc_dir)
     from merc.training.absence import absent_line, untrained_labels

@@ -30,7 +30,7 @@ from typing import Any, Callable, Mapping, NamedTuple, Sequence
 import numpy as np
 
 from merc.data.schema import Corpus
-from merc.errors import ConfigError, IncompatibleRunError, InputError
+from merc.errors import ConfigError, IncompatibleRunError, InputError, an
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ def resolve_encoders(modalities: Sequence[str], encoders: Mapping[str, Sequence[
         for name in names:
             home = [k for k in ("audio", "face") if name in stage1_encoders(k)]
             if home and m not in home:
-                raise ConfigError(f"{name!r} is a {home[0]} encoder, not a {m} encoder "
+                raise ConfigError(f"{name!r} is {an(home[0])} encoder, not {an(m)} encoder "
                                   f"(use it with --{home[0]}-encoders)")
             if m != "text" and not home and name not in _provider_encoders(m):
                 raise ConfigError(f"unknown {m} encoder {name!r}; known: {list(stage1_encoders(m))} "
@@ -239,7 +239,7 @@ def feature_dims(features: Mapping[str, Mapping[str, "np.ndarray | None"]]) -> d
     for m, table in features.items():
         v = next((v for v in table.values() if v is not None), None)
         if v is None:
-            raise ConfigError(f"no utterance of the training split has a {m} feature: nothing to learn from; "
+            raise ConfigError(f"no utterance of the training split has {an(m)} feature: nothing to learn from; "
                               f"check --media-dir or drop {m} from --modalities")
         dims[m] = int(np.asarray(v).size)
     return dims

@@ -37,6 +37,7 @@ import numpy as np
 
 from merc.data.schema import Conversation, CorpusError, Utterance
 from merc.errors import IncompatibleRunError, InputError, MissingFileError, OutputExistsError
+from merc.training.absence import MEDIA_OF, has_media
 
 log = logging.getLogger(__name__)
 
@@ -145,14 +146,6 @@ def modality_presence(conv: Conversation, features: dict[str, dict[str, Any]]) -
     def ok(v) -> bool:
         return v is not None and bool(np.isfinite(np.asarray(v, dtype=np.float32)).all())
     return {m: np.array([ok(table.get(u.utterance_id)) for u in conv], bool) for m, table in features.items()}
-
-
-MEDIA_OF = {"audio": "audio or video", "face": "video"}  # what a modality's encoders read from an utterance
-
-
-def has_media(u: Utterance, modality: str) -> bool:
-    """Whether the input gives ``u`` a file that ``modality``'s encoders read (audio falls back to the video)."""
-    return bool(u.audio or u.video) if modality == "audio" else bool(u.video) if modality == "face" else True
 
 
 def absence_reasons(conv: Conversation, present: dict[str, np.ndarray], reasons: dict[str, dict[str, str]],

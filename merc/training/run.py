@@ -133,8 +133,14 @@ def resolve_run_dir(run_dir: str | Path) -> Path:
     if summary.exists():
         best = json.loads(summary.read_text())["dev_selected_seed_dir"]
         return run_dir / best
+    if run_dir.is_dir() and any(run_dir.iterdir()):  # a folder of something else: never suggest training into it
+        corpus = [p.name for pat in ("*.jsonl", "*_sent_emo.csv", "Session[1-5]") for p in sorted(run_dir.glob(pat))]
+        what = f"it looks like a corpus folder ({', '.join(corpus[:3])})" if corpus else "it holds other files"
+        raise MissingFileError(f"{run_dir} is not a merc run directory (no model.safetensors or summary.json): {what}. "
+                               "The run directory comes first (`merc predict RUN_DIR INPUT`); train one with "
+                               "`merc train ... --out runs/NAME`")
     raise MissingFileError(f"{run_dir} is not a merc run directory (no model.safetensors or summary.json); "
-                            f"create one with `merc train ... --out {run_dir}`")
+                           f"create one with `merc train ... --out {run_dir}`")
 
 
 @dataclass

@@ -22,7 +22,7 @@ from merc.data.unimodal.items import (
     merge,
     sample_digest,
 )
-from merc.errors import ConfigError
+from merc.errors import ConfigError, an
 
 # reader name -> (modality, "module:function")
 READERS: dict[str, tuple[str, str]] = {
@@ -73,7 +73,7 @@ def read_unimodal(name: str, path: str | Path, *, modality: str | None = None, *
         raise ConfigError(f"unknown unimodal corpus {name!r}; choose one of {sorted(READERS) + ['jsonl']}")
     kind, target = READERS[name]
     if modality is not None and kind != modality:
-        raise ConfigError(f"corpus {name!r} is a {kind} corpus, not {modality}; {modality} corpora: "
+        raise ConfigError(f"corpus {name!r} is {an(kind)} corpus, not {modality}; {modality} corpora: "
                           f"{readers_for(modality)}")
     module, func = target.split(":")
     return getattr(importlib.import_module(module), func)(path, **options)

@@ -18,7 +18,7 @@ from collections import Counter
 from pathlib import Path
 
 from merc.data.unimodal.items import LABEL_ALIASES, MODALITIES, EmotionItem, ItemSet
-from merc.errors import ConfigError, InputError, MissingFileError
+from merc.errors import ConfigError, InputError, MissingFileError, an
 
 FIELD = {"text": "text", "audio": "audio", "face": "image"}
 
@@ -47,7 +47,7 @@ def read_emotion_jsonl(path: str | Path, modality: str, *, name: str = "jsonl") 
                 raise InputError(f"{f}, line {line}: not JSON ({e.msg})") from None
             if not isinstance(d, dict) or not isinstance(d.get(key), str) or not d[key].strip():
                 raise InputError(f"{f}, line {line}: expected an object with a non-empty string {key!r} "
-                                 f"(a {modality} item), got {raw[:80]!r}")
+                                 f"({an(modality)} item), got {raw[:80]!r}")
             emo = d.get("emotion")
             if emo is None:
                 dropped["unlabelled"] += 1
