@@ -84,7 +84,11 @@ def stats_command(args: argparse.Namespace) -> int:
         options["splits"] = [s for s in SPLITS if s in splits]
     corpus = load_corpus(args.dataset, args.data_dir, args.media_dir, **options)
     stats = select_splits(corpus.stats(), splits)
-    print(json.dumps(stats, indent=2, ensure_ascii=False) if args.json else format_stats(stats))
+    if args.media_dir or args.media:
+        from merc.media.inventory import format_media, media_counts
+        stats["media"] = media_counts(corpus, list(stats["splits"]), progress=not (args.json or args.quiet))
+    text = format_stats(stats) + ("\n\n" + "\n".join(format_media(stats["media"])) if "media" in stats else "")
+    print(json.dumps(stats, indent=2, ensure_ascii=False) if args.json else text)
     return 0
 
 
@@ -98,7 +102,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p = sub.add_parser("stats", help="conversations, utterances, speakers, labels, drops and repairs per split")
     p.add_argument("--dataset", required=True, choices=DATASETS, help="corpus format")
     p.add_argument("--data-dir", required=True, help="corpus folder (MELD CSVs, IEMOCAP root, or JSONL folder)")
-    p.add_argument("--media-dir", default=None, help="meld / meld_dyadic only: folder with the raw clip folders")
+    p.add_argument("--media-dir", default=None, help="meld / meld_dyadic only: folder with the raw clip folders; "
+                   "the media of every utterance are then counted per split (present, missing, undecodable, "
+                   "without an audio or video stream)")
+    p.add_argument("--media", action="store_true", help="count the media as with --media-dir (jsonl and iemocap "
+                   "name their media themselves)")
     p.add_argument("--split", action="append", default=None, metavar="NAME",
                    help="only these splits (repeatable or comma-separated, e.g. --split dev,test); all when omitted")
     p.add_argument("--iemocap-classes", type=int, choices=(4, 6), default=6, help="iemocap only: label set size")
