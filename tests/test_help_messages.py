@@ -1,10 +1,9 @@
 """Help and messages: every --help default shown once and true; the qc example agrees with the README;
-"an audio"; the adapter hint names the run's encoder list; a media modality with no media named fails up
+"an audio"; the adapter hint names the run's encoder list; MELD with audio but no --media-dir fails up
 front; `merc predict CORPUS_DIR` does not suggest training into the corpus folder."""
 from __future__ import annotations
 
 import argparse
-import json
 import re
 from pathlib import Path
 from types import SimpleNamespace
@@ -95,19 +94,6 @@ def test_media_modality_without_media_fails_up_front(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1, err
     assert "no train utterance of meld" in err and "--media-dir" in err and "an audio or video file" in err
-
-
-def test_jsonl_without_media_fields_fails_up_front(tmp_path, capsys):
-    data = tmp_path / "data"
-    data.mkdir()
-    for split in ("train", "dev"):
-        utts = [{"utterance_id": f"{split}_u{i}", "speaker": "A", "text": "hi", "emotion": "calm"} for i in range(2)]
-        (data / f"{split}.jsonl").write_text(json.dumps({"conversation_id": split, "utterances": utts}) + "\n")
-    capsys.readouterr()
-    code = main(["train", "--dataset", "jsonl", "--data-dir", str(data), "--modalities", "text,face",
-                 "--out", str(tmp_path / "run")])
-    err = capsys.readouterr().err
-    assert code == 2 and "names a video file" in err and '"audio"/"video" paths' in err, err
 
 
 def test_predict_on_a_corpus_folder_does_not_suggest_training_into_it(tmp_path, capsys):

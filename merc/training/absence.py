@@ -20,21 +20,18 @@ def has_media(u, modality: str) -> bool:
 
 
 def check_media_named(corpus, modalities, *, dataset: str, data_dir: str, media_dir: str | None) -> None:
-    """ConfigError before any encoding when a media modality is asked for but no train utterance names a file
-    for it (MELD without ``--media-dir``, a JSONL without ``audio``/``video`` fields): nothing could be learnt."""
-    train = corpus.utterances("train")
-    for m in modalities:
-        if m == "text" or any(has_media(u, m) for u in train):
-            continue
-        if media_dir is None and dataset.startswith("meld"):
-            how = ("MELD's clips are found through --media-dir (the folder holding train_splits/, "
-                   "dev_splits_complete/, output_repeated_splits_test/)")
-        elif dataset == "jsonl":
-            how = f"give the utterances of {data_dir}/train.jsonl \"audio\"/\"video\" paths (relative to that folder)"
-        else:
-            how = "check --data-dir and --media-dir"
-        raise ConfigError(f"--modalities {','.join(modalities)}: no train utterance of {dataset} at {data_dir} names "
-                          f"{an(MEDIA_OF[m])} file, so there is no {m} to learn from; {how}")
+    """ConfigError before any encoding when MELD is read without ``--media-dir`` for a run with audio or faces:
+    its CSVs name no clip, so no utterance could have them. (Other corpora name their media themselves, and a
+    registered feature provider may need no file at all: those find out from the extraction report.)"""
+    media = [m for m in modalities if m != "text"]
+    if not media or media_dir or not dataset.startswith("meld"):
+        return
+    if any(has_media(u, m) for u in corpus.utterances("train") for m in media):
+        return
+    raise ConfigError(f"--modalities {','.join(modalities)}: no train utterance of {dataset} at {data_dir} names "
+                      f"{an(MEDIA_OF[media[0]])} file, so there is no {' or '.join(media)} to learn from; MELD's "
+                      "clips are found through --media-dir (the folder holding train_splits/, "
+                      "dev_splits_complete/, output_repeated_splits_test/)")
 
 
 def describe(rep: Mapping[str, Any]) -> str:
