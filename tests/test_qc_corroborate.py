@@ -78,12 +78,17 @@ def test_weak_failure_is_kept_only_when_another_check_verified_it(tmp_path: Path
     # c1: a pass without a score vouches for nothing; c2 failed; c3 not measured; c4: strong failure
     assert sorted(res.kept) == ["c0_u0", "c0_u1"]
     assert res.summary["corroboration"] == {"doubter": {"weak": 8, "overruled": 2, "by": ["witness"]}}
-    assert res.summary["checks"]["doubter"]["total"]["passed"] == 2
+    # the outcome is stated, not hidden in the reason text: "kept", not "passed" (#27)
+    assert res.summary["checks"]["doubter"]["total"]["passed"] == 0
+    assert res.summary["checks"]["doubter"]["total"]["kept"] == 2
     assert "doubter: 8 failure(s) on weak evidence, 2 kept because the witness check verified them" in res.table()
     html = (tmp_path / "qc" / "report.html").read_text()
     assert "8 failure(s) on weak evidence; 2 kept" in html and "c0_u1" in html
     rows = (tmp_path / "qc" / "flags.csv").read_text()
-    assert "c0_u0,doubter,passed,True" in rows
+    assert "c0_u0,doubter,kept,True" in rows and ",doubter,passed," not in rows
+    from merc.qc.report import read_flags_csv
+    back = {f.utterance_id: f for f in read_flags_csv(tmp_path / "qc" / "flags.csv") if f.check == "doubter"}
+    assert back["c0_u0"].status == "kept" and back["c0_u0"].overruled_by == "witness"
 
 
 def test_weak_failures_stand_without_a_witness(tmp_path: Path) -> None:

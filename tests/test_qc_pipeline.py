@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import zlib
 from collections import Counter
 from dataclasses import dataclass
@@ -185,7 +186,7 @@ def test_outputs_parse_and_agree(tmp_path: Path, corpus: Corpus) -> None:
     s = json.loads((qc / "summary.json").read_text())
     for name in ("integrity", "fake_score"):
         t = s["checks"][name]["total"]
-        assert t["checked"] == t["passed"] + t["failed"] + t["not_measured"] == len(res.items)
+        assert t["checked"] == t["passed"] + t["kept"] + t["failed"] + t["not_measured"] == len(res.items)
         assert t["failed"] + t["not_measured"] == len(res.failed(name))
         for k in t:
             assert sum(sp[k] for sp in s["checks"][name]["splits"].values()) == t[k]
@@ -206,15 +207,30 @@ def test_outputs_parse_and_agree(tmp_path: Path, corpus: Corpus) -> None:
     assert s["thresholds"]["fake_score"]["threshold"] == 0.3
     assert s["timings"]["fake_score"]["measured"] == len(res.items) - 1  # all but the gated one
     assert s["audio_seconds"] == pytest.approx(2.0 * (len(res.items) - 1) + 1.5)  # missing: end - start
-    # manifest.jsonl: exactly the kept utterances, absolute paths, split per line, readable by the reader
+    # manifest.jsonl: exactly the kept utterances, split per line, readable by the reader; media paths relative
+    # to QC_DIR as the JSONL format says (#27), so QC_DIR moved together with the corpus still reads
     ids = []
     for line in (qc / "manifest.jsonl").read_text().splitlines():
         d = json.loads(line)
+        assert all(not Path(u["audio"]).is_absolute() and u["audio"].startswith("../corpus/clips/")
+                   for u in d["utterances"])
         conv = parse_line(line, "manifest", d["split"], qc)
         for u in conv:
-            assert Path(u.audio).is_absolute() and Path(u.audio).exists()
+            assert Path(u.audio).exists()
             ids.append(u.utterance_id)
     assert ids == res.kept
+    curated_lines = (qc / "curated" / "train.jsonl").read_text()
+    assert '"video": "../../corpus/clips/' in curated_lines and str(tmp_path) not in curated_lines
+    moved = tmp_path.parent / f"{tmp_path.name}_moved"
+    shutil.copytree(tmp_path, moved)
+    shutil.rmtree(tmp_path / "corpus")
+    again = load_corpus("jsonl", moved / "qc" / "curated")
+    assert [u.utterance_id for sp in again.splits for u in again.utterances(sp)] == res.kept
+    assert all(Path(u.video).exists() and str(moved) in u.video for u in again.utterances("train"))
+    for line in (moved / "qc" / "manifest.jsonl").read_text().splitlines():
+        conv = parse_line(line, "manifest", json.loads(line)["split"], moved / "qc")
+        assert all(Path(u.audio).exists() for u in conv)
+    shutil.copytree(moved / "corpus", tmp_path / "corpus")  # back, for the checks below
     curated = load_corpus("jsonl", qc / "curated")
     assert [u.utterance_id for sp in curated.splits for u in curated.utterances(sp)] == res.kept
     assert curated.labels == corpus.labels

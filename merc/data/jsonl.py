@@ -208,11 +208,19 @@ def _warn_inferred_labels(folder: Path, train: list[Conversation], labels: list[
 
 
 def _relative(path: str | None, folder: Path) -> str | None:
-    """A media path relative to ``folder`` (posix style) when it lies inside it, else absolute."""
+    """A media path relative to ``folder`` (posix style; ``../`` when it lies outside), as the format says: the
+    folder moved together with its media still reads. Absolute when the two share no folder but the root
+    (``/elsewhere/b.mp4``: a relative path would only climb to the root and break on any move)."""
     if path is None:
         return None
-    p, prefix = os.path.abspath(path), os.path.join(folder, "")
-    return p[len(prefix):].replace(os.sep, "/") if p.startswith(prefix) else p
+    p, base = os.path.abspath(path), os.path.abspath(folder)
+    try:
+        common = os.path.commonpath([p, base])
+    except ValueError:  # another drive (Windows)
+        return p
+    if os.path.dirname(common) == common:  # only the filesystem root in common
+        return p
+    return os.path.relpath(p, base).replace(os.sep, "/")
 
 
 def _utterance_dict(u: Utterance, folder: Path) -> dict:
@@ -225,7 +233,7 @@ def _utterance_dict(u: Utterance, folder: Path) -> dict:
 
 
 def write_jsonl(conversations: Iterable[Conversation], path: str | Path) -> Path:
-    """Write conversations to one JSONL file atomically; media inside the file's folder become relative."""
+    """Write conversations to one JSONL file atomically; media paths become relative to the file's folder."""
     path = Path(path).expanduser().resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
     lines = []

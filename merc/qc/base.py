@@ -49,8 +49,12 @@ class Flag:
 
     @property
     def status(self) -> str:
-        """"passed", "failed" or "not measured"."""
-        return "passed" if self.passed else ("failed" if self.measured else "not measured")
+        """"passed", "failed", "not measured", or "kept": a weak failure that corroboration overruled (another
+        check verified the utterance), so the score is on the failing side of the threshold but the utterance
+        stays (``passed`` is True for it: it does not drop the utterance)."""
+        if self.passed:
+            return "kept" if self.overruled_by else "passed"
+        return "failed" if self.measured else "not measured"
 
     def to_row(self) -> dict[str, Any]:
         return {"utterance_id": self.utterance_id, "check": self.check, "status": self.status,

@@ -1,14 +1,16 @@
 """Write a QC run's outputs into QC_DIR, every file atomically (temp file + fsync + rename).
 
-- ``flags.csv``: utterance_id, check, status (passed / failed / not measured), passed, score, threshold, reason
-  (one row per utterance per check; "not measured" is neither a pass nor a failure and has passed=False);
+- ``flags.csv``: utterance_id, check, status (passed / failed / not measured / kept), passed, score, threshold,
+  reason (one row per utterance per check; "not measured" is neither a pass nor a failure and has passed=False;
+  "kept" is a weak failure that corroboration overruled: the score is on the failing side, the utterance stays);
 - ``dropped.csv``: one row per dropped utterance: utterance_id, split, conversation_id, speaker, the dropping
   checks that failed it and their reasons (its row count is summary.json's "dropped");
 - ``summary.json``: counts per check and split, kept vs dropped, thresholds, timings;
 - ``report.html``: self-contained (plots as base64 PNG): score distributions with thresholds, per-speaker
   tables, flagged examples, every flag;
-- ``manifest.jsonl``: the kept utterances, one conversation per line with a ``split`` field, absolute
-  media paths; ``curated/{train,dev,test}.jsonl`` + ``labels.json`` for ``merc train --dataset jsonl``;
+- ``manifest.jsonl``: the kept utterances, one conversation per line with a ``split`` field, media paths
+  relative to QC_DIR (``curated/`` ones relative to ``curated/``, so the folders move with the corpus);
+  ``curated/{train,dev,test}.jsonl`` + ``labels.json`` for ``merc train --dataset jsonl``;
 - ``speaker_tracks.json`` when a check (faces) exposed ``speaker_tracks`` among its artifacts.
 """
 from __future__ import annotations
@@ -18,7 +20,7 @@ import csv
 import html
 import io
 import json
-import os
+import re
 from collections import Counter, defaultdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -50,8 +52,15 @@ def read_flags_csv(path: str | Path) -> list[Flag]:
         return [Flag(r["utterance_id"], r["check"], r["passed"] == "True",
                      float(r["score"]) if r["score"] else None,
                      float(r["threshold"]) if r["threshold"] else None, r["reason"],
-                     measured=r.get("status", "") != "not measured")
+                     measured=r.get("status", "") != "not measured", weak=r.get("status") == "kept",
+                     overruled_by=_voucher(r["reason"]) if r.get("status") == "kept" else None)
                 for r in csv.DictReader(f)]
+
+
+def _voucher(reason: str) -> str:
+    """The check that vouched for a kept weak failure, from its reason (merc.qc.corroborate writes it)."""
+    m = re.search(r"but the (\S+) check verified it", reason)
+    return m.group(1) if m else "corroboration"
 
 
 def dropped_rows(result: QCResult) -> list[dict[str, str]]:
@@ -76,8 +85,9 @@ def write_dropped_csv(result: QCResult, path: str | Path) -> Path:
 
 
 def write_manifest(result: QCResult, qc_dir: str | Path) -> tuple[Path, Path]:
-    """``manifest.jsonl`` (absolute media paths, ``split`` per line) and ``curated/`` (write_corpus_jsonl)."""
-    from merc.data.jsonl import write_corpus_jsonl
+    """``manifest.jsonl`` (``split`` per line) and ``curated/`` (write_corpus_jsonl), media paths relative to
+    the file's own folder (as the JSONL format says: QC_DIR moved together with the corpus still reads)."""
+    from merc.data.jsonl import _relative, write_corpus_jsonl
 
     if result.corpus is None:
         raise ValueError("QCResult has no corpus attached; cannot write the manifest")
@@ -91,7 +101,7 @@ def write_manifest(result: QCResult, qc_dir: str | Path) -> tuple[Path, Path]:
                 ud = u.to_dict()
                 for key in ("audio", "video"):
                     if ud.get(key):
-                        ud[key] = os.path.abspath(ud[key])
+                        ud[key] = _relative(ud[key], qc_dir.resolve())
                 d["utterances"].append(ud)
             lines.append(json.dumps(d, ensure_ascii=False) + "\n")
     manifest = atomic_write_text(qc_dir / "manifest.jsonl", "".join(lines))
@@ -150,9 +160,9 @@ def score_plot(flags: list[Flag], check: str) -> str | None:
         scored = shown
     elif counts:
         title = f"{len(counts)} distinct thresholds (per speaker or utterance); not drawn"
-    ok = [f.score for f in scored if f.status == "passed"]
+    ok = [f.score for f in scored if f.status in ("passed", "kept")]
     bad = [f.score for f in scored if f.status == "failed"]
-    n_pass = sum(f.status == "passed" for f in flags)
+    n_pass = sum(f.status in ("passed", "kept") for f in flags)
     n_fail = sum(f.status == "failed" for f in flags)
     n_nm = sum(f.status == "not measured" for f in flags)
     if n_nm:
@@ -195,9 +205,10 @@ def render_html(result: QCResult, n_examples: int = 10) -> str:
              f"<p>{s['utterances']} utterances; kept {s['kept']}, dropped {s['dropped']} "
              f"(drop on: {', '.join(s['drop_on'])}). Generated "
              f"{datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}.</p>"]
-    rows = [[c, *(s["checks"][c]["total"][k] for k in ("checked", "passed", "failed", "not_measured")),
+    rows = [[c, *(s["checks"][c]["total"].get(k, 0) for k in ("checked", "passed", "kept", "failed", "not_measured")),
              s["timings"][c].get("measure_seconds"), s["timings"][c].get("rtf")] for c in checks]
-    parts += ["<h2>Summary</h2>", _table(["check", "checked", "passed", "failed", "not measured",
+    parts += ["<h2>Summary</h2>", _table(["check", "checked", "passed", "kept (weak failure, verified)", "failed",
+                                          "not measured",
                                           "measure s", "real-time factor"], rows)]
     parts.append(_table(["split", "utterances", "kept", "dropped"],
                         [[sp, v["utterances"], v["kept"], v["dropped"]] for sp, v in s["splits"].items()]))
@@ -220,7 +231,8 @@ def render_html(result: QCResult, n_examples: int = 10) -> str:
     for c in checks:
         img = score_plot(result.by_check(c), c)
         t = s["checks"][c]["total"]
-        caption = (f"<p>passed {t['passed']}, failed {t['failed']}, not measured (no score) {t['not_measured']} "
+        caption = (f"<p>passed {t['passed']}, kept {t.get('kept', 0)}, failed {t['failed']}, not measured (no score) "
+                   f"{t['not_measured']} "
                    f"of {t['checked']}</p>")
         parts.append(f"<h3>{html.escape(c)}</h3>" + caption + (f'<img alt="{html.escape(c)} scores" src="{img}">'
                                                                if img else "<p>no scores (nothing measured)</p>"))
@@ -232,7 +244,7 @@ def render_html(result: QCResult, n_examples: int = 10) -> str:
     if "speaker" in checks:
         for f in result.by_check("speaker"):
             spk = items[f.utterance_id].utterance.speaker
-            per_spk[spk][f"spk_{f.status}"] += 1
+            per_spk[spk][f"spk_{'passed' if f.passed else f.status}"] += 1
     spk_rows = []
     for spk, c in sorted(per_spk.items(), key=lambda kv: -kv[1]["utterances"]):
         judged = c["spk_passed"] + c["spk_failed"]  # "not measured" is neither: out of the rate

@@ -48,11 +48,12 @@ class QCResult:
         return [f for f in self.flags if f.utterance_id == utterance_id]
 
     def table(self) -> str:
-        """A plain-text table: per check checked / passed / failed / not measured; kept vs dropped."""
-        rows = [("check", "checked", "passed", "failed", "not measured")]
+        """A plain-text table: per check checked / passed / kept / failed / not measured; kept vs dropped."""
+        rows = [("check", "checked", "passed", "kept", "failed", "not measured")]
         for name, c in self.summary["checks"].items():
             t = c["total"]
-            rows.append((name, str(t["checked"]), str(t["passed"]), str(t["failed"]), str(t["not_measured"])))
+            rows.append((name, str(t["checked"]), str(t["passed"]), str(t.get("kept", 0)), str(t["failed"]),
+                         str(t["not_measured"])))
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         lines = ["  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths)))
                  for r in rows]
@@ -85,12 +86,12 @@ def audio_seconds(item: QCItem, integrity: dict[str, Any] | None) -> float:
 
 
 def _counts(c: Counter) -> dict[str, int]:
-    return {k: int(c.get(k, 0)) for k in ("checked", "passed", "failed", "not_measured")}
+    return {k: int(c.get(k, 0)) for k in ("checked", "passed", "kept", "failed", "not_measured")}
 
 
 def summarize(result: QCResult, config: QCConfig, check_configs: dict[str, Any],
               timings: dict[str, Any]) -> dict[str, Any]:
-    """Counts per check and per split (checked = passed + failed + not measured), kept vs dropped
+    """Counts per check and per split (checked = passed + kept + failed + not measured), kept vs dropped
     per split, thresholds used (``check_configs``: name -> the config each check ran with), timings with
     throughput and real-time factor."""
     split_of = {it.utterance_id: it.split for it in result.items}
@@ -101,7 +102,7 @@ def summarize(result: QCResult, config: QCConfig, check_configs: dict[str, Any],
         for f in result.flags:
             if f.check != name:
                 continue
-            kind = f.status.replace(" ", "_")  # passed | failed | not_measured (Flag.status, as in flags.csv)
+            kind = f.status.replace(" ", "_")  # passed | kept | failed | not_measured (Flag.status, as in flags.csv)
             for s in ("total", split_of[f.utterance_id]):
                 per[s]["checked"] += 1
                 per[s][kind] += 1
