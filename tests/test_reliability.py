@@ -434,8 +434,9 @@ def test_every_flag_has_help_with_its_default():
         for a in p._actions:
             if a.option_strings and a.dest != "help" and a.help != argparse.SUPPRESS:
                 shown = fmt._get_help_string(a)
-                # its default, "(required)", or (None defaults) what leaving it out means
-                assert re.search(r"\(default: |\(required\)$|None:|omitted|not given", shown), (name, a.dest, shown)
+                # its default (appended, or said by the help itself: once), "(required)", or (None defaults)
+                # what leaving it out means
+                assert re.search(r"\bdefault\b|\(required\)$|None:|omitted|not given", shown), (name, a.dest, shown)
                 assert "(default: None)" not in shown or "None:" not in a.help, (name, a.dest, shown)
 
 
