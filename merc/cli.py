@@ -190,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     args.quiet = quiet  # every sub-command reads args.quiet (no progress bars)
     configure_logging(logging.DEBUG if args.verbose else logging.WARNING if quiet else logging.INFO)
     try:
+        from merc.threads import apply_threads
+        apply_threads(getattr(args, "threads", 0))  # --threads of the commands that compute
         with no_progress_bars(quiet):
             code = int(args.func(args) or 0)
         sys.stdout.flush()  # a closed pipe shows here, inside the handlers below

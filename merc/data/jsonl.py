@@ -6,8 +6,10 @@ One conversation per line::
       {"utterance_id": "c1_u0", "speaker": "Ross", "text": "Hi.", "emotion": "joy",
        "start": 1.2, "end": 3.4, "audio": "clips/c1_u0.wav", "video": "clips/c1_u0.mp4", "meta": {}}]}
 
-Required per utterance: utterance_id, speaker, text (a non-empty string); ``emotion`` may be null or absent
-(unlabelled). Media paths are relative to the folder (absolute ones are kept). The label set is
+Required per utterance: utterance_id, speaker, text (a non-empty string, or "" for a non-verbal turn — a
+laugh, a sigh — that has ``audio`` or ``video``: it is labelled from those where the run uses them, and has
+no text feature); ``emotion`` may be null or absent (unlabelled). Media paths are relative to the folder
+(absolute ones are kept). The label set is
 ``labels.json`` (a JSON list) when present, else the sorted set of train emotions — logged as a warning
 that lists every class with its count, so a typo cannot create a class unnoticed; any other emotion is an
 error. Conversation and utterance ids are unique across the corpus; files must be UTF-8.
@@ -64,9 +66,10 @@ def _parse_utterance(d: Any, where: str, k: int, folder: Path, default_id: str |
     for f, v in d.items():
         if isinstance(v, bool) or not isinstance(v, _TYPES[f]):
             raise CorpusError(f"{where}: utterance {uid!r} field {f!r} is {v!r}; expected {_expected(_TYPES[f])}")
-    if not d["text"].strip():
-        raise CorpusError(f"{where}: utterance {uid!r} (utterances[{k}]) has empty text {d['text']!r}; "
-                          "expected the words spoken (drop the utterance or transcribe it)")
+    if not d["text"].strip() and not (d.get("audio") or d.get("video")):
+        raise CorpusError(f"{where}: utterance {uid!r} (utterances[{k}]) has empty text {d['text']!r} and no "
+                          "audio or video; expected the words spoken (drop the utterance or transcribe it; a "
+                          "non-verbal turn, a laugh or a sigh, needs its audio or video)")
     u = Utterance(**{f: d[f] for f in REQUIRED + OPTIONAL if f in d})
     u.start = None if u.start is None else float(u.start)
     u.end = None if u.end is None else float(u.end)

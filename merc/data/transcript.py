@@ -7,8 +7,16 @@ Transcript formats:
   line between blocks; the text starts with the speaker, ``Speaker: text`` (further lines continue the
   text). The common SubRip variants are accepted: ``.`` instead of ``,`` before the milliseconds, a BOM,
   CRLF line ends, positions after the time line (``X1:…``), a missing final blank line.
+- **WebVTT** (``.vtt``, read with the ``webvtt-py`` package): cues ``HH:MM:SS.mmm --> HH:MM:SS.mmm`` (hours
+  optional, cue settings and NOTE blocks ignored); the speaker is the cue's voice span ``<v Ann>Hello.`` or
+  a leading ``Ann: Hello.``; a cue naming neither is the unknown speaker.
 - **JSON segments** (``.json``): ``[{"speaker": "Ann", "text": "Hello.", "start": 1.2, "end": 2.5}, …]``
-  (or ``{"segments": [...]}``); optional ``utterance_id``.
+  (or ``{"segments": [...]}``); optional ``utterance_id``; a segment without ``speaker`` (a transcriber that
+  does not diarize) is the unknown speaker.
+
+Segments of the unknown speaker are one speaker, :data:`UNKNOWN_SPEAKER` (the model cannot tell them apart;
+a warning says how many). A segment's text may be empty (a laugh, a sigh): it is labelled from the recording
+alone, for a run that uses audio or faces.
 
 Every segment becomes an :class:`~merc.data.schema.Utterance` with ``audio`` and ``video`` = the recording
 (``video`` None for an audio-only file) and ``meta["segment"] = [start, end]``, which the media encoders cut
@@ -18,6 +26,7 @@ Reference: the SubRip format as parsed by the ``srt`` package (https://github.co
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from pathlib import Path
@@ -25,7 +34,10 @@ from typing import Any
 
 from merc.data.schema import Conversation, Utterance
 from merc.data.textio import read_lines
-from merc.errors import InputError, MissingFileError
+from merc.errors import InputError, MissingDependencyError, MissingFileError
+
+log = logging.getLogger(__name__)
+UNKNOWN_SPEAKER = "unknown"  # the one speaker of segments that name none
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".m4a", ".ogg", ".opus", ".aac")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".m4v")
@@ -79,6 +91,39 @@ def read_srt(path: str | os.PathLike) -> list[dict[str, Any]]:
     return segments
 
 
+def read_vtt(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """``[{"speaker", "text", "start", "end", "cue"}]`` from a WebVTT file (``webvtt-py``); the speaker from the
+    voice span or a leading ``Speaker:``, else :data:`UNKNOWN_SPEAKER`. InputError naming the file (and cue)."""
+    try:
+        import webvtt
+        from webvtt.errors import MalformedFileError
+    except ImportError as e:
+        raise MissingDependencyError("WebVTT transcripts need the Python package 'webvtt-py': "
+                                     "pip install 'merc[audio]' (or webvtt-py)") from e
+    path = Path(path)
+    try:
+        captions = webvtt.read(str(path)).captions
+    except MalformedFileError as e:
+        raise InputError(f"{path}: not a WebVTT file ({e}); expected 'WEBVTT' on the first line, then cues "
+                         "'HH:MM:SS.mmm --> HH:MM:SS.mmm' with their text") from None
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}: not UTF-8 text ({e})") from None
+    segments = []
+    for k, c in enumerate(captions):
+        text = " ".join(line.strip() for line in c.text.splitlines()).strip()
+        speaker = (c.voice or "").strip()
+        if not speaker:
+            name, sep, said = text.partition(":")
+            if sep and name.strip() and len(name) <= 40 and len(name.split()) <= 4:
+                speaker, text = name.strip(), said.strip()
+        segments.append({"speaker": speaker or UNKNOWN_SPEAKER, "text": text,
+                         "start": c.start_time.in_milliseconds() / 1000, "end": c.end_time.in_milliseconds() / 1000,
+                         "cue": f"cue {k + 1}" + (f" ({c.identifier})" if c.identifier else f" at {c.start}")})
+    if not segments:
+        raise InputError(f"{path}: no cues found; expected WebVTT cues 'HH:MM:SS.mmm --> HH:MM:SS.mmm' with text")
+    return segments
+
+
 def read_segments_json(path: str | os.PathLike) -> list[dict[str, Any]]:
     """``[{"speaker", "text", "start", "end"}]`` (or ``{"segments": [...]}``) with types checked."""
     path = Path(path)
@@ -103,13 +148,16 @@ def read_segments_json(path: str | os.PathLike) -> list[dict[str, Any]]:
         if unknown:
             raise InputError(f"{where}: unknown field(s) {unknown}; expected speaker, text, start, end "
                              "(utterance_id optional)")
+        if seg.get("speaker") is None:  # a transcriber that does not diarize
+            seg = {**seg, "speaker": UNKNOWN_SPEAKER}
         for key, types in (("speaker", str), ("text", str), ("start", (int, float)), ("end", (int, float))):
             v = seg.get(key)
             if v is None or isinstance(v, bool) or not isinstance(v, types):
                 raise InputError(f"{where}: {key!r} must be a {'string' if types is str else 'number'}, got {v!r}")
-        if not seg["speaker"].strip() or not seg["text"].strip():
-            raise InputError(f"{where}: empty speaker or text")
-        out.append({**seg, "start": float(seg["start"]), "end": float(seg["end"])})
+        if not seg["speaker"].strip():
+            raise InputError(f"{where}: empty speaker {seg['speaker']!r}; leave 'speaker' out when it is unknown")
+        out.append({**seg, "speaker": seg["speaker"].strip(), "text": seg["text"].strip(),
+                    "start": float(seg["start"]), "end": float(seg["end"])})
     return out
 
 
@@ -120,16 +168,23 @@ def read_transcript(path: str | os.PathLike) -> list[dict[str, Any]]:
         raise MissingFileError(f"{path}: no such transcript file")
     if path.suffix.lower() == ".srt":
         segments = read_srt(path)
+    elif path.suffix.lower() == ".vtt":
+        segments = read_vtt(path)
     elif path.suffix.lower() == ".json":
         segments = read_segments_json(path)
     else:
         raise InputError(f"{path}: unknown transcript format {path.suffix!r}; expected .srt ('Speaker: text' "
-                         "subtitles) or .json segments")
+                         "subtitles), .vtt (WebVTT) or .json segments")
     for k, s in enumerate(segments):
-        where = f"{path}:{s['line']}" if "line" in s else f"{path}: segment {k}"
+        where = f"{path}:{s['line']}" if "line" in s else f"{path}: {s['cue']}" if "cue" in s else \
+            f"{path}: segment {k}"
         if not 0 <= s["start"] < s["end"]:
             raise InputError(f"{where}: segment times start {s['start']} s, end {s['end']} s; expected "
                              "0 <= start < end")
+    unknown = sum(s["speaker"] == UNKNOWN_SPEAKER for s in segments)
+    if unknown:
+        log.warning("%s: %d of %d segments name no speaker; they are one speaker, %r, to the model", path, unknown,
+                    len(segments), UNKNOWN_SPEAKER)
     return segments
 
 

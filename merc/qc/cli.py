@@ -15,6 +15,7 @@ from merc.errors import ConfigError
 from merc.qc.config import QCConfig
 from merc.qc.pipeline import QCPipeline
 from merc.qc.registry import BUILTIN_CHECKS, DEFAULT_CHECKS, resolve_factory
+from merc.threads import add_threads_argument
 
 
 class QCArgumentError(ConfigError):
@@ -154,5 +155,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         "(default: kept)")
     p.add_argument("--fresh", action="store_true", help="discard cached measurements of the chosen checks")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_threads_argument(p)
     p.set_defaults(func=qc_command)
     return p

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from merc.data import DATASETS, SPLITS
 from merc.errors import ConfigError, IncompatibleRunError, MissingFileError
+from merc.threads import add_threads_argument
 from merc.training.flags import (
     add_dialogue_flags,
     add_encoder_flags,
@@ -218,6 +219,7 @@ def add_parser(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="delete an existing run directory at --out first")
     p.add_argument("--resume", action="store_true",
                    help="keep the finished seeds of an existing run at --out (same settings) and train the rest")
+    add_threads_argument(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="score a run on a split (weighted F1, accuracy, macro F1, per class)",
@@ -238,6 +240,7 @@ def add_parser(sub) -> None:
     p.add_argument("--output", default=None, metavar="FILE.json",
                    help="also write the scores to FILE.json (with --ensemble, tables to FILE.md too)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_threads_argument(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="label every utterance of new conversations", formatter_class=fmt)
@@ -275,4 +278,5 @@ def add_parser(sub) -> None:
                    help="a multi-seed run: average the probabilities of all its seeds (each with its own "
                         "standardisation) instead of using the dev-selected seed; a single run is an error")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_threads_argument(p)
     p.set_defaults(func=cmd_predict)
