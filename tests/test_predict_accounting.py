@@ -65,17 +65,25 @@ def test_predict_says_which_media_it_could_not_use_every_time(tmp_path, clips, c
     assert "used: T text, A audio, F face; - absent (see warnings)" in out
 
 
-def test_text_only_input_to_a_multimodal_run_is_said_once(tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("MERC_CACHE", str(tmp_path / "cache"))
+def test_text_only_input_to_a_multimodal_run_is_said_once(tmp_path, clips, capsys):
     run = make_run(tmp_path / "run")
     (tmp_path / "t.txt").write_text("Ann: hello there\nBob: oh hi\nAnn: how are you\n")
     code, out, err = _predict(capsys, run, tmp_path / "t.txt", "--json", "--no-plots", "--quiet")
     assert code == 0
     lines = [x for x in err.splitlines() if "warning" in x]
-    assert lines == ["merc: warning: the input names no audio or video file, so audio and face are absent for every "
+    assert lines == ["merc: warning: the input has no audio or video, so audio and face are absent for every "
                      "utterance; labelled from text alone (this run was trained with text, audio, face)"], err
     [rec] = [json.loads(x) for x in out.splitlines()]
     assert all(u["modalities"] == ["text"] and set(u["absent"]) == {"audio", "face"} for u in rec["utterances"])
+    # an audio-only recording given to a run with faces: said once too, not per segment
+    srt = tmp_path / "t.srt"
+    srt.write_text("1\n00:00:00,100 --> 00:00:00,900\nAnn: hello\n\n2\n00:00:01,000 --> 00:00:01,500\nBob: hi\n")
+    code, out, err = _predict(capsys, run, clips / "voice.mp4", "--transcript", srt, "--json", "--no-plots")
+    assert code == 0, err
+    lines = [x for x in err.splitlines() if "warning" in x]
+    assert lines == ["merc: warning: the input has no video, so face is absent for every utterance; labelled from "
+                     "text, audio alone (this run was trained with text, audio, face)"], err
+    assert [u["modalities"] for u in json.loads(out)["utterances"]] == [["text", "audio"]] * 2
 
 
 def test_undecodable_recording_and_late_segment_are_errors(tmp_path, clips, capsys):

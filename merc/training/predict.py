@@ -82,6 +82,9 @@ def check_recording(path: Path, conv: Conversation, transcript: str | Path) -> N
     error (never a conversation labelled from text alone): MediaError / InputError naming the file or segment."""
     from merc.media.decode import probe
     info = probe(path)  # MediaError: missing, empty, not decodable, no audio or video stream
+    if not info.has_video:  # an audio-only recording: no faces, said once (input_absence_warnings), not per segment
+        for u in conv:
+            u.video = None
     for k, u in enumerate(conv):
         if u.start is not None and u.start >= info.duration:
             raise InputError(f"{transcript}: segment {k} ({u.utterance_id}, {u.start:g}-{u.end:g} s) starts after "
@@ -199,7 +202,7 @@ def input_absence_warnings(convs: Sequence[Conversation], modalities: Sequence[s
         return [], set()
     used = [m for m in modalities if m not in none]
     need = "audio or video" if "audio" in none else "video"
-    return [f"the input names no {need} file, so {' and '.join(none)} "
+    return [f"the input has no {need}, so {' and '.join(none)} "
             f"{'is' if len(none) == 1 else 'are'} absent for every utterance; labelled from "
             f"{', '.join(used) or 'nothing'} alone (this run was trained with {', '.join(modalities)})"], set(none)
 
