@@ -219,7 +219,7 @@ def test_normalizer_fits_present_train_rows_only():
 def test_encoder_and_modality_names_are_checked():
     assert resolve_encoders(["text", "audio", "face"]) == {"text": ["mpnet"], "audio": ["egemaps", "resemblyzer"],
                                                            "face": ["fer", "dlib"]}
-    with pytest.raises(ConfigError, match="'fer' is a face encoder, not a audio encoder"):
+    with pytest.raises(ConfigError, match="'fer' is a face encoder, not an audio encoder"):
         resolve_encoders(["audio"], {"audio": ["fer"]})
     with pytest.raises(ConfigError, match="unknown modalities"):
         resolve_encoders(["text", "smell"])
