@@ -185,7 +185,7 @@ def test_mismatched_encoder_or_modality_is_refused(corpus_dir, providers, adapte
     assert _train(corpus_dir, tmp_path / "y", "text", "--adapters", f"audio={adapter_dirs / 'audio'}") == 2
     assert "--modalities is text" in capsys.readouterr().err
     assert _train(corpus_dir, tmp_path / "z", "text,audio", "--adapters", f"text={adapter_dirs / 'audio'}") == 2
-    assert "holds a audio adapter; it was given for text" in capsys.readouterr().err
+    assert "holds an audio adapter; it was given for text" in capsys.readouterr().err
     assert _train(corpus_dir, tmp_path / "w", "text,audio", "--tune-adapters") == 2
     assert "--tune-adapters needs --adapters" in capsys.readouterr().err
 
