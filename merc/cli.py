@@ -134,43 +134,36 @@ def show_defaults(parser: argparse.ArgumentParser) -> None:
                 show_defaults(p)
 
 
-# progress bars of the libraries merc drives that merc does not create: huggingface_hub's and transformers'
-# ("Loading weights"). Both read HF_HUB_DISABLE_PROGRESS_BARS once, when imported; once imported, their switches
-# are used instead. (TQDM_DISABLE would not do: tqdm reads it when tqdm itself is imported, before any command.)
-_QUIET_ENV = {"HF_HUB_DISABLE_PROGRESS_BARS": "1"}
-
-
 @contextlib.contextmanager
 def no_progress_bars(quiet: bool):
-    """``--quiet``: no progress bar from merc (``progress=False``) nor from the libraries it calls. The environment
-    and the switches of libraries imported before are restored afterwards (``main`` may be called again
-    in-process); a library first imported while quiet keeps its bars off for the rest of the process."""
+    """``--quiet``: no progress bar from merc (``progress=False``) nor from the libraries it calls:
+    huggingface_hub's, switched off through its API, and transformers' ("Loading weights"), which takes its
+    initial state from huggingface_hub's when imported (and is switched off directly when already imported).
+    Everything is switched back on afterwards (``main`` may be called again in-process). The environment
+    variable HF_HUB_DISABLE_PROGRESS_BARS is not used: huggingface_hub reads it once, at import, and would then
+    refuse to turn its bars back on."""
     if not quiet:
         yield
         return
-    saved = {k: os.environ.get(k) for k in _QUIET_ENV}
-    os.environ.update(_QUIET_ENV)
-    switches = []  # (disable, enable, was enabled) of libraries already imported
-    if "huggingface_hub" in sys.modules:
-        from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
-        switches.append((disable_progress_bars, enable_progress_bars, not are_progress_bars_disabled()))
-    if "transformers" in sys.modules:
-        from transformers.utils import logging as hf_logging
-        switches.append((hf_logging.disable_progress_bar, hf_logging.enable_progress_bar,
-                         hf_logging.is_progress_bar_enabled()))
-    for disable, _, _ in switches:
-        disable()
+    try:
+        from huggingface_hub import utils as hub
+    except ImportError:  # no text encoder installed: no library bars to hide
+        yield
+        return
+    hub_was_on = not hub.are_progress_bars_disabled()
+    hub.disable_progress_bars()
+    hf_logging = sys.modules.get("transformers.utils.logging")
+    tf_was_on = hf_logging is not None and hf_logging.is_progress_bar_enabled()
+    if hf_logging is not None:
+        hf_logging.disable_progress_bar()
     try:
         yield
     finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        for _, enable, was in switches:
-            if was:
-                enable()
+        if hub_was_on:
+            hub.enable_progress_bars()
+        hf_logging_now = sys.modules.get("transformers.utils.logging")
+        if hf_logging_now is not None and (tf_was_on or (hf_logging is None and hub_was_on)):
+            hf_logging_now.enable_progress_bar()  # on before, or imported while quiet (it was on by default)
 
 
 def _quiet_stdout() -> None:

@@ -176,20 +176,27 @@ def _srt_time(t: float) -> str:
 
 def test_predict_video_with_srt_and_json_transcripts(env, capsys):
     """``merc predict RUN talk.mp4 --transcript talk.srt`` (and JSON segments): each segment is an utterance cut
-    from the recording; a segment past the end of the recording has no audio or face but is still labelled."""
+    from the recording; a segment that starts past the end of the recording is an error naming it (#27)."""
     fx, run, root = env
     folder = root / "recording"
     folder.mkdir(exist_ok=True)
     video, (s1, s2) = _recording(folder)
     late = (s2[1] + 30.0, s2[1] + 32.0)  # after the end of the recording
     s1, s2, late = ((round(a, 3), round(b, 3)) for a, b in (s1, s2, late))  # SRT holds milliseconds
-    segs = [("Ann", "I cannot believe you did that to me.", s1), ("Bob", "Well, that is wonderful news", s2),
-            ("Ann", "Hello?", late)]
-    srt = folder / "talk.srt"
-    srt.write_text("".join(f"{k + 1}\r\n{_srt_time(a)} --> {_srt_time(b)}\r\n{who}: {text}\r\n\r\n"
-                           for k, (who, text, (a, b)) in enumerate(segs)), encoding="utf-8")
-    js = folder / "talk.json"
-    js.write_text(json.dumps([{"speaker": w, "text": t, "start": a, "end": b} for w, t, (a, b) in segs]))
+    segs = [("Ann", "I cannot believe you did that to me.", s1), ("Bob", "Well, that is wonderful news", s2)]
+
+    def write(segs):
+        srt, js = folder / "talk.srt", folder / "talk.json"
+        srt.write_text("".join(f"{k + 1}\r\n{_srt_time(a)} --> {_srt_time(b)}\r\n{who}: {text}\r\n\r\n"
+                               for k, (who, text, (a, b)) in enumerate(segs)), encoding="utf-8")
+        js.write_text(json.dumps([{"speaker": w, "text": t, "start": a, "end": b} for w, t, (a, b) in segs]))
+        return srt, js
+
+    for transcript in write([*segs, ("Ann", "Hello?", late)]):
+        capsys.readouterr()
+        assert main(["predict", str(run), str(video), "--transcript", str(transcript), "--quiet"]) == 2
+        assert "segment 2 (talk_u2, " in capsys.readouterr().err
+    srt, js = write(segs)
     results = {}
     for transcript in (srt, js):
         capsys.readouterr()
@@ -200,7 +207,7 @@ def test_predict_video_with_srt_and_json_transcripts(env, capsys):
         utts = rec["utterances"]
         assert [(u["speaker"], u["text"]) for u in utts] == [(w, t) for w, t, _ in segs]
         assert [u["start"] for u in utts] == pytest.approx([a for *_, (a, _) in segs], abs=1e-3)
-        assert [u["modalities"] for u in utts] == [["text", "audio", "face"]] * 2 + [["text"]]
+        assert [u["modalities"] for u in utts] == [["text", "audio", "face"]] * 2
         assert (root / f"pred_{transcript.suffix[1:]}" / "talk_timeline.png").exists()
         results[transcript.suffix] = [u["probabilities"] for u in utts]
     # the same segments give the same features and predictions, whichever transcript format named them
