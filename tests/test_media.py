@@ -149,3 +149,18 @@ def test_audio_with_timestamp_gaps_keeps_samples_at_their_time(tmp_path, espeak,
     assert r > 0.9, f"segment after the gap does not hold the second clip (r={r:.2f})"
     # the whole-file decode and the cut (which seeks) agree, past the decoder's warm-up after a seek
     assert np.corrcoef(whole[int(gap_at * 16000):][2048:n], seg[2048:n])[0, 1] > 0.99
+
+
+def test_stream_audio_places_samples_like_load_audio(tmp_path, espeak):
+    """The streamed blocks of a recording with a timestamp gap are the samples load_audio gives, at the same
+    times: segment times found on the stream (the no-transcript path) cut the same audio."""
+    from merc.media.stream import stream_audio
+    from merc.testing.synth import speak, write_gapped_audio
+    a = load_audio(speak("Hello there, my friend.", "en-us+m6", tmp_path / "a.wav"))
+    path = write_gapped_audio([(0.0, a), (5.0, a)], tmp_path / "gapped", codec="pcm_s16le")
+    whole = load_audio(path)
+    blocks = list(stream_audio(path, block_seconds=1.0))
+    assert [round(t, 6) for t, _ in blocks] == [float(k) for k in range(len(blocks))]
+    streamed = np.concatenate([b for _, b in blocks])
+    assert len(streamed) == len(whole) and np.allclose(streamed, whole, atol=1e-6)
+    assert abs(len(streamed) / 16000 - (5.0 + len(a) / 16000)) < 0.01
