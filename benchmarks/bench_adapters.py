@@ -43,12 +43,12 @@ def runs_dir() -> Path:
 def one(encoder: str, per_class: int, seed: int, meld: bool, data_root: Path, path: str | None = None) -> dict:
     from merc.data import load_corpus
     from merc.data.labels import MELD_LABELS
-    from merc.encoders import encode_split, get_text_encoder
+    from merc.encoders import FeatureStore, get_encoder
     from merc.models.adapter import Adapter
     from merc.training.adapt import AdaptTrainConfig, evaluate_transfer, train_adapter
     from merc.training.adapt_data import CachedTextEncoder
     corpora = [(name, str(data_root / folder)) for name, folder in CORPORA]
-    enc = CachedTextEncoder(get_text_encoder(path or encoder))
+    enc = CachedTextEncoder(get_encoder(path or encoder, "text"))
     out = runs_dir() / f"text-{encoder}-{per_class}-s{seed}"
     t0 = time.perf_counter()
     res = train_adapter("text", corpora, enc, out, per_class=per_class, config=AdaptTrainConfig(seed=seed),
@@ -64,7 +64,7 @@ def one(encoder: str, per_class: int, seed: int, meld: bool, data_root: Path, pa
            "train_seconds": res.metrics["train_seconds"]}
     if meld:
         corpus = load_corpus("meld", data_root / "meld", splits=("test",))
-        feats = encode_split(corpus, "test", enc.text_encoder)
+        feats = FeatureStore().get(corpus, "test", enc.text_encoder)
         gold = [u.emotion for u in corpus.utterances("test")]
         adapter.check_encoder(enc.fingerprint, path or encoder)
         row["meld_test"] = evaluate_transfer(adapter, feats.take([u.utterance_id for u in corpus.utterances("test")]),

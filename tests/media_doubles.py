@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 
-from merc.encoders import register_text_encoder
 from merc.encoders.audio import AudioEncoder
 from merc.encoders.base import EncodeSkip, MediaEncoder, media_segment, register_encoder
 from merc.testing.fakes import HashedWords
@@ -42,7 +41,7 @@ class MeanColour(MediaEncoder):
         return np.mean([f.image.reshape(-1, 3).mean(0) for f in frames], axis=0) / 255
 
 
-register_text_encoder("toy-acct", lambda **kw: HashedWords("toy-acct", 8), overwrite=True)
+register_encoder("toy-acct", lambda **kw: HashedWords("toy-acct", 8), modality="text", dim=8, overwrite=True)
 register_encoder("rms-acct", RmsAudio, modality="audio", dim=4, description="test double", overwrite=True)
 register_encoder("colour-acct", MeanColour, modality="face", dim=3, description="test double", overwrite=True)
 

@@ -136,7 +136,7 @@ def test_face_items_still_images_pixels_and_bad_items(tmp_path):
 def test_item_encoder_refuses_wrong_modality_and_text():
     from merc.encoders.items import item_encoder
     from merc.errors import ConfigError
-    with pytest.raises(ConfigError, match="unknown audio encoder 'fer'"):
+    with pytest.raises(ConfigError, match="'fer' is a face encoder, not an audio encoder"):
         item_encoder("audio", "fer")
     with pytest.raises(ConfigError, match="not 'text'"):
         item_encoder("text", "minilm")

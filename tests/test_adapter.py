@@ -170,10 +170,11 @@ def test_text_adapter_through_feature_cache(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_merc_adapt_cli(tmp_path, monkeypatch):
     from merc import cli
-    from merc.encoders import text as text_mod
+    from merc.encoders import base
     path = _text_corpus(tmp_path)
     monkeypatch.setenv("MERC_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setitem(text_mod._REGISTRY, "hash", lambda **kw: HashTextEncoder())
+    info = base.EncoderInfo("hash", "text", 8, "", lambda **kw: HashTextEncoder())
+    monkeypatch.setitem(base._REGISTRY, ("text", "hash"), info)
     out = tmp_path / "adapter"
     argv = ["adapt", "--modality", "text", "--encoder", "hash", "--corpus", f"jsonl={path}", "--per-class", "20",
             "--hidden", "16", "--epochs", "5", "--out", str(out), "--quiet"]

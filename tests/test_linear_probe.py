@@ -90,9 +90,10 @@ def corpus(tmp_path, monkeypatch):
 
 
 def test_cli_trains_evaluates_and_predicts_a_probe(corpus, tmp_path, capsys):
-    from merc.encoders import register_text_encoder
+    from merc.encoders import register_encoder
     from merc.testing.fakes import HashedWords
-    register_text_encoder("toyprobe", lambda **kw: HashedWords("toyprobe", 16), overwrite=True)
+    register_encoder("toyprobe", lambda **kw: HashedWords("toyprobe", 16), modality="text", dim=16,
+                     overwrite=True)
     out = tmp_path / "probe"
     assert main(["train", "--dataset", "jsonl", "--data-dir", str(corpus), "--model", "linear", "--modalities",
                  "text,audio", "--text-encoder", "toyprobe", "--audio-encoders", "fakeaudio", "--quiet",
@@ -173,9 +174,10 @@ def test_fusion_defaults_by_run():
 
 @pytest.mark.slow
 def test_cli_residual_fusion_starts_from_the_probe_and_never_falls_below_it_on_dev(corpus, tmp_path, capsys):
-    from merc.encoders import register_text_encoder
+    from merc.encoders import register_encoder
     from merc.testing.fakes import HashedWords
-    register_text_encoder("toyprobe", lambda **kw: HashedWords("toyprobe", 16), overwrite=True)
+    register_encoder("toyprobe", lambda **kw: HashedWords("toyprobe", 16), modality="text", dim=16,
+                     overwrite=True)
     common = ["train", "--dataset", "jsonl", "--data-dir", str(corpus), "--modalities", "text,audio",
               "--text-encoder", "toyprobe", "--audio-encoders", "fakeaudio", "--quiet", "--d-model", "16",
               "--layers", "1", "--epochs", "3"]

@@ -14,13 +14,13 @@ import torch
 
 from merc.cli import main
 from merc.data.schema import Conversation, Utterance
-from merc.encoders import register_text_encoder
+from merc.encoders import register_encoder
 from merc.errors import ConfigError, IncompatibleRunError, InputError
 from merc.models.dialogue import KINDS, DialogueConfig, DialogueModel
 from merc.testing.fakes import FakeProvider, HashedWords, write_label_free_corpus
 from merc.training import experiment
 from merc.training.batching import absence_counts, apply_modality_dropout, build_dialogues, collate, iterate_batches
-from merc.training.features import FEATURE_PROVIDERS, ProvidedFeatures, resolve_encoders
+from merc.training.features import FEATURE_PROVIDERS, resolve_encoders
 from merc.training.normalize import FeatureNormalizer
 from merc.training.run import CONFIG_VERSION, RunConfig, from_pretrained
 
@@ -229,7 +229,7 @@ def test_encoder_and_modality_names_are_checked():
 # end to end with a fake audio provider: the label is in the audio, not in the text
 
 
-register_text_encoder("toymm", lambda **kw: HashedWords("toymm"), overwrite=True)
+register_encoder("toymm", lambda **kw: HashedWords("toymm"), modality="text", dim=None, overwrite=True)
 HIDDEN: dict[str, str] = {}  # utterance id -> label, known to the fake audio encoder only
 
 
@@ -298,7 +298,9 @@ def test_text_plus_audio_beats_text_and_run_round_trips(audio_corpus, fake_audio
     acc = np.mean(np.concatenate(probs).argmax(-1) == np.array(y))
     assert acc == pytest.approx(mta["test"]["accuracy"])
     # a run scored with a changed encoder is refused
-    FEATURE_PROVIDERS["audio"] = lambda *a, **k: ProvidedFeatures(*FakeAudio()(*a, **k)[:2], "fakeaudio-v2")
+    changed = FakeAudio()
+    changed.fingerprint = "fakeaudio-v2"
+    FEATURE_PROVIDERS["audio"] = changed
     with pytest.raises(IncompatibleRunError, match="fingerprints"):
         run.predict(test)
 
@@ -325,7 +327,7 @@ def test_modality_dropout_reaches_the_trainer_and_the_config(audio_corpus, fake_
     assert json.loads((tmp_path / "d" / "config.json").read_text())["modality_dropout"] == {"audio": 0.3}
 
 
-register_text_encoder("toymm8", lambda **kw: HashedWords("toymm8", dim=8), overwrite=True)
+register_encoder("toymm8", lambda **kw: HashedWords("toymm8", dim=8), modality="text", dim=None, overwrite=True)
 
 
 @pytest.mark.slow
@@ -350,13 +352,14 @@ def test_two_text_encoders_are_concatenated_in_training_and_prediction(audio_cor
         metrics["test"]["accuracy"])
     with pytest.raises(ConfigError, match="concatenates 2 text encoders"):
         run.features_for(test, encoder=HashedWords("toymm"))
-    register_text_encoder("toymm8", lambda **kw: HashedWords("toymm8-changed", dim=8), overwrite=True)
+    register_encoder("toymm8", lambda **kw: HashedWords("toymm8-changed", dim=8), modality="text", dim=None,
+                     overwrite=True)
     try:
         run2 = from_pretrained(out)
         with pytest.raises(IncompatibleRunError, match="fingerprints"):
             run2.predict(test)
     finally:
-        register_text_encoder("toymm8", lambda **kw: HashedWords("toymm8", dim=8), overwrite=True)
+        register_encoder("toymm8", lambda **kw: HashedWords("toymm8", dim=8), modality="text", dim=None, overwrite=True)
 
 
 def test_a_missing_text_encoder_folder_fails_before_any_encoding(tmp_path):

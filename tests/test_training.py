@@ -9,7 +9,7 @@ import pytest
 from toy_corpus import HashedWords, conversations
 
 from merc.cli import main
-from merc.encoders import register_text_encoder
+from merc.encoders import register_encoder
 from merc.metrics import evaluate_predictions, mean_std
 
 
@@ -117,7 +117,8 @@ class SpeakerToyEncoder(HashedWords):
     template = "{speaker} {text}"
 
 
-register_text_encoder("toy-speaker", lambda **kw: SpeakerToyEncoder("toy-speaker", 32), overwrite=True)
+register_encoder("toy-speaker", lambda **kw: SpeakerToyEncoder("toy-speaker", 32), modality="text", dim=None,
+                 overwrite=True)
 
 
 @pytest.mark.slow

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from merc.cli import main
-from merc.encoders import register_text_encoder
 from merc.encoders.base import Encoder, EncodeResult, register_encoder
 from merc.encoders.face_expr import load_speaker_tracks, without_face_choice
 from merc.encoders.text import TextEncoder
@@ -56,7 +55,7 @@ class FakeFace(Encoder):
         return res
 
 
-register_text_encoder("toyqc", lambda **kw: ToyQC(), overwrite=True)
+register_encoder("toyqc", lambda **kw: ToyQC(), modality="text", dim=None, overwrite=True)
 register_encoder("fakeface", FakeFace, modality="face", dim=4, description="test double", overwrite=True)
 
 

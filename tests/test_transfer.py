@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from merc.cli import main
-from merc.encoders import register_text_encoder
+from merc.encoders import register_encoder
 from merc.errors import ConfigError, IncompatibleRunError
 from merc.models.adapted import AdaptedModel
 from merc.models.adapter import Adapter
@@ -32,7 +32,7 @@ HIDDEN: dict[str, str] = {}  # utterance id -> label, known to the fake audio / 
 TINY_ADAPTER = dict(hidden=16, bottleneck=8, epochs=40, patience=40, batch_size=32, lr=1e-2, dropout=0.2)
 
 
-register_text_encoder("toytr", lambda **kw: HashedWords("toytr"), overwrite=True)
+register_encoder("toytr", lambda **kw: HashedWords("toytr"), modality="text", dim=None, overwrite=True)
 
 
 def audio_vector(label: str, r: np.random.Generator) -> np.ndarray:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from merc.encoders import register_text_encoder
+from merc.encoders import register_encoder
 from merc.encoders.text import TextEncoder
 
 LABELS = ["angry", "calm", "happy"]
@@ -29,8 +29,8 @@ class HashedWords(TextEncoder):
         return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-6)
 
 
-register_text_encoder("toy", lambda **kw: HashedWords("toy", 32), overwrite=True)
-register_text_encoder("toy-levers", lambda **kw: HashedWords("toy-levers", 16), overwrite=True)
+register_encoder("toy", lambda **kw: HashedWords("toy", 32), modality="text", dim=None, overwrite=True)
+register_encoder("toy-levers", lambda **kw: HashedWords("toy-levers", 16), modality="text", dim=None, overwrite=True)
 
 
 def conversations(n: int, rng: np.random.Generator, prefix: str, lengths: tuple[int, int] = (3, 7)) -> list[dict]:

@@ -1,21 +1,23 @@
 """One interface for every stage-1 encoder (text, audio, face) and one registry holding them all.
 
-An :class:`Encoder` maps a list of :class:`~merc.data.schema.Utterance` to an ``(n, dim)`` float32
-array. Media encoders never let one bad clip kill a batch: :meth:`Encoder.encode_batch` returns an
-:class:`EncodeResult` whose ``present[i]`` is False (and ``reasons[i]`` says why: missing file, no audio
-stream, no face in 0/4 sampled frames, …) for an utterance it could not encode; that row is zeros.
+An :class:`Encoder` maps a list of inputs (utterances; for text the strings it renders from them) to an
+``(n, dim)`` float32 array. :meth:`Encoder.encode_batch` returns an :class:`EncodeResult` whose
+``present[i]`` is False (and ``reasons[i]`` says why: missing file, no audio stream, no face in 0/4 sampled
+frames, empty text, …) for an utterance it could not encode; that row is zeros.
 
 Every encoder also says
 
 - ``fingerprint``: changes when its weights or settings change (part of every feature-store key);
 - ``needs``: what it reads from an utterance (``"text"``, ``"speaker"``, ``"audio"``, ``"video"``);
-- ``content_key(u)``: a per-utterance id of exactly what it reads (text hash; media digest + segment),
-  so the feature store re-extracts a changed clip and reuses the others.
+- ``inputs(conversations)``: what it reads, per utterance, in order (the utterances themselves; a text
+  encoder renders its template and dialogue context into strings);
+- ``content_key(x)``: an id of exactly one input (text hash; media digest + segment), so the feature store
+  (:mod:`merc.encoders.store`) re-extracts a changed input and reuses the others.
 
 Registry: ``register_encoder(name, factory, modality=..., dim=..., description=...)``;
 ``get_encoder(name, modality=None)``; ``available_encoders()`` (one :class:`EncoderInfo` per entry, read
-without loading any model, for ``merc encoder list``). Text encoders keep their own registry in
-:mod:`merc.encoders.text` (``register_text_encoder``), which this one reads through.
+without loading any model, for ``merc encoder list``). A modality may also take names it has not registered
+(``register_open_encoders``: text takes any sentence-transformers folder or hub name).
 
 Design after sentence-transformers' ``encode`` and pyannote's ``Model``/``Inference`` split; the
 failure-per-item contract follows the QC checks (:mod:`merc.qc.base`).
@@ -34,7 +36,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from merc.errors import ConfigError, MissingDependencyError
+from merc.errors import ConfigError, MissingDependencyError, an
 
 
 def cache_root() -> Path:
@@ -153,14 +155,20 @@ class Encoder(ABC):
     standardize: bool = False  # features need mean/std from the train split (see merc.encoders.standardize)
 
     fingerprint: str  # stable id of the exact weights and settings (an attribute or a property)
+    chunk_size: int = 128  # inputs per resumable chunk of the feature store (a kill loses at most one chunk)
 
     @classmethod
     def installed(cls) -> bool:
         """Whether the packages / weights this encoder needs are present (cheap: nothing is loaded)."""
         return True
 
+    def inputs(self, conversations: Iterable[Iterable]) -> list:
+        """What :meth:`encode_batch` and :meth:`content_key` take for each utterance of ``conversations``
+        (flat, in order): the utterances themselves, unless the encoder renders something from them."""
+        return [u for c in conversations for u in c]
+
     def content_key(self, u) -> str:
-        """Per-utterance id of what this encoder reads from ``u`` (see :func:`media_key`)."""
+        """Id of what this encoder reads from input ``u`` (see :func:`media_key`)."""
         h = hashlib.sha256()
         for need in self.needs:
             h.update(f"{need}={getattr(u, need, None)}\0".encode())
@@ -249,17 +257,12 @@ class EncoderInfo:
 
 
 _REGISTRY: dict[tuple[str, str], EncoderInfo] = {}
+# modality -> factory(name, **options) for the names of that modality that are not registered (text: a local
+# sentence-transformers folder or a hub name), and a cheap check(name) that raises ConfigError for a name it
+# cannot be (a path to a folder that does not exist) without loading anything
+_OPEN: dict[str, tuple[Callable[..., Encoder], Callable[[str], None]]] = {}
 _BUILTIN_MODULES = ("merc.encoders.text", "merc.encoders.audio", "merc.encoders.face_expr", "merc.encoders.blendshapes")
 _LOADED = False
-# Text encoders keep their own open-ended registry (any sentence-transformers name or folder) in
-# merc.encoders.text, which registers itself here on import (this module never imports it):
-# "infos" -> list[EncoderInfo] of the registered text encoders, "get" -> (name, **options) -> Encoder.
-_TEXT_SOURCE: dict[str, Callable[..., Any]] = {}
-
-
-def register_text_source(infos: Callable[[], list["EncoderInfo"]], get: Callable[..., Encoder]) -> None:
-    """Called by :mod:`merc.encoders.text`: how to list and build text encoders."""
-    _TEXT_SOURCE.update(infos=infos, get=get)
 
 
 def register_encoder(name: str, factory: Callable[..., Encoder], *, modality: str, dim: int | None,
@@ -275,6 +278,13 @@ def register_encoder(name: str, factory: Callable[..., Encoder], *, modality: st
                                  install_hint, optional)
 
 
+def register_open_encoders(modality: str, factory: Callable[..., Encoder], check: Callable[[str], None]) -> None:
+    """Names of ``modality`` that are not registered go to ``factory(name, **options)`` (after ``check(name)``)."""
+    if modality not in MODALITIES:
+        raise ConfigError(f"unknown modality {modality!r}; use one of {', '.join(MODALITIES)}")
+    _OPEN[modality] = (factory, check)
+
+
 def _load_builtins() -> None:
     global _LOADED
     if not _LOADED:
@@ -284,18 +294,14 @@ def _load_builtins() -> None:
 
 
 def available_encoders(modality: str | None = None) -> list[EncoderInfo]:
-    """Registered encoders (text ones from the text registry too), by modality then name."""
+    """Registered encoders, by modality then name."""
     _load_builtins()
-    infos = dict(_REGISTRY)
-    for info in _TEXT_SOURCE["infos"]():
-        infos.setdefault(("text", info.name), info)
-    out = [i for k, i in sorted(infos.items()) if modality is None or k[0] == modality]
+    out = [i for k, i in sorted(_REGISTRY.items()) if modality is None or k[0] == modality]
     return sorted(out, key=lambda i: (MODALITIES.index(i.modality), i.name))
 
 
-def get_encoder(name: str, modality: str | None = None, **options) -> Encoder:
-    """The encoder ``name`` (of ``modality`` when two modalities share a name); text names may also be a
-    local sentence-transformers folder or a hub name (see :func:`merc.encoders.text.get_text_encoder`)."""
+def _resolve(name: str, modality: str | None) -> EncoderInfo | str:
+    """The registry entry of ``name``, or the modality whose open factory takes it; ConfigError otherwise."""
     _load_builtins()
     if modality is not None and modality not in MODALITIES:
         raise ConfigError(f"unknown modality {modality!r}; use one of {', '.join(MODALITIES)}")
@@ -303,15 +309,30 @@ def get_encoder(name: str, modality: str | None = None, **options) -> Encoder:
     if len(matches) > 1:
         raise ConfigError(f"encoder name {name!r} exists for several modalities "
                           f"({', '.join(i.modality for i in matches)}); pass modality=")
-    if matches and matches[0].modality != "text":
-        return matches[0].factory(**options)
-    if modality in (None, "text"):
-        if matches or modality == "text" or Path(name).expanduser().is_dir():
-            return _TEXT_SOURCE["get"](name, **options)
+    if matches:
+        return matches[0]
+    elsewhere = [i.modality for i in available_encoders() if i.name == name]
+    if modality is not None and elsewhere:
+        raise ConfigError(f"{name!r} is {an(elsewhere[0])} encoder, not {an(modality)} encoder "
+                          f"(use it with --{elsewhere[0]}-encoders)")
+    if modality in _OPEN:  # e.g. a text encoder folder; only with the modality named
+        _OPEN[modality][1](name)
+        return modality
     names = ", ".join(f"{i.name} ({i.modality})" for i in available_encoders(modality))
-    raise ConfigError(f"unknown {modality or ''} encoder {name!r}; registered: {names}")
+    raise ConfigError(f"unknown {modality + ' ' if modality else ''}encoder {name!r}; registered: {names} "
+                      "(`merc encoder list`)")
 
 
-def encoders_for(names: Iterable[str], modality: str, **options) -> list[Encoder]:
-    """Several encoders of one modality (``--audio-encoders egemaps,resemblyzer``)."""
-    return [get_encoder(n.strip(), modality, **options) for n in names if n.strip()]
+def check_encoder(name: str, modality: str | None = None) -> None:
+    """ConfigError, without loading anything, when ``get_encoder(name, modality)`` cannot work."""
+    _resolve(name, modality)
+
+
+def get_encoder(name: str, modality: str | None = None, **options) -> Encoder:
+    """The encoder ``name`` (of ``modality`` when two modalities share a name). With ``modality="text"`` a name
+    that is not registered is a local sentence-transformers folder (e.g. written by ``merc encoder finetune``) or
+    a hub name (:func:`merc.encoders.text.open_text_encoder`)."""
+    found = _resolve(name, modality)
+    if isinstance(found, str):
+        return _OPEN[found][0](name, **options)
+    return found.factory(**options)

@@ -6,9 +6,9 @@ The teacher's class logits are computed once per training utterance, each input 
 saw its own training data (its template, dialogue context and pooling, from its ``merc_encoder.json``), so
 student and teacher may use different windows and tokenizers; utterances are matched by id.
 
-The teacher pass goes through the feature cache (:func:`merc.encoders.cache.encode_split`) as an "encoder"
-whose features are its logits: it is resumable chunk by chunk, checked, and shared by every student of
-the same teacher on the same corpus.
+The teacher pass goes through the feature store (:mod:`merc.encoders.store`) as a text "encoder" whose
+features are its logits: it is resumable chunk by chunk, checked, and shared by every student of the same
+teacher on the same corpus.
 """
 from __future__ import annotations
 
@@ -19,8 +19,9 @@ from typing import Sequence
 import numpy as np
 
 from merc.data.schema import Corpus
-from merc.encoders.cache import Features, encode_split
 from merc.encoders.classifier import HEAD_FILE, folder_classifier
+from merc.encoders.features import Features
+from merc.encoders.store import FeatureStore
 from merc.encoders.template import META_FILE
 from merc.encoders.text import SentenceTransformerEncoder, TextEncoder
 from merc.errors import IncompatibleRunError, MissingFileError
@@ -64,6 +65,6 @@ class TeacherLogits(TextEncoder):
 def teacher_features(folder: str | Path, corpus: Corpus, split: str, *, cache_dir: str | Path | None = None,
                      progress: bool = True) -> Features:
     """The teacher's logits ``(n, n_classes)`` for every utterance of ``corpus``'s ``split``, from the feature
-    cache or computed into it; ``.take(ids)`` matches them to utterance ids, ``.meta`` holds the teacher's
-    fingerprint and the pass's seconds (``cache_hit`` when it was read back)."""
-    return encode_split(corpus, split, TeacherLogits(folder, corpus.labels), cache_dir=cache_dir, progress=progress)
+    store (under ``cache_dir`` when given) or computed into it; ``.take(ids)`` matches them to utterance ids,
+    ``.meta`` holds the teacher's fingerprint and the pass's seconds (``cache_hit`` when it was read back)."""
+    return FeatureStore(cache_dir).get(corpus, split, TeacherLogits(folder, corpus.labels), progress=progress)

@@ -9,7 +9,7 @@ folder that every other part of merc takes as ``--text-encoder PATH``:
     merc train ... --text-encoder encoders/mpnet-meld
 
 Each utterance is rendered through a template (default ``"{speaker}: {text}"``, so the encoder learns
-speaker priors); the template travels with the folder (``merc_encoder.json``) and the feature cache and
+speaker priors); the template travels with the folder (``merc_encoder.json``) and the feature store and
 ``merc predict`` apply it.
 
 Dialogue context (EmoBERTa-style, Kim & Vossen 2021): with ``context_past``/``context_future`` > 0 each
@@ -300,8 +300,9 @@ def _layer_cache(st, base_enc, config: FinetuneConfig, tr_texts: list[str], dev_
 
 def _load_base(base: str):
     """The ``SentenceTransformer`` behind ``base`` (fresh weights, trainable) and a label for provenance."""
-    from merc.encoders.text import SentenceTransformerEncoder, get_text_encoder
-    enc = get_text_encoder(base)
+    from merc.encoders.base import get_encoder
+    from merc.encoders.text import SentenceTransformerEncoder
+    enc = get_encoder(base, "text")
     if not isinstance(enc, SentenceTransformerEncoder):
         raise ConfigError(f"text encoder {base!r} is a {type(enc).__name__}; fine-tuning needs a "
                          "sentence-transformers model")

@@ -17,7 +17,7 @@ is *absent* with its one-line reason (never an exception); :func:`merc.training.
 it out of the adapter's training and reports the count by reason.
 
 Several encoders of a modality (``--encoder egemaps,resemblyzer``) are concatenated in the given order, as the
-dialogue training does (:func:`merc.encoders.store.extract_modality`): the name and fingerprint are the parts
+dialogue training does (:func:`merc.encoders.features.concat`): the name and fingerprint are the parts
 joined by ``+``, an item is present only when every part has it. The fingerprint is the registry encoder's own,
 so an adapter over ``fer`` matches a ``merc train --face-encoders fer`` run (:mod:`merc.training.adapters`).
 
@@ -38,6 +38,7 @@ import numpy as np
 from merc.data.schema import Utterance
 from merc.data.unimodal.items import EmotionItem
 from merc.encoders.base import Encoder, EncodeResult, EncodeSkip, MediaEncoder, get_encoder, media_key
+from merc.encoders.features import concat
 from merc.errors import ConfigError, an
 
 log = logging.getLogger(__name__)
@@ -184,16 +185,13 @@ class MediaItemEncoder:
         if len(set(ids)) != len(ids):
             raise ValueError("duplicate item ids in the sample")
         split = "+".join(sorted({it.source for it in items})) or "none"
-        feats = [self.store.get_utterances(STORE_CORPUS, split, rows, p, progress=self.progress) for p in self.parts]
-        present = np.logical_and.reduce([f.present for f in feats])
-        reasons = [next((f"{p.name}: {f.reasons[i]}" for p, f in zip(self.parts, feats) if not f.present[i]), None)
-                   for i in range(len(rows))]
-        X = np.concatenate([f.X for f in feats], axis=1).astype(np.float32)  # (n, dim)
-        X[~present] = 0.0
+        feats = [self.store.get_conversations(STORE_CORPUS, split, [[r] for r in rows], p, progress=self.progress)
+                 for p in self.parts]
+        both = concat([(p.name, f) for p, f in zip(self.parts, feats)])  # (n, dim)
         self.last_meta = {p.name: {k: v for k, v in f.meta.items() if k in ("seconds", "extracted", "reused",
                                                                            "cache_hit")}
                           for p, f in zip(self.parts, feats)}
-        return EncodeResult(X, present, reasons)
+        return EncodeResult(both.X, both.present, both.reasons)
 
     def encode(self, items: Sequence[EmotionItem]) -> np.ndarray:
         return self.encode_items(items).X

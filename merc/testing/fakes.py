@@ -3,7 +3,7 @@ providers whose features do, and a JSONL corpus whose labels only those provider
 
     hidden = {}                                            # utterance id -> label, for the fake providers only
     write_label_free_corpus(root, LABELS, hidden, sizes={"train": 60, "dev": 20, "test": 20})
-    register_text_encoder("toy", lambda **kw: HashedWords("toy"), overwrite=True)
+    register_encoder("toy", lambda **kw: HashedWords("toy"), modality="text", dim=16, overwrite=True)
     FEATURE_PROVIDERS["audio"] = FakeProvider("fakeaudio", "fakeaudio-v1", 0.125, make_vector, hidden)
 
 Nothing here touches media, models or the network: it is cheap enough for ``make test-fast``.
@@ -18,8 +18,8 @@ from typing import Callable, Sequence
 import numpy as np
 from numpy.random import Generator
 
+from merc.encoders.features import Features
 from merc.encoders.text import TextEncoder
-from merc.training.features import ProvidedFeatures
 
 FILLERS = ("ok then", "sure", "right", "well", "I see", "hmm maybe")
 
@@ -49,7 +49,7 @@ class FakeProvider:
         self.hidden, self.reason = hidden, reason
         self.seed_prefix = name if seed_prefix is None else seed_prefix
 
-    def __call__(self, corpus, split, name, *, media_dir=None, progress=True) -> ProvidedFeatures:
+    def __call__(self, corpus, split, name, *, media_dir=None, progress=True) -> Features:
         feats, reasons = {}, {}
         for u in corpus.utterances(split):
             r = np.random.default_rng(zlib.crc32((self.seed_prefix + u.utterance_id).encode()))
@@ -57,7 +57,8 @@ class FakeProvider:
                 feats[u.utterance_id], reasons[u.utterance_id] = None, self.reason
                 continue
             feats[u.utterance_id] = self.make(self.hidden[u.utterance_id], r)
-        return ProvidedFeatures(feats, reasons, self.fingerprint)
+        ids = [u.utterance_id for u in corpus.utterances(split)]
+        return Features.from_table(ids, feats, reasons, {"fingerprint": self.fingerprint})
 
 
 def write_label_free_corpus(root: str | Path, labels: Sequence[str], hidden: dict[str, str], *,

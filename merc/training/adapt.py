@@ -4,7 +4,7 @@
 ``fit_adapter(X, y, labels, config)`` is the array-level fit (AdamW, class-weighted cross-entropy,
 the epoch with the best held-out weighted F1 is kept); ``train_adapter(modality, corpora, encoder, out)``
 is the whole job: read and pool the corpora, draw the balanced sample, encode it (text: through the
-resumable feature cache), fit, and write the adapter folder::
+resumable feature store), fit, and write the adapter folder::
 
     out/config.json        model config, modality, encoder {name, fingerprint, dim}, corpora, label mapping,
                            counts (pooled, sample, train, held-out, dropped by reason), training config,

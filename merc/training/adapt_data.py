@@ -2,10 +2,10 @@
 stage-1 encoder.
 
 An encoder here is anything with ``name``, ``fingerprint``, ``dim`` and ``encode(items) -> (n, dim)``
-float32 (:class:`ItemEncoder`). Text encoders go through the feature cache
-(``merc.encoders.encode_split``: once per sample, resumable); the audio and face encoders of the
-registry go through :mod:`merc.encoders.items` (the feature store; items they cannot use are absent, and
-:func:`encode_sample` leaves them out); any other function plugs in via :func:`callable_encoder`.
+float32 (:class:`ItemEncoder`). Every stage-1 encoder goes through the feature store (once per sample,
+resumable): text encoders through :class:`CachedTextEncoder`, audio and face ones through
+:mod:`merc.encoders.items`; items an encoder cannot use are absent and :func:`encode_sample` leaves them out.
+Any other function plugs in via :func:`callable_encoder`.
 """
 from __future__ import annotations
 
@@ -61,27 +61,31 @@ def callable_encoder(name: str, fingerprint: str, dim: int, fn: Callable) -> Cal
 
 
 class CachedTextEncoder:
-    """A merc text encoder (``mpnet``, ``minilm``, a folder) over items, through the feature cache.
+    """A merc text encoder (``mpnet``, ``minilm``, a folder) over items, through the feature store.
 
     Items have no speaker: an encoder whose template uses ``{speaker}`` (an emotion-tuned folder with
-    ``"{speaker}: {text}"``) sees an empty one, i.e. ``": text"``."""
+    ``"{speaker}: {text}"``) sees an empty one, i.e. ``": text"``. An item with an empty text is absent."""
 
     def __init__(self, name_or_encoder: Any, *, cache_dir: str | Path | None = None, progress: bool = True,
                  corpus_name: str = "adapt_text"):
         if isinstance(name_or_encoder, str):
-            from merc.encoders import get_text_encoder
-            name_or_encoder = get_text_encoder(name_or_encoder)
+            from merc.encoders import get_encoder
+            name_or_encoder = get_encoder(name_or_encoder, "text")
         self.text_encoder = name_or_encoder
         self.name, self.fingerprint, self.dim = name_or_encoder.name, name_or_encoder.fingerprint, name_or_encoder.dim
         self.cache_dir, self.progress, self.corpus_name = cache_dir, progress, corpus_name
         self.last_meta: dict[str, Any] = {}
 
-    def encode(self, items: Sequence[EmotionItem]) -> np.ndarray:
-        from merc.encoders import encode_split
+    def encode_items(self, items: Sequence[EmotionItem]):
+        """:class:`merc.encoders.EncodeResult` of ``items`` (rows in item order)."""
+        from merc.encoders import EncodeResult, FeatureStore
         corpus = items_to_corpus(items, self.corpus_name, split="sample")
-        feats = encode_split(corpus, "sample", self.text_encoder, cache_dir=self.cache_dir, progress=self.progress)
+        feats = FeatureStore(self.cache_dir).get(corpus, "sample", self.text_encoder, progress=self.progress)
         self.last_meta = {k: v for k, v in feats.meta.items() if k != "ids"}  # encoding seconds, cache hit, …
-        return feats.X  # (n, dim), rows in item order
+        return EncodeResult(feats.X, feats.present, feats.reasons)
+
+    def encode(self, items: Sequence[EmotionItem]) -> np.ndarray:
+        return self.encode_items(items).X  # (n, dim), rows in item order
 
 
 def encode_sample(encoder: ItemEncoder, items: Sequence[EmotionItem], *, max_examples: int = 50
@@ -90,7 +94,7 @@ def encode_sample(encoder: ItemEncoder, items: Sequence[EmotionItem], *, max_exa
     EncodeResult`` (audio / face, :mod:`merc.encoders.items`) may mark items absent; they are left out and
     reported as ``{"n", "reasons": {kind: count}, "examples": {item_id: reason}}`` (first ``max_examples``).
     A plain :class:`ItemEncoder` must encode every item."""
-    from merc.encoders.store import reason_kind
+    from merc.encoders.features import reason_kind
     items = list(items)
     if not hasattr(encoder, "encode_items"):
         return encoder.encode(items), items, {"n": 0, "reasons": {}, "examples": {}}

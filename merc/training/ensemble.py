@@ -115,7 +115,7 @@ def score_probabilities(probs: Sequence[np.ndarray], dialogues: Sequence[Dialogu
 
 def ensemble_scores(run: EnsembleRun, conversations: Sequence[Conversation], features) -> dict[str, Any]:
     """``{"members": [{member, scores}], "single_model": mean ± std over members, "ensemble": scores}`` on the
-    labelled utterances of ``conversations``; ``features`` raw (as from ``features_for`` or the feature cache)."""
+    labelled utterances of ``conversations``; ``features`` raw (as from ``features_for`` or the feature store)."""
     per_member, dialogues = [], None
     for m in run.members:
         dialogues = m.dialogues(conversations, features)

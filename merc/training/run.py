@@ -28,7 +28,7 @@ from merc.models.dialogue import DialogueConfig, DialogueModel
 from merc.models.factory import config_from_dict
 from merc.training.adapters import build_run_model
 from merc.training.batching import Dialogue, build_dialogues
-from merc.training.features import FEATURE_PROVIDERS, check_fingerprints, encoder_features
+from merc.training.features import FEATURE_PROVIDERS, check_fingerprints, combine, encoder_features
 from merc.training.normalize import FeatureNormalizer
 from merc.training.trainer import TrainConfig, predict_dialogues
 from merc.training.weights import load_into, record_checksum
@@ -171,45 +171,40 @@ class TrainedRun:
     def features_for(self, conversations: Sequence[Conversation], *, progress: bool = False, encoder=None,
                      media_dir: str | None = None, reasons: dict[str, dict[str, str]] | None = None
                      ) -> dict[str, dict[str, np.ndarray | None]]:
-        """Raw (unstandardised) ``features[modality][utterance_id]`` of ``conversations`` by the run's encoders.
-        ``reasons``, when given, is filled with ``reasons[modality][utterance_id]``: why an absent one is absent."""
+        """Raw (unstandardised) ``features[modality][utterance_id]`` of ``conversations`` by the run's encoders
+        (``encoder``: an instance to use instead of the run's single text encoder). ``reasons``, when given, is
+        filled with ``reasons[modality][utterance_id]``: why an absent one is absent."""
         utts = [u for c in conversations for u in c]
+        corpus = Corpus("predict", {"predict": list(conversations)}, list(self.labels))
         out: dict[str, dict[str, np.ndarray | None]] = {}
-        if "text" in self.config.modalities:
-            names = self.config.encoders.get("text") or [self.config.text_encoder]
-            if encoder is not None and len(names) != 1:
-                raise ConfigError(f"this run concatenates {len(names)} text encoders ({names}); pass none to use them")
-            encs = [encoder] if encoder is not None else [self.encoder("text", n) for n in names]
-            check_fingerprints(self.config.encoder_fingerprints, {"text": [e.fingerprint for e in encs]})
-            # (n_utts, sum of the encoders' dims): each with its own dialogue context, concatenated in order
-            X = np.concatenate([e.encode(e.dialogue_texts(conversations), progress=progress) for e in encs], axis=1)
-            out["text"] = {u.utterance_id: (x if u.text and u.text.strip() else None) for u, x in zip(utts, X)}
-            if reasons is not None:
-                reasons["text"] = {u.utterance_id: "empty text" for u in utts if not (u.text and u.text.strip())}
-        others = [m for m in self.config.modalities if m != "text"]
-        if others:
-            from merc.training.features import combine
-            corpus = Corpus("predict", {"predict": list(conversations)}, list(self.labels))
-            for m in others:
+        for m in self.config.modalities:
+            names = self.config.encoders.get(m) or []
+            if encoder is not None and m == encoder.modality:
+                if len(names) != 1:
+                    raise ConfigError(f"this run concatenates {len(names)} {m} encoders ({names}); pass none "
+                                      "to use them")
+                encs = {names[0]: encoder}
+            else:
                 # the store provider takes encoder instances (loaded once per run); another provider gets names
                 store = getattr(FEATURE_PROVIDERS.get(m), "takes_encoders", False)
-                parts = [(n, encoder_features(corpus, "predict", m, self.encoder(m, n) if store else n,
-                                              media_dir=media_dir, progress=progress))
-                         for n in self.config.encoders[m]]
-                actual = {m: [p.fingerprint for _, p in parts]}
-                recorded = self.config.encoder_fingerprints
-                if m == "face" and self.config.qc_dir:
-                    # trained on QC speaker tracks, which new media does not have: the largest face in each
-                    # frame, through the same networks and frame settings
-                    from merc.encoders.face_expr import without_face_choice
-                    log.info("this run chose faces with the QC speaker tracks of %s; new media has none, so the "
-                             "largest face of each frame is used", self.config.qc_dir)
-                    actual = {m: [without_face_choice(f) for f in actual[m]]}
-                    recorded = {m: [without_face_choice(f) for f in recorded.get(m, [])]}
-                check_fingerprints(recorded, actual)
-                out[m], why = combine([u.utterance_id for u in utts], parts)
-                if reasons is not None:
-                    reasons[m] = why
+                encs = {n: (self.encoder(m, n) if store else n) for n in names}
+            parts = [(n, encoder_features(corpus, "predict", m, e, media_dir=media_dir, progress=progress))
+                     for n, e in encs.items()]
+            actual = {m: [str(p.meta.get("fingerprint", "")) for _, p in parts]}
+            recorded = self.config.encoder_fingerprints
+            if m == "face" and self.config.qc_dir:
+                # trained on QC speaker tracks, which new media does not have: the largest face in each
+                # frame, through the same networks and frame settings
+                from merc.encoders.face_expr import without_face_choice
+                log.info("this run chose faces with the QC speaker tracks of %s; new media has none, so the "
+                         "largest face of each frame is used", self.config.qc_dir)
+                actual = {m: [without_face_choice(f) for f in actual[m]]}
+                recorded = {m: [without_face_choice(f) for f in recorded.get(m, [])]}
+            check_fingerprints(recorded, actual)
+            both = combine([u.utterance_id for u in utts], parts)
+            out[m] = both.table()
+            if reasons is not None:
+                reasons[m] = {u: r for u, p, r in zip(both.ids, both.present, both.reasons) if not p}
         return out
 
     def encoder(self, modality: str, name: str):

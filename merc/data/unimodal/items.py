@@ -4,8 +4,8 @@ Every unimodal reader (``merc.data.unimodal.text`` / ``audio`` / ``face`` / ``js
 :class:`ItemSet`: the kept :class:`EmotionItem` s and a count of what was dropped, by reason. Nothing is
 dropped silently. :func:`balanced_sample` draws the class-balanced training sample of Wang & Beigi
 (stage 2: ≈6.2k per emotion pooled over corpora); :func:`items_to_corpus` wraps text items as a merc
-:class:`~merc.data.schema.Corpus` of one-utterance conversations so the stage-1 feature cache
-(``merc.encoders.encode_split``) encodes them once, resumably.
+:class:`~merc.data.schema.Corpus` of one-utterance conversations so the stage-1 feature store
+(:mod:`merc.encoders.store`) encodes them once, resumably.
 """
 from __future__ import annotations
 
