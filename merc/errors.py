@@ -36,8 +36,41 @@ class IncompatibleRunError(MercError, ValueError):
     """A run directory that is damaged or does not fit the data / encoders it is used with."""
 
 
+# Why an encoder cannot use one utterance's input: the only exceptions a stage-1 encoder turns into an absent row
+# (with the message as its reason); anything else it raises is a bug and propagates with its traceback.
+
+
+class UnusableInput(InputError):
+    """An utterance's input an encoder cannot use, for an expected reason (one of the subclasses)."""
+
+
+class MissingMedia(UnusableInput):
+    """No media path, or the file is missing or empty."""
+
+
+class CorruptMedia(UnusableInput):
+    """The file cannot be decoded (truncated, wrong format, unknown duration, …)."""
+
+
+class NoAudioStream(UnusableInput):
+    """The file has no audio stream, or no audio samples in the requested segment."""
+
+
+class TooLittleSpeech(UnusableInput):
+    """Too little audio to measure (shorter than the encoder's minimum)."""
+
+
+class NoFace(UnusableInput):
+    """No (usable) face: none detected, too small, a blank image, no speaker track from QC."""
+
+
+class NonFiniteFeatures(UnusableInput):
+    """The encoder gave NaN or infinite values for this input (e.g. functionals of near-silent audio)."""
+
+
 __all__ = ["MercError", "InputError", "ConfigError", "MissingFileError", "OutputExistsError",
-           "MissingDependencyError", "IncompatibleRunError"]
+           "MissingDependencyError", "IncompatibleRunError", "UnusableInput", "MissingMedia", "CorruptMedia",
+           "NoAudioStream", "TooLittleSpeech", "NoFace", "NonFiniteFeatures", "an"]
 
 
 def an(word: str) -> str:

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from merc.encoders.audio import AudioEncoder
-from merc.encoders.base import EncodeSkip, MediaEncoder, media_segment, register_encoder
+from merc.encoders.base import MediaEncoder, media_segment, register_encoder
+from merc.errors import MissingMedia, TooLittleSpeech
 from merc.testing.fakes import HashedWords
 
 LABELS = ["calm", "happy"]
@@ -20,7 +21,7 @@ class RmsAudio(AudioEncoder):
 
     def _embed(self, wav: np.ndarray) -> np.ndarray:
         if np.sqrt(np.mean(wav ** 2)) < 1e-4:
-            raise EncodeSkip("audio is silent")
+            raise TooLittleSpeech("audio is silent")
         return np.array([np.sqrt(np.mean(wav ** 2)), wav.mean(), wav.std(), len(wav) / 16000], np.float32)
 
 
@@ -36,7 +37,7 @@ class MeanColour(MediaEncoder):
     def _encode_one(self, u) -> np.ndarray:
         from merc.media.decode import load_frames
         if not u.video:
-            raise EncodeSkip(f"utterance {u.utterance_id} has no video file")
+            raise MissingMedia(f"utterance {u.utterance_id} has no video file")
         frames = load_frames(u.video, fps=2, start=media_segment(u, u.video)[0], end=media_segment(u, u.video)[1])
         return np.mean([f.image.reshape(-1, 3).mean(0) for f in frames], axis=0) / 255
 

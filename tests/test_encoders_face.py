@@ -141,8 +141,8 @@ def test_blendshapes_read_the_smile_and_name_their_actions(blendshapes):
     # a box on a faceless region: MediaPipe sees no face there -> the frame is left out (None)
     empty = np.full((240, 240, 3), 128, np.uint8)
     assert blendshapes._embed_face(empty, (60.0, 60.0, 180.0, 180.0)) is None
-    from merc.encoders.base import EncodeSkip
-    with pytest.raises(EncodeSkip, match="no usable face"):
+    from merc.errors import NoFace
+    with pytest.raises(NoFace, match="no usable face"):
         blendshapes.encode_image(empty, box=(60.0, 60.0, 180.0, 180.0), name="grey.png")
     assert blendshapes.fingerprint.startswith("blendshapes-mp") and "-m0.5-" in blendshapes.fingerprint
     assert blendshapes.fingerprint != get_encoder("blendshapes", "face", margin=0.3).fingerprint

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from merc.data.schema import Conversation, Corpus, Utterance
-from merc.encoders.base import EncodeSkip, MediaEncoder, media_key
+from merc.encoders.base import MediaEncoder, media_key
 from merc.encoders.features import Features, reason_kind
 from merc.encoders.store import FeatureStore, extract_modality, extract_split, store_key
+from merc.errors import CorruptMedia, MissingMedia
 
 
 class FakeAudio(MediaEncoder):
@@ -39,9 +40,11 @@ class FakeAudio(MediaEncoder):
 
     def _encode_one(self, u):
         self.seen.append(u.utterance_id)
-        data = open(u.audio, "rb").read()  # a missing file raises FileNotFoundError -> absent
+        if not os.path.exists(u.audio):
+            raise MissingMedia(f"missing file {u.audio}")
+        data = open(u.audio, "rb").read()
         if data.startswith(b"BAD"):
-            raise EncodeSkip(f"corrupt clip {u.audio}")
+            raise CorruptMedia(f"corrupt clip {u.audio}")
         seed = int(hashlib.sha1(data).hexdigest()[:8], 16)
         return np.random.default_rng(seed).normal(size=4)
 
@@ -70,7 +73,7 @@ def test_extract_then_reuse(tmp_path):
     assert isinstance(f, Features) and f.X.shape == (11, 4) and f.X.dtype == np.float32
     assert f.ids == [u.utterance_id for u in corpus.utterances("train")]
     assert f.present.tolist() == [i not in (2, 5) for i in range(11)]
-    assert "FileNotFoundError" in f.reasons[2] and "corrupt clip" in f.reasons[5] and f.reasons[0] is None
+    assert "missing file" in f.reasons[2] and "corrupt clip" in f.reasons[5] and f.reasons[0] is None
     np.testing.assert_array_equal(f.X[[2, 5]], 0.0)
     s = f.summary()
     assert s["present"] == 9 and s["absent"] == 2 and sum(s["reasons"].values()) == 2
@@ -218,3 +221,67 @@ def test_two_corpora_with_one_reader_name_get_their_own_folders(tmp_path):
     enc = FakeAudio()
     store.get(a, "train", enc, progress=False)  # b did not overwrite a's rows: nothing is extracted again
     assert enc.seen == []
+
+
+# honest failures: only the named conditions (merc.errors.UnusableInput) make an utterance absent
+
+
+@pytest.mark.parametrize("kind", ["MissingMedia", "CorruptMedia", "NoAudioStream", "TooLittleSpeech", "NoFace"])
+def test_a_named_condition_is_an_absent_row_with_its_reason(tmp_path, monkeypatch, kind):
+    import merc.errors
+    corpus = make_corpus(tmp_path, n=3)
+    enc = FakeAudio()
+    real = FakeAudio._encode_one
+
+    def one(self, u):
+        if u.utterance_id == "train_dia0_utt1":
+            raise getattr(merc.errors, kind)(f"{kind} in {u.audio}")
+        return real(self, u)
+
+    monkeypatch.setattr(FakeAudio, "_encode_one", one)
+    f = FeatureStore(tmp_path / "store").get(corpus, "train", enc, progress=False)
+    assert f.present.tolist() == [True, False, True]
+    assert f.reasons[1] == f"{kind} in {tmp_path / 'clip1.wav'}" and not f.X[1].any()
+
+
+def test_media_errors_of_the_decoder_are_named_conditions(tmp_path):
+    from merc.errors import UnusableInput
+    from merc.media.decode import MediaError, load_audio
+    assert issubclass(MediaError, UnusableInput)
+    (tmp_path / "junk.wav").write_bytes(b"not a wav at all" * 10)
+    for path in (tmp_path / "nothing.wav", tmp_path / "junk.wav"):
+        with pytest.raises(UnusableInput):
+            load_audio(str(path))
+
+
+@pytest.mark.parametrize("bug", [ZeroDivisionError("division by zero"), TypeError("unsupported operand"),
+                                 ValueError("operands could not be broadcast together"), KeyError("X")])
+def test_an_unexpected_exception_propagates_naming_the_utterance(tmp_path, monkeypatch, bug):
+    corpus = make_corpus(tmp_path, n=3)
+    real = FakeAudio._encode_one
+
+    def one(self, u):
+        if u.utterance_id == "train_dia0_utt2":
+            raise bug  # a bug in an encoder, not a property of the clip
+        return real(self, u)
+
+    monkeypatch.setattr(FakeAudio, "_encode_one", one)
+    store = FeatureStore(tmp_path / "store")
+    with pytest.raises(type(bug)) as info:
+        store.get(corpus, "train", FakeAudio(), progress=False)
+    assert info.value is bug and any("train_dia0_utt2" in n for n in getattr(info.value, "__notes__", []))
+    assert not list((tmp_path / "store").rglob("index.json"))  # nothing was stored as if the clip were absent
+
+
+def test_a_bug_inside_a_real_encoder_propagates(tmp_path, monkeypatch):
+    pytest.importorskip("opensmile")
+    import merc.encoders.audio as audio_mod
+    from merc.encoders.base import get_encoder
+    from merc.testing.synth import write_wav
+    t = np.arange(16000) / 16000
+    wav = write_wav((0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), tmp_path / "tone.wav")  # 1 s tone
+    enc = get_encoder("egemaps", "audio")
+    assert enc.encode_batch([Utterance("u0", "A", "hi", audio=str(wav))]).present.all()  # the clip is fine
+    monkeypatch.setattr(audio_mod.OpenSmileEncoder, "_embed", lambda self, w: np.zeros(3)[w.size])  # IndexError
+    with pytest.raises(IndexError):
+        enc.encode_batch([Utterance("u0", "A", "hi", audio=str(wav))])

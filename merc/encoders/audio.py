@@ -36,16 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
-from merc.encoders.base import (
-    EncodeSkip,
-    MediaEncoder,
-    _spec_found,
-    media_key,
-    media_segment,
-    register_encoder,
-    require,
-)
-from merc.errors import MissingDependencyError
+from merc.encoders.base import MediaEncoder, _spec_found, media_key, media_segment, register_encoder, require
+from merc.errors import MissingDependencyError, MissingMedia, TooLittleSpeech
 from merc.io import file_digest
 
 log = logging.getLogger(__name__)
@@ -86,14 +78,14 @@ class AudioEncoder(MediaEncoder):
         from merc.media.decode import load_audio
         path, start, end = audio_source(u)
         if not path:
-            raise EncodeSkip(f"utterance {u.utterance_id} has no audio or video file")
+            raise MissingMedia(f"utterance {u.utterance_id} has no audio or video file")
         if end is None and self.config.max_seconds is not None:
             end_cut = (start or 0.0) + self.config.max_seconds
         else:
             end_cut = end
         wav = load_audio(path, sr=SR, start=start, end=end_cut)
         if len(wav) < self.config.min_seconds * SR:
-            raise EncodeSkip(f"audio too short in {path}: {len(wav) / SR:.2f} s < {self.config.min_seconds} s")
+            raise TooLittleSpeech(f"audio too short in {path}: {len(wav) / SR:.2f} s < {self.config.min_seconds} s")
         return wav
 
     def _encode_one(self, u) -> np.ndarray:
@@ -136,7 +128,7 @@ class ResemblyzerEncoder(AudioEncoder):
 
     def _embed(self, wav: np.ndarray) -> np.ndarray:
         try:
-            return self.speaker.embed(wav, SR)  # AudioTooShortError (a ValueError) -> absent with its reason
+            return self.speaker.embed(wav, SR)  # AudioTooShortError (TooLittleSpeech) -> absent
         except ImportError as e:
             raise MissingDependencyError(f"audio encoder 'resemblyzer': {e}") from e
 

@@ -36,7 +36,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from merc.errors import ConfigError, MissingDependencyError, an
+from merc.errors import ConfigError, MissingDependencyError, NonFiniteFeatures, UnusableInput, an
 
 
 def cache_root() -> Path:
@@ -187,10 +187,13 @@ class Encoder(ABC):
 
 
 class MediaEncoder(Encoder):
-    """Shared loop of the audio and face encoders: one utterance at a time, failures become reasons.
+    """Shared loop of the audio and face encoders: one utterance at a time.
 
-    Subclasses implement ``_encode_one(u) -> (dim,)`` and raise :class:`EncodeSkip` (or
-    ``merc.media.MediaError``) with a one-line reason when an utterance has no usable input.
+    Subclasses implement ``_encode_one(u) -> (dim,)`` and raise one of the named
+    :class:`merc.errors.UnusableInput` kinds (missing or corrupt media — every ``merc.media.MediaError`` —, no
+    audio stream, too little speech, no face) with a one-line reason when an utterance has no usable input: that
+    utterance is absent, with its reason. Any other exception is a bug (in merc, a model, a decoder) and
+    propagates with its traceback, naming the utterance, instead of looking like missing data.
     ``torch_threads``: torch models on one small input at a time run faster on 1 thread (measured here:
     resemblyzer 0.43 s per clip with 1 thread, 4.5 s with 2 on the shared machine); set while encoding.
     """
@@ -210,8 +213,6 @@ class MediaEncoder(Encoder):
 
     def _encode_all(self, utterances: Sequence, progress: bool) -> EncodeResult:
         from tqdm.auto import tqdm
-
-        from merc.media.decode import MediaError
         utterances = list(utterances)
         res = EncodeResult.empty(len(utterances), self.dim)
         for i, u in enumerate(tqdm(utterances, desc=f"encode {self.name}", unit="utt", disable=not progress)):
@@ -221,26 +222,20 @@ class MediaEncoder(Encoder):
                     raise RuntimeError(f"encoder {self.name!r} returned shape {x.shape} for {u.utterance_id}, "
                                        f"expected ({self.dim},)")
                 if not np.isfinite(x).all():
-                    raise EncodeSkip(f"non-finite {self.name} features")
-            except (EncodeSkip, MediaError, ValueError) as e:  # bad input: absent, with its reason
+                    raise NonFiniteFeatures(f"non-finite {self.name} features")
+            except UnusableInput as e:  # an expected, named condition: absent, with its reason
                 res.reasons[i] = str(e) or type(e).__name__
                 continue
-            except (MissingDependencyError, KeyboardInterrupt, MemoryError):
+            except Exception as e:  # a bug: say which utterance, keep the traceback
+                if hasattr(e, "add_note"):
+                    e.add_note(f"while encoding utterance {u.utterance_id!r} with {self.name!r}")
                 raise
-            except Exception as e:  # a decoder/model crash on one clip must not kill the batch
-                log.warning("%s failed on %s: %s: %s", self.name, u.utterance_id, type(e).__name__, e)
-                res.reasons[i] = f"{type(e).__name__}: {e}"
-                continue
             res.X[i], res.present[i], res.reasons[i] = x, True, None
         return res
 
     @abstractmethod
     def _encode_one(self, u) -> np.ndarray:
         """One utterance -> (dim,)."""
-
-
-class EncodeSkip(Exception):
-    """This utterance has no usable input for the encoder (the message is the reason recorded)."""
 
 
 @dataclass

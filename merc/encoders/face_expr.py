@@ -41,8 +41,8 @@ from typing import Any
 
 import numpy as np
 
-from merc.encoders.base import EncodeSkip, MediaEncoder, _spec_found, media_key, media_segment, register_encoder
-from merc.errors import InputError, MissingDependencyError
+from merc.encoders.base import MediaEncoder, _spec_found, media_key, media_segment, register_encoder
+from merc.errors import InputError, MissingDependencyError, MissingMedia, NoFace
 from merc.io import file_digest
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ def without_face_choice(fingerprint: str) -> str:
 
 def crop_face(image: np.ndarray, box: Box, margin: float, *, min_side: int):
     """PIL crop of ``image`` (H, W, …) at ``box`` grown by ``margin`` of its width/height on every side, clipped
-    to the image; EncodeSkip when the clipped crop is narrower or shorter than ``min_side`` px."""
+    to the image; NoFace when the clipped crop is narrower or shorter than ``min_side`` px."""
     from PIL import Image
     x0, y0, x1, y1 = box
     mw, mh = margin * (x1 - x0), margin * (y1 - y0)
@@ -88,7 +88,7 @@ def crop_face(image: np.ndarray, box: Box, margin: float, *, min_side: int):
     a, b = max(0, int(round(x0 - mw))), max(0, int(round(y0 - mh)))
     c, d = min(w, int(round(x1 + mw))), min(h, int(round(y1 + mh)))
     if c - a < min_side or d - b < min_side:
-        raise EncodeSkip(f"face box {box} too small")
+        raise NoFace(f"face box {box} too small")
     return Image.fromarray(np.ascontiguousarray(image[b:d, a:c]))
 
 
@@ -144,10 +144,10 @@ class FaceFrameEncoder(MediaEncoder):
         if self.tracks is not None:
             t = self.tracks.get(u.utterance_id)
             if not t or not t.get("boxes"):
-                raise EncodeSkip("QC found no face track of the labelled speaker")
+                raise NoFace("QC found no face track of the labelled speaker")
             times, boxes = np.asarray(t.get("times") or [], float), t["boxes"]
             if len(times) != len(boxes):
-                raise EncodeSkip(f"speaker track of {u.utterance_id} has {len(boxes)} boxes but {len(times)} times")
+                raise NoFace(f"speaker track of {u.utterance_id} has {len(boxes)} boxes but {len(times)} times")
             out: list[Box | None] = []
             for f in frames:
                 j = int(np.argmin(np.abs(times - f.t))) if len(times) else -1
@@ -159,32 +159,32 @@ class FaceFrameEncoder(MediaEncoder):
     def _encode_one(self, u) -> np.ndarray:
         from merc.media.decode import load_frames
         if not u.video:
-            raise EncodeSkip(f"utterance {u.utterance_id} has no video file")
+            raise MissingMedia(f"utterance {u.utterance_id} has no video file")
         start, end = media_segment(u, u.video)
         frames = load_frames(u.video, fps=self.config.fps, start=start, end=end, max_frames=self.config.max_frames)
         boxes = self.boxes_for(u, frames)
         seen = [(f.image, b) for f, b in zip(frames, boxes) if b is not None]
         if not seen:
-            raise EncodeSkip(f"no face in 0/{len(frames)} sampled frames of {Path(u.video).name}")
+            raise NoFace(f"no face in 0/{len(frames)} sampled frames of {Path(u.video).name}")
         vecs = [v for v in (self._embed_face(img, box) for img, box in seen) if v is not None]
         if not vecs:  # the encoder's own model rejected every face the detector found
-            raise EncodeSkip(f"{self.name}: no usable face in the {len(seen)} frames of {Path(u.video).name} "
+            raise NoFace(f"{self.name}: no usable face in the {len(seen)} frames of {Path(u.video).name} "
                              "where a face was detected")
         return np.mean(np.stack(vecs), axis=0)
 
     def encode_image(self, image: np.ndarray, *, box: Box | None = None, name: str = "the image") -> np.ndarray:
         """One still image ``(H, W, 3)`` RGB or ``(H, W)`` grey -> ``(dim,)``: the face at ``box``, else the
-        largest detected face (EncodeSkip naming ``name`` when there is none). Face-emotion corpora of photos
+        largest detected face (NoFace naming ``name`` when there is none). Face-emotion corpora of photos
         use it (:mod:`merc.encoders.items`); it is the per-frame step of :meth:`_encode_one`."""
         from merc.encoders.face import _as_rgb
         img = _as_rgb(image)
         if box is None:
             box = _largest([d.box for d in self.detector.detect(img)])
             if box is None:
-                raise EncodeSkip(f"no face found in {name}")
+                raise NoFace(f"no face found in {name}")
         v = self._embed_face(img, box)
         if v is None:
-            raise EncodeSkip(f"{self.name}: no usable face in {name}")
+            raise NoFace(f"{self.name}: no usable face in {name}")
         return np.asarray(v, dtype=np.float32)
 
     def _embed_face(self, image: np.ndarray, box: Box) -> np.ndarray | None:

@@ -37,9 +37,9 @@ import numpy as np
 
 from merc.data.schema import Utterance
 from merc.data.unimodal.items import EmotionItem
-from merc.encoders.base import Encoder, EncodeResult, EncodeSkip, MediaEncoder, get_encoder, media_key
+from merc.encoders.base import Encoder, EncodeResult, MediaEncoder, get_encoder, media_key
 from merc.encoders.features import concat
-from merc.errors import ConfigError, an
+from merc.errors import ConfigError, CorruptMedia, MissingMedia, NoFace, an
 
 log = logging.getLogger(__name__)
 
@@ -59,16 +59,16 @@ def read_image(item: EmotionItem) -> np.ndarray:
     if item.pixels is not None:
         return np.asarray(item.pixels, dtype=np.uint8)
     if not item.media:
-        raise EncodeSkip(f"item {item.item_id} has no image file or pixels")
+        raise MissingMedia(f"item {item.item_id} has no image file or pixels")
     from PIL import Image, ImageOps
     p = Path(item.media)
     if not p.is_file():
-        raise EncodeSkip(f"missing file {p}")
+        raise MissingMedia(f"missing file {p}")
     try:
         with Image.open(p) as im:
             return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
     except (OSError, ValueError, SyntaxError) as e:  # PIL raises SyntaxError for some broken headers
-        raise EncodeSkip(f"not decodable: {p}: {e}") from None
+        raise CorruptMedia(f"not decodable: {p}: {e}") from None
 
 
 @dataclass
@@ -124,11 +124,11 @@ class ItemMediaEncoder(MediaEncoder):
         it = row.item
         if self.modality == "audio":
             if not it.media:
-                raise EncodeSkip(f"item {it.item_id} has no audio file")
+                raise MissingMedia(f"item {it.item_id} has no audio file")
             return self.inner._encode_one(self.utterance(it))
         image = read_image(it)
         if image.size == 0 or int(image.max()) == int(image.min()):
-            raise EncodeSkip(f"blank image (every pixel {int(image.flat[0]) if image.size else '-'}) "
+            raise NoFace(f"blank image (every pixel {int(image.flat[0]) if image.size else '-'}) "
                              f"of {it.item_id}")
         h, w = image.shape[:2]
         where = Path(it.media).name if it.pixels is None and it.media else it.item_id

@@ -18,11 +18,11 @@ from typing import Iterable
 
 import numpy as np
 
-from merc.errors import InputError, MissingDependencyError
+from merc.errors import CorruptMedia, MissingDependencyError, NonFiniteFeatures, TooLittleSpeech
 from merc.io import file_digest
 
 
-class AudioTooShortError(InputError):
+class AudioTooShortError(TooLittleSpeech):
     """The audio has too little speech (after silence trimming) to give a speaker embedding."""
 
 
@@ -88,7 +88,7 @@ class SpeakerEncoder:
             raise AudioTooShortError(f"audio too short for a speaker embedding: {seconds:.2f} s "
                                      f"< {self.config.min_speech_seconds} s")
         if not np.isfinite(wav).all():
-            raise ValueError("audio contains NaN or inf samples")
+            raise CorruptMedia("audio contains NaN or inf samples")
         rms = float(np.sqrt(np.mean(wav.astype(np.float64) ** 2)))
         if rms < self.config.silence_rms:
             raise AudioTooShortError(f"audio is silent (RMS {rms:.2g} over {seconds:.2f} s)")
@@ -104,7 +104,7 @@ class SpeakerEncoder:
         emb = self.model.embed_utterance(self.preprocess(wav, sr)).astype(np.float32)
         norm = float(np.linalg.norm(emb))
         if not np.isfinite(norm) or norm == 0.0:
-            raise ValueError("speaker encoder returned a zero or non-finite embedding")
+            raise NonFiniteFeatures("speaker encoder returned a zero or non-finite embedding")
         return emb / norm
 
     def embed_many(self, wavs: Iterable[np.ndarray], sr: int = 16000) -> np.ndarray:

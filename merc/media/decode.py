@@ -13,11 +13,20 @@ from pathlib import Path
 import av
 import numpy as np
 
-from merc.errors import ConfigError, InputError
+from merc.errors import ConfigError, CorruptMedia, MissingMedia, NoAudioStream
 
 
-class MediaError(InputError):
-    """A media file is missing, unreadable, or lacks what was asked for. The message names the file."""
+class MediaError(CorruptMedia):
+    """A media file is missing, unreadable, or lacks what was asked for. The message names the file. Encoders
+    treat it as an unusable input (:class:`merc.errors.UnusableInput`): the utterance is absent, with this reason."""
+
+
+class MediaMissingError(MediaError, MissingMedia):
+    """The media file does not exist or is empty."""
+
+
+class NoAudioStreamError(MediaError, NoAudioStream):
+    """The file has no audio stream, or the segment no audio samples."""
 
 
 @dataclass
@@ -43,9 +52,9 @@ class Frame:
 def _open(path: str | os.PathLike) -> av.container.InputContainer:
     p = Path(path)
     if not p.exists():
-        raise MediaError(f"missing file {p}")
+        raise MediaMissingError(f"missing file {p}")
     if p.stat().st_size == 0:
-        raise MediaError(f"empty file {p} (0 bytes)")
+        raise MediaMissingError(f"empty file {p} (0 bytes)")
     try:
         return av.open(str(p))
     except (av.FFmpegError, OSError, ValueError) as e:
@@ -142,7 +151,7 @@ def load_audio(path: str | os.PathLike, *, sr: int = 16000, start: float | None 
         raise MediaError(f"empty segment [{start}, {end}] requested from {path}")
     with _open(path) as c:
         if not c.streams.audio:
-            raise MediaError(f"no audio stream in {path}")
+            raise NoAudioStreamError(f"no audio stream in {path}")
         stream = c.streams.audio[0]
         chunks: list[np.ndarray] = []
         t0: float | None = None  # time of the first output sample
@@ -166,7 +175,7 @@ def load_audio(path: str | os.PathLike, *, sr: int = 16000, start: float | None 
         except (av.FFmpegError, ValueError) as e:
             raise MediaError(f"audio not decodable in {path}: {e}") from e
     if not chunks:
-        raise MediaError(f"no audio samples decoded from {path}")
+        raise NoAudioStreamError(f"no audio samples decoded from {path}")
     wav = np.concatenate(chunks).astype(np.float32, copy=False)
     t0 = t0 or 0.0
     total = len(wav)
