@@ -51,9 +51,9 @@ def corpus(tmp_path_factory, espeak):
 # encoder
 
 def test_encoder_embeds_and_rejects_silence() -> None:
-    from merc.encoders.speaker import AudioTooShortError, get_speaker_encoder
-    enc = get_speaker_encoder()
-    assert enc is get_speaker_encoder() and enc.dim == 256 and enc.fingerprint.startswith("resemblyzer-")
+    from merc.encoders.speaker import AudioTooShortError, get_speaker_embedder
+    enc = get_speaker_embedder()
+    assert enc is get_speaker_embedder() and enc.dim == 256 and enc.fingerprint.startswith("resemblyzer-")
     with pytest.raises(AudioTooShortError, match="silent"):
         enc.embed(np.zeros(16000, np.float32))
     with pytest.raises(AudioTooShortError, match="too short"):

@@ -110,8 +110,8 @@ class ResemblyzerEncoder(AudioEncoder):
 
     def __init__(self, config: AudioConfig | None = None):
         super().__init__(config)
-        from merc.encoders.speaker import get_speaker_encoder
-        self.speaker = get_speaker_encoder()
+        from merc.encoders.speaker import get_speaker_embedder
+        self.speaker = get_speaker_embedder()
 
     @classmethod
     def installed(cls) -> bool:

@@ -176,8 +176,11 @@ class FaceDetector:
         return sorted(out, key=lambda d: -d.score)
 
 
-class FaceEncoder:
-    """dlib 5-point alignment + ResNet descriptor: (image, box) -> (128,) identity embedding."""
+class FaceEmbedder:
+    """dlib 5-point alignment + ResNet descriptor: (image, box) -> (128,) identity embedding.
+
+    A model, not a stage-1 :class:`~merc.encoders.base.Encoder`: the ``dlib`` face encoder
+    (:class:`merc.encoders.face_expr.DlibFaceEncoder`) and the QC face check use it."""
 
     dim = 128
     name = "dlib-resnet-v1"
@@ -222,11 +225,11 @@ class FaceEncoder:
         return np.asarray([np.asarray(d) for d in desc], dtype=np.float32)
 
     def __repr__(self) -> str:
-        return f"FaceEncoder(name={self.name!r}, dim={self.dim})"
+        return f"FaceEmbedder(name={self.name!r}, dim={self.dim})"
 
 
 _DETECTORS: dict[tuple, FaceDetector] = {}
-_ENCODER: FaceEncoder | None = None
+_ENCODER: FaceEmbedder | None = None
 _LOCK = threading.Lock()
 
 
@@ -240,24 +243,24 @@ def get_face_detector(config: FaceDetectorConfig | None = None) -> FaceDetector:
         return _DETECTORS[key]
 
 
-def get_face_encoder() -> FaceEncoder:
+def get_face_embedder() -> FaceEmbedder:
     """The process-wide face encoder."""
     global _ENCODER
     with _LOCK:
         if _ENCODER is None:
-            _ENCODER = FaceEncoder()
+            _ENCODER = FaceEmbedder()
         return _ENCODER
 
 
 def detect_and_embed(image: np.ndarray, *, detector: FaceDetector | None = None,
-                     encoder: FaceEncoder | None = None) -> list[FaceObs]:
+                     encoder: FaceEmbedder | None = None) -> list[FaceObs]:
     """Every face in ``image``: box (original coordinates), detector score, 128-d descriptor.
 
     When the detector upscales a small image, descriptors are computed on the upscaled image too
     (dlib's ResNet works on 150 px aligned chips; a 25 px face gives a poor descriptor otherwise).
     """
     detector = detector or get_face_detector()
-    encoder = encoder or get_face_encoder()
+    encoder = encoder or get_face_embedder()
     img = _as_rgb(image)
     dets = detector.detect(img)
     if not dets:

@@ -203,8 +203,8 @@ class DlibFaceEncoder(FaceFrameEncoder):
 
     def __init__(self, config: FaceFrameConfig | None = None, **kw):
         super().__init__(config, **kw)
-        from merc.encoders.face import get_face_encoder
-        self.encoder = get_face_encoder()
+        from merc.encoders.face import get_face_embedder
+        self.encoder = get_face_embedder()
 
     @classmethod
     def installed(cls) -> bool:

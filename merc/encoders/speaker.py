@@ -5,7 +5,7 @@ resemblyzer 0.1.4 (``VoiceEncoder``, ``preprocess_wav``). See docs/offline-model
 for installation
 (``resemblyzer --no-deps`` + ``webrtcvad-wheels`` + ``librosa``).
 
-``get_speaker_encoder()`` returns one process-wide instance; the network loads on first use.
+``get_speaker_embedder()`` returns one process-wide instance; the network loads on first use.
 Audio that is too short or holds no speech raises :class:`AudioTooShortError`, whose message the
 QC check reports as the reason.
 """
@@ -27,7 +27,7 @@ class AudioTooShortError(TooLittleSpeech):
 
 
 @dataclass
-class SpeakerEncoderConfig:
+class SpeakerEmbedderConfig:
     min_speech_seconds: float = 0.3  # speech left after resemblyzer's VAD trimming
     silence_rms: float = 1e-4  # below this RMS the input is treated as silent
     device: str = "cpu"
@@ -50,14 +50,17 @@ def _require_resemblyzer():
 # classes
 
 
-class SpeakerEncoder:
-    """Frozen resemblyzer ``VoiceEncoder`` on CPU: audio (float mono) -> L2-normalised 256-d vector."""
+class SpeakerEmbedder:
+    """Frozen resemblyzer ``VoiceEncoder`` on CPU: audio (float mono) -> L2-normalised 256-d vector.
+
+    A model, not a stage-1 :class:`~merc.encoders.base.Encoder`: the ``resemblyzer`` audio encoder
+    (:class:`merc.encoders.audio.ResemblyzerEncoder`) and the QC speaker check use it."""
 
     dim = 256
     name = "resemblyzer"
 
-    def __init__(self, config: SpeakerEncoderConfig | None = None):
-        self.config = config or SpeakerEncoderConfig()
+    def __init__(self, config: SpeakerEmbedderConfig | None = None):
+        self.config = config or SpeakerEmbedderConfig()
         self._model = None
         self._lock = threading.Lock()
         self._fingerprint: str | None = None
@@ -118,17 +121,17 @@ class SpeakerEncoder:
         return np.stack(out) if out else np.zeros((0, self.dim), np.float32)
 
     def __repr__(self) -> str:
-        return f"SpeakerEncoder(name={self.name!r}, dim={self.dim}, device={self.config.device!r})"
+        return f"SpeakerEmbedder(name={self.name!r}, dim={self.dim}, device={self.config.device!r})"
 
 
-_INSTANCE: SpeakerEncoder | None = None
+_INSTANCE: SpeakerEmbedder | None = None
 _INSTANCE_LOCK = threading.Lock()
 
 
-def get_speaker_encoder() -> SpeakerEncoder:
+def get_speaker_embedder() -> SpeakerEmbedder:
     """The process-wide speaker encoder (the model itself loads lazily on first ``embed``)."""
     global _INSTANCE
     with _INSTANCE_LOCK:
         if _INSTANCE is None:
-            _INSTANCE = SpeakerEncoder()
+            _INSTANCE = SpeakerEmbedder()
         return _INSTANCE

@@ -86,10 +86,10 @@ class FaceCheck:
 
     def _get_models(self):
         if self._models is None:
-            from merc.encoders.face import FaceDetectorConfig, TrackerConfig, get_face_detector, get_face_encoder
+            from merc.encoders.face import FaceDetectorConfig, TrackerConfig, get_face_detector, get_face_embedder
             c = self.config
             det = get_face_detector(FaceDetectorConfig(backend=c.detector, upsample=c.upsample, min_score=c.min_score))
-            self._models = (det, get_face_encoder(),
+            self._models = (det, get_face_embedder(),
                             TrackerConfig(min_iou=c.min_iou, link_distance=c.link_distance, max_gap=c.max_gap))
         return self._models
 

@@ -159,8 +159,8 @@ class SpeakerIdentityCheck:
     @property
     def encoder(self):
         if self._encoder is None:
-            from merc.encoders.speaker import get_speaker_encoder
-            self._encoder = get_speaker_encoder()
+            from merc.encoders.speaker import get_speaker_embedder
+            self._encoder = get_speaker_embedder()
         return self._encoder
 
     # phase 1

@@ -170,9 +170,9 @@ class VoiceEmbedder:
     """Region audio -> :class:`RegionVoice` with merc's speaker encoder (resemblyzer)."""
 
     def __init__(self, config: DiarizeConfig | None = None):
-        from merc.encoders.speaker import get_speaker_encoder
+        from merc.encoders.speaker import get_speaker_embedder
         self.config = config or DiarizeConfig()
-        self.encoder = get_speaker_encoder()
+        self.encoder = get_speaker_embedder()
 
     def __call__(self, region: Region, wav: np.ndarray) -> RegionVoice:
         """wav: (samples,) float32 at 16 kHz, the region's audio. One pass of the network: the partial windows
