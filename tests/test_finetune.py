@@ -122,8 +122,14 @@ def test_resume_after_interruption_equals_uninterrupted(tmp_path):
     assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-5
     with pytest.raises(ValueError, match="different fine-tuning config"):
         (tmp_path / "cut2").mkdir()
-        torch.save({"config": {}, "labels": []}, tmp_path / "cut2" / CHECKPOINT)
+        torch.save({"config": {}, "labels": [], "state": "{}"}, tmp_path / "cut2" / CHECKPOINT)
         finetune_text_encoder(corpus, tmp_path / "cut2", cfg, progress=False)
+    # a checkpoint of the format before (training state pickled with numpy scalars) is refused, not unpickled
+    import numpy as np
+    (tmp_path / "cut3").mkdir()
+    torch.save({"config": {}, "labels": [], "state": {"best": np.float64(0.5)}}, tmp_path / "cut3" / CHECKPOINT)
+    with pytest.raises(ValueError, match="older merc .* restart"):
+        finetune_text_encoder(corpus, tmp_path / "cut3", cfg, progress=False)
 
 
 def test_refuses_a_non_empty_folder(tmp_path):

@@ -36,6 +36,7 @@ Cost on the 2-core CPU machine: see benchmarks/results/finetune/finetune_mpnet-m
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -70,6 +71,13 @@ from merc.objectives.distill import distillation_loss
 
 log = logging.getLogger(__name__)
 CHECKPOINT = ".checkpoint.pt"
+
+
+def _plain(o: Any) -> Any:
+    """numpy scalars (sklearn's scores) as Python numbers for the checkpoint's JSON state."""
+    if hasattr(o, "item"):
+        return o.item()
+    raise TypeError(f"{type(o).__name__} is not JSON serialisable")
 
 # helpers
 
@@ -393,7 +401,15 @@ def finetune_text_encoder(corpus: Corpus, out_dir: str | Path, config: FinetuneC
     state = {"epoch": 0, "step": 0, "history": [], "best": -1.0, "best_epoch": 0, "seconds": 0.0}
     ck = out / CHECKPOINT
     if ck.is_file():
-        saved = torch.load(ck, map_location="cpu", weights_only=False)
+        import pickle
+        try:  # tensors and plain types only: a checkpoint cannot run code when it is read
+            saved = torch.load(ck, map_location="cpu", weights_only=True)
+            if not isinstance(saved.get("state"), str):
+                raise pickle.UnpicklingError("training state is not JSON")
+        except (pickle.UnpicklingError, RuntimeError, AttributeError) as e:
+            raise IncompatibleRunError(f"{ck} was written by an older merc (or is damaged: {type(e).__name__}) and "
+                                       "cannot be resumed; delete it (or the folder) to restart the fine-tuning") from e
+        saved["state"] = json.loads(saved["state"])
         if not config.same_as(saved["config"]) or saved["labels"] != corpus.labels:
             raise IncompatibleRunError(f"{ck} was written by a different fine-tuning config or label set; "
                              "delete it (or the folder) to start over")
@@ -410,7 +426,8 @@ def finetune_text_encoder(corpus: Corpus, out_dir: str | Path, config: FinetuneC
         with atomic_writer(ck) as f:
             torch.save({"config": asdict(config), "labels": corpus.labels, "st": st.state_dict(),
                         "head": model.head.state_dict(), "opt": opt.state_dict(),
-                        "sched": sched.state_dict(), "rng": torch.get_rng_state(), "state": state}, f)
+                        "sched": sched.state_dict(), "rng": torch.get_rng_state(),
+                        "state": json.dumps(state, default=_plain)}, f)  # loss history etc. as JSON
 
     def save_best(dev_scores: dict[str, Any]) -> None:
         tmp = Path(tempfile.mkdtemp(dir=out, prefix=".best-"))
