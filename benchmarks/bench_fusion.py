@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from merc.data import load_corpus  # noqa: E402
-from merc.io import atomic_write_text, provenance, provenance_markdown, write_json  # noqa: E402
+from merc.io import provenance, provenance_markdown  # noqa: E402
 from merc.models.dialogue import DialogueConfig  # noqa: E402
 from merc.models.linear import LinearConfig  # noqa: E402
 from merc.models.matav import MatavConfig  # noqa: E402
@@ -37,7 +37,7 @@ from merc.training.features import DEFAULT_ENCODERS  # noqa: E402
 from merc.training.trainer import TrainConfig  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, pm  # noqa: E402
+from _common import atomic_write_text, pm, write_json  # noqa: E402  (machine paths made portable)
 
 OUT = ROOT / "benchmarks" / "results" / "fusion"
 MODALITY_SETS = ["text", "audio", "face", "text,audio", "text,face", "text,audio,face"]
@@ -94,6 +94,8 @@ def run_cell(corpus, setting: str, root: str, row: str, mods: str, seeds: int, w
     res = {"setting": setting, "row": row, "modalities": mods, "seeds": summary["seeds"], "dev": summary["dev"],
            "test": summary["test"], "extraction": summary.get("extraction"),
            "train_seconds": summary["train_seconds"], "seconds": round(time.time() - t0, 1),
+           "commit": summary["provenance"].get("git_commit", "")[:7] + ("+dirty" if summary["provenance"].get(
+               "git_dirty") else ""),
            "model_config": {k: v for k, v in vars(model_config).items() if k != "input_dims"},
            "train_config": vars(train_config), "date": time.strftime("%Y-%m-%d %H:%M")}
     write_json(part, res)
@@ -109,7 +111,7 @@ def report(results: list[dict], args, prov: dict) -> str:
     rows = [r for r in args.rows.split(",") if r in ROWS or r in ABLATIONS]
     title = {k: v[0] for k, v in {**ROWS, **ABLATIONS}.items()}
     lines = ["# Fusion against the linear probe on the generated multimodal corpora (issue #32)", "",
-             provenance_markdown(prov), f"- machine: {machine()}", "",
+             provenance_markdown(prov), "",
              f"Command: `.venv/bin/python benchmarks/bench_fusion.py --signal $MM_DATA/{Path(args.signal).name} "
              f"--control $MM_DATA/{Path(args.control).name} --seeds {args.seeds} --rows {args.rows} "
              f"--settings {args.settings} --text-encoders {','.join(args.encoders['text'])} --audio-encoders "
@@ -122,6 +124,9 @@ def report(results: list[dict], args, prov: dict) -> str:
              f"Each cell: {args.seeds} seeds, dev-selected (early stopping; C for the probe), test scored once; "
              "test weighted F1 mean ± std (%). The probe is deterministic (L-BFGS): it is fitted once (± 0.00). "
              "Δ = row − probe on the same features.", "",
+             "Cells trained at commit(s) " + ", ".join(f"`{c}`" for c in sorted({r.get("commit", "?")
+                                                                              for r in results}))
+             + " (`+dirty`: the checkout held this script's own earlier report, nothing else).", "",
              "What it can answer: does a fusion model use a modality when it carries information, at least as "
              "well as a linear model? It says nothing about real-world multimodal accuracy.", ""]
     for setting in [s for s in ("signal", "control") if s in args.settings.split(",")]:
@@ -147,8 +152,8 @@ def report(results: list[dict], args, prov: dict) -> str:
             lines.append(f"| {mods} | " + " | ".join(pm(by[(setting, r, mods)]["dev"]["weighted_f1"])
                                                      if (setting, r, mods) in by else "—" for r in rows) + " |")
         lines.append("")
-    for row in rows:
-        cfgs = [r for r in results if r["row"] == row]
+    for row in rows:  # a cell trained with this row's settings (not one that reused the old row's runs)
+        cfgs = [r for r in results if r["row"] == row and "same_as" not in r]
         if cfgs:
             lines.append(f"- `{row}` settings: model {json.dumps(cfgs[0]['model_config'])}; "
                          f"training {json.dumps(cfgs[0]['train_config'])}")
