@@ -56,6 +56,8 @@ ABLATIONS = {
                   DialogueConfig(kind="mamba", utterance_logits=True), TrainConfig(min_steps=RESIDUAL_MIN_STEPS)),
     "mamba-lp25": ("Mamba, residual fusion but 25 epochs (`--fusion residual --min-steps 0`)",
                    DialogueConfig(kind="mamba", utterance_logits=True), TrainConfig(probe_init=True)),
+    "matav-residual": ("MaTAV, `--fusion residual`", MatavConfig(utterance_logits=True),
+                       TrainConfig(probe_init=True, min_steps=RESIDUAL_MIN_STEPS)),
 }
 
 

@@ -170,6 +170,9 @@ def test_fusion_defaults_by_run():
     assert mc.utterance_logits and tc.probe_init and tc.min_steps == RESIDUAL_MIN_STEPS
     assert fusion_defaults(DialogueConfig(), TrainConfig(), ["audio"], min_steps=0)[1].min_steps == 0
     assert fusion_defaults(LinearConfig(), TrainConfig(), ["audio"]) == (LinearConfig(), TrainConfig())
+    from merc.models.matav import MatavConfig  # MaTAV keeps its own fusion unless asked (measured: see defaults)
+    assert fusion_defaults(MatavConfig(), TrainConfig(), ["text", "audio"]) == (MatavConfig(), TrainConfig())
+    assert fusion_defaults(MatavConfig(), TrainConfig(), ["audio"], mode="residual")[0].utterance_logits
 
 
 @pytest.mark.slow
