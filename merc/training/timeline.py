@@ -119,10 +119,12 @@ def _draw(conversation: Conversation, probs: np.ndarray, labels: Sequence[str], 
 
 def write_timelines(conversation: Conversation, probs: np.ndarray, labels: Sequence[str], folder: str | Path,
                     stem: str, *, per_page: int = PER_PAGE,
-                    present: Mapping[str, np.ndarray] | None = None) -> list[Path]:
+                    present: Mapping[str, np.ndarray] | None = None, draw=None) -> list[Path]:
     """Write the timeline of one conversation (probs: (n_utterances, n_classes)) as one or more pages under
     ``folder``; returns the paths in page order. ``present[m]`` ((n_utterances,) bool) marks which utterances
-    had modality m."""
+    had modality m. ``draw(conversation, page_probs, labels, first, title, page_size, page_present) -> PNG
+    bytes`` renders one page (default: utterances on the x axis; ``merc.training.turns``: a time axis)."""
+    draw = draw or _draw
     n = len(conversation.utterances)
     if n == 0 or len(probs) != n:
         raise ValueError(f"conversation {conversation.conversation_id!r}: {n} utterances, {len(probs)} predictions")
@@ -139,6 +141,6 @@ def write_timelines(conversation: Conversation, probs: np.ndarray, labels: Seque
         if pages > 1:
             title += f" (page {p + 1}/{pages}: utterances {lo}–{hi - 1} of {n})"
         page_present = {m: np.asarray(v, bool)[lo:hi] for m, v in (present or {}).items()}
-        png = _draw(conversation, probs[lo:hi], labels, lo, title, per_page if pages > 1 else n, page_present)
+        png = draw(conversation, probs[lo:hi], labels, lo, title, per_page if pages > 1 else n, page_present)
         paths.append(atomic_write_bytes(_inside(folder, folder / name), png))
     return paths

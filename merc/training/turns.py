@@ -18,9 +18,8 @@ import numpy as np  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
 from merc.data.schema import Conversation  # noqa: E402
-from merc.io import atomic_write_bytes  # noqa: E402
 from merc.training.plots import emotion_colour as _colour  # noqa: E402
-from merc.training.timeline import DPI, MODALITY_COLOURS, PER_PAGE, _inside  # noqa: E402
+from merc.training.timeline import DPI, MODALITY_COLOURS, PER_PAGE, write_timelines  # noqa: E402
 
 
 def has_times(conversation: Conversation) -> bool:
@@ -78,26 +77,16 @@ def turn_figure(conversation: Conversation, probs: np.ndarray, labels: Sequence[
 def write_turn_timelines(conversation: Conversation, probs: np.ndarray, labels: Sequence[str], folder: str | Path,
                          stem: str, *, per_page: int = PER_PAGE,
                          present: Mapping[str, np.ndarray] | None = None) -> list[Path]:
-    """Write the time-axis timeline of one recording's conversation; returns the page paths in order."""
-    n = len(conversation.utterances)
-    if n == 0 or len(probs) != n:
-        raise ValueError(f"conversation {conversation.conversation_id!r}: {n} utterances, {len(probs)} predictions")
-    if per_page < 1:
-        raise ValueError(f"per_page must be >= 1, got {per_page}")
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    pages = max(1, -(-n // per_page))
-    paths = []
-    for p in range(pages):
-        lo, hi = p * per_page, min(n, (p + 1) * per_page)
-        name = f"{stem}_timeline.png" if pages == 1 else f"{stem}_timeline_p{p + 1:02d}.png"
-        title = f"emotion timeline — {conversation.conversation_id}"
-        if pages > 1:
-            title += f" (page {p + 1}/{pages}: utterances {lo}–{hi - 1} of {n})"
-        page_present = {m: np.asarray(v, bool)[lo:hi] for m, v in (present or {}).items()}
-        fig = turn_figure(conversation, probs[lo:hi], labels, lo, title, page_present)
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
-        plt.close(fig)
-        paths.append(atomic_write_bytes(_inside(folder, folder / name), buf.getvalue()))
-    return paths
+    """Write the time-axis timeline of one recording's conversation; returns the page paths in order (the pages
+    and their names as ``merc.training.timeline.write_timelines``)."""
+    return write_timelines(conversation, probs, labels, folder, stem, per_page=per_page, present=present,
+                           draw=_turn_png)
+
+
+def _turn_png(conversation: Conversation, probs: np.ndarray, labels: Sequence[str], first: int, title: str,
+              page_size: int, present: Mapping[str, np.ndarray]) -> bytes:
+    fig = turn_figure(conversation, probs, labels, first, title, present)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
