@@ -73,7 +73,7 @@ def test_teacher_logits_are_its_classifier_and_cached(teacher, tmp_path):
         ref = clf.logits(enc.texts_for([by_id[i] for i in ids])).numpy()
     assert X.shape == (len(ids), 2) and np.allclose(X, ref, atol=1e-4)
     assert (X.argmax(1) == [int(by_id[i].emotion == "joy") for i in ids]).mean() > 0.9
-    assert len(list((tmp_path / "c").rglob("features.safetensors"))) == 1  # the pass is cached …
+    assert len(list((tmp_path / "c").rglob("rows.safetensors"))) == 1  # the pass is stored …
     again = teacher_features(teacher, corpus, "train", cache_dir=tmp_path / "c", progress=False).take(ids)
     assert np.array_equal(X, again)  # … and read back
     with pytest.raises(IncompatibleRunError, match="labels"):
