@@ -11,7 +11,8 @@ of 65 steps are already more). ``auto`` (the default): ``residual`` when a dialo
 transformer, mlp) run uses audio or faces, ``plain`` for text alone, whose MELD figures were measured and tuned
 with it, with stage-2 adapters (their model wraps the dialogue model: the probe would see other inputs than the
 path it initialises), and for MaTAV, whose cross-attention fusion already beat the probe where it was measured
-and lost 2 points with ``residual`` (audio: 66.84 ± 0.98 plain, 64.84 ± 2.82 residual, probe 62.79).
+and lost 1.5–2 points with ``residual`` on audio and text + audio (66.84 → 64.84, 69.52 → 68.05; it gained
+on face alone, 82.52 → 84.46; ``benchmarks/results/fusion/``).
 
 Measured on the generated multimodal corpus (``benchmarks/results/fusion/``): with ``plain``, the Mamba model
 scored below a logistic regression on the same eGeMAPS features; ``residual`` starts from that probe and is
