@@ -58,10 +58,8 @@ class DialogueConfig:
     expand: int = 2
     n_heads: int = 4  # transformer
     # fusion (issue #32): a per-utterance linear classifier per modality whose logits are added to the context
-    # head's (merc.models.fusion.UtteranceLogits); input_dropout: dropout of the per-modality input
-    # projections (None = ``dropout``)
+    # head's (merc.models.fusion.UtteranceLogits)
     utterance_logits: bool = False
-    input_dropout: float | None = None
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -152,16 +150,15 @@ class DialogueModel(nn.Module):
     def __init__(self, config: DialogueConfig):
         super().__init__()
         self.config = c = config
-        p_in = c.dropout if c.input_dropout is None else c.input_dropout
         self.inputs = nn.ModuleDict({m: nn.Sequential(nn.Linear(dim, c.d_model), nn.LayerNorm(c.d_model),
-                                                      nn.Dropout(p_in))
+                                                      nn.Dropout(c.dropout))
                                      for m, dim in c.input_dims.items()})
         self.absent = nn.ParameterDict({m: nn.Parameter(torch.zeros(c.d_model)) for m in c.input_dims})
         self.speaker = nn.Embedding(c.max_speakers, c.d_model)
         nn.init.normal_(self.speaker.weight, std=0.02)
         self.context = CONTEXTS[c.kind](c)
         self.head = nn.Sequential(nn.LayerNorm(c.d_model), nn.Dropout(c.dropout), nn.Linear(c.d_model, c.n_classes))
-        self.utterance = UtteranceLogits(c.input_dims, c.n_classes, dropout=p_in) if c.utterance_logits else None
+        self.utterance = UtteranceLogits(c.input_dims, c.n_classes, dropout=c.dropout) if c.utterance_logits else None
 
     def forward(self, feats: dict[str, Tensor], speakers: Tensor, mask: Tensor,
                 present: dict[str, Tensor] | None = None, *, return_hidden: bool = False

@@ -18,6 +18,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from scipy.special import softmax
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score, log_loss
@@ -89,7 +90,7 @@ def fit_probe(model: LinearProbe, train: Sequence[Dialogue], dev: Sequence[Dialo
             log.warning("linear probe: L-BFGS stopped at max_iter=%d for C=%g before converging",
                         model.config.max_iter, C)
         W, b = _full_weights(clf, n_classes)
-        pdev, ptrain = _softmax(Xdv @ W.T + b), _softmax(Xtr @ W.T + b)
+        pdev, ptrain = softmax(Xdv @ W.T + b, axis=1), softmax(Xtr @ W.T + b, axis=1)
         row = {"epoch": i, "C": C,
                "train_loss": float(log_loss(ytr, ptrain, labels=range(n_classes))),
                "dev_loss": float(log_loss(ydv, pdev, labels=range(n_classes))),
@@ -119,12 +120,6 @@ def _full_weights(clf: LogisticRegression, n_classes: int) -> tuple[np.ndarray, 
     b = np.full(n_classes, UNSEEN_LOGIT)
     W[clf.classes_], b[clf.classes_] = coef, icpt
     return W, b
-
-
-def _softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(1, keepdims=True)
 
 
 def init_from_probe(model: torch.nn.Module, train: Sequence[Dialogue], dev: Sequence[Dialogue],
