@@ -17,8 +17,9 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("hyper-parameter search (--search)")
     g.add_argument("--search", action="store_true",
                    help="first train a handful of configurations (the default grid: one change at a time to lr, "
-                        "dropout, d_model, layers, class weights, loss) on train, score them on dev only, print "
-                        "the table (OUT/search.md, search.json), then train the dev-best as the run in --out")
+                        "dropout, d_model, layers, class weights, loss, and the other --fusion) on train, score "
+                        "them on dev only, print the table (OUT/search.md, search.json), "
+                        "then train the dev-best as the run in --out")
     g.add_argument("--search-grid", default=None, metavar="FILE.json",
                    help="a JSON list of configurations replacing the default grid, e.g. "
                         '[{}, {"lr": 0.001}, {"d_model": 256, "dropout": 0.3}]; keys: model or training settings')
