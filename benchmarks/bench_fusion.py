@@ -58,6 +58,11 @@ ABLATIONS = {
                    DialogueConfig(kind="mamba", utterance_logits=True), TrainConfig(probe_init=True)),
     "matav-residual": ("MaTAV, `--fusion residual`", MatavConfig(utterance_logits=True),
                        TrainConfig(probe_init=True, min_steps=RESIDUAL_MIN_STEPS)),
+    "mamba-stacked": ("Mamba, `--fusion stacked` (context on out-of-fold probe logits)",
+                      DialogueConfig(kind="mamba", utterance_logits=True, stacked=True),
+                      TrainConfig(probe_init=True, min_steps=RESIDUAL_MIN_STEPS)),
+    "matav-stacked": ("MaTAV, `--fusion stacked`", MatavConfig(utterance_logits=True, stacked=True),
+                      TrainConfig(probe_init=True, min_steps=RESIDUAL_MIN_STEPS)),
 }
 
 

@@ -60,10 +60,15 @@ class DialogueConfig:
     # fusion (issue #32): a per-utterance linear classifier per modality whose logits are added to the context
     # head's (merc.models.fusion.UtteranceLogits)
     utterance_logits: bool = False
+    # stacked fusion: that path is a frozen probe, and the context model also reads its class probabilities
+    # (trained on out-of-fold probe logits: merc.training.stacking)
+    stacked: bool = False
 
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ConfigError(f"unknown dialogue model kind {self.kind!r}; choose one of {KINDS}")
+        if self.stacked and not self.utterance_logits:
+            raise ConfigError("stacked fusion needs the per-utterance path (utterance_logits=True)")
         if not self.input_dims:
             raise ConfigError("input_dims is empty: give at least one modality, e.g. {'text': 768}")
 
@@ -159,26 +164,39 @@ class DialogueModel(nn.Module):
         self.context = CONTEXTS[c.kind](c)
         self.head = nn.Sequential(nn.LayerNorm(c.d_model), nn.Dropout(c.dropout), nn.Linear(c.d_model, c.n_classes))
         self.utterance = UtteranceLogits(c.input_dims, c.n_classes, dropout=c.dropout) if c.utterance_logits else None
+        self.probe_in = None
+        if c.stacked:  # the probe's class probabilities as one more input of the context model, silent at first
+            self.utterance.requires_grad_(False)
+            self.probe_in = nn.Linear(c.n_classes, c.d_model)
+            nn.init.zeros_(self.probe_in.weight)
+            nn.init.zeros_(self.probe_in.bias)
 
     def forward(self, feats: dict[str, Tensor], speakers: Tensor, mask: Tensor,
-                present: dict[str, Tensor] | None = None, *, return_hidden: bool = False
-                ) -> Tensor | tuple[Tensor, Tensor]:
+                present: dict[str, Tensor] | None = None, *, return_hidden: bool = False,
+                utt_logits: Tensor | None = None) -> Tensor | tuple[Tensor, Tensor]:
         """feats[m] (batch, seq_len, input_dims[m]), speakers (batch, seq_len) long, mask (batch, seq_len) bool
         True = real utterance, present[m] (batch, seq_len) bool True = the utterance has modality m (None, or a
         modality missing from the dict: every utterance has it) -> logits (batch, seq_len, n_classes). Logits
         at padded positions are meaningless; mask them out of the loss. ``return_hidden``: also the context
         encoder's output, the classifier's input, (batch, seq_len, d_model) (for representation losses,
-        ``merc.objectives.supcon``); the logits are the same either way."""
+        ``merc.objectives.supcon``); the logits are the same either way. ``utt_logits`` (batch, seq_len,
+        n_classes): per-utterance logits to use instead of the path's own (stacked fusion trains on out-of-fold
+        probe logits; ``merc.training.stacking``)."""
         missing = [m for m in self.inputs if m not in feats]
         if missing:
             raise KeyError(f"feats has no {missing}; this model was built for modalities {list(self.inputs)}")
         x = sum(self._project(m, feats[m], None if present is None else present.get(m)) for m in self.inputs)
         x = x + self.speaker(speakers.clamp(0, self.config.max_speakers - 1))  # (batch, seq_len, d_model)
+        utt = None
+        if self.utterance is not None:                                          # per-utterance evidence
+            utt = utt_logits if utt_logits is not None else self.utterance(feats, present)  # (batch, seq_len, K)
+        if self.probe_in is not None:                                           # stacked: the probe's beliefs
+            x = x + self.probe_in(utt.detach().to(x.dtype).softmax(-1))         # (batch, seq_len, d_model)
         x = x * mask[..., None]                                                 # padded utterances carry nothing
         h = self.context(x, mask)                                               # (batch, seq_len, d_model)
         logits = self.head(h)                                                   # (batch, seq_len, n_classes)
-        if self.utterance is not None:                                          # + per-utterance evidence
-            logits = logits + self.utterance(feats, present)
+        if utt is not None:
+            logits = logits + utt
         return (logits, h) if return_hidden else logits
 
     def _project(self, m: str, f: Tensor, present: Tensor | None) -> Tensor:

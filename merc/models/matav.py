@@ -84,10 +84,13 @@ class MatavConfig:
     mec_symmetric: bool = True    # add s(A, T′), s(V, A′), s(V, T′) (each pair averaged), see contrastive.py
     mec_in_batch_negatives: bool = True  # ALBEF: the batch's other momentum keys are negatives too
     utterance_logits: bool = False  # + a per-utterance linear classifier per modality (merc.models.fusion)
+    stacked: bool = False  # that path frozen, its probabilities an input of the Mamba (merc.training.stacking)
 
     def __post_init__(self):
         if self.kind != "matav":
             raise ConfigError(f"MatavConfig.kind must be 'matav', got {self.kind!r}")
+        if self.stacked and not self.utterance_logits:
+            raise ConfigError("stacked fusion needs the per-utterance path (utterance_logits=True)")
         unknown = [m for m in self.input_dims if m not in MODALITIES]
         if not self.input_dims or unknown:
             raise ConfigError(f"MaTAV modalities must be a non-empty subset of {MODALITIES}; "
@@ -187,6 +190,12 @@ class MatavModel(nn.Module):
         self.head = nn.Sequential(nn.LayerNorm(c.d_mamba), nn.Dropout(c.dropout), nn.Linear(c.d_mamba, c.n_classes))
         self.utterance = (UtteranceLogits({m: c.input_dims[m] for m in mods}, c.n_classes, dropout=c.dropout)
                           if c.utterance_logits else None)
+        self.probe_in = None
+        if c.stacked:  # the probe's class probabilities as one more input of the dialogue model, silent at first
+            self.utterance.requires_grad_(False)
+            self.probe_in = nn.Linear(c.n_classes, c.d_mamba)
+            nn.init.zeros_(self.probe_in.weight)
+            nn.init.zeros_(self.probe_in.bias)
         self.momentum: MomentumEncoder | None = None
         self.queues: nn.ModuleDict | None = None
         if c.has_mec:
@@ -230,34 +239,41 @@ class MatavModel(nn.Module):
         x = self.ln_cross(x).reshape(B, T, M * D)                           # (batch, seq_len, M·d_model) = [t‖a‖v]
         return self.merge(x)                                                # (batch, seq_len, d_model)
 
-    def classify(self, f: Tensor, speakers: Tensor, mask: Tensor) -> Tensor:
-        """f (batch, seq_len, d_model) -> logits (batch, seq_len, n_classes)."""
+    def classify(self, f: Tensor, speakers: Tensor, mask: Tensor, utt: Tensor | float = 0.0) -> Tensor:
+        """f (batch, seq_len, d_model), per-utterance logits ``utt`` -> logits (batch, seq_len, n_classes)."""
         x = self.fc(f) + self.speaker(speakers.clamp(0, self.config.max_speakers - 1))  # (batch, seq_len, d_mamba)
+        if self.probe_in is not None:                                       # stacked: the probe's beliefs
+            x = x + self.probe_in(utt.detach().to(x.dtype).softmax(-1))     # (batch, seq_len, d_mamba)
         x = x * mask[..., None]                                             # padded utterances carry nothing
         if self.context is not None:
             x = self.context(x, mask)                                       # (batch, seq_len, d_mamba)
-        return self.head(x)                                                 # (batch, seq_len, n_classes)
+        return self.head(x) + utt                                           # (batch, seq_len, n_classes)
 
-    def evidence(self, x: dict[str, Tensor], valid: dict[str, Tensor]) -> Tensor | float:
-        """Per-utterance logits (batch, seq_len, n_classes) of ``merc.models.fusion`` (0 when not configured)."""
-        return 0.0 if self.utterance is None else self.utterance(x, valid)
+    def evidence(self, x: dict[str, Tensor], valid: dict[str, Tensor], utt_logits: Tensor | None = None
+                 ) -> Tensor | float:
+        """Per-utterance logits (batch, seq_len, n_classes) of ``merc.models.fusion`` (0 when not configured);
+        ``utt_logits`` replace the path's own (stacked fusion's out-of-fold logits in training)."""
+        if self.utterance is None:
+            return 0.0
+        return utt_logits if utt_logits is not None else self.utterance(x, valid)
 
     # the model
 
     def forward(self, feats: dict[str, Tensor], speakers: Tensor, mask: Tensor,
-                present: dict[str, Tensor] | None = None) -> Tensor:
+                present: dict[str, Tensor] | None = None, *, utt_logits: Tensor | None = None) -> Tensor:
         """feats[m] (batch, seq_len, input_dims[m]), speakers (batch, seq_len) long, mask (batch, seq_len) bool
         True = real utterance, present[m] (batch, seq_len) bool or None -> logits (batch, seq_len, n_classes).
-        Logits at padded positions are meaningless."""
+        Logits at padded positions are meaningless. ``utt_logits``: see ``evidence``."""
         h, valid, x = self.unimodal(feats, mask, present)
-        return self.classify(self.fuse(h, valid), speakers, mask) + self.evidence(x, valid)
+        return self.classify(self.fuse(h, valid), speakers, mask, self.evidence(x, valid, utt_logits))
 
     def forward_train(self, feats: dict[str, Tensor], speakers: Tensor, mask: Tensor,
-                      present: dict[str, Tensor] | None = None) -> tuple[Tensor, dict[str, dict[str, Tensor]] | None]:
+                      present: dict[str, Tensor] | None = None, *, utt_logits: Tensor | None = None
+                      ) -> tuple[Tensor, dict[str, dict[str, Tensor]] | None]:
         """As ``forward``, plus (when the model has MEC) the aligned vectors for the MEC loss:
         ``{"z": {m: (batch, seq_len, d_align)}, "z_m": {…} momentum (no grad), "valid": {m: (batch, seq_len)}}``."""
         h, valid, x = self.unimodal(feats, mask, present)
-        logits = self.classify(self.fuse(h, valid), speakers, mask) + self.evidence(x, valid)
+        logits = self.classify(self.fuse(h, valid), speakers, mask, self.evidence(x, valid, utt_logits))
         if self.momentum is None:
             return logits, None
         mods = list(self.queues)

@@ -11,8 +11,16 @@ IGNORE_INDEX = -100  # = merc.training.batching.IGNORE (padding and unlabelled u
 
 
 def model_logits(model: torch.nn.Module, batch) -> Tensor:
-    """logits (batch, max_len, n_classes); passes the batch's presence masks when it has them."""
-    return model(batch.feats, batch.speakers, batch.mask, present=getattr(batch, "present", None))
+    """logits (batch, max_len, n_classes); passes the batch's presence masks, and its per-utterance logits
+    (stacked fusion's out-of-fold probe logits), when it has them."""
+    return model(batch.feats, batch.speakers, batch.mask, present=getattr(batch, "present", None),
+                 **batch_extras(batch))
+
+
+def batch_extras(batch) -> dict:
+    """Keyword arguments a batch adds to the model call: ``utt_logits`` when the batch carries them."""
+    utt = getattr(batch, "utt_logits", None)
+    return {} if utt is None else {"utt_logits": utt}
 
 
 def cross_entropy(logits: Tensor, labels: Tensor, *, weight: Tensor | None = None, label_smoothing: float = 0.0,

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from merc.objectives.classification import CrossEntropy
+from merc.objectives.classification import CrossEntropy, batch_extras
 from merc.objectives.contrastive import mec_loss
 
 
@@ -31,7 +31,7 @@ class MatavObjective:
         if model.training:
             model.momentum_update()
         logits, aux = model.forward_train(batch.feats, batch.speakers, batch.mask,
-                                          present=getattr(batch, "present", None))
+                                          present=getattr(batch, "present", None), **batch_extras(batch))
         ce = self.ce.loss(logits, batch.labels)
         logs = {"ce": float(ce.detach())}
         if aux is None:

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from merc.errors import ConfigError
-from merc.objectives.classification import IGNORE_INDEX, CrossEntropy
+from merc.objectives.classification import IGNORE_INDEX, CrossEntropy, batch_extras
 
 
 def supcon_loss(hidden: Tensor, labels: Tensor, *, temperature: float = 0.1,
@@ -74,7 +74,7 @@ class SupConObjective:
     def __call__(self, model: torch.nn.Module, batch) -> tuple[Tensor, dict[str, float]]:
         check_hidden(model)
         logits, hidden = model(batch.feats, batch.speakers, batch.mask, present=getattr(batch, "present", None),
-                               return_hidden=True)                   # (batch, max_len, n_classes), (…, d)
+                               return_hidden=True, **batch_extras(batch))  # (batch, max_len, n_classes), (…, d)
         cls = self.classification.loss(logits, batch.labels)
         sc = supcon_loss(hidden, batch.labels, temperature=self.temperature)
         return cls + self.weight * sc, {"cls": float(cls.detach()), "supcon": float(sc.detach())}

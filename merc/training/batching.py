@@ -45,6 +45,7 @@ class Dialogue:
     speakers: np.ndarray  # (seq_len,) int64
     labels: np.ndarray  # (seq_len,) int64, IGNORE where unlabelled
     present: dict[str, np.ndarray] = field(default_factory=dict)  # modality -> (seq_len,) bool; missing key = all
+    utt_logits: np.ndarray | None = None  # (seq_len, n_classes) out-of-fold probe logits (stacked fusion, training)
 
 
 @dataclass
@@ -55,6 +56,7 @@ class DialogueBatch:
     labels: torch.Tensor  # (batch, max_len) long, IGNORE at padding / unlabelled
     utterance_ids: list[list[str]]
     present: dict[str, torch.Tensor] = field(default_factory=dict)  # modality -> (batch, max_len) bool
+    utt_logits: torch.Tensor | None = None  # (batch, max_len, n_classes) when every dialogue has them
 
 
 def speaker_indices(speakers: Sequence[str], max_speakers: int) -> np.ndarray:
@@ -149,7 +151,12 @@ def collate(dialogues: Sequence[Dialogue]) -> DialogueBatch:
         speakers[b, :n] = torch.from_numpy(d.speakers)
         mask[b, :n] = True
         labels[b, :n] = torch.from_numpy(d.labels)
-    return DialogueBatch(feats, speakers, mask, labels, [d.utterance_ids for d in dialogues], present)
+    utt = None
+    if all(d.utt_logits is not None for d in dialogues):
+        utt = torch.zeros(B, T, dialogues[0].utt_logits.shape[1])
+        for b, d in enumerate(dialogues):
+            utt[b, :len(d.utterance_ids)] = torch.from_numpy(d.utt_logits)
+    return DialogueBatch(feats, speakers, mask, labels, [d.utterance_ids for d in dialogues], present, utt)
 
 
 def check_modality_dropout(p: Mapping[str, float] | None, modalities: Sequence[str]) -> dict[str, float]:

@@ -7,7 +7,9 @@ to the classifier. ``residual``: the same model plus a per-utterance linear clas
 are added to the context head's (``merc.models.fusion``), started from the dev-selected linear probe of the
 run's own inputs with the context head at zero (LP-FT, ``merc.training.probe.init_from_probe``), and trained for
 at least ``RESIDUAL_MIN_STEPS`` optimizer steps (a small corpus gets more epochs and patience; MELD's 25 epochs
-of 65 steps are already more). ``auto`` (the default): ``residual`` when a dialogue model's (mamba, gru,
+of 65 steps are already more). ``stacked``: the same path, frozen at that probe, and the context model trained
+on out-of-fold probe logits, whose probabilities it also reads (``merc.training.stacking``). ``auto`` (the
+default): ``residual`` when a dialogue model's (mamba, gru,
 transformer, mlp) run uses audio or faces, ``plain`` for text alone, whose MELD figures were measured and tuned
 with it, with stage-2 adapters (their model wraps the dialogue model: the probe would see other inputs than the
 path it initialises), and for MaTAV, whose cross-attention fusion already beat the probe where it was measured
@@ -30,7 +32,7 @@ from merc.models.factory import ModelConfig
 from merc.models.matav import MatavConfig
 from merc.training.trainer import TrainConfig
 
-FUSION_MODES = ("auto", "plain", "residual")
+FUSION_MODES = ("auto", "plain", "residual", "stacked")
 RESIDUAL_MIN_STEPS = 600  # 60 epochs of the generated corpus' 10 steps (150 dialogues, batches of 16)
 
 
@@ -40,8 +42,8 @@ def resolve_fusion(mode: str, modalities: Sequence[str], *, adapters: bool = Fal
         raise ConfigError(f"unknown fusion {mode!r}; choose one of {FUSION_MODES}")
     if mode == "auto":
         return "residual" if any(m != "text" for m in modalities) and not adapters else "plain"
-    if mode == "residual" and adapters:
-        raise ConfigError("--fusion residual starts the per-utterance path from a probe of the model's inputs; with "
+    if mode in ("residual", "stacked") and adapters:
+        raise ConfigError(f"--fusion {mode} starts the per-utterance path from a probe of the model's inputs; with "
                           "--adapters those are the adapters' outputs, which change in training: use --fusion plain")
     return mode
 
@@ -57,7 +59,7 @@ def fusion_defaults(model_config: ModelConfig, train_config: TrainConfig, modali
         mode = "plain"  # measured: residual cost MaTAV 1.5-2 points on audio and text+audio
     mode = resolve_fusion(mode, modalities, adapters=adapters)
     if mode == "plain":
-        return (replace(model_config, utterance_logits=False),
+        return (replace(model_config, utterance_logits=False, stacked=False),
                 replace(train_config, probe_init=False, min_steps=min_steps or 0))
-    return (replace(model_config, utterance_logits=True),
+    return (replace(model_config, utterance_logits=True, stacked=mode == "stacked"),
             replace(train_config, probe_init=True, min_steps=RESIDUAL_MIN_STEPS if min_steps is None else min_steps))

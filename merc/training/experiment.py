@@ -34,6 +34,7 @@ from merc.training.plots import plot_confusion, plot_training_curve
 from merc.training.probe import fit_probe, init_from_probe
 from merc.training.resume import completed_seed
 from merc.training.run import RunConfig, save_run
+from merc.training.stacking import out_of_fold_logits
 from merc.training.trainer import TrainConfig, TrainHistory, fit, score_dialogues
 
 logger = logging.getLogger(__name__)
@@ -63,6 +64,11 @@ def train_one_seed(run_dir: Path, corpus: Corpus, features, model_config: Dialog
         probe = (init_from_probe(model, data["train"], data["dev"], labels, train_config, progress=progress)
                  if train_config.probe_init else TrainHistory())
         start = copy.deepcopy(model.state_dict()) if probe.epochs else None
+        if getattr(model_config, "stacked", False) and probe.epochs:  # the context learns from out-of-fold logits
+            data["train"] = out_of_fold_logits(data["train"], data["dev"], labels, train_config,
+                                               C=probe.epochs[probe.best_epoch]["C"],
+                                               input_dims={m: lin.in_features
+                                                           for m, lin in model.utterance.linear.items()})
         history = fit(model, data["train"], data["dev"], labels, train_config, progress=progress,
                       modality_dropout=run_config.modality_dropout or None, checkpoint_dir=state_dir)
         if probe.epochs and probe.best_dev_weighted_f1 > history.best_dev_weighted_f1:

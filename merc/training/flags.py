@@ -120,11 +120,13 @@ def add_training_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--fusion", choices=FUSION_MODES, default="auto",
                    help="plain: modalities summed, through the context model to the classifier; residual: plus a "
                         "per-utterance linear classifier per modality, started from the dev-selected linear probe "
-                        "(LP-FT), and at least --min-steps optimizer steps; auto: residual when a dialogue model's "
-                        "run uses audio or faces (without --adapters), plain for text alone and for MaTAV")
+                        "(LP-FT), and at least --min-steps optimizer steps; stacked: that path frozen at the "
+                        "probe, the context model trained on out-of-fold probe logits and reading their "
+                        "probabilities; auto: residual when a dialogue model's run uses audio or faces (without "
+                        "--adapters), plain for text alone and for MaTAV")
     g.add_argument("--min-steps", type=_steps, default="auto",
                    help=f"at least this many optimizer steps; a small corpus gets more epochs and patience "
-                        f"(auto: {RESIDUAL_MIN_STEPS} with residual fusion, 0 with plain)")
+                        f"(auto: {RESIDUAL_MIN_STEPS} with residual or stacked fusion, 0 with plain)")
 
 
 def fusion_from_args(args: argparse.Namespace, model_config: ModelConfig, train_config: TrainConfig,
