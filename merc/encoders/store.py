@@ -40,7 +40,7 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -71,6 +71,36 @@ def _npz_bytes(**arrays: np.ndarray) -> bytes:
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     return buf.getvalue()
+
+
+# chunks: the resumable unit of the store's pending extraction and of merc.encoders.layer_cache
+
+
+def chunk_path(folder: Path, k: int, suffix: str = ".npz") -> Path:
+    """The ``k``-th chunk file of ``folder``: ``chunk_00003.npz``."""
+    return folder / f"chunk_{k:05d}{suffix}"
+
+
+def write_chunk(path: Path, data: bytes) -> None:
+    """A finished chunk, written atomically (:func:`merc.io.atomic_write_bytes`): a kill leaves it whole or absent."""
+    atomic_write_bytes(path, data)
+
+
+T = TypeVar("T")
+
+
+def read_chunk(path: Path, load: Callable[[Path], T]) -> T | None:
+    """``load(path)`` of a finished chunk; None when it is absent. A chunk ``load`` cannot read or rejects (torn
+    by a crash, another shape or dtype: it raises) is logged and deleted, and None returned, so its inputs are
+    computed again."""
+    if not path.is_file():
+        return None
+    try:
+        return load(path)
+    except Exception as e:  # noqa: BLE001 - any unreadable chunk is recomputed, never trusted
+        log.warning("corrupt or stale chunk %s (%s): computing its inputs again", path, e)
+        path.unlink(missing_ok=True)
+        return None
 
 
 # classes
@@ -129,19 +159,21 @@ class FeatureStore:
     def _load_pending(self, folder: Path, dim: int) -> dict[tuple[str | None, str], Row]:
         """(utterance id, key) -> row of every pending chunk (id None in chunks seeded without ids)."""
         rows: dict[tuple[str | None, str], Row] = {}
+
+        def load(p: Path) -> tuple[list, list, np.ndarray, np.ndarray, list]:
+            with np.load(p, allow_pickle=False) as z:
+                keys, X, present = json.loads(str(z["keys"])), z["X"], z["present"].astype(bool)
+                reasons = json.loads(str(z["reasons"]))
+                ids = json.loads(str(z["ids"])) if "ids" in z.files else [None] * len(keys)
+            if X.shape != (len(keys), dim) or X.dtype != np.float32 or not len(reasons) == len(ids) == len(keys):
+                raise ValueError(f"shape {X.shape} for {len(keys)} keys, expected dim {dim}")
+            return ids, keys, X, present, reasons
+
         for p in sorted((folder / PENDING).glob("chunk_*.npz")):
-            try:
-                with np.load(p, allow_pickle=False) as z:
-                    keys, X, present = json.loads(str(z["keys"])), z["X"], z["present"].astype(bool)
-                    reasons = json.loads(str(z["reasons"]))
-                    ids = json.loads(str(z["ids"])) if "ids" in z.files else [None] * len(keys)
-                if X.shape != (len(keys), dim) or X.dtype != np.float32 or not len(reasons) == len(ids) == len(keys):
-                    raise ValueError(f"shape {X.shape} for {len(keys)} keys, expected dim {dim}")
-            except Exception as e:
-                log.warning("corrupt pending chunk %s (%s): re-extracting its utterances", p, e)
-                p.unlink(missing_ok=True)
+            chunk = read_chunk(p, load)
+            if chunk is None:
                 continue
-            for u, k, x, ok, r in zip(ids, keys, X, present, reasons):
+            for u, k, x, ok, r in zip(*chunk):
                 rows[(u, k)] = (x, bool(ok), r)
         return rows
 
@@ -149,11 +181,11 @@ class FeatureStore:
                        present: Sequence[bool], reasons: Sequence[str | None]) -> None:
         pending = folder / PENDING
         n = 0
-        while (pending / f"chunk_{n:05d}.npz").exists():
+        while chunk_path(pending, n).exists():
             n += 1
-        atomic_write_bytes(pending / f"chunk_{n:05d}.npz",
-                           _npz_bytes(ids=np.array(json.dumps(ids)), keys=np.array(json.dumps(keys)), X=X,
-                                      present=np.asarray(present, np.uint8), reasons=np.array(json.dumps(reasons))))
+        write_chunk(chunk_path(pending, n),
+                    _npz_bytes(ids=np.array(json.dumps(ids)), keys=np.array(json.dumps(keys)), X=X,
+                               present=np.asarray(present, np.uint8), reasons=np.array(json.dumps(reasons))))
 
     # the entry points
 
