@@ -120,16 +120,23 @@ def test_resume_after_interruption_equals_uninterrupted(tmp_path):
     b = load_file(str(tmp_path / "cut" / "model.safetensors"))
     assert a.keys() == b.keys()
     assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-5
-    with pytest.raises(ValueError, match="different fine-tuning config"):
-        (tmp_path / "cut2").mkdir()
-        torch.save({"config": {}, "labels": [], "state": "{}"}, tmp_path / "cut2" / CHECKPOINT)
+    # a checkpoint of the format before the shared loop (merc.training.loop) is refused with what to do
+    (tmp_path / "cut2").mkdir()
+    torch.save({"config": {}, "labels": [], "state": "{}"}, tmp_path / "cut2" / CHECKPOINT)
+    with pytest.raises(ValueError, match="older merc .* delete it"):
         finetune_text_encoder(corpus, tmp_path / "cut2", cfg, progress=False)
-    # a checkpoint of the format before (training state pickled with numpy scalars) is refused, not unpickled
+    # … and one that would need unpickling (numpy scalars) is not unpickled
     import numpy as np
     (tmp_path / "cut3").mkdir()
     torch.save({"config": {}, "labels": [], "state": {"best": np.float64(0.5)}}, tmp_path / "cut3" / CHECKPOINT)
-    with pytest.raises(ValueError, match="older merc .* restart"):
+    with pytest.raises(ValueError, match="cannot read .* delete it"):
         finetune_text_encoder(corpus, tmp_path / "cut3", cfg, progress=False)
+    # a checkpoint of other settings is not resumed with these
+    with pytest.raises(KeyboardInterrupt):
+        finetune_text_encoder(corpus, tmp_path / "cut4", cfg, progress=False, score_test=False, on_step=boom)
+    with pytest.raises(ValueError, match="other training settings.*'lr'"):
+        finetune_text_encoder(corpus, tmp_path / "cut4", tiny(epochs=2, checkpoint_minutes=0.0, lr=3e-4),
+                              progress=False)
 
 
 def test_refuses_a_non_empty_folder(tmp_path):

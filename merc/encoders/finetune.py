@@ -28,9 +28,12 @@ Distillation (Hinton et al. 2015): with ``teacher`` set to another tuned folder,
 the context-tuned MPNet.
 
 Honest selection: the checkpoint kept is the epoch with the best **dev** weighted F1; test is scored once,
-after training, with that checkpoint. A run is resumable: every ``checkpoint_minutes`` the model, the
-optimizer, the schedule and the position in the epoch are written atomically to ``<out>/.checkpoint.pt``;
-a rerun with the same config continues from there (the batch order is a function of seed and epoch).
+after training, with that checkpoint. The loop is the shared one (:mod:`merc.training.loop`): AdamW with the
+decay/no-decay groups of :mod:`merc.training.optim` (for the encoder at ``lr`` and the head at ``head_lr``;
+biases and LayerNorm weights are not decayed), linear warm-up then linear decay, clipping at norm 1. A run is
+resumable: after every epoch and every ``checkpoint_minutes`` the model, the optimizer, the schedule and the
+position in the epoch are written atomically to ``<out>/.checkpoint.pt``; a rerun with the same config
+continues from there (the batch order is a function of seed and epoch).
 
 Cost on the 2-core CPU machine: see benchmarks/results/finetune/finetune_mpnet-meld.md.
 """
@@ -49,7 +52,6 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from merc.data.schema import Corpus, Utterance
 from merc.encoders.classifier import HEAD_FILE, EncoderClassifier, folder_classifier
@@ -64,10 +66,12 @@ from merc.encoders.context import (
     tokenizer_counter,
 )
 from merc.encoders.template import DEFAULT_TEMPLATE, META_FILE, render
-from merc.errors import ConfigError, IncompatibleRunError, InputError, OutputExistsError
-from merc.io import atomic_write_bytes, atomic_writer, write_json
+from merc.errors import ConfigError, InputError, OutputExistsError
+from merc.io import atomic_write_bytes, write_json
 from merc.objectives.class_weights import class_weights
 from merc.objectives.distill import distillation_loss
+from merc.training.loop import Callback, LoopConfig, run_loop
+from merc.training.optim import param_groups
 
 log = logging.getLogger(__name__)
 CHECKPOINT = ".checkpoint.pt"
@@ -317,6 +321,77 @@ def _load_base(base: str):
     return enc.model, enc
 
 
+class _FinetuneTask:
+    """Fine-tuning for :func:`merc.training.loop.run_loop`: length-grouped batches of training inputs (a function
+    of seed and epoch, so an interrupted epoch replays), weighted cross-entropy (+ distillation), dev weighted F1;
+    the best epoch is written to ``out`` as a sentence-transformers folder with the classifier head."""
+
+    def __init__(self, clf: EncoderClassifier, cached: _Cached | None, tr_texts: list[str], tr_y: np.ndarray,
+                 dev_texts: list[str], dev_y: np.ndarray, labels: Sequence[str], config: FinetuneConfig,
+                 loss_fn: Any, soft: Any, out: Path, progress: bool):
+        import torch
+        self.clf, self.cached, self.config, self.loss_fn, self.soft = clf, cached, config, loss_fn, soft
+        self.tr_texts, self.tr_y, self.dev_texts, self.dev_y, self.labels = tr_texts, tr_y, dev_texts, dev_y, labels
+        self.out, self.progress = out, progress
+        self.model = torch.nn.ModuleDict({"st": clf.st, "head": clf.head, "drop": clf.drop})  # what the loop trains
+        self.lengths = [len(t) for t in tr_texts] if cached is None else [int(n) for n in cached.train.lengths]
+        self.steps_per_epoch = math.ceil(len(tr_texts) / config.batch_size)
+        self.best_dev: dict[str, Any] | None = None
+        self._last: dict[str, Any] = {}
+
+    def batches(self, epoch: int) -> list[list[int]]:
+        return length_grouped_batches(self.lengths, self.config.batch_size, seed=self.config.seed * 1000 + epoch)
+
+    def loss(self, model: Any, idx: list[int]) -> tuple[Any, dict[str, float]]:
+        import torch
+        clf, c = self.clf, self.config
+        logits = clf.logits([self.tr_texts[i] for i in idx]) if self.cached is None else self.cached.logits(clf, idx)
+        loss = self.loss_fn(logits, torch.from_numpy(self.tr_y[idx]))
+        if self.soft is not None:
+            loss = (1 - c.distill_alpha) * loss + c.distill_alpha * distillation_loss(logits, self.soft[idx],
+                                                                                      c.distill_temperature)
+        return loss, {}
+
+    def evaluate(self, model: Any) -> dict[str, float]:
+        from merc.metrics import evaluate_predictions
+        pred = (self.clf.predict(self.dev_texts, progress=self.progress, desc="dev") if self.cached is None
+                else self.cached.predict_dev(self.clf))
+        self._last = json.loads(json.dumps(evaluate_predictions(self.dev_y, pred, self.labels), default=_plain))
+        return {"dev_weighted_f1": self._last["weighted_f1"], "dev_accuracy": self._last["accuracy"]}
+
+    def on_best(self, model: Any, epoch: int) -> None:
+        """Swap the folder's contents for this epoch's encoder and head; the checkpoint and temp folders stay."""
+        from safetensors.torch import save as st_save
+        self.best_dev = self._last
+        tmp = Path(tempfile.mkdtemp(dir=self.out, prefix=".best-"))
+        self.clf.st.save(str(tmp))
+        head = {k: v.detach().contiguous() for k, v in self.clf.head.state_dict().items()}
+        atomic_write_bytes(tmp / HEAD_FILE, st_save(head))
+        for old in self.out.iterdir():
+            if old.name.startswith(".") or old == tmp:
+                continue
+            shutil.rmtree(old) if old.is_dir() else old.unlink()
+        for new in tmp.iterdir():
+            os.replace(new, self.out / new.name)
+        tmp.rmdir()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best_dev": json.dumps(self.best_dev)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best_dev = json.loads(state["best_dev"])
+
+
+class _OnStep(Callback):
+    """``on_step(epoch, step in epoch)`` after every optimizer step, as ``finetune_text_encoder`` promises."""
+
+    def __init__(self, fn: Callable[[int, int], None], steps_per_epoch: int):
+        self.fn, self.spe = fn, steps_per_epoch
+
+    def on_step_end(self, model: Any, batch: Any, step: int) -> None:
+        self.fn(step // self.spe, step % self.spe + 1)
+
+
 def score_folder(out_dir: str | Path, corpus: Corpus, split: str = "test", *,
                  progress: bool = False) -> dict[str, Any] | None:
     """A tuned folder's own classifier on ``split`` of ``corpus``: the saved encoder, read as its
@@ -351,9 +426,6 @@ def finetune_text_encoder(corpus: Corpus, out_dir: str | Path, config: FinetuneC
     ``on_step(epoch, step)`` is called after every optimizer step (and after any checkpoint it triggered).
     """
     import torch
-    from safetensors.torch import save as st_save
-
-    from merc.metrics import evaluate_predictions
 
     config = config or FinetuneConfig()
     out = Path(out_dir)
@@ -383,124 +455,28 @@ def finetune_text_encoder(corpus: Corpus, out_dir: str | Path, config: FinetuneC
         soft = torch.from_numpy(teacher.take(tr_ids))  # matched by id
     out.mkdir(parents=True, exist_ok=True)  # only now: a config or input error leaves no empty folder behind
 
-    model = EncoderClassifier(st, len(corpus.labels), config.dropout, target)
+    clf = EncoderClassifier(st, len(corpus.labels), config.dropout, target)
     cached = _layer_cache(st, base_enc, config, tr_texts, dev_texts, progress=progress,
                           target=target)  # None: all layers
-    lengths = [len(t) for t in tr_texts] if cached is None else [int(n) for n in cached.train.lengths]
-    steps_per_epoch = math.ceil(len(tr_texts) / config.batch_size)
-    total = steps_per_epoch * config.epochs
-    warm = max(1, int(config.warmup * total))
-    enc_params = list(st.parameters()) if cached is None else cached.params
-    opt = torch.optim.AdamW([{"params": enc_params, "lr": config.lr},
-                             {"params": list(model.head.parameters()), "lr": config.head_lr}],
-                            weight_decay=config.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min((s + 1) / warm, max(0.0, (total - s) / max(1, total - warm))))
-    loss_fn = loss_function(tr_y, len(corpus.labels), config)
+    task = _FinetuneTask(clf, cached, tr_texts, tr_y, dev_texts, dev_y, corpus.labels, config,
+                         loss_function(tr_y, len(corpus.labels), config), soft, out, progress)
+    total = task.steps_per_epoch * config.epochs
+    loop = LoopConfig(epochs=config.epochs, lr=config.lr, weight_decay=config.weight_decay, schedule="linear",
+                      warmup_steps=max(1, int(config.warmup * total)), grad_clip=1.0, keep_best=False,
+                      checkpoint_minutes=config.checkpoint_minutes, epoch_base=1, timings=True,
+                      desc=f"fine-tune {base_enc.name}", step_bar=True)
+    # the one decay rule (merc.training.optim), the encoder (its trainable layers) and the head at their own rates
+    groups = [*param_groups(st, config.weight_decay, lr=config.lr),
+              *param_groups(clf.head, config.weight_decay, lr=config.head_lr)]
+    res = run_loop(task.model, task, loop, groups=groups, checkpoint=out / CHECKPOINT,
+                   settings={**asdict(config), "labels": list(corpus.labels)}, defaults=asdict(FinetuneConfig()),
+                   callbacks=[_OnStep(on_step, task.steps_per_epoch)] if on_step else (), progress=progress)
 
-    state = {"epoch": 0, "step": 0, "history": [], "best": -1.0, "best_epoch": 0, "seconds": 0.0}
-    ck = out / CHECKPOINT
-    if ck.is_file():
-        import pickle
-        try:  # tensors and plain types only: a checkpoint cannot run code when it is read
-            saved = torch.load(ck, map_location="cpu", weights_only=True)
-            if not isinstance(saved.get("state"), str):
-                raise pickle.UnpicklingError("training state is not JSON")
-        except (pickle.UnpicklingError, RuntimeError, AttributeError) as e:
-            raise IncompatibleRunError(f"{ck} was written by an older merc (or is damaged: {type(e).__name__}) and "
-                                       "cannot be resumed; delete it (or the folder) to restart the fine-tuning") from e
-        saved["state"] = json.loads(saved["state"])
-        if not config.same_as(saved["config"]) or saved["labels"] != corpus.labels:
-            raise IncompatibleRunError(f"{ck} was written by a different fine-tuning config or label set; "
-                             "delete it (or the folder) to start over")
-        st.load_state_dict(saved["st"])
-        model.head.load_state_dict(saved["head"])
-        opt.load_state_dict(saved["opt"])
-        sched.load_state_dict(saved["sched"])
-        if "rng" in saved:  # same dropout masks as an uninterrupted run
-            torch.set_rng_state(saved["rng"])
-        state = saved["state"]
-        log.info("resuming %s: epoch %d, step %d/%d", out, state["epoch"] + 1, state["step"], steps_per_epoch)
-
-    def checkpoint() -> None:
-        with atomic_writer(ck) as f:
-            torch.save({"config": asdict(config), "labels": corpus.labels, "st": st.state_dict(),
-                        "head": model.head.state_dict(), "opt": opt.state_dict(),
-                        "sched": sched.state_dict(), "rng": torch.get_rng_state(),
-                        "state": json.dumps(state, default=_plain)}, f)  # loss history etc. as JSON
-
-    def save_best(dev_scores: dict[str, Any]) -> None:
-        tmp = Path(tempfile.mkdtemp(dir=out, prefix=".best-"))
-        st.save(str(tmp))
-        head = {k: v.detach().contiguous() for k, v in model.head.state_dict().items()}
-        atomic_write_bytes(tmp / HEAD_FILE, st_save(head))
-        for old in out.iterdir():  # swap the folder's contents; the checkpoint and temp folders stay
-            if old.name.startswith(".") or old == tmp:
-                continue
-            shutil.rmtree(old) if old.is_dir() else old.unlink()
-        for new in tmp.iterdir():
-            os.replace(new, out / new.name)
-        tmp.rmdir()
-
-    t_start = time.perf_counter() - state["seconds"]
-    last_ck = time.perf_counter()
-    while state["epoch"] < config.epochs:
-        epoch = state["epoch"]
-        batches = length_grouped_batches(lengths, config.batch_size, seed=config.seed * 1000 + epoch)
-        model.train(True)
-        cpu0, wall0 = time.process_time(), time.perf_counter()  # this epoch's cost (of this process, if resumed)
-        bar = tqdm(total=len(batches), initial=state["step"], desc=f"fine-tune {base_enc.name} epoch "
-                                                                   f"{epoch + 1}/{config.epochs}",
-                   unit="batch", disable=not progress)
-        running = state.get("running_loss", 0.0)
-        for k in range(state["step"], len(batches)):
-            idx = batches[k]
-            logits = model.logits([tr_texts[i] for i in idx]) if cached is None else cached.logits(model, idx)
-            loss = loss_fn(logits, torch.from_numpy(tr_y[idx]))
-            if soft is not None:
-                a = config.distill_alpha
-                loss = (1 - a) * loss + a * distillation_loss(logits, soft[idx], config.distill_temperature)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            running += loss.item()
-            state["step"], state["running_loss"] = k + 1, running
-            bar.update(1)
-            bar.set_postfix(loss=f"{running / (k + 1):.3f}")
-            if time.perf_counter() - last_ck > 60 * config.checkpoint_minutes:
-                state["seconds"] = time.perf_counter() - t_start
-                checkpoint()
-                last_ck = time.perf_counter()
-            if on_step is not None:
-                on_step(epoch, k + 1)
-        bar.close()
-        cpu1, wall1 = time.process_time(), time.perf_counter()
-        dev_pred = (model.predict(dev_texts, progress=progress, desc="dev") if cached is None
-                    else cached.predict_dev(model))
-        dev_scores = evaluate_predictions(dev_y, dev_pred, corpus.labels)
-        row = {"epoch": epoch + 1, "train_loss": running / max(1, len(batches)),
-               "train_seconds": round(wall1 - wall0, 1), "train_cpu_seconds": round(cpu1 - cpu0, 1),
-               "dev_seconds": round(time.perf_counter() - wall1, 1),
-               "dev_cpu_seconds": round(time.process_time() - cpu1, 1),
-               "dev_weighted_f1": dev_scores["weighted_f1"], "dev_accuracy": dev_scores["accuracy"]}
-        state["history"].append(row)
-        log.info("epoch %d: train loss %.4f  dev wF1 %.4f  acc %.4f", epoch + 1, row["train_loss"],
-                 row["dev_weighted_f1"], row["dev_accuracy"])
-        if dev_scores["weighted_f1"] > state["best"]:
-            state["best"], state["best_epoch"], state["best_dev"] = dev_scores["weighted_f1"], epoch + 1, dev_scores
-            save_best(dev_scores)
-        state.update(epoch=epoch + 1, step=0, running_loss=0.0, seconds=time.perf_counter() - t_start)
-        if state["epoch"] < config.epochs:
-            checkpoint()
-            last_ck = time.perf_counter()
-
-    seconds = time.perf_counter() - t_start
+    seconds = res.seconds
     meta = {"template": config.template, **({"context": spec.to_dict()} if spec is not None else {}),
             "labels": corpus.labels, "corpus": corpus.name, "base": config.base,
-            "base_fingerprint": base_enc.fingerprint, "config": asdict(config), "best_epoch": state["best_epoch"],
-            "history": state["history"], "dev": state.get("best_dev"), "test": None,
+            "base_fingerprint": base_enc.fingerprint, "config": asdict(config), "best_epoch": res.best_epoch,
+            "history": res.rows, "dev": task.best_dev, "test": None,
             "n_train": len(tr_texts), "seconds": round(seconds, 1)}
     if teacher is not None:
         meta["teacher_fingerprint"] = teacher.meta["fingerprint"]
@@ -514,6 +490,5 @@ def finetune_text_encoder(corpus: Corpus, out_dir: str | Path, config: FinetuneC
     test_scores = score_folder(out, corpus, "test", progress=progress) if score_test else None  # test once
     if test_scores is not None:
         write_json(out / META_FILE, {**meta, "test": test_scores})
-    ck.unlink(missing_ok=True)
-    return FinetuneResult(out, state["best_epoch"], state.get("best_dev") or {}, test_scores,
-                          state["history"], seconds)
+    (out / CHECKPOINT).unlink(missing_ok=True)
+    return FinetuneResult(out, res.best_epoch, task.best_dev or {}, test_scores, res.rows, seconds)

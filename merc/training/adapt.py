@@ -1,10 +1,10 @@
 """Training a stage-2 emotion adapter (``merc adapt``): frozen stage-1 features of a balanced unimodal sample
 → :class:`~merc.models.adapter.Adapter`, early-stopped on a stratified held-out part.
 
-``fit_adapter(X, y, labels, config)`` is the array-level fit (AdamW, class-weighted cross-entropy,
-the epoch with the best held-out weighted F1 is kept); ``train_adapter(modality, corpora, encoder, out)``
-is the whole job: read and pool the corpora, draw the balanced sample, encode it (text: through the
-resumable feature store), fit, and write the adapter folder::
+``fit_adapter(X, y, labels, config)`` is the array-level fit (class-weighted cross-entropy through the shared
+loop of :mod:`merc.training.loop`; the epoch with the best held-out weighted F1 is kept);
+``train_adapter(modality, corpora, encoder, out)`` is the whole job: read and pool the corpora, draw the
+balanced sample, encode it (text: through the resumable feature store), fit, and write the adapter folder::
 
     out/config.json        model config, modality, encoder {name, fingerprint, dim}, corpora, label mapping,
                            counts (pooled, sample, train, held-out, dropped by reason), training config,
@@ -25,7 +25,6 @@ the epoch; it is not a test score of transfer to conversations.
 """
 from __future__ import annotations
 
-import copy
 import logging
 import platform
 import subprocess
@@ -39,7 +38,6 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from merc.data.labels import MELD_LABELS
 from merc.errors import ConfigError, OutputExistsError
@@ -47,6 +45,7 @@ from merc.io import write_json
 from merc.metrics import evaluate_predictions
 from merc.models.adapter import Adapter, AdapterConfig
 from merc.training.adapt_data import AdaptData, ItemEncoder, collect, encode_sample
+from merc.training.loop import LoopConfig, run_loop
 
 log = logging.getLogger(__name__)
 
@@ -123,12 +122,54 @@ def provenance(seconds: float | None = None) -> dict[str, Any]:
 # fit
 
 
+@dataclass
+class AdapterTask:
+    """Adapter training for :func:`merc.training.loop.run_loop`: shuffled batches of features (the order drawn
+    from a seeded generator), class-weighted cross-entropy, scores on the held-out part."""
+    Xt: torch.Tensor  # (n_train, d_in)
+    yt: torch.Tensor  # (n_train,)
+    Xh: torch.Tensor  # (n_heldout, d_in)
+    yh: torch.Tensor  # (n_heldout,)
+    labels: Sequence[str]
+    batch_size: int
+    weights: torch.Tensor | None
+    gen: torch.Generator
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return -(-len(self.yt) // self.batch_size)
+
+    def batches(self, epoch: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        perm = torch.randperm(len(self.yt), generator=self.gen)
+        return [(self.Xt[b], self.yt[b]) for b in perm.split(self.batch_size)]
+
+    def loss(self, model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, dict]:
+        X, y = batch
+        return F.cross_entropy(model(X), y, weight=self.weights), {}
+
+    def evaluate(self, model: torch.nn.Module) -> dict[str, float]:
+        model.eval()
+        with torch.no_grad():
+            logits = model(self.Xh)
+            ho_loss = float(F.cross_entropy(logits, self.yh, weight=self.weights))
+        scores = evaluate_predictions(self.yh.numpy(), logits.argmax(1).numpy(), self.labels)
+        return {"dev_loss": ho_loss, "dev_weighted_f1": scores["weighted_f1"], "dev_accuracy": scores["accuracy"]}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"generator": self.gen.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.gen.set_state(state["generator"])
+
+
 def fit_adapter(X: np.ndarray, y: np.ndarray, labels: Sequence[str], config: AdaptTrainConfig, *,
                 progress: bool = True) -> AdaptResult:
     """Fit an adapter on features ``X`` (n, d_in) with class indices ``y`` (n,) into ``labels``.
 
-    A stratified ``config.heldout`` part selects the epoch (best held-out weighted F1); the returned
-    adapter holds that epoch's weights, and ``metrics["heldout"]`` its held-out scores.
+    A stratified ``config.heldout`` part selects the epoch (best held-out weighted F1, early stopping after
+    ``config.patience`` epochs without a better one); the returned adapter holds that epoch's weights, and
+    ``metrics["heldout"]`` its held-out scores. The loop is :func:`merc.training.loop.run_loop` (AdamW over the
+    decay groups of :func:`merc.training.optim.param_groups`: biases are not decayed; constant learning rate).
     """
     X, y = np.asarray(X, dtype=np.float32), np.asarray(y, dtype=np.int64)
     if X.ndim != 2 or len(X) != len(y):
@@ -140,49 +181,22 @@ def fit_adapter(X: np.ndarray, y: np.ndarray, labels: Sequence[str], config: Ada
     model = Adapter(AdapterConfig(d_in=X.shape[1], n_classes=len(labels), hidden=config.hidden,
                                   bottleneck=config.bottleneck, dropout=config.dropout), labels=labels)
     model.set_input_stats(X[tr])
-    weights = _class_weights(y[tr], len(labels), config.class_weights)
-    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    Xt, yt = torch.from_numpy(X[tr]), torch.from_numpy(y[tr])
-    Xh, yh = torch.from_numpy(X[ho]), torch.from_numpy(y[ho])
-    gen = torch.Generator().manual_seed(config.seed)
-    history: list[dict[str, float]] = []
-    best = (-1.0, -1, None)
-    t0, stale = time.perf_counter(), 0
-    bar = tqdm(range(1, config.epochs + 1), desc="adapter", unit="epoch", disable=not progress)
-    for epoch in bar:
-        model.train()
-        perm, total = torch.randperm(len(tr), generator=gen), 0.0
-        for s in range(0, len(tr), config.batch_size):
-            b = perm[s:s + config.batch_size]
-            loss = F.cross_entropy(model(Xt[b]), yt[b], weight=weights)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(b)
-        model.eval()
-        with torch.no_grad():
-            logits = model(Xh)
-            ho_loss = float(F.cross_entropy(logits, yh, weight=weights))
-        scores = evaluate_predictions(yh.numpy(), logits.argmax(1).numpy(), labels)
-        history.append({"epoch": epoch, "train_loss": total / len(tr), "dev_loss": ho_loss,
-                        "dev_weighted_f1": scores["weighted_f1"], "dev_accuracy": scores["accuracy"]})
-        bar.set_postfix(f1=f"{scores['weighted_f1']:.3f}")
-        if scores["weighted_f1"] > best[0]:
-            best, stale = (scores["weighted_f1"], epoch, copy.deepcopy(model.state_dict())), 0
-        else:
-            stale += 1
-            if stale >= config.patience:
-                break
-    model.load_state_dict(best[2])
+    task = AdapterTask(torch.from_numpy(X[tr]), torch.from_numpy(y[tr]), torch.from_numpy(X[ho]),
+                       torch.from_numpy(y[ho]), labels, config.batch_size,
+                       _class_weights(y[tr], len(labels), config.class_weights),
+                       torch.Generator().manual_seed(config.seed))
+    loop = LoopConfig(epochs=config.epochs, lr=config.lr, weight_decay=config.weight_decay, patience=config.patience,
+                      epoch_base=1, desc="adapter")
+    res = run_loop(model, task, loop, progress=progress)
     model.eval()
     pred = model.predict_proba(X[ho]).argmax(1)
-    metrics = {"heldout": evaluate_predictions(y[ho], pred, labels), "best_epoch": best[1],
-               "epochs_run": len(history), "train_seconds": round(time.perf_counter() - t0, 2),
+    metrics = {"heldout": evaluate_predictions(y[ho], pred, labels), "best_epoch": res.best_epoch,
+               "epochs_run": len(res.rows), "train_seconds": round(res.seconds, 2),
                "n_train": int(len(tr)), "n_heldout": int(len(ho)),
                "train_counts": {labels[c]: int(n) for c, n in sorted(Counter(y[tr].tolist()).items())},
                "heldout_counts": {labels[c]: int(n) for c, n in sorted(Counter(y[ho].tolist()).items())},
-               "n_parameters": sum(p.numel() for p in model.parameters()), "history": history}
-    return AdaptResult(model, metrics, history)
+               "n_parameters": sum(p.numel() for p in model.parameters()), "history": res.rows}
+    return AdaptResult(model, metrics, res.rows)
 
 # the whole job
 

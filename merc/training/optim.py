@@ -13,6 +13,10 @@ Decoupled weight decay pulls weights towards zero. That is a prior on the matric
   as ``mamba_simple.py`` flags them.
 
     opt = torch.optim.AdamW(param_groups(model, weight_decay=0.01), lr=3e-4)
+
+This is the one rule of every optimizer in merc: :func:`merc.training.loop.run_loop` builds its AdamW from
+these groups for dialogue models, fine-tuned text encoders (the encoder and its head each split this way,
+with their own learning rates) and stage-2 adapters.
 """
 from __future__ import annotations
 
@@ -39,10 +43,12 @@ def decay_split(model: nn.Module) -> tuple[list[str], list[str]]:
     return decay, no_decay
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+def param_groups(model: nn.Module, weight_decay: float, *, lr: float | None = None) -> list[dict]:
     """Two AdamW parameter groups: ``{"params": decayed, "weight_decay": weight_decay}`` and
-    ``{"params": the rest, "weight_decay": 0.0}``; each group also carries its parameter ``names``."""
+    ``{"params": the rest, "weight_decay": 0.0}``; each group also carries its parameter ``names``, and
+    ``lr`` when given (a module trained at its own rate, e.g. a classifier head beside its encoder)."""
     params = dict(model.named_parameters())
     decay, no_decay = decay_split(model)
-    return [{"params": [params[n] for n in decay], "weight_decay": weight_decay, "names": decay},
-            {"params": [params[n] for n in no_decay], "weight_decay": 0.0, "names": no_decay}]
+    extra = {} if lr is None else {"lr": lr}
+    return [{"params": [params[n] for n in decay], "weight_decay": weight_decay, "names": decay, **extra},
+            {"params": [params[n] for n in no_decay], "weight_decay": 0.0, "names": no_decay, **extra}]

@@ -1,32 +1,29 @@
-"""Training loop: AdamW, an objective (cross-entropy by default; CE + MEC for MaTAV), step callbacks,
-early stopping on **dev** weighted F1, and resumable checkpoints.
+"""Dialogue training: an objective (cross-entropy by default; CE + MEC for MaTAV) over batches of dialogues,
+early stopping on **dev** weighted F1, resumable checkpoints — run by the shared loop of
+:mod:`merc.training.loop` (AdamW with decay groups, warm-up + cosine schedule, clipping, checkpoints).
 
 The test split is never seen here: the caller evaluates the dev-selected checkpoint on test once.
 """
 from __future__ import annotations
 
-import copy
-import io
 import logging
 import math
-import time
-from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from merc.errors import IncompatibleRunError, InputError
-from merc.io import atomic_write_bytes
+from merc.errors import InputError
 from merc.metrics import evaluate_predictions
 from merc.objectives import Objective, class_weights, model_logits, objective_for
 from merc.training.batching import IGNORE, Dialogue, DialogueBatch, iterate_batches
-from merc.training.optim import param_groups
+from merc.training.loop import Callback, LoopConfig, run_loop, to_device
 
 logger = logging.getLogger(__name__)
+__all__ = ["CHECKPOINT", "Callback", "DialogueTask", "TrainConfig", "TrainHistory", "class_weight_vector", "fit",
+           "predict_dialogues", "schedule_length", "score_dialogues", "train_objective"]
 
 
 @dataclass
@@ -86,19 +83,23 @@ def train_objective(model: torch.nn.Module, train: Sequence[Dialogue], n_classes
 
 @torch.no_grad()
 def predict_dialogues(model: torch.nn.Module, dialogues: Sequence[Dialogue], *,
-                      batch_size: int = 32) -> list[np.ndarray]:
+                      batch_size: int = 32, device: str | torch.device = "cpu") -> list[np.ndarray]:
     """Class probabilities per dialogue: a list of (seq_len, n_classes) arrays in input order."""
     model.eval()
+    device = torch.device(device)
     out: list[np.ndarray] = []
     for batch in iterate_batches(dialogues, batch_size):
-        probs = model_logits(model, batch).softmax(-1)  # (batch, max_len, n_classes)
+        if device.type != "cpu":
+            batch = to_device(batch, device)
+        probs = model_logits(model, batch).softmax(-1).cpu()  # (batch, max_len, n_classes)
         for b, ids in enumerate(batch.utterance_ids):
             out.append(probs[b, :len(ids)].numpy())
     return out
 
 
-def score_dialogues(model: torch.nn.Module, dialogues: Sequence[Dialogue], labels: Sequence[str]) -> dict[str, Any]:
-    probs = predict_dialogues(model, dialogues)
+def score_dialogues(model: torch.nn.Module, dialogues: Sequence[Dialogue], labels: Sequence[str], *,
+                    device: str | torch.device = "cpu") -> dict[str, Any]:
+    probs = predict_dialogues(model, dialogues, device=device)
     y = np.concatenate([d.labels for d in dialogues])
     p = np.concatenate(probs)
     keep = y != IGNORE
@@ -117,48 +118,57 @@ def schedule_length(config: TrainConfig, steps_per_epoch: int) -> tuple[int, int
     return epochs, math.ceil(config.patience * epochs / config.epochs)
 
 
-class Callback:
-    """Hooks the trainer calls; override what you need. ``on_step_end`` runs after each optimizer step
-    (``step`` counts steps from 0 over the whole run), ``on_epoch_end`` after each epoch's dev scoring and
-    checkpoint (``row`` is the history row). MaTAV's momentum and queue updates are done by its objective
-    (``merc.objectives.mec``), not here."""
-
-    def on_step_end(self, model: torch.nn.Module, batch: DialogueBatch, step: int) -> None:
-        pass
-
-    def on_epoch_end(self, model: torch.nn.Module, row: dict[str, float], epoch: int) -> None:
-        pass
-
-
 CHECKPOINT = "checkpoint.pt"
 
 
-def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    atomic_write_bytes(path, buf.getvalue())  # a kill mid-write leaves the previous checkpoint intact
+class _OnEpoch(Callback):
+    def __init__(self, fn: Callable[[dict[str, float]], None]):
+        self.fn = fn
+
+    def on_epoch_end(self, model: torch.nn.Module, row: dict[str, float], epoch: int) -> None:
+        self.fn(row)
 
 
-def _load_checkpoint(path: Path, config: TrainConfig) -> dict[str, Any]:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - a truncated or foreign file: say which and what to do
-        raise IncompatibleRunError(f"cannot read the training checkpoint {path} ({e}); "
-                                   f"delete it to start afresh") from e
-    saved = {**asdict(TrainConfig()), **state.get("train_config", {})}  # settings added later: their defaults
-    diff = {k: (saved.get(k), v) for k, v in asdict(config).items() if saved.get(k) != v}
-    if diff:
-        raise IncompatibleRunError(f"the checkpoint {path} was made with other training settings "
-                                   f"(setting: (checkpoint, now) {diff}); use the same settings to resume, "
-                                   f"or another checkpoint directory to start afresh")
-    return state
+@dataclass
+class DialogueTask:
+    """Dialogue classification for :func:`merc.training.loop.run_loop`: shuffled batches of ``train`` (order and
+    modality dropout drawn from ``rng``), ``objective``'s loss, dev weighted F1 / accuracy / loss."""
+    train: Sequence[Dialogue]
+    dev: Sequence[Dialogue]
+    labels: Sequence[str]
+    objective: Objective
+    batch_size: int
+    rng: np.random.Generator
+    modality_dropout: dict[str, float] | None = None
+    device: str | torch.device = "cpu"
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(len(self.train) / self.batch_size)
+
+    def batches(self, epoch: int) -> Iterator[DialogueBatch]:
+        return iterate_batches(self.train, self.batch_size, shuffle=True, rng=self.rng,
+                               modality_dropout=self.modality_dropout)
+
+    def loss(self, model: torch.nn.Module, batch: DialogueBatch) -> tuple[torch.Tensor, dict[str, float]]:
+        return self.objective(model, batch)
+
+    def evaluate(self, model: torch.nn.Module) -> dict[str, float]:
+        m = score_dialogues(model, self.dev, self.labels, device=self.device)
+        return {"dev_loss": m["loss"], "dev_weighted_f1": m["weighted_f1"], "dev_accuracy": m["accuracy"]}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"numpy_rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rng.bit_generator.state = state["numpy_rng"]
 
 
 def fit(model: torch.nn.Module, train: Sequence[Dialogue], dev: Sequence[Dialogue], labels: Sequence[str],
         config: TrainConfig, *, objective: Objective | None = None, callbacks: Sequence[Callback] = (),
         checkpoint_dir: str | Path | None = None, progress: bool = True,
         on_epoch: Callable[[dict[str, float]], None] | None = None,
-        modality_dropout: dict[str, float] | None = None) -> TrainHistory:
+        modality_dropout: dict[str, float] | None = None, device: str | torch.device = "cpu") -> TrainHistory:
     """Train ``model`` in place; on return it holds the weights of the epoch with the best dev weighted F1.
 
     objective: ``objective(model, batch) -> (loss, logs)``; default :func:`train_objective`, i.e. the loss of
@@ -169,6 +179,9 @@ def fit(model: torch.nn.Module, train: Sequence[Dialogue], dev: Sequence[Dialogu
     history, best weights, epoch) is written there atomically; calling ``fit`` again with the same
     directory and settings continues where the last run stopped (a finished run returns at once), and
     gives the same history as a run that was never interrupted.
+    The loop itself (AdamW over :func:`merc.training.optim.param_groups`, warm-up + cosine schedule, clipping,
+    early stopping, checkpoints) is :func:`merc.training.loop.run_loop`; this function is its dialogue task.
+    device: where the model and batches go (default CPU).
     """
     if not dev:
         raise InputError("early stopping needs a dev split with labelled utterances; none was given")
@@ -176,76 +189,13 @@ def fit(model: torch.nn.Module, train: Sequence[Dialogue], dev: Sequence[Dialogu
     rng = np.random.default_rng(config.seed)
     if objective is None:
         objective = train_objective(model, train, len(labels), config)
-    opt = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr)  # no decay: biases, norms, A_log, D
-    steps_per_epoch = math.ceil(len(train) / config.batch_size)
-    epochs, patience = schedule_length(config, steps_per_epoch)
-    total, warm = epochs * steps_per_epoch, config.warmup_epochs * steps_per_epoch
-    sched = torch.optim.lr_scheduler.LambdaLR(  # linear warm-up, cosine decay
-        opt, lambda s: (s + 1) / max(warm, 1) if s < warm
-        else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(total - warm, 1))))
-    history, best_state, t0, stale, start, done, elapsed = TrainHistory(), None, time.time(), 0, 0, False, 0.0
+    task = DialogueTask(train, dev, labels, objective, config.batch_size, rng, modality_dropout, device)
+    epochs, patience = schedule_length(config, task.steps_per_epoch)
+    loop = LoopConfig(epochs=epochs, lr=config.lr, weight_decay=config.weight_decay, schedule="cosine",
+                      warmup_steps=config.warmup_epochs * task.steps_per_epoch, grad_clip=config.grad_clip,
+                      patience=patience, metric="dev_weighted_f1")
     ckpt = Path(checkpoint_dir) / CHECKPOINT if checkpoint_dir is not None else None
-    if ckpt is not None and ckpt.exists():
-        state = _load_checkpoint(ckpt, config)
-        try:
-            model.load_state_dict(state["model"])
-        except RuntimeError as e:
-            raise IncompatibleRunError(f"the checkpoint {ckpt} holds another model's weights ({e}); use another "
-                                       f"checkpoint directory for this model") from e
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["torch_rng"])
-        rng.bit_generator.state = state["numpy_rng"]
-        history = TrainHistory(**state["history"])
-        best_state, stale, start, done, elapsed = (state["best_state"], state["stale"], state["epoch"],
-                                                   state["done"], state["seconds"])
-        logger.info("resuming from %s at epoch %d of %d", ckpt, start, epochs)
-    bar = tqdm(range(start, epochs), desc="epochs", disable=not progress or done, leave=False,
-               initial=start, total=epochs)
-    for epoch in ([] if done else bar):
-        model.train()
-        losses, logs = [], defaultdict(list)
-        for i, batch in enumerate(iterate_batches(train, config.batch_size, shuffle=True, rng=rng,
-                                                      modality_dropout=modality_dropout)):
-            loss, step_logs = objective(model, batch)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            opt.step()
-            sched.step()
-            losses.append(loss.item())
-            for k, v in step_logs.items():
-                logs[k].append(v)
-            for cb in callbacks:
-                cb.on_step_end(model, batch, epoch * steps_per_epoch + i)
-        dev_metrics = score_dialogues(model, dev, labels)
-        row = {"epoch": epoch, "train_loss": float(np.mean(losses)), "dev_loss": dev_metrics["loss"],
-               "dev_weighted_f1": dev_metrics["weighted_f1"], "dev_accuracy": dev_metrics["accuracy"],
-               **{f"train_{k}": float(np.mean(v)) for k, v in logs.items()}}
-        history.epochs.append(row)
-        if row["dev_weighted_f1"] > history.best_dev_weighted_f1:
-            history.best_dev_weighted_f1, history.best_epoch = row["dev_weighted_f1"], epoch
-            best_state, stale = copy.deepcopy(model.state_dict()), 0
-        else:
-            stale += 1
-        done = stale >= patience or epoch + 1 == epochs
-        history.seconds = elapsed + time.time() - t0
-        if ckpt is not None:
-            _save_checkpoint(ckpt, {
-                "format": 1, "train_config": asdict(config), "epoch": epoch + 1, "done": done,
-                "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                "torch_rng": torch.get_rng_state(), "numpy_rng": rng.bit_generator.state,
-                "history": history.to_dict(), "best_state": best_state, "stale": stale, "seconds": history.seconds})
-        if on_epoch:
-            on_epoch(row)
-        for cb in callbacks:
-            cb.on_epoch_end(model, row, epoch)
-        bar.set_postfix(loss=f"{row['train_loss']:.3f}", dev_wf1=f"{row['dev_weighted_f1']:.3f}",
-                        best=f"{history.best_dev_weighted_f1:.3f}")
-        if done:
-            break
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    history.seconds = elapsed + time.time() - t0
-    return history
+    res = run_loop(model, task, loop, checkpoint=ckpt, settings=asdict(config), defaults=asdict(TrainConfig()),
+                   callbacks=[*([_OnEpoch(on_epoch)] if on_epoch else []), *callbacks], device=device,
+                   progress=progress)
+    return TrainHistory(res.rows, res.best_epoch, res.best_metric, res.seconds)
