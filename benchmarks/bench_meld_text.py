@@ -12,7 +12,7 @@ rerun skips finished ones. Runs go to $MERC_BENCH_RUNS (default /tmp/merc-bench-
 
     .venv/bin/python benchmarks/bench_meld_text.py --seeds 5 --jobs 2
 
-Part ``wd`` (issue 10): the rows that weight-decay groups change (merc.training.optim: no decay on biases,
+Part ``wd`` (issue 10): the rows that weight-decay groups change (merc.optim: no decay on biases,
 norms, Mamba A_log / D), rerun over the tuned encoder and compared with the rows recorded before in
 benchmarks/results/meld_text/parts/ — a before/after table in benchmarks/results/meld_text/meld_text_wd.md (and .json):
 
@@ -267,9 +267,9 @@ def wd_report(before: dict, after: dict, out: Path, args) -> str:
     prov = provenance()
     lines = ["# MELD text: weight-decay groups, before and after", "",
              f"Before: the rows recorded in `{_rel(args.before_dir)}/` (for the MELD rows: AdamW with weight decay on "
-             "**every** parameter, as trained before merc.training.optim existed). After: the same models, encoder, "
+             "**every** parameter, as trained before merc.optim existed). After: the same models, encoder, "
              "hyper-parameters and seeds, with the parameter groups of "
-             "`merc.training.optim.param_groups` (decay on weights with dim >= 2 incl. the speaker embedding; none on "
+             "`merc.optim.param_groups` (decay on weights with dim >= 2 incl. the speaker embedding; none on "
              "biases, LayerNorm/RMSNorm weights, Mamba `A_log` and `D`). Train / dev-selected / test once; mean ± "
              "sample std over seeds.", "",
              f"Command: `{' '.join(prov['command'])}`", "",

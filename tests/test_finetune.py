@@ -120,7 +120,7 @@ def test_resume_after_interruption_equals_uninterrupted(tmp_path):
     b = load_file(str(tmp_path / "cut" / "model.safetensors"))
     assert a.keys() == b.keys()
     assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-5
-    # a checkpoint of the format before the shared loop (merc.training.loop) is refused with what to do
+    # a checkpoint of the format before the shared loop (merc.loop) is refused with what to do
     (tmp_path / "cut2").mkdir()
     torch.save({"config": {}, "labels": [], "state": "{}"}, tmp_path / "cut2" / CHECKPOINT)
     with pytest.raises(ValueError, match="older merc .* delete it"):

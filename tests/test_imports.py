@@ -119,6 +119,8 @@ def test_leaf_modules_import_nothing_upward() -> None:
     assert graph["merc.encoders.template"] <= {"merc.errors"}
     assert "merc.qc.pipeline" not in graph["merc.qc.report"]
     assert not any(dep.startswith("merc.training") for dep in graph["merc.encoders.finetune"])
+    assert graph["merc.optim"] == set()  # the decay rule and the training loop sit below encoders and training
+    assert graph["merc.loop"] <= {"merc.errors", "merc.io", "merc.optim"}
 
 
 def test_checker_finds_a_cycle(tmp_path: Path) -> None:

@@ -1,11 +1,11 @@
-"""Weight-decay groups (merc.training.optim): biases, norms and the Mamba A_log / D are not decayed."""
+"""Weight-decay groups (merc.optim): biases, norms and the Mamba A_log / D are not decayed."""
 from __future__ import annotations
 
 import pytest
 import torch
 
 from merc.models.dialogue import DialogueConfig, DialogueModel
-from merc.training.optim import decay_split, param_groups
+from merc.optim import decay_split, param_groups
 
 
 def model(kind: str) -> DialogueModel:

@@ -28,8 +28,8 @@ Distillation (Hinton et al. 2015): with ``teacher`` set to another tuned folder,
 the context-tuned MPNet.
 
 Honest selection: the checkpoint kept is the epoch with the best **dev** weighted F1; test is scored once,
-after training, with that checkpoint. The loop is the shared one (:mod:`merc.training.loop`): AdamW with the
-decay/no-decay groups of :mod:`merc.training.optim` (for the encoder at ``lr`` and the head at ``head_lr``;
+after training, with that checkpoint. The loop is the shared one (:mod:`merc.loop`): AdamW with the
+decay/no-decay groups of :mod:`merc.optim` (for the encoder at ``lr`` and the head at ``head_lr``;
 biases and LayerNorm weights are not decayed), linear warm-up then linear decay, clipping at norm 1. A run is
 resumable: after every epoch and every ``checkpoint_minutes`` the model, the optimizer, the schedule and the
 position in the epoch are written atomically to ``<out>/.checkpoint.pt``; a rerun with the same config
@@ -68,10 +68,10 @@ from merc.encoders.context import (
 from merc.encoders.template import DEFAULT_TEMPLATE, META_FILE, render
 from merc.errors import ConfigError, InputError, OutputExistsError
 from merc.io import atomic_write_bytes, write_json
+from merc.loop import Callback, LoopConfig, run_loop
 from merc.objectives.class_weights import class_weights
 from merc.objectives.distill import distillation_loss
-from merc.training.loop import Callback, LoopConfig, run_loop
-from merc.training.optim import param_groups
+from merc.optim import param_groups
 
 log = logging.getLogger(__name__)
 CHECKPOINT = ".checkpoint.pt"
@@ -198,13 +198,6 @@ class FinetuneConfig:
     def from_dict(cls, d: dict[str, Any]) -> "FinetuneConfig":
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
-    def same_as(self, saved: dict[str, Any]) -> bool:
-        """Whether a checkpoint's recorded config is this one (fields it predates take their defaults)."""
-        try:
-            return asdict(FinetuneConfig.from_dict(saved)) == asdict(self) and set(saved) <= set(asdict(self))
-        except (ConfigError, TypeError):
-            return False
-
 
 @dataclass
 class FinetuneResult:
@@ -322,7 +315,7 @@ def _load_base(base: str):
 
 
 class _FinetuneTask:
-    """Fine-tuning for :func:`merc.training.loop.run_loop`: length-grouped batches of training inputs (a function
+    """Fine-tuning for :func:`merc.loop.run_loop`: length-grouped batches of training inputs (a function
     of seed and epoch, so an interrupted epoch replays), weighted cross-entropy (+ distillation), dev weighted F1;
     the best epoch is written to ``out`` as a sentence-transformers folder with the classifier head."""
 
@@ -346,9 +339,10 @@ class _FinetuneTask:
         import torch
         clf, c = self.clf, self.config
         logits = clf.logits([self.tr_texts[i] for i in idx]) if self.cached is None else self.cached.logits(clf, idx)
-        loss = self.loss_fn(logits, torch.from_numpy(self.tr_y[idx]))
+        loss = self.loss_fn(logits, torch.from_numpy(self.tr_y[idx]).to(logits.device))
         if self.soft is not None:
-            loss = (1 - c.distill_alpha) * loss + c.distill_alpha * distillation_loss(logits, self.soft[idx],
+            soft = self.soft[idx].to(logits.device)
+            loss = (1 - c.distill_alpha) * loss + c.distill_alpha * distillation_loss(logits, soft,
                                                                                       c.distill_temperature)
         return loss, {}
 
@@ -465,7 +459,7 @@ def finetune_text_encoder(corpus: Corpus, out_dir: str | Path, config: FinetuneC
                       warmup_steps=max(1, int(config.warmup * total)), grad_clip=1.0, keep_best=False,
                       checkpoint_minutes=config.checkpoint_minutes, epoch_base=1, timings=True,
                       desc=f"fine-tune {base_enc.name}", step_bar=True)
-    # the one decay rule (merc.training.optim), the encoder (its trainable layers) and the head at their own rates
+    # the one decay rule (merc.optim), the encoder (its trainable layers) and the head at their own rates
     groups = [*param_groups(st, config.weight_decay, lr=config.lr),
               *param_groups(clf.head, config.weight_decay, lr=config.head_lr)]
     res = run_loop(task.model, task, loop, groups=groups, checkpoint=out / CHECKPOINT,

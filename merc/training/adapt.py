@@ -2,7 +2,7 @@
 → :class:`~merc.models.adapter.Adapter`, early-stopped on a stratified held-out part.
 
 ``fit_adapter(X, y, labels, config)`` is the array-level fit (class-weighted cross-entropy through the shared
-loop of :mod:`merc.training.loop`; the epoch with the best held-out weighted F1 is kept);
+loop of :mod:`merc.loop`; the epoch with the best held-out weighted F1 is kept);
 ``train_adapter(modality, corpora, encoder, out)`` is the whole job: read and pool the corpora, draw the
 balanced sample, encode it (text: through the resumable feature store), fit, and write the adapter folder::
 
@@ -42,10 +42,10 @@ import torch.nn.functional as F
 from merc.data.labels import MELD_LABELS
 from merc.errors import ConfigError, OutputExistsError
 from merc.io import write_json
+from merc.loop import LoopConfig, run_loop
 from merc.metrics import evaluate_predictions
 from merc.models.adapter import Adapter, AdapterConfig
 from merc.training.adapt_data import AdaptData, ItemEncoder, collect, encode_sample
-from merc.training.loop import LoopConfig, run_loop
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ def provenance(seconds: float | None = None) -> dict[str, Any]:
 
 @dataclass
 class AdapterTask:
-    """Adapter training for :func:`merc.training.loop.run_loop`: shuffled batches of features (the order drawn
+    """Adapter training for :func:`merc.loop.run_loop`: shuffled batches of features (the order drawn
     from a seeded generator), class-weighted cross-entropy, scores on the held-out part."""
     Xt: torch.Tensor  # (n_train, d_in)
     yt: torch.Tensor  # (n_train,)
@@ -145,12 +145,13 @@ class AdapterTask:
 
     def loss(self, model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, dict]:
         X, y = batch
-        return F.cross_entropy(model(X), y, weight=self.weights), {}
+        w = None if self.weights is None else self.weights.to(X.device)
+        return F.cross_entropy(model(X), y, weight=w), {}
 
     def evaluate(self, model: torch.nn.Module) -> dict[str, float]:
         model.eval()
         with torch.no_grad():
-            logits = model(self.Xh)
+            logits = model(self.Xh.to(next(model.parameters()).device)).cpu()
             ho_loss = float(F.cross_entropy(logits, self.yh, weight=self.weights))
         scores = evaluate_predictions(self.yh.numpy(), logits.argmax(1).numpy(), self.labels)
         return {"dev_loss": ho_loss, "dev_weighted_f1": scores["weighted_f1"], "dev_accuracy": scores["accuracy"]}
@@ -163,13 +164,14 @@ class AdapterTask:
 
 
 def fit_adapter(X: np.ndarray, y: np.ndarray, labels: Sequence[str], config: AdaptTrainConfig, *,
-                progress: bool = True) -> AdaptResult:
+                progress: bool = True, device: str | torch.device = "cpu") -> AdaptResult:
     """Fit an adapter on features ``X`` (n, d_in) with class indices ``y`` (n,) into ``labels``.
 
     A stratified ``config.heldout`` part selects the epoch (best held-out weighted F1, early stopping after
     ``config.patience`` epochs without a better one); the returned adapter holds that epoch's weights, and
-    ``metrics["heldout"]`` its held-out scores. The loop is :func:`merc.training.loop.run_loop` (AdamW over the
-    decay groups of :func:`merc.training.optim.param_groups`: biases are not decayed; constant learning rate).
+    ``metrics["heldout"]`` its held-out scores. The loop is :func:`merc.loop.run_loop` (AdamW over the
+    decay groups of :func:`merc.optim.param_groups`: biases are not decayed; constant learning rate),
+    on ``device``; the adapter returned is on the CPU.
     """
     X, y = np.asarray(X, dtype=np.float32), np.asarray(y, dtype=np.int64)
     if X.ndim != 2 or len(X) != len(y):
@@ -187,8 +189,8 @@ def fit_adapter(X: np.ndarray, y: np.ndarray, labels: Sequence[str], config: Ada
                        torch.Generator().manual_seed(config.seed))
     loop = LoopConfig(epochs=config.epochs, lr=config.lr, weight_decay=config.weight_decay, patience=config.patience,
                       epoch_base=1, desc="adapter")
-    res = run_loop(model, task, loop, progress=progress)
-    model.eval()
+    res = run_loop(model, task, loop, device=device, progress=progress)
+    model.to("cpu").eval()
     pred = model.predict_proba(X[ho]).argmax(1)
     metrics = {"heldout": evaluate_predictions(y[ho], pred, labels), "best_epoch": res.best_epoch,
                "epochs_run": len(res.rows), "train_seconds": round(res.seconds, 2),

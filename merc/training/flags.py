@@ -98,7 +98,7 @@ def add_training_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size, help="dialogues per batch")
     p.add_argument("--lr", type=float, default=TrainConfig.lr, help="peak learning rate (AdamW)")
     p.add_argument("--weight-decay", type=float, default=TrainConfig.weight_decay,
-                   help="AdamW weight decay (none on biases, norms, Mamba A_log and D: merc.training.optim)")
+                   help="AdamW weight decay (none on biases, norms, Mamba A_log and D: merc.optim)")
     p.add_argument("--patience", type=int, default=TrainConfig.patience,
                    help="stop after this many epochs without a better dev weighted F1")
     p.add_argument("--class-weights", choices=SCHEMES, default=TrainConfig.class_weights,

@@ -1,6 +1,6 @@
 """Dialogue training: an objective (cross-entropy by default; CE + MEC for MaTAV) over batches of dialogues,
 early stopping on **dev** weighted F1, resumable checkpoints — run by the shared loop of
-:mod:`merc.training.loop` (AdamW with decay groups, warm-up + cosine schedule, clipping, checkpoints).
+:mod:`merc.loop` (AdamW with decay groups, warm-up + cosine schedule, clipping, checkpoints).
 
 The test split is never seen here: the caller evaluates the dev-selected checkpoint on test once.
 """
@@ -16,10 +16,10 @@ import numpy as np
 import torch
 
 from merc.errors import InputError
+from merc.loop import Callback, LoopConfig, run_loop, to_device
 from merc.metrics import evaluate_predictions
 from merc.objectives import Objective, class_weights, model_logits, objective_for
 from merc.training.batching import IGNORE, Dialogue, DialogueBatch, iterate_batches
-from merc.training.loop import Callback, LoopConfig, run_loop, to_device
 
 logger = logging.getLogger(__name__)
 __all__ = ["CHECKPOINT", "Callback", "DialogueTask", "TrainConfig", "TrainHistory", "class_weight_vector", "fit",
@@ -131,7 +131,7 @@ class _OnEpoch(Callback):
 
 @dataclass
 class DialogueTask:
-    """Dialogue classification for :func:`merc.training.loop.run_loop`: shuffled batches of ``train`` (order and
+    """Dialogue classification for :func:`merc.loop.run_loop`: shuffled batches of ``train`` (order and
     modality dropout drawn from ``rng``), ``objective``'s loss, dev weighted F1 / accuracy / loss."""
     train: Sequence[Dialogue]
     dev: Sequence[Dialogue]
@@ -179,8 +179,8 @@ def fit(model: torch.nn.Module, train: Sequence[Dialogue], dev: Sequence[Dialogu
     history, best weights, epoch) is written there atomically; calling ``fit`` again with the same
     directory and settings continues where the last run stopped (a finished run returns at once), and
     gives the same history as a run that was never interrupted.
-    The loop itself (AdamW over :func:`merc.training.optim.param_groups`, warm-up + cosine schedule, clipping,
-    early stopping, checkpoints) is :func:`merc.training.loop.run_loop`; this function is its dialogue task.
+    The loop itself (AdamW over :func:`merc.optim.param_groups`, warm-up + cosine schedule, clipping,
+    early stopping, checkpoints) is :func:`merc.loop.run_loop`; this function is its dialogue task.
     device: where the model and batches go (default CPU).
     """
     if not dev:

@@ -14,7 +14,7 @@ Decoupled weight decay pulls weights towards zero. That is a prior on the matric
 
     opt = torch.optim.AdamW(param_groups(model, weight_decay=0.01), lr=3e-4)
 
-This is the one rule of every optimizer in merc: :func:`merc.training.loop.run_loop` builds its AdamW from
+This is the one rule of every optimizer in merc: :func:`merc.loop.run_loop` builds its AdamW from
 these groups for dialogue models, fine-tuned text encoders (the encoder and its head each split this way,
 with their own learning rates) and stage-2 adapters.
 """

@@ -3,7 +3,7 @@
 :func:`run_loop`. Each keeps its own loss and data, handed over as a :class:`Task`; the loop owns the rest,
 as Hugging Face's ``Trainer`` separates the loop from the model's ``compute_loss`` (kept small, nanoGPT-size):
 
-- AdamW over the decay/no-decay groups of :func:`merc.training.optim.param_groups` (the one rule);
+- AdamW over the decay/no-decay groups of :func:`merc.optim.param_groups` (the one rule);
 - the learning-rate schedule: linear warm-up over ``warmup_steps``, then constant, linear or cosine decay;
 - gradient clipping (``grad_clip``, the norm over ``model.parameters()``);
 - the epoch/step loop with a progress bar, batches moved to ``device``;
@@ -26,6 +26,7 @@ import itertools
 import json
 import logging
 import math
+import pickle
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -38,7 +39,7 @@ from tqdm.auto import tqdm
 
 from merc.errors import ConfigError, IncompatibleRunError
 from merc.io import atomic_write_bytes
-from merc.training.optim import param_groups
+from merc.optim import param_groups
 
 log = logging.getLogger(__name__)
 SCHEDULES = ("constant", "linear", "cosine")
@@ -157,22 +158,31 @@ def _upgrade(state: dict[str, Any]) -> dict[str, Any]:
             "task": {"numpy_rng": state["numpy_rng"]}, "best_state": state["best_state"], "loop": json.dumps(loop)}
 
 
+def settings_diff(saved: dict[str, Any], settings: dict[str, Any], defaults: dict[str, Any] | None = None
+                  ) -> dict[str, tuple[Any, Any]]:
+    """``{setting: (saved, now)}`` of every setting that differs; a setting ``saved`` predates (added to the config
+    since) counts as its value in ``defaults``, so checkpoints of older versions with today's defaults resume."""
+    saved = {**(defaults or {}), **saved}
+    want = json.loads(json.dumps(settings, default=_plain))
+    return {k: (saved.get(k), v) for k, v in want.items() if saved.get(k) != v}
+
+
 def load_checkpoint(path: Path, settings: dict[str, Any], defaults: dict[str, Any] | None = None) -> dict[str, Any]:
     """The checkpoint at ``path``, checked against ``settings`` (recorded settings it predates take ``defaults``).
     IncompatibleRunError, naming the file and what to do, when it is unreadable, foreign or made otherwise."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - a truncated or foreign file (or an older pickled one): say which
-        raise IncompatibleRunError(f"cannot read the training checkpoint {path} ({type(e).__name__}: "
-                                   f"{str(e)[:200]}); delete it to start afresh") from e
+        why = ("it holds objects that only unpickling could read, which a checkpoint must not need"
+               if isinstance(e, pickle.UnpicklingError) else f"{type(e).__name__}: {str(e).splitlines()[0][:160]}")
+        raise IncompatibleRunError(f"cannot read the training checkpoint {path} ({why}); "
+                                   "delete it to start afresh") from e
     if not isinstance(state, dict) or state.get("format") not in (1, FORMAT):
         raise IncompatibleRunError(f"the training checkpoint {path} was written by an older merc (or is damaged) "
                                    "and cannot be resumed; delete it to restart the training")
     if state["format"] == 1:
         state = _upgrade(state)
-    saved = {**(defaults or {}), **state.get("settings", {})}
-    want = json.loads(json.dumps(settings, default=_plain))
-    diff = {k: (saved.get(k), v) for k, v in want.items() if saved.get(k) != v}
+    diff = settings_diff(state.get("settings", {}), settings, defaults)
     if diff:
         raise IncompatibleRunError(f"the checkpoint {path} was made with other training settings "
                                    f"(setting: (checkpoint, now) {diff}); use the same settings to resume, "
