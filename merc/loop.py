@@ -62,6 +62,7 @@ class LoopConfig:
     timings: bool = False  # rows get train_seconds, train_cpu_seconds, dev_seconds, dev_cpu_seconds
     desc: str = "epochs"
     step_bar: bool = False  # a progress bar per epoch over its batches too
+    log_epochs: bool = False  # log each epoch's row at INFO (else DEBUG): for long epochs run without a terminal
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
@@ -290,8 +291,8 @@ def run_loop(model: torch.nn.Module, task: Task, config: LoopConfig, *, groups: 
         row.update(scores)
         row.update({f"train_{k}": float(np.mean(v)) for k, v in logs.items()})
         st["rows"].append(row)
-        log.info("epoch %d: train loss %.4f  %s %.4f", row["epoch"], row["train_loss"], config.metric,
-                 row[config.metric])
+        log.log(logging.INFO if config.log_epochs else logging.DEBUG, "epoch %d: train loss %.4f  %s %.4f",
+                row["epoch"], row["train_loss"], config.metric, row[config.metric])
         if row[config.metric] > st["best_metric"]:
             st.update(best_metric=row[config.metric], best_epoch=row["epoch"], stale=0)
             if config.keep_best:

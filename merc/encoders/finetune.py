@@ -458,7 +458,7 @@ def finetune_text_encoder(corpus: Corpus, out_dir: str | Path, config: FinetuneC
     loop = LoopConfig(epochs=config.epochs, lr=config.lr, weight_decay=config.weight_decay, schedule="linear",
                       warmup_steps=max(1, int(config.warmup * total)), grad_clip=1.0, keep_best=False,
                       checkpoint_minutes=config.checkpoint_minutes, epoch_base=1, timings=True,
-                      desc=f"fine-tune {base_enc.name}", step_bar=True)
+                      desc=f"fine-tune {base_enc.name}", step_bar=True, log_epochs=True)
     # the one decay rule (merc.optim), the encoder (its trainable layers) and the head at their own rates
     groups = [*param_groups(st, config.weight_decay, lr=config.lr),
               *param_groups(clf.head, config.weight_decay, lr=config.head_lr)]
