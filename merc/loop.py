@@ -134,7 +134,7 @@ def to_device(batch: Any, device: torch.device) -> Any:
     return batch
 
 
-def _plain(o: Any) -> Any:
+def json_default(o: Any) -> Any:
     """numpy scalars and arrays (sklearn's scores) as Python values for the JSON part of a checkpoint."""
     if hasattr(o, "tolist"):
         return o.tolist()
@@ -164,7 +164,7 @@ def settings_diff(saved: dict[str, Any], settings: dict[str, Any], defaults: dic
     """``{setting: (saved, now)}`` of every setting that differs; a setting ``saved`` predates (added to the config
     since) counts as its value in ``defaults``, so checkpoints of older versions with today's defaults resume."""
     saved = {**(defaults or {}), **saved}
-    want = json.loads(json.dumps(settings, default=_plain))
+    want = json.loads(json.dumps(settings, default=json_default))
     return {k: (saved.get(k), v) for k, v in want.items() if saved.get(k) != v}
 
 
@@ -242,10 +242,10 @@ def run_loop(model: torch.nn.Module, task: Task, config: LoopConfig, *, groups: 
         if ckpt is None:
             return
         save_checkpoint(ckpt, {
-            "format": FORMAT, "settings": json.loads(json.dumps(settings, default=_plain)),
+            "format": FORMAT, "settings": json.loads(json.dumps(settings, default=json_default)),
             "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
             "torch_rng": torch.get_rng_state(), "task": task.state_dict() if hasattr(task, "state_dict") else {},
-            "best_state": best_state, "loop": json.dumps(st, default=_plain)})
+            "best_state": best_state, "loop": json.dumps(st, default=json_default)})
 
     t0, elapsed, last_ck = time.perf_counter(), st["seconds"], time.perf_counter()
     bar = tqdm(total=config.epochs, initial=st["epoch"], desc=config.desc, unit="epoch", leave=False,
@@ -270,8 +270,9 @@ def run_loop(model: torch.nn.Module, task: Task, config: LoopConfig, *, groups: 
             losses.append(loss.item())
             for k, v in step_logs.items():
                 logs[k].append(v)
-            steps.update(1)
-            steps.set_postfix(loss=f"{np.mean(losses):.3f}")
+            if not steps.disable:
+                steps.update(1)
+                steps.set_postfix(loss=f"{np.mean(losses):.3f}")
             if config.checkpoint_minutes is not None and time.perf_counter() - last_ck > 60 * config.checkpoint_minutes:
                 st.update(step=i + 1, losses=losses, logs=dict(logs), seconds=elapsed + time.perf_counter() - t0)
                 save()

@@ -57,3 +57,16 @@ def test_adamw_leaves_undecayed_parameters_alone():
         assert torch.equal(after[n], before[n]), n
     for n in decay:
         torch.testing.assert_close(after[n], before[n] * (1 - 0.1 * 0.5))
+
+
+def test_groups_of_a_transformer_layer_carry_their_lr():
+    """The rule fine-tuning applies to the encoder and to its head, each at its own learning rate: attention
+    and feed-forward matrices decayed; biases and LayerNorm weights not."""
+    torch.manual_seed(0)
+    layer = torch.nn.TransformerEncoderLayer(8, 2, dim_feedforward=16)
+    decay, no_decay = (g["names"] for g in param_groups(layer, 0.01))
+    assert set(decay) == {"self_attn.in_proj_weight", "self_attn.out_proj.weight", "linear1.weight", "linear2.weight"}
+    assert {"norm1.weight", "norm2.weight", "norm1.bias", "linear1.bias"} <= set(no_decay)
+    groups = param_groups(layer, 0.01, lr=2e-5) + param_groups(torch.nn.Linear(8, 3), 0.01, lr=1e-3)
+    assert [g["lr"] for g in groups] == [2e-5, 2e-5, 1e-3, 1e-3]
+    assert [g["weight_decay"] for g in groups] == [0.01, 0.0, 0.01, 0.0]

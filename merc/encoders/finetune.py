@@ -68,7 +68,7 @@ from merc.encoders.context import (
 from merc.encoders.template import DEFAULT_TEMPLATE, META_FILE, render
 from merc.errors import ConfigError, InputError, OutputExistsError
 from merc.io import atomic_write_bytes, write_json
-from merc.loop import Callback, LoopConfig, run_loop
+from merc.loop import Callback, LoopConfig, json_default, run_loop
 from merc.objectives.class_weights import class_weights
 from merc.objectives.distill import distillation_loss
 from merc.optim import param_groups
@@ -76,12 +76,6 @@ from merc.optim import param_groups
 log = logging.getLogger(__name__)
 CHECKPOINT = ".checkpoint.pt"
 
-
-def _plain(o: Any) -> Any:
-    """numpy scalars (sklearn's scores) as Python numbers for the checkpoint's JSON state."""
-    if hasattr(o, "item"):
-        return o.item()
-    raise TypeError(f"{type(o).__name__} is not JSON serialisable")
 
 # helpers
 
@@ -350,7 +344,7 @@ class _FinetuneTask:
         from merc.metrics import evaluate_predictions
         pred = (self.clf.predict(self.dev_texts, progress=self.progress, desc="dev") if self.cached is None
                 else self.cached.predict_dev(self.clf))
-        self._last = json.loads(json.dumps(evaluate_predictions(self.dev_y, pred, self.labels), default=_plain))
+        self._last = json.loads(json.dumps(evaluate_predictions(self.dev_y, pred, self.labels), default=json_default))
         return {"dev_weighted_f1": self._last["weighted_f1"], "dev_accuracy": self._last["accuracy"]}
 
     def on_best(self, model: Any, epoch: int) -> None:
