@@ -15,7 +15,7 @@ compares what each case produced:
 
 Writes benchmarks/results/house/loop_equivalence.md and .json.
 
-    .venv/bin/python benchmarks/bench_loop_equivalence.py --before c599111
+    .venv/bin/python benchmarks/bench_loop_equivalence.py --before 2a0f787
 """
 from __future__ import annotations
 
@@ -154,7 +154,7 @@ def report(data: dict) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--before", default="c599111", help="commit with the three loops")
+    p.add_argument("--before", default="2a0f787", help="commit with the three loops (main before the loop)")
     p.add_argument("--after", default="HEAD")
     p.add_argument("--record", type=Path, help=argparse.SUPPRESS)  # internal: one side, into this folder
     args = p.parse_args()
