@@ -147,6 +147,13 @@ def load_audio(path: str | os.PathLike, *, sr: int = 16000, start: float | None 
     segment) cut what ffmpeg plays at those times.
     Raises MediaError when the file is missing, has no audio stream, or fails to decode.
     """
+    return load_audio_timed(path, sr=sr, start=start, end=end)[0]
+
+
+def load_audio_timed(path: str | os.PathLike, *, sr: int = 16000, start: float | None = None,
+                     end: float | None = None) -> tuple[np.ndarray, float]:
+    """:func:`load_audio` and the time (seconds) of the first decoded sample, before any cut: a whole-file
+    decode then says which cuts it already holds (:mod:`merc.media.clip`)."""
     if start is not None and end is not None and end <= start:
         raise MediaError(f"empty segment [{start}, {end}] requested from {path}")
     with _open(path) as c:
@@ -186,7 +193,7 @@ def load_audio(path: str | os.PathLike, *, sr: int = 16000, start: float | None 
         duration = t0 + total / sr
         raise MediaError(f"segment [{start}, {end}] of {path} holds no audio samples (its audio ends at "
                          f"{duration:.2f} s)")
-    return np.clip(wav, -1.0, 1.0)
+    return np.clip(wav, -1.0, 1.0), t0
 
 
 def load_frames(path: str | os.PathLike, *, fps: float = 1.0, start: float | None = None,

@@ -61,7 +61,8 @@ import numpy as np
 
 from merc.errors import ConfigError, InputError, MissingDependencyError
 from merc.io import write_json
-from merc.media.decode import MediaError, load_audio
+from merc.media.clip import open_clip
+from merc.media.decode import MediaError
 from merc.qc.base import Flag, QCItem
 from merc.qc.textnorm import INFORMAL, display_text, spoken_words
 from merc.qc.whisper_asr import ModelIntegrityError
@@ -393,6 +394,48 @@ class AlignmentCheck:
         self._whisper = self._whisper or whisper.load_model(self.config.whisper_model or "base.en", device="cpu")
         return self._whisper.transcribe(wav, language="en", fp16=False)["text"]
 
+    def _segment(self, item: QCItem) -> tuple[float | None, float | None]:
+        u = item.utterance
+        scoped = u.meta.get("video_scope") == "dialogue" and item.media == u.video
+        return (u.start, u.end) if scoped else (None, None)
+
+    def _audio(self, item: QCItem) -> np.ndarray:
+        """The utterance's audio at 16 kHz (decoded once for every check: merc.media.clip); MediaError when it is
+        longer than ``max_seconds``."""
+        wav = open_clip(item.media).audio(16000, *self._segment(item))
+        if len(wav) / 16000 > self.config.max_seconds:
+            raise MediaError(f"audio of {item.media} lasts {len(wav) / 16000:.1f} s > {self.config.max_seconds:g} s; "
+                             "not transcribed")
+        return wav
+
+    def decode_jobs(self, item: QCItem) -> list:
+        """What to decode ahead for ``measure`` (:class:`merc.media.clip.Prefetcher`)."""
+        if not item.media:
+            return []
+        seg = self._segment(item)
+        return [(item.media, lambda c: c.audio(16000, *seg))]
+
+    def prepare(self, items: Sequence[QCItem]) -> None:
+        """Whisper back end: encode the audio of ``items`` in one batched encoder call and keep the analyses for
+        :meth:`measure` (the same encoder outputs as one clip at a time). Clips that fail to decode are left to
+        ``measure``, which reports them."""
+        if not self.forced_whisper or self.config.whisper_transcribe:
+            return
+        keyed, wavs = [], []
+        for item in items:
+            key = f"{item.utterance_id}|{item.media}"
+            if not item.media or key in self._cache:
+                continue
+            try:
+                wavs.append(self._audio(item))
+            except Exception:  # noqa: BLE001 - measure() decodes again and reports the error
+                continue
+            keyed.append(key)
+        for key, enc in zip(keyed, self._scorer().encode_many(wavs), strict=True):
+            self._cache[key] = AudioAnalysis(pcm=b"", hypothesis="", encoded=enc)
+        while len(self._cache) > max(self.config.cache_size, len(keyed)):
+            self._cache.popitem(last=False)
+
     def analyse(self, item: QCItem, hypothesis: str | None = None) -> AudioAnalysis:
         """Decode the utterance audio once (cached). Raises MediaError for bad or over-long media.
 
@@ -404,12 +447,7 @@ class AlignmentCheck:
             return self._cache[key]
         if not item.media:
             raise MediaError(f"no media path for {item.utterance_id}")
-        u = item.utterance
-        scoped = u.meta.get("video_scope") == "dialogue" and item.media == u.video
-        wav = load_audio(item.media, sr=16000, start=u.start if scoped else None, end=u.end if scoped else None)
-        if len(wav) / 16000 > self.config.max_seconds:
-            raise MediaError(f"audio of {item.media} lasts {len(wav) / 16000:.1f} s > {self.config.max_seconds:g} s; "
-                             "not transcribed")
+        wav = self._audio(item)
         pcm = (np.clip(wav, -1, 1) * 32767).astype(np.int16).tobytes()
         if self.forced_whisper:
             scorer = self._scorer()

@@ -16,6 +16,8 @@ class QCConfig:
     check_configs: name -> that check's config object (thresholds); missing -> the check's default.
     factories: name -> "module:Class" or a picklable callable(config) -> Check; overrides built-ins.
     workers: processes for phase 1 (1 = in this process; >1 = a spawn pool, checks built once per worker).
+    batch_size: utterances measured together by every check that needs them (each clip decoded once for all
+        checks; batched models, e.g. Whisper's encoder, run once per batch); the unit of work of a worker.
     fps: frames per second for video checks (set on every check config that has an ``fps`` field).
     drop_on: checks whose failures drop an utterance from the manifest; None = every check run.
     gate_on_integrity: skip later checks on utterances whose media integrity found unusable.
@@ -36,6 +38,7 @@ class QCConfig:
     check_configs: dict[str, Any] = field(default_factory=dict)
     factories: dict[str, Any] = field(default_factory=dict)
     workers: int = 1
+    batch_size: int = 8
     fps: float | None = None
     drop_on: list[str] | None = None
     gate_on_integrity: bool = True
@@ -53,6 +56,8 @@ class QCConfig:
         if unknown:
             raise ConfigError(f"unknown QC check(s) {unknown}; choose from {sorted(BUILTIN_CHECKS)} "
                               "or register a factory in QCConfig.factories")
+        if self.batch_size < 1:
+            raise ConfigError(f"QCConfig.batch_size must be >= 1, got {self.batch_size}")
         if self.workers < 1:
             raise ConfigError(f"QCConfig.workers must be >= 1, got {self.workers}")
         bad_cal = [c for c in self.calibrate if c not in self.checks]

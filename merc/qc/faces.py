@@ -94,19 +94,34 @@ class FaceCheck:
         return self._models
 
     # phase 1
-    def measure(self, item: QCItem) -> dict[str, Any]:
-        from merc.encoders.face import detect_and_embed, track_faces
-        from merc.media.decode import MediaError, load_frames
-
+    def _video(self, item: QCItem) -> str | None:
         u = item.utterance
         path = (item.extra or {}).get("video") or u.video
         if not path and item.media and str(item.media).lower().endswith((".mp4", ".avi", ".mkv", ".mov", ".webm")):
             path = item.media
+        return path
+
+    def decode_jobs(self, item: QCItem) -> list:
+        """What to decode ahead for ``measure`` (:class:`merc.media.clip.Prefetcher`)."""
+        path = self._video(item)
+        if not path:
+            return []
+        start, end = media_segment(item, path)
+        c = self.config
+        return [(path, lambda clip: clip.frames(c.fps, start, end, c.max_frames))]
+
+    def measure(self, item: QCItem) -> dict[str, Any]:
+        from merc.encoders.face import detect_and_embed, track_faces
+        from merc.media.clip import open_clip
+        from merc.media.decode import MediaError
+
+        u = item.utterance
+        path = self._video(item)
         if not path:
             return {"skipped": f"utterance {u.utterance_id} has no video"}
         start, end = media_segment(item, path)
         try:
-            frames = load_frames(path, fps=self.config.fps, start=start, end=end, max_frames=self.config.max_frames)
+            frames = open_clip(path).frames(self.config.fps, start, end, self.config.max_frames)
         except MediaError as e:
             return {"error": str(e)}
         except Exception as e:

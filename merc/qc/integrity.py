@@ -31,7 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from merc.media.decode import MediaError, load_audio, probe
+from merc.media.clip import open_clip
+from merc.media.decode import MediaError
 from merc.qc.base import Flag, QCItem
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v")
@@ -118,6 +119,13 @@ class IntegrityCheck:
 
     # phase 1
 
+    def decode_jobs(self, item: QCItem) -> list:
+        """What to decode ahead for ``measure`` (:class:`merc.media.clip.Prefetcher`)."""
+        if not item.media or not Path(item.media).exists():
+            return []
+        start, end = self._segment(item)
+        return [(item.media, lambda c: (c.info(), c.audio(self.config.sample_rate, start, end)))]
+
     def measure(self, item: QCItem) -> dict[str, Any]:
         cfg = self.config
         path = item.media
@@ -125,8 +133,9 @@ class IntegrityCheck:
             return {"error": "no media path: the corpus gives no audio/video for this utterance", "failed": "file"}
         if not Path(path).exists():
             return {"error": f"missing file {path}", "failed": "file"}
+        clip = open_clip(path)  # shared with the other checks of this utterance (merc.media.clip)
         try:
-            info = probe(path)
+            info = clip.info()
         except MediaError as e:
             return {"error": str(e), "failed": "decode"}
         except Exception as e:  # noqa: BLE001 - a bad file must never stop the run
@@ -139,7 +148,7 @@ class IntegrityCheck:
                                "expect_video": expect_video, "words": count_words(item.utterance.text)}
         if info.has_audio:
             try:
-                wav = load_audio(path, sr=cfg.sample_rate, start=start, end=end)
+                wav = clip.audio(cfg.sample_rate, start, end)
             except MediaError as e:
                 return {**out, "error": str(e), "failed": "decode"}
             except Exception as e:  # noqa: BLE001

@@ -47,7 +47,7 @@ from merc.qc.base import Check, Flag, QCItem, jsonable
 from merc.qc.cache import MeasureCache, measure_key
 from merc.qc.config import QCConfig
 from merc.qc.corroborate import corroborate
-from merc.qc.pool import MeasurePool, measure_one
+from merc.qc.pool import MeasurePool, Work, gated, measure_batch, media_gate  # noqa: F401 (media_gate: API)
 from merc.qc.registry import BUILTIN_CHECKS, build_check
 from merc.qc.result import NOT_MEASURED, QCResult, summarize
 
@@ -82,26 +82,6 @@ def build_items(corpus: Corpus) -> list[QCItem]:
                              f"(split {it.split}); QC needs unique ids")
         seen.add(it.utterance_id)
     return items
-
-
-def media_gate(integrity: Check | None, m: dict[str, Any] | None) -> str | None:
-    """Why later checks cannot measure this utterance (from its integrity measurement), or None.
-
-    The integrity check may define ``gate(measurement) -> str | None``; otherwise a missing file
-    (``failed == "file"`` or ``exists`` false), an undecodable one (``failed == "decode"`` or
-    ``decodable`` false) or any integrity measurement error block the media checks.
-    """
-    if integrity is None or m is None:
-        return None
-    if hasattr(integrity, "gate"):
-        return integrity.gate(m)
-    if m.get("exists") is False or m.get("failed") == "file":
-        return "media missing"
-    if m.get("decodable") is False or m.get("failed") == "decode":
-        return "media undecodable"
-    if "error" in m:
-        return "media unusable (integrity could not measure it)"
-    return None
 
 
 def _unmeasured(m: dict[str, Any]) -> bool:
@@ -149,61 +129,111 @@ class QCPipeline:
         if self._pool is not None:
             self._pool.shutdown(cancel=cancel)
 
-    def _measure_parallel(self, name: str, todo: list[QCItem]):
-        if self._pool is None:
-            specs = {n: (self.spec(n), self.check_config(n)) for n in self.config.checks}
-            self._pool = MeasurePool(self.config.workers, specs)
-        return self._pool.measure(name, todo)
+    def _measure_all(self, items: list[QCItem], cache_dir: Path, progress: bool, hook: Hook | None
+                     ) -> tuple[dict[str, dict[str, dict[str, Any]]], dict[str, dict[str, Any]]]:
+        """Phase 1 for every check: cached measurements are reused, the rest measured a batch of utterances at a
+        time with every check that still needs them (:func:`merc.qc.pool.measure_batch`: each clip decoded once
+        for all checks), in this process or in the worker pool. Integrity (cached or measured) gates the others."""
+        names = list(self.config.checks)
+        gate = self.config.gate_on_integrity and "integrity" in names
+        integ = self.check("integrity") if gate else None
+        caches = {n: MeasureCache(cache_dir / f"{n}.jsonl") for n in names}
+        cached = {n: caches[n].load() for n in names}
+        keys = {n: measure_key(self.check(n)) for n in names}
+        out: dict[str, dict[str, dict[str, Any]]] = {n: {} for n in names}
+        secs: dict[str, float] = {n: 0.0 for n in names}
+        n_cached = {n: 0 for n in names}
+        stale = {n: 0 for n in names}
+        work: list[Work] = []
+        by_id = {it.utterance_id: it for it in items}
 
-    def _measure_check(self, name: str, items: list[QCItem], cache_dir: Path, gates: dict[str, str],
-                       progress: bool, hook: Hook | None) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
-        cache = MeasureCache(cache_dir / f"{name}.jsonl")
-        cached = cache.load()
-        key = measure_key(self.check(name))
-        out: dict[str, dict[str, Any]] = {}
-        todo: list[QCItem] = []
-        n_cached = stale = 0
+        def hit(n: str, it: QCItem) -> dict[str, Any] | None:
+            c = cached[n].get(it.utterance_id)
+            return c if c is not None and c.get("media") == it.media and c.get("key") == keys[n] else None
+
         for it in items:
-            uid = it.utterance_id
-            if uid in gates:
-                out[uid] = {"error": f"{NOT_MEASURED}: {gates[uid]}", "gated": True}
-            elif uid in cached and cached[uid].get("media") == it.media and cached[uid].get("key") == key:
-                out[uid] = cached[uid]["result"]
-                n_cached += 1
-            else:
-                stale += uid in cached
-                todo.append(it)
-        if stale:
-            log.info("qc %s: %d cached measurement(s) were made with another config or media path; "
-                     "measuring them again", name, stale)
-        seconds = sum(cached[u].get("seconds", 0.0) for u in out if u in cached and u not in gates)
-        by_id = {it.utterance_id: it for it in todo}
+            uid, need = it.utterance_id, []
+            m_int = None
+            if gate:
+                c = hit("integrity", it)
+                if c is not None:
+                    m_int = out["integrity"][uid] = c["result"]
+                    n_cached["integrity"] += 1
+                    secs["integrity"] += c.get("seconds", 0.0)
+                else:
+                    stale["integrity"] += uid in cached["integrity"]
+                    need.append("integrity")
+            why = media_gate(integ, m_int) if gate and m_int is not None else None
+            for n in names:
+                if gate and n == "integrity":
+                    continue
+                if why:
+                    out[n][uid] = gated(why)
+                    continue
+                c = hit(n, it)
+                if c is not None:
+                    out[n][uid] = c["result"]
+                    n_cached[n] += 1
+                    secs[n] += c.get("seconds", 0.0)
+                else:
+                    stale[n] += uid in cached[n]
+                    need.append(n)
+            if need:
+                work.append((it, need, m_int))
+        for n in names:
+            if stale[n]:
+                log.info("qc %s: %d cached measurement(s) were made with another config or media path; "
+                         "measuring them again", n, stale[n])
+        measured = {n: sum(n in need for _, need, _ in work) for n in names}
+        need_of = {it.utterance_id: set(need) for it, need, _ in work}
+        bars = {n: tqdm(total=len(items), initial=len(items) - measured[n], desc=f"qc {n}", unit="utt",
+                        disable=not progress, leave=True, dynamic_ncols=True) for n in names}
+        size = max(1, self.config.batch_size)
+        order = sorted(names, key=lambda n: n != "integrity")  # integrity first: it gates the others
+        batches = [work[i:i + size] for i in range(0, len(work), size)]
         t0 = time.perf_counter()
-        bar = tqdm(total=len(items), initial=len(items) - len(todo), desc=f"qc {name}", unit="utt",
-                   disable=not progress, leave=True, dynamic_ncols=True)
         try:
-            if self.config.workers > 1 and len(todo) > 1:
-                results = self._measure_parallel(name, todo)
+            if self.config.workers > 1 and len(work) > 1:
+                if self._pool is None:
+                    specs = {n: (self.spec(n), self.check_config(n)) for n in names}
+                    self._pool = MeasurePool(self.config.workers, specs)
+                results = self._pool.measure_batches(order, batches, gate)
             else:
-                chk = self.check(name)
-                results = ((it.utterance_id, *measure_one(chk, it)) for it in todo)
-            for uid, result, secs in results:
-                out[uid] = result
-                seconds += secs
-                cache.append({"utterance_id": uid, "media": by_id[uid].media, "key": key,
-                              "seconds": round(secs, 4), "result": result})
-                bar.update(1)
+                checks = {n: self.check(n) for n in names}
+                results = (r for b in batches for r in measure_batch(checks, order, b, gate=gate))
+            for uid, name, result, sec in results:
+                out[name][uid] = result
+                if result.get("gated"):
+                    measured[name] -= 1
+                else:
+                    secs[name] += sec
+                    caches[name].append({"utterance_id": uid, "media": by_id[uid].media, "key": keys[name],
+                                         "seconds": round(sec, 4), "result": result})
+                if name == "integrity" and gate:  # a fresh integrity result may gate checks found in the cache
+                    why = media_gate(integ, result)
+                    for n in names:
+                        if why and n != "integrity" and n not in need_of[uid] and uid in out[n] \
+                                and not out[n][uid].get("gated"):
+                            out[n][uid] = gated(why)
+                            n_cached[n] -= 1
+                bars[name].update(1)
                 if hook is not None:
-                    hook(name, completed=bar.n, total=len(items))
+                    hook(name, completed=bars[name].n, total=len(items))
         except BaseException:
             self._shutdown(cancel=True)
             raise
         finally:
-            cache.close()
-            bar.close()
-        timing = {"measured": len(todo), "cached": n_cached, "gated": sum(u in gates for u in out),
-                  "measure_seconds": round(seconds, 3), "wall_seconds": round(time.perf_counter() - t0, 3)}
-        return out, timing
+            for n in names:
+                caches[n].close()
+                bars[n].close()
+        wall = time.perf_counter() - t0
+        total = sum(secs[n] for n in names) or 1.0
+        timings = {n: {"measured": measured[n], "cached": n_cached[n],
+                       "gated": sum(bool(m.get("gated")) for m in out[n].values()),
+                       "measure_seconds": round(secs[n], 3),
+                       # checks share the measuring loop: its wall time, shared out by measuring time
+                       "wall_seconds": round(wall * secs[n] / total, 3)} for n in names}
+        return out, timings
 
     # --- phase 2
     def _judge(self, name: str, items: list[QCItem], meas: dict[str, dict[str, Any]],
@@ -277,20 +307,9 @@ class QCPipeline:
         items = build_items(corpus)
         if not items:
             raise InputError(f"corpus {corpus.name!r} has no utterances to check")
-        measurements: dict[str, dict[str, dict[str, Any]]] = {}
-        timings: dict[str, dict[str, Any]] = {}
         t_start = time.perf_counter()
         try:
-            for name in self.config.checks:
-                gates: dict[str, str] = {}
-                if name != "integrity" and "integrity" in measurements and self.config.gate_on_integrity:
-                    integ = self.check("integrity")
-                    for uid, m in measurements["integrity"].items():
-                        g = media_gate(integ, m)
-                        if g:
-                            gates[uid] = g
-                measurements[name], timings[name] = self._measure_check(name, items, cache_dir, gates,
-                                                                        progress, hook)
+            measurements, timings = self._measure_all(items, cache_dir, progress, hook)
         finally:
             self._shutdown()
         calibration = {name: self._calibrate(name, items, measurements[name], progress)

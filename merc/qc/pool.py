@@ -4,6 +4,12 @@
 (one bad file never stops a run). In the pool each worker builds its checks once, lazily, with one torch
 thread; when a worker dies (a crash in native code) the pool is rebuilt and the in-flight items are retried
 once; an item in flight during two crashes is recorded as an error.
+
+:func:`measure_batch` measures a few utterances with every check that still needs them, in one place, so each
+clip is decoded once for all checks (:mod:`merc.media.clip`: a clip cache is active while the batch runs and a
+thread decodes the next clips while the models work), and a check that defines ``prepare(items)`` runs its
+model once over the batch (alignment: one batched Whisper encoder call) before ``measure`` on each item.
+Integrity runs first on the whole batch; what it finds gates the later checks (``media_gate``).
 """
 from __future__ import annotations
 
@@ -19,6 +25,9 @@ from typing import Any, Iterator
 from merc.qc.base import Check, QCItem, jsonable
 from merc.qc.registry import build_check
 
+NOT_MEASURED = "not measured"  # the prefix of every "not measured" reason (merc.qc.result re-exports it)
+Work = tuple[QCItem, list[str], "dict[str, Any] | None"]  # (item, checks to measure, its cached integrity result)
+
 
 def measure_one(check: Check, item: QCItem) -> tuple[dict[str, Any], float]:
     """Run ``check.measure`` on one item; an exception becomes ``{"error": "Type: message", "raised": True}``."""
@@ -33,6 +42,73 @@ def measure_one(check: Check, item: QCItem) -> tuple[dict[str, Any], float]:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
         result = {"error": f"{type(e).__name__}: {msg}" if msg else type(e).__name__, "raised": True}
     return result, time.perf_counter() - t0
+
+
+def media_gate(integrity: Check | None, m: dict[str, Any] | None) -> str | None:
+    """Why later checks cannot measure this utterance (from its integrity measurement), or None.
+
+    The integrity check may define ``gate(measurement) -> str | None``; otherwise a missing file
+    (``failed == "file"`` or ``exists`` false), an undecodable one (``failed == "decode"`` or
+    ``decodable`` false) or any integrity measurement error block the media checks.
+    """
+    if integrity is None or m is None:
+        return None
+    if hasattr(integrity, "gate"):
+        return integrity.gate(m)
+    if m.get("exists") is False or m.get("failed") == "file":
+        return "media missing"
+    if m.get("decodable") is False or m.get("failed") == "decode":
+        return "media undecodable"
+    if "error" in m:
+        return "media unusable (integrity could not measure it)"
+    return None
+
+
+def gated(reason: str) -> dict[str, Any]:
+    return {"error": f"{NOT_MEASURED}: {reason}", "gated": True}
+
+
+def measure_batch(checks: dict[str, Check], order: list[str], work: list[Work], *, gate: bool = True,
+                  prefetch: bool = True) -> Iterator[tuple[str, str, dict[str, Any], float]]:
+    """Yield ``(utterance_id, check, result, seconds)`` for every (item, check) of ``work``, check by check in
+    ``order``; integrity (when in ``order``) first, and its result (measured here or given as cached) gates the
+    others when ``gate``. Gated results come back with ``seconds`` 0 and ``"gated": True``."""
+    from merc.media.clip import ClipCache, Prefetcher
+    integrity = checks.get("integrity")
+    known = {it.utterance_id: m for it, _, m in work}
+    with ClipCache(max_clips=max(8, 2 * len(work))) as cache:
+        fetch = None
+        if prefetch:
+            jobs = [(path, fn) for it, need, _ in work for name in need
+                    for path, fn in getattr(checks[name], "decode_jobs", lambda _it: [])(it)]
+            fetch = Prefetcher(cache, jobs, ahead=max(4, len(jobs))).start() if jobs else None
+        try:
+            for name in order:
+                todo = [it for it, need, _ in work if name in need]
+                if not todo:
+                    continue
+                chk = checks[name]
+                ready = []
+                for it in todo:
+                    why = media_gate(integrity, known.get(it.utterance_id)) \
+                        if gate and name != "integrity" and integrity is not None else None
+                    if why:
+                        yield it.utterance_id, name, gated(why), 0.0
+                    else:
+                        ready.append(it)
+                if ready and hasattr(chk, "prepare"):
+                    try:
+                        chk.prepare(ready)
+                    except Exception:  # noqa: BLE001 - measure() meets the same problem per item, and records it
+                        pass
+                for it in ready:
+                    result, secs = measure_one(chk, it)
+                    if name == "integrity":
+                        known[it.utterance_id] = result
+                    yield it.utterance_id, name, result, secs
+        finally:
+            if fetch is not None:
+                fetch.stop()
 
 
 # worker side (a spawn pool: each process builds its checks once, lazily)
@@ -57,6 +133,21 @@ def _worker_measure(name: str, item: QCItem) -> tuple[str, dict[str, Any], float
             sys.modules["torch"].set_num_threads(1)
     result, secs = measure_one(_WORKER_CHECKS[name], item)
     return item.utterance_id, result, secs
+
+
+def _worker_checks(names: list[str]) -> dict[str, Check]:
+    for name in names:
+        if name not in _WORKER_CHECKS:
+            spec, config = _WORKER_SPECS[name]
+            _WORKER_CHECKS[name] = build_check(spec, config)
+            if "torch" in sys.modules:
+                sys.modules["torch"].set_num_threads(1)
+    return {n: _WORKER_CHECKS[n] for n in names}
+
+
+def _worker_batch(order: list[str], work: list[Work], gate: bool) -> list[tuple[str, str, dict[str, Any], float]]:
+    names = sorted({n for _, need, _ in work for n in need} | ({"integrity"} & set(_WORKER_SPECS)))
+    return list(measure_batch(_worker_checks(names), order, work, gate=gate))
 
 
 class MeasurePool:
@@ -107,3 +198,39 @@ class MeasurePool:
                                                          f"file ({it.media})", "raised": True}, 0.0
                     else:
                         queue.append(it)
+
+    def measure_batches(self, order: list[str], batches: list[list[Work]], gate: bool
+                        ) -> Iterator[tuple[str, str, dict[str, Any], float]]:
+        """:func:`measure_batch` of each batch in a worker, ``workers`` batches in flight. After a crash a batch
+        is retried item by item; an item in flight during two crashes is recorded as a crash of each check it
+        still needed."""
+        queue: list[tuple[list[Work], int]] = [(b, 0) for b in reversed(batches)]
+        while queue:
+            pool = self._pool()
+            inflight: dict[cf.Future, tuple[list[Work], int]] = {}
+            try:
+                while queue or inflight:
+                    while queue and len(inflight) < self.workers:
+                        batch, strikes = queue[-1]
+                        inflight[pool.submit(_worker_batch, order, batch, gate)] = (batch, strikes)
+                        queue.pop()
+                    done, _ = cf.wait(inflight, return_when=cf.FIRST_COMPLETED)
+                    for fut in done:
+                        res = fut.result()
+                        inflight.pop(fut)
+                        yield from res
+            except cf.process.BrokenProcessPool:
+                self.shutdown(cancel=True)
+                for fut, (batch, strikes) in list(inflight.items()):
+                    if fut.done() and not fut.cancelled() and fut.exception() is None:
+                        yield from fut.result()
+                        continue
+                    if len(batch) > 1:  # which item crashed is unknown: retry each on its own
+                        queue.extend(([w], strikes + 1) for w in reversed(batch))
+                    elif strikes + 1 >= 2:
+                        it, need, _ = batch[0]
+                        for name in need:
+                            yield it.utterance_id, name, {"error": "WorkerCrash: the worker process died measuring "
+                                                                   f"this file ({it.media})", "raised": True}, 0.0
+                    else:
+                        queue.append((batch, strikes + 1))

@@ -166,7 +166,8 @@ class SpeakerIdentityCheck:
     # phase 1
     def measure(self, item: QCItem) -> dict[str, Any]:
         from merc.encoders.speaker import AudioTooShortError
-        from merc.media.decode import MediaError, load_audio
+        from merc.media.clip import open_clip
+        from merc.media.decode import MediaError
 
         u = item.utterance
         path = item.media or u.audio or u.video
@@ -177,7 +178,7 @@ class SpeakerIdentityCheck:
         if cap is not None and (end is None or end - (start or 0.0) > cap):
             end = (start or 0.0) + cap  # minutes-long clips (MELD test dia220_utt0): embed the first part
         try:
-            wav = load_audio(path, sr=self.config.sr, start=start, end=end)
+            wav = open_clip(path).audio(self.config.sr, start, end)  # decoded once for every check
         except MediaError as e:
             return {"error": str(e)}
         except Exception as e:  # a decoder failure PyAV did not wrap

@@ -113,6 +113,18 @@ class WhisperScorer:
         frames = min(features.shape[-1] - 1, 3000)
         return Encoded(self.model.encode(pad_or_trim(features)), max(frames, 1))
 
+    def encode_many(self, wavs: list[np.ndarray]) -> list[Encoded]:
+        """:meth:`encode` of several clips in one encoder call (the same outputs; the model runs once per batch)."""
+        if not wavs:
+            return []
+        import ctranslate2
+        from faster_whisper.audio import pad_or_trim
+        feats = [self.model.feature_extractor(np.asarray(w, np.float32)) for w in wavs]  # (n_mels, frames) each
+        frames = [max(min(f.shape[-1] - 1, 3000), 1) for f in feats]
+        out = np.asarray(self.model.encode(np.stack([pad_or_trim(f) for f in feats])))  # (n, 1500, d_model)
+        return [Encoded(ctranslate2.StorageView.from_array(np.ascontiguousarray(out[i:i + 1])), n)
+                for i, n in enumerate(frames)]
+
     def transcribe(self, enc: Encoded, max_length: int = 224) -> tuple[str, list[int]]:
         """Greedy decoding: (text, its tokens)."""
         prompt = [*self.tokenizer.sot_sequence, self.tokenizer.no_timestamps]
