@@ -74,16 +74,23 @@ class AudioEncoder(MediaEncoder):
     def content_key(self, u) -> str:
         return media_key(*audio_source(u))
 
-    def load(self, u) -> np.ndarray:
-        from merc.media.decode import load_audio
+    def _cut(self, u) -> tuple[str | None, float | None, float | None]:
         path, start, end = audio_source(u)
+        if end is None and self.config.max_seconds is not None:
+            end = (start or 0.0) + self.config.max_seconds
+        return path, start, end
+
+    def decode_jobs(self, u) -> list:
+        """What to decode ahead for this utterance (:class:`merc.media.clip.Prefetcher`)."""
+        path, start, end = self._cut(u)
+        return [(path, lambda c: c.audio(SR, start, end))] if path else []
+
+    def load(self, u) -> np.ndarray:
+        from merc.media.clip import open_clip
+        path, start, end_cut = self._cut(u)
         if not path:
             raise MissingMedia(f"utterance {u.utterance_id} has no audio or video file")
-        if end is None and self.config.max_seconds is not None:
-            end_cut = (start or 0.0) + self.config.max_seconds
-        else:
-            end_cut = end
-        wav = load_audio(path, sr=SR, start=start, end=end_cut)
+        wav = open_clip(path).audio(SR, start, end_cut)  # decoded once for every encoder (merc.media.clip)
         if len(wav) < self.config.min_seconds * SR:
             raise TooLittleSpeech(f"audio too short in {path}: {len(wav) / SR:.2f} s < {self.config.min_seconds} s")
         return wav

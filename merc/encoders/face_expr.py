@@ -156,17 +156,40 @@ class FaceFrameEncoder(MediaEncoder):
             return out
         return [_largest([d.box for d in self.detector.detect(f.image)]) for f in frames]
 
+    def _frames(self, u):
+        """(the clip, its sampled frames): decoded once for every face encoder (:mod:`merc.media.clip`)."""
+        from merc.media.clip import open_clip
+        start, end = media_segment(u, u.video)
+        clip = open_clip(u.video)
+        return clip, clip.frames(self.config.fps, start, end, self.config.max_frames)
+
+    def decode_jobs(self, u) -> list:
+        """What to decode ahead for this utterance (:class:`merc.media.clip.Prefetcher`)."""
+        if not u.video:
+            return []
+        start, end = media_segment(u, u.video)
+        c = self.config
+        return [(u.video, lambda clip: clip.frames(c.fps, start, end, c.max_frames))]
+
+    def _boxes(self, u, clip, frames) -> list[Box | None]:
+        """:meth:`boxes_for`, shared by every face encoder of the clip with the same detector and frames (the
+        detections of the largest face are computed once per clip, not once per encoder)."""
+        if self.tracks is not None:
+            return self.boxes_for(u, frames)
+        c = self.config
+        key = ("largest-face", tuple(sorted(vars(self.detector.config).items())), c.fps, c.max_frames,
+               *media_segment(u, u.video))
+        return clip.memo(key, lambda: self.boxes_for(u, frames))
+
     def _encode_one(self, u) -> np.ndarray:
-        from merc.media.decode import load_frames
         if not u.video:
             raise MissingMedia(f"utterance {u.utterance_id} has no video file")
-        start, end = media_segment(u, u.video)
-        frames = load_frames(u.video, fps=self.config.fps, start=start, end=end, max_frames=self.config.max_frames)
-        boxes = self.boxes_for(u, frames)
+        clip, frames = self._frames(u)
+        boxes = self._boxes(u, clip, frames)
         seen = [(f.image, b) for f, b in zip(frames, boxes) if b is not None]
         if not seen:
             raise NoFace(f"no face in 0/{len(frames)} sampled frames of {Path(u.video).name}")
-        vecs = [v for v in (self._embed_face(img, box) for img, box in seen) if v is not None]
+        vecs = [v for v in self._embed_faces(seen) if v is not None]
         if not vecs:  # the encoder's own model rejected every face the detector found
             raise NoFace(f"{self.name}: no usable face in the {len(seen)} frames of {Path(u.video).name} "
                              "where a face was detected")
@@ -191,6 +214,11 @@ class FaceFrameEncoder(MediaEncoder):
         """(H, W, 3) RGB image, the face's box -> (dim,); None when the encoder's own model finds no face
         there (that frame is left out of the utterance's mean)."""
         raise NotImplementedError
+
+    def _embed_faces(self, seen: list[tuple[np.ndarray, Box]]) -> list[np.ndarray | None]:
+        """:meth:`_embed_face` of every (image, box) of an utterance; an encoder whose model gains from batches
+        overrides it (fer: one forward pass over all the utterance's crops)."""
+        return [self._embed_face(img, box) for img, box in seen]
 
 
 class DlibFaceEncoder(FaceFrameEncoder):
@@ -281,6 +309,13 @@ class FerEncoder(FaceFrameEncoder):
     def _embed_face(self, image: np.ndarray, box: Box) -> np.ndarray:
         p, e = self.expressions([self.crop(image, box)])
         return np.concatenate([p[0], e[0]])
+
+    def _embed_faces(self, seen: list[tuple[np.ndarray, Box]]) -> list[np.ndarray | None]:
+        """Every crop of the utterance in one batch: (n, 64, 64) -> (n, 135)."""
+        if not seen:
+            return []
+        p, e = self.expressions([self.crop(img, box) for img, box in seen])
+        return list(np.concatenate([p, e], axis=1))
 
 
 # registry

@@ -55,6 +55,7 @@ log = logging.getLogger(__name__)
 ROWS_FILE = "rows.safetensors"
 INDEX_FILE = "index.json"
 PENDING = "pending"
+JOINT_CHUNK = 32  # inputs per chunk when several encoders extract together (their decoded clips stay in memory)
 
 # helpers
 
@@ -196,11 +197,27 @@ class FeatureStore:
     def get_conversations(self, corpus_name: str, split: str, conversations: Sequence[Sequence], encoder: Encoder,
                           *, progress: bool = True) -> Features:
         """Like :meth:`get` for explicit conversations (prediction on new media, unimodal items: one each)."""
+        return self.get_many(corpus_name, split, conversations, [encoder], progress=progress)[0]
+
+    def get_many(self, corpus_name: str, split: str, conversations: Sequence[Sequence], encoders: Sequence[Encoder],
+                 *, progress: bool = True) -> list[Features]:
+        """:meth:`get_conversations` of several encoders (one modality) at once: what they still miss is extracted
+        chunk by chunk, every encoder on the same chunk inside one :class:`merc.media.clip.ClipCache`, so each clip
+        is decoded once for all of them (and their face detections are shared); a thread decodes the chunk's
+        clips ahead of the models. Each encoder keeps its own folder, pending chunks and index (format unchanged)."""
         conversations = [list(c) for c in conversations]
         ids = [u.utterance_id for c in conversations for u in c]
         if len(set(ids)) != len(ids):
             dup = next(i for i, c in Counter(ids).items() if c > 1)
             raise ValueError(f"{corpus_name}/{split} has duplicate utterance id {dup!r}; fix the reader first")
+        plans = [self._plan(corpus_name, split, conversations, ids, enc) for enc in encoders]
+        busy = [p for p in plans if p.todo]
+        if busy:
+            self._extract(corpus_name, split, busy, progress)
+        return [p.features if p.features is not None else self._finish(p, corpus_name, split) for p in plans]
+
+    def _plan(self, corpus_name: str, split: str, conversations: list[list], ids: list[str],
+              encoder: Encoder) -> "_Plan":
         inputs = encoder.inputs(conversations)
         if len(inputs) != len(ids):
             raise RuntimeError(f"encoder {encoder.name!r} gave {len(inputs)} inputs for {len(ids)} utterances")
@@ -211,8 +228,8 @@ class FeatureStore:
         if final is not None and final[0]["keys"] == keys and final[0]["ids"] == ids and (
                 not self.retry_absent or final[2].all()):
             index, X, present = final
-            return Features(ids, X, present, index["reasons"], {**_meta(index), "cache_hit": True})
-
+            return _Plan(encoder, folder, ids, inputs, keys, {}, {}, [],
+                         Features(ids, X, present, index["reasons"], {**_meta(index), "cache_hit": True}))
         own: dict[tuple[str | None, str], Row] = {}  # (utterance id, key) -> the row computed for it
         if final is not None:  # an older state of this split: reuse the rows whose content is unchanged
             index, X, present = final
@@ -223,42 +240,69 @@ class FeatureStore:
             own = {k: v for k, v in own.items() if v[1]}
         known = {k: v for (_, k), v in own.items()}  # key -> a row of that content
         todo = [i for i, k in enumerate(keys) if k not in known]
-        reused = len(ids) - len(todo)
+        return _Plan(encoder, folder, ids, inputs, keys, own, known, todo, None)
 
-        seconds = 0.0
-        size = self.chunk_size or encoder.chunk_size
+    def _extract(self, corpus_name: str, split: str, plans: list["_Plan"], progress: bool) -> None:
+        from merc.media.clip import ClipCache, Prefetcher
         corpus_shown = re.sub(r"-[0-9a-f]{10}$", "", corpus_name)  # the corpus, not store_key's hash
-        desc = f"{corpus_shown}/{split} {encoder.modality}:{encoder.name}"
-        with tqdm(total=len(todo), unit="utt", desc=desc, disable=not progress or not todo) as bar:
-            for s in range(0, len(todo), size):
-                batch = todo[s:s + size]
-                t0 = time.perf_counter()
-                res = encoder.encode_batch([inputs[i] for i in batch], progress=False)
-                seconds += time.perf_counter() - t0
-                X = np.ascontiguousarray(res.X, dtype=np.float32)
-                if X.shape != (len(batch), dim) or not np.isfinite(X).all():
-                    raise RuntimeError(f"encoder {encoder.name!r} returned {X.shape} (or non-finite values) for "
-                                       f"{len(batch)} utterances; expected ({len(batch)}, {dim}) float32")
-                bids, bkeys = [ids[i] for i in batch], [keys[i] for i in batch]
-                self._write_pending(folder, bids, bkeys, X, res.present, res.reasons)
-                for u, k, x, p, r in zip(bids, bkeys, X, res.present, res.reasons):
-                    own[(u, k)] = known[k] = (x, bool(p), r)
-                bar.update(len(batch))
+        size = self.chunk_size or min(p.encoder.chunk_size for p in plans)
+        if len(plans) > 1:
+            size = min(size, JOINT_CHUNK)  # every clip of a chunk stays decoded until its encoders are done
+        union = sorted(set().union(*(p.todo for p in plans)))
+        bars = [tqdm(total=len(p.todo), unit="utt", disable=not progress,
+                     desc=f"{corpus_shown}/{split} {p.encoder.modality}:{p.encoder.name}") for p in plans]
+        todo = [set(p.todo) for p in plans]
+        try:
+            for s in range(0, len(union), size):
+                chunk = union[s:s + size]
+                with ClipCache(max_clips=2 * len(chunk)) as cache:
+                    jobs = [job for i in chunk for p, t in zip(plans, todo) if i in t
+                            for job in getattr(p.encoder, "decode_jobs", lambda _u: [])(p.inputs[i])]
+                    fetch = Prefetcher(cache, jobs, ahead=len(jobs)).start() if jobs else None
+                    try:
+                        for p, t, bar in zip(plans, todo, bars):
+                            batch = [i for i in chunk if i in t]
+                            if batch:
+                                self._encode_chunk(p, batch)
+                                bar.update(len(batch))
+                    finally:
+                        if fetch is not None:
+                            fetch.stop()
+        finally:
+            for bar in bars:
+                bar.close()
 
+    def _encode_chunk(self, p: "_Plan", batch: list[int]) -> None:
+        encoder, dim = p.encoder, p.encoder.dim
+        t0 = time.perf_counter()
+        res = encoder.encode_batch([p.inputs[i] for i in batch], progress=False)
+        p.seconds += time.perf_counter() - t0
+        X = np.ascontiguousarray(res.X, dtype=np.float32)
+        if X.shape != (len(batch), dim) or not np.isfinite(X).all():
+            raise RuntimeError(f"encoder {encoder.name!r} returned {X.shape} (or non-finite values) for "
+                               f"{len(batch)} utterances; expected ({len(batch)}, {dim}) float32")
+        bids, bkeys = [p.ids[i] for i in batch], [p.keys[i] for i in batch]
+        self._write_pending(p.folder, bids, bkeys, X, res.present, res.reasons)
+        for u, k, x, ok, r in zip(bids, bkeys, X, res.present, res.reasons):
+            p.own[(u, k)] = p.known[k] = (x, bool(ok), r)
+
+    def _finish(self, p: "_Plan", corpus_name: str, split: str) -> Features:
+        encoder, dim, ids, keys = p.encoder, p.encoder.dim, p.ids, p.keys
         X = np.zeros((len(ids), dim), np.float32)
         present = np.zeros(len(ids), bool)
         reasons: list[str | None] = []
         for i, (u, k) in enumerate(zip(ids, keys)):
-            x, ok, r = own.get((u, k)) or known[k]
+            x, ok, r = p.own.get((u, k)) or p.known[k]
             X[i], present[i] = x, ok
             reasons.append(None if ok else (r or "absent"))
         feats = Features(ids, X, present, reasons)
         meta = {"corpus": corpus_name, "split": split, "modality": encoder.modality, "encoder": encoder.name,
                 "fingerprint": encoder.fingerprint, "dim": dim, "n": len(ids),
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "seconds": round(seconds, 3), "extracted": len(todo), "reused": reused,
+                "seconds": round(p.seconds, 3), "extracted": len(p.todo), "reused": len(ids) - len(p.todo),
                 "summary": feats.summary()}
         from safetensors.numpy import save as st_save
+        folder = p.folder
         atomic_write_bytes(folder / ROWS_FILE, st_save({"X": X, "present": present.astype(np.uint8)},
                                                        metadata={"encoder": encoder.name}))
         write_json(folder / INDEX_FILE, {**meta, "ids": ids, "keys": keys, "reasons": reasons})  # marks completion
@@ -268,6 +312,21 @@ class FeatureStore:
             log.debug("%s/%s %s: %d of %d utterances absent (%s)", corpus_name, split, encoder.name,
                      feats.summary()["absent"], len(ids), feats.summary()["reasons"])
         return feats
+
+
+@dataclass
+class _Plan:
+    """One encoder's part of :meth:`FeatureStore.get_many`: what it has, what it still needs."""
+    encoder: Encoder
+    folder: Path
+    ids: list[str]
+    inputs: list
+    keys: list[str]
+    own: dict
+    known: dict
+    todo: list[int]
+    features: Features | None  # the whole split was in the store already
+    seconds: float = 0.0
 
 
 def seed_rows(store: FeatureStore, corpus_name: str, split: str, utts: Sequence, encoder: Encoder,
@@ -322,16 +381,15 @@ def extract_modality(corpus: Corpus, split: str, modality: str, encoders: Sequen
     ``encoder_options``: per encoder name, keyword arguments of its factory (e.g. ``{"fer": {"speaker_tracks":
     qc_dir}}``)."""
     store = store or FeatureStore()
-    parts: list[tuple[str, Features]] = []
-    for enc in encoders:
-        name = enc if isinstance(enc, str) else enc.name
-        opts = (encoder_options or {}).get(name, {})
-        f = extract_split(corpus, split, enc, modality=modality, store=store, progress=progress, **opts)
-        if f.meta.get("modality", modality) != modality:
-            raise ValueError(f"encoder {name!r} is {an(f.meta['modality'])} encoder, not {modality}")
-        parts.append((name, f))
-    if not parts:
+    from merc.encoders.base import get_encoder
+    built = [get_encoder(e, modality, **(encoder_options or {}).get(e, {})) if isinstance(e, str) else e
+             for e in encoders]
+    if not built:
         raise ValueError(f"no {modality} encoders given")
-    out = concat(parts)
+    for enc in built:
+        if enc.modality != modality:
+            raise ValueError(f"encoder {enc.name!r} is {an(enc.modality)} encoder, not {modality}")
+    feats = store.get_many(store_key(corpus, split), split, corpus[split], built, progress=progress)
+    out = concat([(enc.name, f) for enc, f in zip(built, feats)])
     out.meta["modality"] = modality
     return out
