@@ -1,0 +1,246 @@
+"""Media pipeline speed, before and after, in the same run (issue #30): `merc qc` with all four checks and the
+default audio (egemaps + resemblyzer) and face (fer + dlib, 1 fps) feature extraction, in × real time.
+
+"Before" is the merc package of another commit (``--before``, default the commit this branch started from),
+unpacked with ``git archive`` into a temporary folder; "after" is this checkout. Each is run in its own process
+(PYTHONPATH pointing at that code), on the same corpus subset, with a fresh QC folder and a fresh feature store;
+the runs are interleaved (before, after, before, after, …) so that both see the same load on this shared
+machine, and the load average is recorded beside every run. × real time = seconds of audio / wall seconds; the
+CPU column divides by the CPU seconds the run's processes used (all threads and workers).
+
+Outputs are compared: QC flags (status per utterance and check, and the largest score difference) and features
+(present masks, largest absolute difference per encoder), so a speed-up that changes results shows here.
+
+    .venv/bin/python benchmarks/bench_media.py --corpus ../data/mm_signal --split dev --limit 12 --rounds 2
+writes benchmarks/results/extract_speed/media_speed.md and .json.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import resource
+import shlex
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _common import atomic_write_text, write_json  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "extract_speed"
+PY = sys.executable
+
+EXTRACT = r"""
+import json, sys, time, numpy as np
+from merc.data import load_corpus
+from merc.qc.cli import limit_corpus
+from merc.encoders.store import FeatureStore, extract_modality
+corpus, split, limit, out, modality, encoders, threads = sys.argv[1:8]
+import torch
+torch.set_num_threads(int(threads))
+c = limit_corpus(load_corpus("meld", corpus, corpus), [split], int(limit))
+store = FeatureStore(root=out + "/store")
+t0 = time.perf_counter()
+f = extract_modality(c, split, modality, encoders.split(","), store=store, progress=False)
+secs = time.perf_counter() - t0
+np.savez(out + f"/{modality}.npz", X=f.X, present=f.present, ids=np.array(f.ids))
+print(json.dumps({"seconds": secs}))
+"""
+
+
+def git(*args: str) -> str:
+    return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def unpack(ref: str, dest: Path) -> Path:
+    """The merc package of ``ref`` in ``dest`` (git archive: the repository is not touched)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    data = subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", ref, "merc"], capture_output=True,
+                          check=True).stdout
+    with tarfile.open(fileobj=__import__("io").BytesIO(data)) as t:
+        t.extractall(dest, filter="data")
+    return dest
+
+
+def timed(cmd: list[str], src: Path, env_extra: dict[str, str]) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(src), **env_extra}
+    load0 = os.getloadavg()[0]
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if p.returncode != 0:
+        raise RuntimeError(f"{shlex.join(cmd)} failed ({p.returncode}):\n{p.stderr[-3000:]}")
+    cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+    return {"wall_seconds": round(wall, 2), "cpu_seconds": round(cpu, 2), "load_before": round(load0, 2),
+            "load_after": round(os.getloadavg()[0], 2), "stdout": p.stdout[-2000:]}
+
+
+def read_flags(path: Path) -> dict[tuple[str, str], tuple[str, str, str]]:
+    with open(path, newline="") as f:
+        return {(r["utterance_id"], r["check"]): (r["status"], r["score"], r["reason"]) for r in csv.DictReader(f)}
+
+
+def compare_flags(a: Path, b: Path) -> dict:
+    fa, fb = read_flags(a), read_flags(b)
+    keys = sorted(set(fa) | set(fb))
+    same_status = [k for k in keys if k in fa and k in fb and fa[k][0] == fb[k][0]]
+    diffs, changed = [], []
+    for k in keys:
+        if k not in fa or k not in fb:
+            changed.append({"utterance_id": k[0], "check": k[1], "before": fa.get(k), "after": fb.get(k)})
+            continue
+        if fa[k][0] != fb[k][0]:
+            changed.append({"utterance_id": k[0], "check": k[1], "before": fa[k][:2], "after": fb[k][:2]})
+        if fa[k][1] and fb[k][1]:
+            diffs.append((abs(float(fa[k][1]) - float(fb[k][1])), k[1]))
+    by_check: dict[str, float] = {}
+    for d, c in diffs:
+        by_check[c] = max(by_check.get(c, 0.0), d)
+    return {"flags": len(keys), "same_status": len(same_status), "changed": changed[:20],
+            "n_changed": len(changed), "max_score_diff": {c: round(v, 6) for c, v in sorted(by_check.items())}}
+
+
+def compare_features(a: Path, b: Path) -> dict:
+    za, zb = np.load(a), np.load(b)
+    same_ids = bool((za["ids"] == zb["ids"]).all())
+    both = za["present"] & zb["present"]
+    diff = np.abs(za["X"][both] - zb["X"][both])
+    return {"same_ids": same_ids, "same_present": bool((za["present"] == zb["present"]).all()),
+            "present": int(both.sum()), "n": int(len(za["ids"])),
+            "max_abs_diff": float(diff.max()) if diff.size else 0.0,
+            "mean_abs_diff": float(diff.mean()) if diff.size else 0.0}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--corpus", default=str(ROOT.parent / "data" / "mm_signal"), help="a MELD-layout corpus")
+    ap.add_argument("--split", default="dev")
+    ap.add_argument("--limit", type=int, default=12, help="first N dialogues of the split")
+    ap.add_argument("--before", default=None, help="git ref of the 'before' code (default: merge-base with main)")
+    ap.add_argument("--rounds", type=int, default=1, help="interleaved before/after rounds")
+    ap.add_argument("--workers", type=int, default=2, help="merc qc --workers")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads of the extraction process")
+    ap.add_argument("--parts", default="qc,audio,face")
+    ap.add_argument("--work", default=None)
+    ap.add_argument("--out", default=str(RESULTS / "media_speed"))
+    ap.add_argument("--note", default="")
+    args = ap.parse_args()
+
+    from merc.data import load_corpus
+    from merc.io import provenance
+    from merc.media.decode import probe
+    from merc.qc.cli import limit_corpus
+
+    before = args.before or git("merge-base", "HEAD", "main")
+    work = Path(args.work or tempfile.mkdtemp(prefix="bench_media-"))
+    srcs = {"before": unpack(before, work / "before_src"), "after": ROOT}
+    corpus = limit_corpus(load_corpus("meld", args.corpus, args.corpus), [args.split], args.limit)
+    utts = corpus.utterances(args.split)
+    audio_s = 0.0
+    for u in utts:
+        try:
+            audio_s += probe(u.video).duration
+        except Exception:  # noqa: BLE001 - a missing clip counts nothing
+            pass
+    print(f"{len(utts)} utterances, {audio_s:.1f} s of media; before = {before}", flush=True)
+    parts = args.parts.split(",")
+    runs: list[dict] = []
+    for r in range(args.rounds):
+        for part in parts:
+            for side in ("before", "after") if r % 2 == 0 else ("after", "before"):
+                out = work / f"r{r}_{part}_{side}"
+                out.mkdir(parents=True, exist_ok=True)
+                env = {"MERC_CACHE": str(out / "cache")}
+                if part == "qc":
+                    cmd = [PY, "-m", "merc.cli", "qc", "--dataset", "meld", "--data-dir", args.corpus, "--media-dir",
+                           args.corpus, "--out", str(out / "qc"), "--workers", str(args.workers), "--split",
+                           args.split, "--limit", str(args.limit), "--quiet"]
+                else:
+                    encs = "egemaps,resemblyzer" if part == "audio" else "fer,dlib"
+                    cmd = [PY, "-c", EXTRACT, args.corpus, args.split, str(args.limit), str(out), part, encs,
+                           str(args.threads)]
+                res = timed(cmd, srcs[side], env)
+                res.update(round=r, part=part, side=side, x_real_time=round(audio_s / res["wall_seconds"], 2),
+                           x_real_time_cpu=round(audio_s / max(res["cpu_seconds"], 1e-9), 2), out=str(out))
+                runs.append(res)
+                print({k: v for k, v in res.items() if k != "stdout"}, flush=True)
+
+    compare = {}
+    for part in parts:
+        b, a = Path(work / f"r0_{part}_before"), Path(work / f"r0_{part}_after")
+        if part == "qc":
+            compare[part] = compare_flags(b / "qc" / "flags.csv", a / "qc" / "flags.csv")
+        else:
+            compare[part] = compare_features(b / f"{part}.npz", a / f"{part}.npz")
+    summary = {}
+    for part in parts:
+        for side in ("before", "after"):
+            rs = [x for x in runs if x["part"] == part and x["side"] == side]
+            summary[f"{part}/{side}"] = {"x_real_time": [x["x_real_time"] for x in rs],
+                                         "x_real_time_cpu": [x["x_real_time_cpu"] for x in rs],
+                                         "wall_seconds": [x["wall_seconds"] for x in rs],
+                                         "load": [x["load_before"] for x in rs]}
+    cmd = ".venv/bin/python benchmarks/" + Path(__file__).name + " " + shlex.join(sys.argv[1:])
+    res = {"provenance": provenance(), "command": cmd, "before": before, "after": git("rev-parse", "--short", "HEAD"),
+           "corpus": args.corpus, "split": args.split, "limit": args.limit, "utterances": len(utts),
+           "audio_seconds": round(audio_s, 1), "workers": args.workers, "threads": args.threads, "note": args.note,
+           "runs": [{k: v for k, v in x.items() if k not in ("stdout", "out")} for x in runs], "summary": summary,
+           "compare": compare}
+    write_json(Path(args.out).with_suffix(".json"), res)
+    atomic_write_text(Path(args.out).with_suffix(".md"), report(res))
+    print(report(res))
+    return 0
+
+
+def report(res: dict) -> str:
+    from merc.io import provenance_markdown
+    p = res["provenance"]
+    names = {"qc": "`merc qc`, all four checks (--workers {w})".format(w=res["workers"]),
+             "audio": "audio features: egemaps + resemblyzer", "face": "face features: fer + dlib, 1 fps"}
+    lines = ["# Media pipeline: before and after (issue #30)", "",
+             f"- corpus: `{res['corpus']}`, split {res['split']}, first {res['limit']} dialogues: "
+             f"{res['utterances']} utterances, {res['audio_seconds']} s of media",
+             f"- before: commit {res['before']} (git archive of `merc/`); after: this checkout ({res['after']})",
+             provenance_markdown(p), f"- reproduce: `{res['command']}`",
+             *([f"- conditions: {res['note']}"] if res["note"] else []),
+             "- each run is its own process with a fresh QC folder / feature store; runs interleaved; × real time = "
+             "media seconds / wall seconds (CPU: / CPU seconds of all the run's processes); load = 1-min load "
+             "average when the run started (2 cores, shared)", "",
+             "| stage | before × real time (wall) | after × real time (wall) | before (CPU) | after (CPU) | "
+             "load before / after runs |", "|---|---|---|---|---|---|"]
+    parts = []
+    for k in res["summary"]:
+        part = k.split("/")[0]
+        if part not in parts:
+            parts.append(part)
+    for part in parts:
+        b, a = res["summary"][f"{part}/before"], res["summary"][f"{part}/after"]
+        lines.append(f"| {names.get(part, part)} | {', '.join(map(str, b['x_real_time']))} | "
+                     f"{', '.join(map(str, a['x_real_time']))} | {', '.join(map(str, b['x_real_time_cpu']))} | "
+                     f"{', '.join(map(str, a['x_real_time_cpu']))} | {b['load']} / {a['load']} |")
+    lines += ["", "## Outputs, before vs after", ""]
+    for part, c in res["compare"].items():
+        if part == "qc":
+            lines.append(f"- QC flags: {c['same_status']}/{c['flags']} (utterance, check) pairs with the same status; "
+                         f"{c['n_changed']} changed; largest score difference per check {c['max_score_diff']}")
+            for ch in c["changed"]:
+                lines.append(f"  - {ch['utterance_id']} {ch['check']}: {ch['before']} -> {ch['after']}")
+        else:
+            lines.append(f"- {names[part]}: same utterances {c['same_ids']}, same present rows {c['same_present']} "
+                         f"({c['present']}/{c['n']}); largest absolute feature difference {c['max_abs_diff']:.3g}, "
+                         f"mean {c['mean_abs_diff']:.3g}")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
