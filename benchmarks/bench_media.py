@@ -43,13 +43,17 @@ import json, sys, time, numpy as np
 from merc.data import load_corpus
 from merc.qc.cli import limit_corpus
 from merc.encoders.store import FeatureStore, extract_modality
-corpus, split, limit, out, modality, encoders, threads = sys.argv[1:8]
+corpus, split, limit, out, modality, encoders, threads, min_face = sys.argv[1:9]
 import torch
 torch.set_num_threads(int(threads))
 c = limit_corpus(load_corpus("meld", corpus, corpus), [split], int(limit))
 store = FeatureStore(root=out + "/store")
+opts = {}
+if int(min_face):
+    from merc.encoders.face_expr import FaceFrameConfig
+    opts = {e: {"config": FaceFrameConfig(min_face=int(min_face))} for e in encoders.split(",")}
 t0 = time.perf_counter()
-f = extract_modality(c, split, modality, encoders.split(","), store=store, progress=False)
+f = extract_modality(c, split, modality, encoders.split(","), store=store, progress=False, encoder_options=opts)
 secs = time.perf_counter() - t0
 np.savez(out + f"/{modality}.npz", X=f.X, present=f.present, ids=np.array(f.ids))
 print(json.dumps({"seconds": secs}))
@@ -131,6 +135,8 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=2, help="merc qc --workers")
     ap.add_argument("--threads", type=int, default=2, help="torch threads of the extraction process")
     ap.add_argument("--parts", default="qc,audio,face")
+    ap.add_argument("--min-face", type=int, default=80,
+                    help="also run 'fast': this code with reduced-resolution face detection (0: do not)")
     ap.add_argument("--work", default=None)
     ap.add_argument("--out", default=str(RESULTS / "media_speed"))
     ap.add_argument("--note", default="")
@@ -155,9 +161,11 @@ def main() -> int:
     print(f"{len(utts)} utterances, {audio_s:.1f} s of media; before = {before}", flush=True)
     parts = args.parts.split(",")
     runs: list[dict] = []
+    srcs["fast"] = ROOT
     for r in range(args.rounds):
         for part in parts:
-            for side in ("before", "after") if r % 2 == 0 else ("after", "before"):
+            sides = ["before", "after"] + (["fast"] if args.min_face and part != "audio" else [])
+            for side in sides if r % 2 == 0 else sides[::-1]:
                 out = work / f"r{r}_{part}_{side}"
                 out.mkdir(parents=True, exist_ok=True)
                 env = {"MERC_CACHE": str(out / "cache")}
@@ -165,10 +173,12 @@ def main() -> int:
                     cmd = [PY, "-m", "merc.cli", "qc", "--dataset", "meld", "--data-dir", args.corpus, "--media-dir",
                            args.corpus, "--out", str(out / "qc"), "--workers", str(args.workers), "--split",
                            args.split, "--limit", str(args.limit), "--quiet"]
+                    if side == "fast":
+                        cmd += ["--min-face", str(args.min_face)]
                 else:
                     encs = "egemaps,resemblyzer" if part == "audio" else "fer,dlib"
                     cmd = [PY, "-c", EXTRACT, args.corpus, args.split, str(args.limit), str(out), part, encs,
-                           str(args.threads)]
+                           str(args.threads), str(args.min_face if side == "fast" else 0)]
                 res = timed(cmd, srcs[side], env)
                 res.update(round=r, part=part, side=side, x_real_time=round(audio_s / res["wall_seconds"], 2),
                            x_real_time_cpu=round(audio_s / max(res["cpu_seconds"], 1e-9), 2), out=str(out))
@@ -177,23 +187,28 @@ def main() -> int:
 
     compare = {}
     for part in parts:
-        b, a = Path(work / f"r0_{part}_before"), Path(work / f"r0_{part}_after")
-        if part == "qc":
-            compare[part] = compare_flags(b / "qc" / "flags.csv", a / "qc" / "flags.csv")
-        else:
-            compare[part] = compare_features(b / f"{part}.npz", a / f"{part}.npz")
+        for side in ("after", "fast"):
+            b, a = Path(work / f"r0_{part}_before"), Path(work / f"r0_{part}_{side}")
+            if not a.exists():
+                continue
+            if part == "qc":
+                compare[f"{part}/{side}"] = compare_flags(b / "qc" / "flags.csv", a / "qc" / "flags.csv")
+            else:
+                compare[f"{part}/{side}"] = compare_features(b / f"{part}.npz", a / f"{part}.npz")
     summary = {}
     for part in parts:
-        for side in ("before", "after"):
+        for side in ("before", "after", "fast"):
             rs = [x for x in runs if x["part"] == part and x["side"] == side]
-            summary[f"{part}/{side}"] = {"x_real_time": [x["x_real_time"] for x in rs],
-                                         "x_real_time_cpu": [x["x_real_time_cpu"] for x in rs],
-                                         "wall_seconds": [x["wall_seconds"] for x in rs],
-                                         "load": [x["load_before"] for x in rs]}
+            if rs:
+                summary[f"{part}/{side}"] = {"x_real_time": [x["x_real_time"] for x in rs],
+                                             "x_real_time_cpu": [x["x_real_time_cpu"] for x in rs],
+                                             "wall_seconds": [x["wall_seconds"] for x in rs],
+                                             "load": [x["load_before"] for x in rs]}
     cmd = ".venv/bin/python benchmarks/" + Path(__file__).name + " " + shlex.join(sys.argv[1:])
     res = {"provenance": provenance(), "command": cmd, "before": before, "after": git("rev-parse", "--short", "HEAD"),
            "corpus": args.corpus, "split": args.split, "limit": args.limit, "utterances": len(utts),
            "audio_seconds": round(audio_s, 1), "workers": args.workers, "threads": args.threads, "note": args.note,
+           "min_face": args.min_face,
            "runs": [{k: v for k, v in x.items() if k not in ("stdout", "out")} for x in runs], "summary": summary,
            "compare": compare}
     write_json(Path(args.out).with_suffix(".json"), res)
@@ -216,29 +231,29 @@ def report(res: dict) -> str:
              "- each run is its own process with a fresh QC folder / feature store; runs interleaved; × real time = "
              "media seconds / wall seconds (CPU: / CPU seconds of all the run's processes); load = 1-min load "
              "average when the run started (2 cores, shared)", "",
-             "| stage | before × real time (wall) | after × real time (wall) | before (CPU) | after (CPU) | "
-             "load before / after runs |", "|---|---|---|---|---|---|"]
-    parts = []
-    for k in res["summary"]:
-        part = k.split("/")[0]
-        if part not in parts:
-            parts.append(part)
-    for part in parts:
-        b, a = res["summary"][f"{part}/before"], res["summary"][f"{part}/after"]
-        lines.append(f"| {names.get(part, part)} | {', '.join(map(str, b['x_real_time']))} | "
-                     f"{', '.join(map(str, a['x_real_time']))} | {', '.join(map(str, b['x_real_time_cpu']))} | "
-                     f"{', '.join(map(str, a['x_real_time_cpu']))} | {b['load']} / {a['load']} |")
-    lines += ["", "## Outputs, before vs after", ""]
-    for part, c in res["compare"].items():
+             "- 'after': this code with its defaults (exact: the same outputs); 'fast': this code with "
+             f"reduced-resolution face detection (`--min-face {res['min_face']}` / "
+             f"`FaceFrameConfig(min_face={res['min_face']})`), "
+             "which moves the face boxes", "",
+             "| stage | code | × real time (wall) | × real time (CPU) | wall s | load at start |",
+             "|---|---|---|---|---|---|"]
+    for k, v in res["summary"].items():
+        part, side = k.split("/")
+        lines.append(f"| {names.get(part, part)} | {side} | {', '.join(map(str, v['x_real_time']))} | "
+                     f"{', '.join(map(str, v['x_real_time_cpu']))} | {', '.join(map(str, v['wall_seconds']))} | "
+                     f"{', '.join(map(str, v['load']))} |")
+    lines += ["", "## Outputs against 'before'", ""]
+    for key, c in res["compare"].items():
+        part, side = key.split("/")
         if part == "qc":
-            lines.append(f"- QC flags: {c['same_status']}/{c['flags']} (utterance, check) pairs with the same status; "
-                         f"{c['n_changed']} changed; largest score difference per check {c['max_score_diff']}")
+            lines.append(f"- QC flags, {side}: {c['same_status']}/{c['flags']} (utterance, check) pairs with the same "
+                         f"status; {c['n_changed']} changed; largest score difference per check {c['max_score_diff']}")
             for ch in c["changed"]:
                 lines.append(f"  - {ch['utterance_id']} {ch['check']}: {ch['before']} -> {ch['after']}")
         else:
-            lines.append(f"- {names[part]}: same utterances {c['same_ids']}, same present rows {c['same_present']} "
-                         f"({c['present']}/{c['n']}); largest absolute feature difference {c['max_abs_diff']:.3g}, "
-                         f"mean {c['mean_abs_diff']:.3g}")
+            lines.append(f"- {names[part]}, {side}: same utterances {c['same_ids']}, same present rows "
+                         f"{c['same_present']} ({c['present']}/{c['n']}); largest absolute feature difference "
+                         f"{c['max_abs_diff']:.3g}, mean {c['mean_abs_diff']:.3g}")
     return "\n".join(lines) + "\n"
 
 

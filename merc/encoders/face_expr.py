@@ -105,6 +105,7 @@ class FaceFrameConfig:
     max_frames: int = 30  # at most this many frames per utterance
     detector: str = "hog"  # dlib HOG (see merc.encoders.face.FaceDetector) when no QC track is given
     upsample: int = 1
+    min_face: int | None = None  # e.g. 80: reduced-resolution detection first (merc.encoders.face)
 
 
 class FaceFrameEncoder(MediaEncoder):
@@ -123,12 +124,14 @@ class FaceFrameEncoder(MediaEncoder):
         if self._detector is None:
             from merc.encoders.face import FaceDetectorConfig, get_face_detector
             self._detector = get_face_detector(FaceDetectorConfig(backend=self.config.detector,
-                                                                  upsample=self.config.upsample))
+                                                                  upsample=self.config.upsample,
+                                                                  min_face=self.config.min_face))
         return self._detector
 
     def _settings(self) -> str:
         c = self.config
-        return f"fps{c.fps}-max{c.max_frames}-{c.detector}{c.upsample}-{'qc' if self.tracks is not None else 'largest'}"
+        det = f"{c.detector}{c.upsample}" + (f"-min{c.min_face}" if c.min_face and self.tracks is None else "")
+        return f"fps{c.fps}-max{c.max_frames}-{det}-{'qc' if self.tracks is not None else 'largest'}"
 
     def content_key(self, u) -> str:
         path = u.video

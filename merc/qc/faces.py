@@ -37,6 +37,7 @@ class FaceCheckConfig:
     max_frames: int = 30  # at most this many sampled frames per clip
     detector: str = "hog"  # "hog" | "cnn" | "mtcnn" (see merc.encoders.face.FaceDetector)
     upsample: int = 1
+    min_face: int | None = None  # e.g. 80: reduced-resolution detection first (merc.encoders.face)
     min_score: float = 0.0  # detector score below which a detection is ignored
     min_iou: float = 0.2  # tracking: box overlap linking two detections
     link_distance: float = 0.5  # tracking: descriptor distance linking two detections that moved
@@ -69,7 +70,12 @@ class FaceCheck:
 
     name = "faces"
     # config fields that change what ``measure`` returns (see merc.qc.cache)
-    measure_fields = ("fps", "max_frames", "detector", "upsample", "min_score", "min_iou", "link_distance", "max_gap")
+    _MEASURE_FIELDS = ("fps", "max_frames", "detector", "upsample", "min_score", "min_iou", "link_distance", "max_gap")
+
+    @property
+    def measure_fields(self) -> tuple[str, ...]:
+        """min_face counts only when set: measurements cached before it existed stay valid."""
+        return self._MEASURE_FIELDS + (("min_face",) if self.config.min_face else ())
 
     def __init__(self, config: FaceCheckConfig | None = None):
         self.config = config or FaceCheckConfig()
@@ -88,7 +94,8 @@ class FaceCheck:
         if self._models is None:
             from merc.encoders.face import FaceDetectorConfig, TrackerConfig, get_face_detector, get_face_embedder
             c = self.config
-            det = get_face_detector(FaceDetectorConfig(backend=c.detector, upsample=c.upsample, min_score=c.min_score))
+            det = get_face_detector(FaceDetectorConfig(backend=c.detector, upsample=c.upsample, min_score=c.min_score,
+                                                       min_face=c.min_face))
             self._models = (det, get_face_embedder(),
                             TrackerConfig(min_iou=c.min_iou, link_distance=c.link_distance, max_gap=c.max_gap))
         return self._models

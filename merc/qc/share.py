@@ -71,8 +71,8 @@ def seed_store_from_qc(qc_dir: str | Path, corpus: Corpus, split: str, *, store=
         from merc.encoders.face_expr import DlibFaceEncoder, FaceFrameConfig
         fc = FaceFrameConfig()
         enc = DlibFaceEncoder(fc, speaker_tracks=tracks_p)
-        want = measure_key(FaceCheck(FaceCheckConfig(fps=fc.fps, max_frames=fc.max_frames,
-                                                     detector=fc.detector, upsample=fc.upsample)))
+        want = measure_key(FaceCheck(FaceCheckConfig(fps=fc.fps, max_frames=fc.max_frames, detector=fc.detector,
+                                                     upsample=fc.upsample, min_face=fc.min_face)))
         cached, mtime = MeasureCache(faces_p).load(), faces_p.stat().st_mtime
         rows = {}
         for u in utts:
