@@ -13,7 +13,12 @@ What is specific to one check lives on the check, as optional members the pipeli
   reused while they are unchanged; without it the whole config counts);
 - ``calibrate(items, measurements, *, seed, progress)``: fit thresholds on this corpus before judging;
 - ``artifacts()``: what the check exposes after ``judge`` besides flags (faces: speaker tracks and galleries);
-- ``gate(measurement)``: (integrity) why later checks cannot measure an utterance, or None.
+- ``gate(measurement)``: (integrity) why later checks cannot measure an utterance, or None;
+- ``prepare(items)``: run the check's model once over a batch of utterances before ``measure`` on each
+  (alignment: one batched Whisper encoder call); it must not change what ``measure`` returns;
+- ``decode_jobs(item)``: ``(path, fn(clip))`` pairs a thread runs ahead of ``measure`` to decode its media
+  (:class:`merc.media.clip.Prefetcher`). Checks read media through :func:`merc.media.clip.open_clip`, so the
+  checks of one utterance share one decode.
 """
 from __future__ import annotations
 
