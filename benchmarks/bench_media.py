@@ -140,7 +140,16 @@ def main() -> int:
     ap.add_argument("--work", default=None)
     ap.add_argument("--out", default=str(RESULTS / "media_speed"))
     ap.add_argument("--note", default="")
+    ap.add_argument("--rerender", action="store_true",
+                    help="only rewrite the report from --out's JSON (and the QC timings under --work)")
     args = ap.parse_args()
+    if args.rerender:
+        res = __import__("json").loads(Path(args.out).with_suffix(".json").read_text())
+        if args.work:
+            res["qc_checks"] = qc_check_timings(Path(args.work), res["audio_seconds"])
+        write_json(Path(args.out).with_suffix(".json"), res)
+        atomic_write_text(Path(args.out).with_suffix(".md"), report(res))
+        return 0
 
     from merc.data import load_corpus
     from merc.io import provenance
@@ -211,10 +220,24 @@ def main() -> int:
            "min_face": args.min_face,
            "runs": [{k: v for k, v in x.items() if k not in ("stdout", "out")} for x in runs], "summary": summary,
            "compare": compare}
+    res["qc_checks"] = qc_check_timings(work, audio_s)
     write_json(Path(args.out).with_suffix(".json"), res)
     atomic_write_text(Path(args.out).with_suffix(".md"), report(res))
     print(report(res))
     return 0
+
+
+def qc_check_timings(work: Path, audio_s: float) -> dict:
+    """Per QC run and check: measuring seconds (summed over the workers) from its summary.json, and × real time
+    per measuring second."""
+    out = {}
+    for summ in sorted(work.glob("r*_qc_*/qc/summary.json")):
+        t = __import__("json").loads(summ.read_text())["timings"]
+        run = summ.parent.parent.name
+        out[run] = {c: {"measure_seconds": v["measure_seconds"],
+                        "x_real_time": round(audio_s / max(v["measure_seconds"], 1e-9), 2)}
+                    for c, v in t.items() if isinstance(v, dict) and "measure_seconds" in v}
+    return out
 
 
 def report(res: dict) -> str:
@@ -232,8 +255,8 @@ def report(res: dict) -> str:
              "media seconds / wall seconds (CPU: / CPU seconds of all the run's processes); load = 1-min load "
              "average when the run started (2 cores, shared)", "",
              "- 'after': this code with its defaults (exact: the same outputs); 'fast': this code with "
-             f"reduced-resolution face detection (`--min-face {res['min_face']}` / "
-             f"`FaceFrameConfig(min_face={res['min_face']})`), "
+             f"reduced-resolution face detection (`--min-face {res.get('min_face')}` / "
+             f"`FaceFrameConfig(min_face={res.get('min_face')})`), "
              "which moves the face boxes", "",
              "| stage | code | × real time (wall) | × real time (CPU) | wall s | load at start |",
              "|---|---|---|---|---|---|"]
@@ -242,6 +265,14 @@ def report(res: dict) -> str:
         lines.append(f"| {names.get(part, part)} | {side} | {', '.join(map(str, v['x_real_time']))} | "
                      f"{', '.join(map(str, v['x_real_time_cpu']))} | {', '.join(map(str, v['wall_seconds']))} | "
                      f"{', '.join(map(str, v['load']))} |")
+    if res.get("qc_checks"):
+        checks = sorted({c for v in res["qc_checks"].values() for c in v})
+        lines += ["", "QC per check: × real time per second of measuring (summed over the workers, so per CPU-second "
+                  "roughly; decoding is counted in the first check that decodes a clip), from each run's "
+                  "`summary.json`:", "", "| run | " + " | ".join(checks) + " |", "|---|" + "---|" * len(checks)]
+        for run, v in res["qc_checks"].items():
+            lines.append(f"| {run} | " + " | ".join(f"{v[c]['x_real_time']} ({v[c]['measure_seconds']:.0f} s)"
+                                                     if c in v else "" for c in checks) + " |")
     lines += ["", "## Outputs against 'before'", ""]
     for key, c in res["compare"].items():
         part, side = key.split("/")
