@@ -267,9 +267,10 @@ def report(res: dict) -> str:
                      f"{', '.join(map(str, v['load']))} |")
     if res.get("qc_checks"):
         checks = sorted({c for v in res["qc_checks"].values() for c in v})
-        lines += ["", "QC per check: × real time per second of measuring (summed over the workers, so per CPU-second "
-                  "roughly; decoding is counted in the first check that decodes a clip), from each run's "
-                  "`summary.json`:", "", "| run | " + " | ".join(checks) + " |", "|---|" + "---|" * len(checks)]
+        lines += ["", "QC per check: media seconds / seconds spent measuring (wall time inside the workers, summed "
+                  "over them: on a loaded machine well above CPU time; model loading is counted in each check's "
+                  "first item, decoding in the first check that decodes a clip), from each run's `summary.json`:",
+                  "", "| run | " + " | ".join(checks) + " |", "|---|" + "---|" * len(checks)]
         for run, v in res["qc_checks"].items():
             lines.append(f"| {run} | " + " | ".join(f"{v[c]['x_real_time']} ({v[c]['measure_seconds']:.0f} s)"
                                                      if c in v else "" for c in checks) + " |")
