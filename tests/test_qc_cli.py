@@ -133,3 +133,21 @@ def test_speaker_shift_flag_reaches_the_alignment_config() -> None:
     assert "alignment" not in build_config(parse(base)).check_configs  # the default: the check's own (1.0)
     cfg = build_config(parse([*base, "--speaker-shift-max", "0", "--asr", "pocketsphinx"])).check_configs["alignment"]
     assert cfg.speaker_shift_max == 0 and cfg.asr == "pocketsphinx"
+
+
+def test_min_face_flag_reaches_the_faces_config() -> None:
+    from merc.cli import build_parser
+    from merc.qc.cache import measure_key
+    from merc.qc.cli import QCArgumentError, build_config
+    from merc.qc.faces import FaceCheck, FaceCheckConfig
+    parse = build_parser().parse_args
+    base = ["qc", "--dataset", "jsonl", "--data-dir", "d", "--out", "o"]
+    assert "faces" not in build_config(parse(base)).check_configs  # the default: full-resolution detection
+    assert build_config(parse([*base, "--min-face", "80"])).check_configs["faces"].min_face == 80
+    with pytest.raises(QCArgumentError, match="--min-face 5"):
+        build_config(parse([*base, "--min-face", "5"]))
+    with pytest.raises(QCArgumentError, match="add faces to --checks"):
+        build_config(parse([*base, "--min-face", "80", "--checks", "integrity"]))
+    # measurements cached before the option existed stay valid; with it set they are measured again
+    assert measure_key(FaceCheck()) == measure_key(FaceCheck(FaceCheckConfig(min_face=None)))
+    assert measure_key(FaceCheck(FaceCheckConfig(min_face=80))) != measure_key(FaceCheck())
