@@ -38,6 +38,8 @@ D, z, delta_bias and softplus stay outside, under ordinary autograd.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -46,6 +48,11 @@ try:  # optional CUDA fast path; the mamba-ssm wheel does not install or run on 
     from mamba_ssm.ops.selective_scan_interface import selective_scan_fn as _cuda_selective_scan
 except Exception:  # ImportError, or a broken CUDA build
     _cuda_selective_scan = None
+
+# elements (batch x d_inner x d_state x chunks) per position op of the chunked scan: big enough that Python's
+# per-op overhead is a few per cent on CPU, and that a GPU's kernel launches are not the bottleneck
+_STEP_ELEMENTS = 1 << 18
+_STEP_ELEMENTS_CUDA = 1 << 22
 
 # helpers
 
@@ -109,47 +116,81 @@ def selective_scan_ref(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor
 
 
 def _layout(t: Tensor, T: int) -> Tensor:
-    """(batch, c, n_chunks * T) -> (T, batch, c, n_chunks): position in chunk first, one vector op per step."""
+    """(batch, c, n_chunks * T) -> (T, batch, n_chunks, c), contiguous: one slice per position in the chunk."""
     batch, c, length = t.shape
-    return t.reshape(batch, c, length // T, T).permute(3, 0, 1, 2)
+    return t.reshape(batch, c, length // T, T).permute(3, 0, 2, 1).contiguous()
 
 
 def _unlayout(t: Tensor) -> Tensor:
-    """(T, batch, c, n_chunks) -> (batch, c, n_chunks * T)."""
-    T, batch, c, n_chunks = t.shape
-    return t.permute(1, 2, 3, 0).reshape(batch, c, n_chunks * T)
+    """(T, batch, n_chunks, c) -> (batch, c, n_chunks * T)."""
+    T, batch, n_chunks, c = t.shape
+    return t.permute(1, 3, 2, 0).reshape(batch, c, n_chunks * T)
 
 
-class _Chunks:
-    """The scan's inputs cut into chunks of T positions, laid out as per-position slices over all chunks."""
+def _carry(decay: Tensor, ends: Tensor) -> Tensor:
+    """Inclusive scan over chunks, s_c = decay_c * s_{c-1} + ends_c from s_{-1} = 0, in log2(n_chunks) steps
+    (Hillis-Steele). decay, ends: (batch, n_chunks, d_inner, d_state); every decay is <= 1, so the products
+    only ever shrink."""
+    decay, s = decay.clone(), ends.clone()
+    k, n_chunks = 1, s.shape[1]
+    while k < n_chunks:
+        s[:, k:] += decay[:, k:] * s[:, :-k]       # the product is a new tensor: read before the update
+        decay[:, k:] = decay[:, k:] * decay[:, :-k]  # (not *=, which would read entries it has already updated)
+        k *= 2
+    return s
+
+
+class _Scan:
+    """The inputs cut into chunks of T positions, laid out (T, batch, n_chunks, ...), and the two big tensors
+    every pass reads: the per-position decay a_t = exp(delta_t A) and input x_t = delta_t u_t B_t."""
 
     def __init__(self, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, T: int):
         self.T, self.n_chunks = T, u.shape[-1] // T
-        self.A = A[:, None, :]                                               # (d_inner, 1, d_state)
-        self.delta = _layout(delta, T)[..., None]                            # (T, batch, d_inner, n_chunks, 1)
-        self.u = _layout(u, T)[..., None]                                    # (T, batch, d_inner, n_chunks, 1)
-        self.delta_u = self.delta * self.u                                   # (T, batch, d_inner, n_chunks, 1)
-        self.B = _layout(B, T).transpose(2, 3)[:, :, None]                   # (T, batch, 1, n_chunks, d_state)
-        self.C = _layout(C, T).transpose(2, 3)[:, :, None]                   # (T, batch, 1, n_chunks, d_state)
-        self.chunk_decay = torch.exp(self.delta.sum(0) * self.A)             # (batch, d_inner, n_chunks, d_state)
+        self.u, self.delta = _layout(u, T), _layout(delta, T)                # (T, batch, n_chunks, d_inner)
+        self.B, self.C = _layout(B, T), _layout(C, T)                        # (T, batch, n_chunks, d_state)
+        self.du = self.delta * self.u                                        # (T, batch, n_chunks, d_inner)
+        self.a = torch.exp(self.delta[..., None] * A)                        # (T, batch, n_chunks, d_inner, d_state)
+        self.A = A
 
-    def decay(self, t: int) -> Tensor:
-        return torch.exp(self.delta[t] * self.A)                             # a_t = exp(delta_t A)
+    def inputs(self) -> Tensor:
+        return self.du[..., None] * self.B[..., None, :]                     # (T, batch, n_chunks, d_inner, d_state)
 
-    def starts(self) -> tuple[Tensor, Tensor]:
-        """Phases (1)-(2): the state at the start of every chunk, and the state after the last position."""
-        batch, d_inner, n_chunks, d_state = self.chunk_decay.shape
-        h = self.chunk_decay.new_zeros(batch, d_inner, n_chunks, d_state)
-        if n_chunks == 1:
-            return h, None
-        for t in range(self.T):                                              # (1) chunk end states from zero
-            h = self.decay(t) * h + self.delta_u[t] * self.B[t]
-        x = h.new_zeros(batch, d_inner, d_state)
-        starts = []
-        for decay, end in zip(self.chunk_decay.unbind(2), h.unbind(2)):      # (2) carry across chunks
-            starts.append(x)
-            x = decay * x + end
-        return torch.stack(starts, dim=2), x
+    def chunk_decay(self) -> Tensor:
+        """prod_t a_t over each chunk, as exp(A sum_t delta_t): (batch, n_chunks, d_inner, d_state)."""
+        return torch.exp(self.delta.sum(0)[..., None] * self.A)
+
+    def states(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        """x (the inputs) becomes the states h_t, in place; returns it and the state entering every chunk
+        (None for a single chunk: zero)."""
+        T, a = self.T, self.a
+        starts = None
+        if self.n_chunks > 1:                                                # the chunk end states from zero ...
+            end, spare = x[0].clone(), torch.empty_like(x[0])
+            for t in range(1, T):
+                torch.addcmul(x[t], a[t], end, out=spare)
+                end, spare = spare, end
+            s = _carry(self.chunk_decay(), end)                              # ... carried across the chunks
+            starts = torch.cat([torch.zeros_like(s[:, :1]), s[:, :-1]], dim=1)
+            x[0].addcmul_(a[0], starts)
+        for t in range(1, T):                                                # one op per position
+            x[t].addcmul_(a[t], x[t - 1])
+        return x, starts
+
+    def adjoint(self, g: Tensor) -> Tensor:
+        """g (gy_t C_t, plus the last state's gradient) becomes the adjoint dL/dh_t = g_t + a_{t+1} dL/dh_{t+1},
+        in place, the same two passes backwards in time."""
+        T, a = self.T, self.a
+        if self.n_chunks > 1:
+            flow, spare = g[T - 1].clone(), torch.empty_like(g[0])          # each chunk from zero at its end ...
+            for t in reversed(range(T - 1)):
+                torch.addcmul(g[t], a[t + 1], flow, out=spare)
+                flow, spare = spare, flow
+            # ... what leaves chunk c backwards is a_{first} * flow_c; carried from the last chunk to the first
+            s = _carry(self.chunk_decay().flip(1), (a[0] * flow).flip(1)).flip(1)
+            g[T - 1, :, :-1] += s[:, 1:]
+        for t in reversed(range(T - 1)):
+            g[t].addcmul_(a[t + 1], g[t + 1])
+        return g
 
 
 class _SelectiveScan(torch.autograd.Function):
@@ -157,69 +198,64 @@ class _SelectiveScan(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, T: int) -> tuple[Tensor, Tensor]:
-        ch = _Chunks(u, delta, A, B, C, T)
-        h, _ = ch.starts()                                                   # (batch, d_inner, n_chunks, d_state)
-        ys = []
-        for t in range(T):                                                   # (3) scan from the true starts
-            h = ch.decay(t) * h + ch.delta_u[t] * ch.B[t]
-            ys.append((h * ch.C[t]).sum(-1))                                 # (batch, d_inner, n_chunks)
-        ctx.save_for_backward(u, delta, A, B, C)
+        with torch.autocast(u.device.type, enabled=False):
+            sc = _Scan(u, delta, A, B, C, T)
+            h, starts = sc.states(sc.inputs())                               # (T, batch, n_chunks, d_inner, d_state)
+            y = (h @ sc.C[..., None])[..., 0]                                # (T, batch, n_chunks, d_inner)
+            last = h[-1, :, -1].clone()                                      # (batch, d_inner, d_state)
+        ctx.save_for_backward(u, delta, A, B, C, starts)
         ctx.T = T
-        return _unlayout(torch.stack(ys)), h[:, :, -1]  # (batch, d_inner, L), (batch, d_inner, d_state)
+        return _unlayout(y), last
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_y: Tensor, grad_last: Tensor | None):
-        u, delta, A, B, C = ctx.saved_tensors
-        ch, T = _Chunks(u, delta, A, B, C, ctx.T), ctx.T
-        gy = _layout(grad_y.contiguous(), T)[..., None]                      # (T, batch, d_inner, n_chunks, 1)
-        # recompute the states: h_{t-1} and h_t at every position (the one state-sized buffer of the backward)
-        h, _ = ch.starts()
-        states = [h]
-        for t in range(T):
-            h = ch.decay(t) * h + ch.delta_u[t] * ch.B[t]
-            states.append(h)
-        # adjoint g_t = dL/dh_t = C_t gy_t + a_{t+1} g_{t+1}, seeded at the end by the last state's gradient
-        x = torch.zeros_like(h[:, :, 0]) if grad_last is None else grad_last  # (batch, d_inner, d_state)
-        g_next = x[:, :, None]                                               # flows into each chunk's end
-        if ch.n_chunks > 1:
-            # reverse phase (1): each chunk from zero ...
-            flow = torch.zeros_like(h)
-            for t in reversed(range(T)):
-                flow = ch.decay(t) * (gy[t] * ch.C[t] + flow)                # ends as a_first * g_first per chunk
-            # ... reverse phase (2): what flows into each chunk's end from the chunks after it ...
-            into = []
-            for c in reversed(range(ch.n_chunks)):
-                into.append(x)
-                x = flow[:, :, c] + ch.chunk_decay[:, :, c] * x
-            g_next = torch.stack(into[::-1], dim=2)                          # (batch, d_inner, n_chunks, d_state)
-        # ... reverse phase (3): the exact adjoint, position by position, and the gradients it gives
-        grad_A = torch.zeros_like(A)
-        g_delta, g_u, g_B, g_C = [], [], [], []
-        for t in reversed(range(T)):
-            a = ch.decay(t)
-            g = gy[t] * ch.C[t] + g_next                                     # (batch, d_inner, n_chunks, d_state)
-            g_log_decay = g * states[t] * a                                  # dL/d(delta_t A)
-            g_B_sum = (g * ch.B[t]).sum(-1, keepdim=True)                    # (batch, d_inner, n_chunks, 1)
-            g_C.append((gy[t] * states[t + 1]).sum(1))                       # (batch, n_chunks, d_state)
-            g_B.append((g * ch.delta_u[t]).sum(1))                           # (batch, n_chunks, d_state)
-            g_u.append((g_B_sum * ch.delta[t])[..., 0])                      # (batch, d_inner, n_chunks)
-            g_delta.append(((g_log_decay * ch.A).sum(-1, keepdim=True) + g_B_sum * ch.u[t])[..., 0])
-            grad_A += (g_log_decay * ch.delta[t]).sum((0, 2))
-            g_next = a * g
-        restack = lambda gs: _unlayout(torch.stack(gs[::-1]))                # noqa: E731
-        bc = lambda gs: _unlayout(torch.stack(gs[::-1]).transpose(2, 3))     # noqa: E731  (T, b, nc, n) -> (b, n, L)
-        return restack(g_u), restack(g_delta), grad_A, bc(g_B), bc(g_C), None
+        u, delta, A, B, C, starts = ctx.saved_tensors
+        with torch.autocast(u.device.type, enabled=False):
+            sc = _Scan(u, delta, A, B, C, ctx.T)
+            h, _ = sc.states(sc.inputs())                                    # recomputed, never saved
+            gy = _layout(grad_y.contiguous(), ctx.T)                        # (T, batch, n_chunks, d_inner)
+            g = gy[..., None] * sc.C[..., None, :]                           # (T, batch, n_chunks, d_inner, d_state)
+            if grad_last is not None:
+                g[-1, :, -1] += grad_last
+            g = sc.adjoint(g)
+            # dL/dC_t = sum_d gy_t h_t, dL/dB_t = sum_d g_t delta_t u_t, sum_n g_t B_t: batched matrix-vector
+            g_C = (gy[..., None, :] @ h)[..., 0, :]                          # (T, batch, n_chunks, d_state)
+            g_B = (sc.du[..., None, :] @ g)[..., 0, :]                       # (T, batch, n_chunks, d_state)
+            g_B_sum = (g @ sc.B[..., None])[..., 0]                          # (T, batch, n_chunks, d_inner)
+            # dL/d(delta_t A) = g_t a_t h_{t-1}, in place of g
+            q = g.mul_(sc.a)
+            q[1:] *= h[:-1]
+            if starts is None:
+                q[0].zero_()
+            else:
+                q[0] *= starts
+            grad_A = (q * sc.delta[..., None]).sum((0, 1, 2))               # (d_inner, d_state)
+            g_delta = q.mul_(A).sum(-1) + g_B_sum * sc.u                     # (T, batch, n_chunks, d_inner)
+            g_u = g_B_sum * sc.delta
+        return _unlayout(g_u), _unlayout(g_delta), grad_A, _unlayout(g_B), _unlayout(g_C), None
+
+
+def _chunk_length(u: Tensor, d_state: int, chunk_size: int | None) -> int:
+    """Positions per chunk T. Given: that (at most the length). Adaptive: one chunk when the whole scan is small,
+    otherwise as many chunks as keep every per-position op over at least ``_STEP_ELEMENTS`` elements
+    (a few per cent of Python overhead per op), so the 1 + 3 passes take about seq_len / n_chunks steps each."""
+    batch, d_inner, seq_len = u.shape
+    if chunk_size is not None:
+        return max(1, min(chunk_size, seq_len))
+    target = _STEP_ELEMENTS_CUDA if u.is_cuda else _STEP_ELEMENTS
+    n_chunks = min(seq_len, max(1, math.ceil(target / (batch * d_inner * d_state))))
+    return math.ceil(seq_len / n_chunks)
 
 
 def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None,
                    z: Tensor | None = None, delta_bias: Tensor | None = None, delta_softplus: bool = False,
-                   return_last_state: bool = False, *, chunk_size: int = 64
+                   return_last_state: bool = False, *, chunk_size: int | None = None
                    ) -> Tensor | tuple[Tensor, Tensor]:
-    """Parallel (chunked three-phase) selective scan; same arguments and results as ``selective_scan_ref``.
+    """Parallel (chunked) selective scan; same arguments and results as ``selective_scan_ref``.
 
-    chunk_size: positions per chunk (default 64). On CUDA with ``mamba_ssm`` importable, dispatches to its
-    fused kernel.
+    chunk_size: positions per chunk; None (default) adapts it to the shape (``_chunk_length``). On CUDA with
+    ``mamba_ssm`` importable, dispatches to its fused kernel.
     """
     if _cuda_selective_scan is not None and u.is_cuda:
         return _cuda_selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
@@ -228,7 +264,7 @@ def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D:
     u, delta = _prepare(u, delta, delta_bias, delta_softplus)
     A, B, C = A.to(u.dtype), B.to(u.dtype), C.to(u.dtype)
     seq_len = u.shape[-1]
-    T = min(chunk_size, seq_len)
+    T = _chunk_length(u, A.shape[1], chunk_size)
     pad = -seq_len % T
     # padded tail positions have delta = 0: decay 1 and no input, so the last state passes through them
     padded = [F.pad(t, (0, pad)) for t in (u, delta, B, C)] if pad else [u, delta, B, C]
