@@ -44,7 +44,7 @@ class MambaConfig:
     dt_min: float = 1e-3
     dt_max: float = 1e-1
     dt_init_floor: float = 1e-4
-    chunk_size: int = 64  # selective_scan positions per chunk
+    chunk_size: int | None = None  # selective_scan positions per chunk; None adapts them to the shape
     reference_scan: bool = False  # use the slow sequential scan (tests, benchmarks)
 
     @property

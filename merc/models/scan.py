@@ -141,23 +141,24 @@ def _carry(decay: Tensor, ends: Tensor) -> Tensor:
 
 
 class _Scan:
-    """The inputs cut into chunks of T positions, laid out (T, batch, n_chunks, ...), and the two big tensors
-    every pass reads: the per-position decay a_t = exp(delta_t A) and input x_t = delta_t u_t B_t."""
+    """The inputs cut into chunks of T positions, laid out (T, batch, n_chunks, ...), and the decay
+    a_t = exp(delta_t A) every pass reads. State-sized tensors are (T, batch, n_chunks, d_state, d_inner):
+    d_inner innermost, so that the broadcasting products run over long contiguous rows."""
 
     def __init__(self, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, T: int):
         self.T, self.n_chunks = T, u.shape[-1] // T
         self.u, self.delta = _layout(u, T), _layout(delta, T)                # (T, batch, n_chunks, d_inner)
         self.B, self.C = _layout(B, T), _layout(C, T)                        # (T, batch, n_chunks, d_state)
         self.du = self.delta * self.u                                        # (T, batch, n_chunks, d_inner)
-        self.a = torch.exp(self.delta[..., None] * A)                        # (T, batch, n_chunks, d_inner, d_state)
-        self.A = A
+        self.A = A.t().contiguous()                                         # (d_state, d_inner)
+        self.a = torch.exp(self.delta[..., None, :] * self.A)               # (T, batch, n_chunks, d_state, d_inner)
 
     def inputs(self) -> Tensor:
-        return self.du[..., None] * self.B[..., None, :]                     # (T, batch, n_chunks, d_inner, d_state)
+        return self.B[..., None] * self.du[..., None, :]                     # (T, batch, n_chunks, d_state, d_inner)
 
     def chunk_decay(self) -> Tensor:
-        """prod_t a_t over each chunk, as exp(A sum_t delta_t): (batch, n_chunks, d_inner, d_state)."""
-        return torch.exp(self.delta.sum(0)[..., None] * self.A)
+        """prod_t a_t over each chunk, as exp(A sum_t delta_t): (batch, n_chunks, d_state, d_inner)."""
+        return torch.exp(self.delta.sum(0)[..., None, :] * self.A)
 
     def states(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
         """x (the inputs) becomes the states h_t, in place; returns it and the state entering every chunk
@@ -200,9 +201,9 @@ class _SelectiveScan(torch.autograd.Function):
     def forward(ctx, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, T: int) -> tuple[Tensor, Tensor]:
         with torch.autocast(u.device.type, enabled=False):
             sc = _Scan(u, delta, A, B, C, T)
-            h, starts = sc.states(sc.inputs())                               # (T, batch, n_chunks, d_inner, d_state)
-            y = (h @ sc.C[..., None])[..., 0]                                # (T, batch, n_chunks, d_inner)
-            last = h[-1, :, -1].clone()                                      # (batch, d_inner, d_state)
+            h, starts = sc.states(sc.inputs())                               # (T, batch, n_chunks, d_state, d_inner)
+            y = (sc.C[..., None, :] @ h)[..., 0, :]                          # (T, batch, n_chunks, d_inner)
+            last = h[-1, :, -1].transpose(1, 2).contiguous()                 # (batch, d_inner, d_state)
         ctx.save_for_backward(u, delta, A, B, C, starts)
         ctx.T = T
         return _unlayout(y), last
@@ -215,14 +216,14 @@ class _SelectiveScan(torch.autograd.Function):
             sc = _Scan(u, delta, A, B, C, ctx.T)
             h, _ = sc.states(sc.inputs())                                    # recomputed, never saved
             gy = _layout(grad_y.contiguous(), ctx.T)                        # (T, batch, n_chunks, d_inner)
-            g = gy[..., None] * sc.C[..., None, :]                           # (T, batch, n_chunks, d_inner, d_state)
+            g = sc.C[..., None] * gy[..., None, :]                           # (T, batch, n_chunks, d_state, d_inner)
             if grad_last is not None:
-                g[-1, :, -1] += grad_last
+                g[-1, :, -1] += grad_last.transpose(1, 2)
             g = sc.adjoint(g)
             # dL/dC_t = sum_d gy_t h_t, dL/dB_t = sum_d g_t delta_t u_t, sum_n g_t B_t: batched matrix-vector
-            g_C = (gy[..., None, :] @ h)[..., 0, :]                          # (T, batch, n_chunks, d_state)
-            g_B = (sc.du[..., None, :] @ g)[..., 0, :]                       # (T, batch, n_chunks, d_state)
-            g_B_sum = (g @ sc.B[..., None])[..., 0]                          # (T, batch, n_chunks, d_inner)
+            g_C = (h @ gy[..., None])[..., 0]                                # (T, batch, n_chunks, d_state)
+            g_B = (g @ sc.du[..., None])[..., 0]                             # (T, batch, n_chunks, d_state)
+            g_B_sum = (sc.B[..., None, :] @ g)[..., 0, :]                    # (T, batch, n_chunks, d_inner)
             # dL/d(delta_t A) = g_t a_t h_{t-1}, in place of g
             q = g.mul_(sc.a)
             q[1:] *= h[:-1]
@@ -230,8 +231,8 @@ class _SelectiveScan(torch.autograd.Function):
                 q[0].zero_()
             else:
                 q[0] *= starts
-            grad_A = (q * sc.delta[..., None]).sum((0, 1, 2))               # (d_inner, d_state)
-            g_delta = q.mul_(A).sum(-1) + g_B_sum * sc.u                     # (T, batch, n_chunks, d_inner)
+            grad_A = (q * sc.delta[..., None, :]).sum((0, 1, 2)).t()        # (d_inner, d_state)
+            g_delta = q.mul_(sc.A).sum(-2) + g_B_sum * sc.u                  # (T, batch, n_chunks, d_inner)
             g_u = g_B_sum * sc.delta
         return _unlayout(g_u), _unlayout(g_delta), grad_A, _unlayout(g_B), _unlayout(g_C), None
 
