@@ -104,3 +104,117 @@ def test_shape_errors_say_what_was_expected():
     x = make_inputs(2, 4, 10, 3)
     with pytest.raises(ValueError, match=r"B has shape \(2, 10, 3\), expected \(2, 3, 10\)"):
         selective_scan(x["u"], x["delta"], x["A"], x["B"].transpose(1, 2), x["C"])
+
+
+# the adaptive chunk length: one chunk for small scans, several for large ones, and every boundary case
+
+
+@pytest.mark.parametrize("seq_len", [1, 2, 31, 32, 33, 95, 96, 97, 300])
+def test_adaptive_chunks_match_reference_in_values_and_gradients(seq_len, monkeypatch):
+    """Shrink the per-op element target so these tiny shapes take the multi-chunk path (T = 32 here),
+    then compare values, last state and every gradient with the reference."""
+    import merc.models.scan as scan
+    monkeypatch.setattr(scan, "_STEP_ELEMENTS", 2 * 3 * 4 * 3)  # batch x d_inner x d_state x 3 chunks
+    x = make_inputs(2, 3, seq_len, 4)
+    T = scan._chunk_length(x["u"], 4, None)
+    assert T == -(-seq_len // min(3, seq_len))                              # ceil(seq_len / n_chunks)
+    names = ["u", "delta", "A", "B", "C", "D", "z", "delta_bias"]
+    results = []
+    for fn in (selective_scan_ref, selective_scan):
+        leaves = {k: x[k].clone().requires_grad_() for k in names}
+        out, last = fn(*(leaves[k] for k in names), True, True)
+        loss = (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)).sum() + (last ** 2).sum()
+        loss.backward()
+        results.append((out.detach(), last.detach(), [leaves[k].grad for k in names]))
+    (ref, ref_last, ref_grads), (out, last, grads) = results
+    torch.testing.assert_close(out, ref, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(last, ref_last, atol=1e-6, rtol=1e-6)
+    for name, g_ref, g in zip(names, ref_grads, grads):
+        torch.testing.assert_close(g, g_ref, atol=1e-6, rtol=1e-6, msg=f"gradient of {name}")
+
+
+def test_chunk_length_adapts_to_the_shape():
+    import merc.models.scan as scan
+    small = torch.zeros(8, 512, 110)                                        # MELD-sized: 8 x 512 x 16 per position
+    long = torch.zeros(1, 512, 4096)
+    assert scan._chunk_length(small, 16, None) == 28                        # 4 chunks of 28 (one op: 2^18 elements)
+    assert scan._chunk_length(long, 16, None) == 128                        # 32 chunks of 128
+    assert scan._chunk_length(torch.zeros(1, 4, 10), 2, None) == 1          # tiny: one position per chunk
+    assert scan._chunk_length(small, 16, 7) == 7 and scan._chunk_length(small, 16, 500) == 110  # given: capped
+
+
+def test_many_chunks_with_large_decays_are_stable():
+    """The chunk carry multiplies decays across chunks (log-depth); large decays only underflow to 0."""
+    x = make_inputs(2, 4, 200, 8, dtype=torch.float32, delta_scale=30.0)
+    args = (x["u"], x["delta"], x["A"] * 20, x["B"], x["C"], x["D"])
+    ref = selective_scan_ref(*args, delta_softplus=True)
+    out = selective_scan(*args, delta_softplus=True, chunk_size=3)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
+
+
+# the CUDA kernel's dispatch, with a fake kernel on the CPU
+
+
+def _fake_kernel(calls):
+    """Checks its arguments as mamba-ssm's selective_scan_fwd does, then computes the reference."""
+    def kernel(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state):
+        itype = u.dtype
+        assert itype in (torch.float32, torch.float16, torch.bfloat16), itype
+        assert A.dtype == torch.float32, "A must be float32"
+        assert delta.dtype == itype and B.dtype == itype and C.dtype == itype, (delta.dtype, B.dtype, C.dtype)
+        assert z is None or z.dtype == itype, z.dtype
+        assert D is None or D.dtype == torch.float32, D.dtype
+        assert delta_bias is None or delta_bias.dtype == torch.float32, delta_bias.dtype
+        assert not torch.is_autocast_enabled("cuda")
+        calls.append(itype)
+        out = selective_scan_ref(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
+        return (out[0].to(itype), out[1]) if return_last_state else out.to(itype)
+    return kernel
+
+
+def test_kernel_dispatch_casts_autocast_mixed_dtypes(monkeypatch):
+    """Under bf16 autocast a Mamba block hands the scan bf16 u, B, C, z and float32 delta, A, D, delta_bias:
+    the kernel refuses that mix (the dtype error), so the dispatch casts to what it checks."""
+    import merc.models.scan as scan
+    calls: list = []
+    fake = _fake_kernel(calls)
+    monkeypatch.setattr(scan, "_cuda_selective_scan", fake)
+    monkeypatch.setattr(scan, "_on_cuda", lambda t: True)
+    x = make_inputs(2, 4, 9, 3, dtype=torch.float32)
+    bf = torch.bfloat16
+    mixed = (x["u"].to(bf), x["delta"], x["A"], x["B"].to(bf), x["C"].to(bf), x["D"], x["z"].to(bf),
+             x["delta_bias"])
+    with pytest.raises(AssertionError):                                     # as given, the kernel's checks fail
+        fake(*mixed, True, False)
+    out = selective_scan(*mixed, delta_softplus=True)
+    assert calls == [bf] and out.dtype == bf
+    ref = selective_scan_ref(*(t.float() for t in mixed), delta_softplus=True)
+    torch.testing.assert_close(out.float(), ref, atol=0.1, rtol=0.05)
+    out32 = selective_scan(*(t.float() for t in mixed), delta_softplus=True)  # float32 throughout: unchanged
+    assert calls == [bf, torch.float32] and out32.dtype == torch.float32
+    selective_scan(*(t.double() for t in mixed), delta_softplus=True)       # float64: the parallel scan instead
+    assert len(calls) == 2
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (CI is CPU-only)")
+@pytest.mark.parametrize("seq_len", [1, 37, 300])
+def test_parallel_scan_on_cuda_matches_reference(seq_len, monkeypatch):
+    import merc.models.scan as scan
+    monkeypatch.setattr(scan, "_cuda_selective_scan", None)                 # the device-agnostic scan itself
+    x = {k: v.cuda() for k, v in make_inputs(2, 8, seq_len, 4).items()}
+    args = (x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], x["z"], x["delta_bias"], True)
+    torch.testing.assert_close(selective_scan(*args, chunk_size=16), selective_scan_ref(*args), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (CI is CPU-only)")
+def test_mamba_block_under_bf16_autocast_on_cuda():
+    from merc.models.mamba import Mamba, MambaConfig
+    torch.manual_seed(0)
+    block = Mamba(MambaConfig(d_model=16)).cuda()
+    x = torch.randn(2, 20, 16, device="cuda")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        out = block(x)
+    out.float().square().mean().backward()
+    assert torch.isfinite(out.float()).all()
+    torch.testing.assert_close(out.float(), block(x).float(), atol=0.05, rtol=0.05)

@@ -53,6 +53,7 @@ except Exception:  # ImportError, or a broken CUDA build
 # per-op overhead is a few per cent on CPU, and that a GPU's kernel launches are not the bottleneck
 _STEP_ELEMENTS = 1 << 18
 _STEP_ELEMENTS_CUDA = 1 << 22
+_KERNEL_INPUT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)  # float64 runs the parallel scan
 
 # helpers
 
@@ -73,6 +74,21 @@ def _finish(y: Tensor, u: Tensor, D: Tensor | None, z: Tensor | None, dtype_in: 
     if z is not None:
         out = out * F.silu(z.to(y.dtype))
     return out.to(dtype_in)
+
+
+def _on_cuda(t: Tensor) -> bool:
+    return t.is_cuda
+
+
+def _kernel_dtypes(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None, z: Tensor | None,
+                   delta_bias: Tensor | None) -> tuple:
+    """The arguments cast as mamba-ssm's kernel checks them: u's dtype (float32, float16 or bfloat16) for u,
+    delta, the time-varying B and C, and z; float32 for A, D and delta_bias. Under autocast the block's
+    tensors arrive mixed (the projections in bfloat16, softplus and A in float32), which the kernel refuses."""
+    itype, f32 = u.dtype, torch.float32
+    cast = lambda t, dtype: None if t is None else t.to(dtype)  # noqa: E731
+    return (u, cast(delta, itype), cast(A, f32), cast(B, itype), cast(C, itype), cast(D, f32), cast(z, itype),
+            cast(delta_bias, f32))
 
 
 def _check(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor) -> None:
@@ -258,8 +274,10 @@ def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D:
     chunk_size: positions per chunk; None (default) adapts it to the shape (``_chunk_length``). On CUDA with
     ``mamba_ssm`` importable, dispatches to its fused kernel.
     """
-    if _cuda_selective_scan is not None and u.is_cuda:
-        return _cuda_selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
+    if _cuda_selective_scan is not None and _on_cuda(u) and u.dtype in _KERNEL_INPUT_DTYPES:
+        args = _kernel_dtypes(u, delta, A, B, C, D, z, delta_bias)
+        with torch.autocast("cuda", enabled=False):
+            return _cuda_selective_scan(*args, delta_softplus, return_last_state)
     _check(u, delta, A, B, C)
     dtype_in = u.dtype
     u, delta = _prepare(u, delta, delta_bias, delta_softplus)
