@@ -185,7 +185,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from merc.threads import apply_threads
         apply_threads(getattr(args, "threads", 0))  # --threads of the commands that compute
-        with no_progress_bars(quiet):
+        device = contextlib.nullcontext()
+        if getattr(args, "device", None) is not None:  # --device of the commands that run torch models
+            from merc.device import resolve_device, using_device
+            args.device = resolve_device(args.device)
+            device = using_device(args.device)
+        with no_progress_bars(quiet), device:
             code = int(args.func(args) or 0)
         sys.stdout.flush()  # a closed pipe shows here, inside the handlers below
         return code

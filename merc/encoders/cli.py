@@ -5,6 +5,7 @@ import argparse
 import json
 
 from merc.data import DATASETS, load_corpus
+from merc.device import add_device_argument
 from merc.encoders.finetune import RECIPES, FinetuneConfig
 from merc.errors import ConfigError
 from merc.objectives.class_weights import SCHEMES
@@ -134,6 +135,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--seed", type=int, default=None, help=f"random seed [{d.seed}]")
     p.add_argument("--max-train", type=int, default=None, help="use only the first N training utterances (smoke runs)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's choice)")
+    add_device_argument(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--out", required=True, help="folder to create (resumes if it holds a checkpoint)")
     p.set_defaults(func=finetune_command)

@@ -11,6 +11,7 @@ from typing import Any
 
 from merc.data import DATASETS, MELD_DATASETS, load_corpus
 from merc.data.schema import SPLITS, Corpus
+from merc.device import add_device_argument
 from merc.errors import ConfigError
 from merc.qc.config import QCConfig
 from merc.qc.pipeline import QCPipeline
@@ -166,5 +167,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--fresh", action="store_true", help="discard cached measurements of the chosen checks")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_threads_argument(p)
+    add_device_argument(p)
     p.set_defaults(func=qc_command)
     return p

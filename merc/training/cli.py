@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from merc.data import DATASETS, SPLITS
+from merc.device import add_device_argument
 from merc.errors import ConfigError, IncompatibleRunError, MissingFileError
 from merc.threads import add_threads_argument
 from merc.training.flags import (
@@ -220,6 +221,7 @@ def add_parser(sub) -> None:
     p.add_argument("--resume", action="store_true",
                    help="keep the finished seeds of an existing run at --out (same settings) and train the rest")
     add_threads_argument(p)
+    add_device_argument(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="score a run on a split (weighted F1, accuracy, macro F1, per class)",
@@ -241,6 +243,7 @@ def add_parser(sub) -> None:
                    help="also write the scores to FILE.json (with --ensemble, tables to FILE.md too)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_threads_argument(p)
+    add_device_argument(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="label every utterance of new conversations", formatter_class=fmt)
@@ -279,4 +282,5 @@ def add_parser(sub) -> None:
                         "standardisation) instead of using the dev-selected seed; a single run is an error")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_threads_argument(p)
+    add_device_argument(p)
     p.set_defaults(func=cmd_predict)
