@@ -26,7 +26,7 @@ class EncoderClassifier:
         self.target = target  # (spec, separator id): pool the target's tokens only
         self.st = st_model
         dim = int((getattr(st_model, "get_embedding_dimension", None) or st_model.get_sentence_embedding_dimension)())
-        self.head = torch.nn.Linear(dim, n_classes)
+        self.head = torch.nn.Linear(dim, n_classes, device=st_model.device)  # where the encoder is (--device)
         self.drop = torch.nn.Dropout(dropout)
 
     def parameters(self):
@@ -38,8 +38,9 @@ class EncoderClassifier:
         self.drop.train(mode)
 
     def logits(self, texts: list[str]):
+        from merc.device import to_device
         from merc.encoders.layer_cache import tokenize
-        feats = tokenize(self.st, texts)
+        feats = to_device(tokenize(self.st, texts), self.st.device)
         if self.target is None:
             emb = self.st(feats)["sentence_embedding"]  # (batch, dim)
         else:
@@ -54,7 +55,7 @@ class EncoderClassifier:
         with torch.inference_mode():
             for s in tqdm(range(0, len(order), batch_size), desc=desc, disable=not progress, leave=False):
                 idx = order[s:s + batch_size]
-                out[idx] = self.logits([texts[i] for i in idx]).argmax(-1).numpy()
+                out[idx] = self.logits([texts[i] for i in idx]).argmax(-1).cpu().numpy()
         return out
 
 

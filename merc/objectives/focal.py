@@ -30,7 +30,7 @@ def focal_loss(logits: Tensor, labels: Tensor, *, gamma: float = 2.0, weight: Te
         return logits.sum() * 0.0                                    # no labelled utterance: zero, still a graph
     logp = F.log_softmax(logits.float(), dim=-1).gather(1, labels[:, None]).squeeze(1)  # (n,) log p_y
     loss = -((1.0 - logp.exp()).clamp(min=0.0) ** gamma) * logp if gamma else -logp
-    w = weight.to(loss.dtype)[labels] if weight is not None else torch.ones_like(loss)  # (n,) α_y
+    w = weight.to(loss.device, loss.dtype)[labels] if weight is not None else torch.ones_like(loss)  # (n,) α_y
     return (w * loss).sum() / w.sum()
 
 

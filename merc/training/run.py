@@ -22,6 +22,7 @@ import numpy as np
 from safetensors.torch import save as st_save
 
 from merc.data.schema import Conversation, Corpus
+from merc.device import current_device
 from merc.errors import ConfigError, IncompatibleRunError, MissingFileError
 from merc.io import atomic_write_bytes, write_json
 from merc.models.dialogue import DialogueConfig, DialogueModel
@@ -115,7 +116,7 @@ def save_run(run_dir: str | Path, model: DialogueModel, config: RunConfig, label
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(run_dir / "model.safetensors",
-                       st_save({k: v.contiguous() for k, v in model.state_dict().items()}))
+                       st_save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}))
     record_checksum(run_dir)  # checksums.json: sha256 of the weights, verified by from_pretrained
     write_json(run_dir / "config.json", config.to_dict())
     write_json(run_dir / "labels.json", list(labels))
@@ -162,6 +163,7 @@ class TrainedRun:
         model = build_run_model(config.model, config.adapters, tune=config.tune_adapters)
         load_into(model, path)  # checksum (when recorded), parse, finite values: IncompatibleRunError otherwise
         model.eval()
+        model.to(current_device())  # --device of the command (predict, evaluate); the CPU otherwise
         return cls(model, labels, config, path)
 
     @property

@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import torch
 
+from merc.device import current_device
 from merc.errors import InputError
 from merc.loop import Callback, LoopConfig, run_loop, to_device
 from merc.metrics import evaluate_predictions
@@ -83,10 +84,11 @@ def train_objective(model: torch.nn.Module, train: Sequence[Dialogue], n_classes
 
 @torch.no_grad()
 def predict_dialogues(model: torch.nn.Module, dialogues: Sequence[Dialogue], *,
-                      batch_size: int = 32, device: str | torch.device = "cpu") -> list[np.ndarray]:
-    """Class probabilities per dialogue: a list of (seq_len, n_classes) arrays in input order."""
+                      batch_size: int = 32, device: str | torch.device | None = None) -> list[np.ndarray]:
+    """Class probabilities per dialogue: a list of (seq_len, n_classes) arrays in input order. device: where
+    the batches go; None: where the model is."""
     model.eval()
-    device = torch.device(device)
+    device = next(model.parameters()).device if device is None else torch.device(device)
     out: list[np.ndarray] = []
     for batch in iterate_batches(dialogues, batch_size):
         if device.type != "cpu":
@@ -98,7 +100,7 @@ def predict_dialogues(model: torch.nn.Module, dialogues: Sequence[Dialogue], *,
 
 
 def score_dialogues(model: torch.nn.Module, dialogues: Sequence[Dialogue], labels: Sequence[str], *,
-                    device: str | torch.device = "cpu") -> dict[str, Any]:
+                    device: str | torch.device | None = None) -> dict[str, Any]:
     probs = predict_dialogues(model, dialogues, device=device)
     y = np.concatenate([d.labels for d in dialogues])
     p = np.concatenate(probs)
@@ -168,7 +170,7 @@ def fit(model: torch.nn.Module, train: Sequence[Dialogue], dev: Sequence[Dialogu
         config: TrainConfig, *, objective: Objective | None = None, callbacks: Sequence[Callback] = (),
         checkpoint_dir: str | Path | None = None, progress: bool = True,
         on_epoch: Callable[[dict[str, float]], None] | None = None,
-        modality_dropout: dict[str, float] | None = None, device: str | torch.device = "cpu") -> TrainHistory:
+        modality_dropout: dict[str, float] | None = None, device: str | torch.device | None = None) -> TrainHistory:
     """Train ``model`` in place; on return it holds the weights of the epoch with the best dev weighted F1.
 
     objective: ``objective(model, batch) -> (loss, logs)``; default :func:`train_objective`, i.e. the loss of
@@ -181,12 +183,15 @@ def fit(model: torch.nn.Module, train: Sequence[Dialogue], dev: Sequence[Dialogu
     gives the same history as a run that was never interrupted.
     The loop itself (AdamW over :func:`merc.optim.param_groups`, warm-up + cosine schedule, clipping,
     early stopping, checkpoints) is :func:`merc.loop.run_loop`; this function is its dialogue task.
-    device: where the model and batches go (default CPU).
+    device: where the model and batches go; None: the command's ``--device`` (:func:`merc.device.current_device`),
+    the CPU unless a command chose otherwise.
     """
     if not dev:
         raise InputError("early stopping needs a dev split with labelled utterances; none was given")
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
+    device = current_device() if device is None else torch.device(device)
+    model.to(device)  # before the objective: MaTAV's momentum encoder copies the model where it is
     if objective is None:
         objective = train_objective(model, train, len(labels), config)
     task = DialogueTask(train, dev, labels, objective, config.batch_size, rng, modality_dropout, device)
