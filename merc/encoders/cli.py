@@ -69,6 +69,9 @@ def finetune_command(args: argparse.Namespace) -> int:
     options = {"classes": args.iemocap_classes} if args.dataset == "iemocap" else {}
     corpus = load_corpus(args.dataset, args.data_dir, **options)
     config = finetune_config(args)
+    if config.train_layers and getattr(args.device, "type", "cpu") != "cpu":
+        raise ConfigError(f"--train-layers runs on the CPU only (its cached layer states are not moved to "
+                          f"{args.device}); use --device cpu, or train all layers on the GPU")
     res = finetune_text_encoder(corpus, args.out, config, progress=not args.quiet)
     summary = {"out": str(res.out_dir), "best_epoch": res.best_epoch,
                "dev_weighted_f1": res.dev.get("weighted_f1"), "dev_accuracy": res.dev.get("accuracy"),
