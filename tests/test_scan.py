@@ -109,12 +109,16 @@ def test_shape_errors_say_what_was_expected():
 # the adaptive chunk length: one chunk for small scans, several for large ones, and every boundary case
 
 
+@pytest.mark.parametrize("saved", [True, False])
 @pytest.mark.parametrize("seq_len", [1, 2, 31, 32, 33, 95, 96, 97, 300])
-def test_adaptive_chunks_match_reference_in_values_and_gradients(seq_len, monkeypatch):
-    """Shrink the per-op element target so these tiny shapes take the multi-chunk path (T = 32 here),
-    then compare values, last state and every gradient with the reference."""
+def test_adaptive_chunks_match_reference_in_values_and_gradients(seq_len, saved, monkeypatch):
+    """Shrink the per-op element target so these tiny shapes take the multi-chunk path (3 chunks),
+    then compare values, last state and every gradient with the reference; with the forward's decays and
+    states kept for the backward (short scans) and recomputed there (long ones)."""
     import merc.models.scan as scan
     monkeypatch.setattr(scan, "_STEP_ELEMENTS", 2 * 3 * 4 * 3)  # batch x d_inner x d_state x 3 chunks
+    if not saved:
+        monkeypatch.setattr(scan, "_SAVE_STATES_ELEMENTS", 0)
     x = make_inputs(2, 3, seq_len, 4)
     T = scan._chunk_length(x["u"], 4, None)
     assert T == -(-seq_len // min(3, seq_len))                              # ceil(seq_len / n_chunks)

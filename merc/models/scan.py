@@ -53,6 +53,9 @@ except Exception:  # ImportError, or a broken CUDA build
 # per-op overhead is a few per cent on CPU, and that a GPU's kernel launches are not the bottleneck
 _STEP_ELEMENTS = 1 << 18
 _STEP_ELEMENTS_CUDA = 1 << 22
+# the forward keeps its decays and states for the backward when each is at most this many elements (32 MB in
+# float32: MELD-sized batches); longer scans recompute them in the backward, holding only their inputs
+_SAVE_STATES_ELEMENTS = 1 << 23
 _KERNEL_INPUT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)  # float64 runs the parallel scan
 
 # helpers
@@ -161,20 +164,22 @@ class _Scan:
     a_t = exp(delta_t A) every pass reads. State-sized tensors are (T, batch, n_chunks, d_state, d_inner):
     d_inner innermost, so that the broadcasting products run over long contiguous rows."""
 
-    def __init__(self, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, T: int):
+    def __init__(self, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, T: int, a: Tensor | None = None):
         self.T, self.n_chunks = T, u.shape[-1] // T
         self.u, self.delta = _layout(u, T), _layout(delta, T)                # (T, batch, n_chunks, d_inner)
         self.B, self.C = _layout(B, T), _layout(C, T)                        # (T, batch, n_chunks, d_state)
         self.du = self.delta * self.u                                        # (T, batch, n_chunks, d_inner)
         self.A = A.t().contiguous()                                         # (d_state, d_inner)
-        self.a = torch.exp(self.delta[..., None, :] * self.A)               # (T, batch, n_chunks, d_state, d_inner)
+        if a is None:
+            a = (self.delta[..., None, :] * self.A).exp_()                   # (T, batch, n_chunks, d_state, d_inner)
+        self.a = a
 
     def inputs(self) -> Tensor:
         return self.B[..., None] * self.du[..., None, :]                     # (T, batch, n_chunks, d_state, d_inner)
 
     def chunk_decay(self) -> Tensor:
         """prod_t a_t over each chunk, as exp(A sum_t delta_t): (batch, n_chunks, d_state, d_inner)."""
-        return torch.exp(self.delta.sum(0)[..., None, :] * self.A)
+        return (self.delta.sum(0)[..., None, :] * self.A).exp_()
 
     def states(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
         """x (the inputs) becomes the states h_t, in place; returns it and the state entering every chunk
@@ -220,17 +225,19 @@ class _SelectiveScan(torch.autograd.Function):
             h, starts = sc.states(sc.inputs())                               # (T, batch, n_chunks, d_state, d_inner)
             y = (sc.C[..., None, :] @ h)[..., 0, :]                          # (T, batch, n_chunks, d_inner)
             last = h[-1, :, -1].transpose(1, 2).contiguous()                 # (batch, d_inner, d_state)
-        ctx.save_for_backward(u, delta, A, B, C, starts)
+        keep = h.numel() <= _SAVE_STATES_ELEMENTS
+        ctx.save_for_backward(u, delta, A, B, C, starts, sc.a if keep else None, h if keep else None)
         ctx.T = T
         return _unlayout(y), last
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_y: Tensor, grad_last: Tensor | None):
-        u, delta, A, B, C, starts = ctx.saved_tensors
+        u, delta, A, B, C, starts, a, h = ctx.saved_tensors
         with torch.autocast(u.device.type, enabled=False):
-            sc = _Scan(u, delta, A, B, C, ctx.T)
-            h, _ = sc.states(sc.inputs())                                    # recomputed, never saved
+            sc = _Scan(u, delta, A, B, C, ctx.T, a)
+            if h is None:
+                h, _ = sc.states(sc.inputs())                                # recomputed: a long scan saves none
             gy = _layout(grad_y.contiguous(), ctx.T)                        # (T, batch, n_chunks, d_inner)
             g = sc.C[..., None] * gy[..., None, :]                           # (T, batch, n_chunks, d_state, d_inner)
             if grad_last is not None:
