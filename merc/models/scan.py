@@ -11,29 +11,32 @@ References:
   semantics (argument names and order, delta_bias then softplus, D skip, z gating) that both functions
   here follow, and ``selective_scan_fn`` (CUDA) is used when importable and the inputs are on CUDA.
 - G. E. Blelloch. "Prefix sums and their applications" (1990): the blocked reduce-then-scan used below.
+- W. D. Hillis, G. L. Steele. "Data parallel algorithms". CACM 29(12) (1986): the log-depth scan over chunks.
 
-``selective_scan`` is a chunked three-phase scan ("reduce, scan the chunk totals, scan again"). The
-sequence is cut into ``n_chunks`` chunks of ``T`` positions, laid out so that one step at position t
-of a chunk is one vector op over all chunks at once, (batch, d_inner, n_chunks, d_state):
-(1) reduce: scan every chunk from a zero state, keeping only the end state, and take its total decay
-    ``exp(A * sum(delta))`` over the chunk;
-(2) carry: the true state at each chunk start, sequentially over the ``n_chunks`` chunk totals;
-(3) scan every chunk again, now from its true start state, reading out y.
-There are ``2 T + n_chunks`` Python-level steps instead of the reference's L (192 instead of 4096 at
-L = 4096, T = 64), time and memory are linear in L (no L x L or T x T matrices), and the only
-exponentials are of ``delta * A <= 0`` and of its sums within a chunk, so nothing can overflow (values
-only underflow to 0, which is the correct limit). With L <= T (dialogues are usually short) phases
-(1)-(2) are skipped and the scan is the plain recurrence, vectorised over batch, channels and state.
+``selective_scan`` is a chunked scan. The sequence is cut into ``n_chunks`` chunks of ``T`` positions, laid
+out (T, batch, n_chunks, d_state, d_inner) so that one position of every chunk is one contiguous slice; the
+decays a_t = exp(delta_t A) and inputs x_t = delta_t u_t B_t of all positions are built in two big ops, and
+each pass over the positions is **one** ``addcmul`` per position over all chunks at once:
+(1) reduce: every chunk from a zero state, keeping only its end state (skipped for a single chunk);
+(2) carry: the state entering every chunk, from the chunk end states and total decays ``exp(A sum(delta))``,
+    by a log-depth (Hillis-Steele) scan over the chunks: log2(n_chunks) steps;
+(3) every chunk again from its true start state, in place of x; y = <C_t, h_t> is then one batched product.
+The number of chunks adapts to the shape (``_chunk_length``): as many as keep each per-position op over about
+2^18 elements, so MELD's 8 x 110 dialogues take 4 chunks of 28 positions (about 2 x 28 + 2 Python-level steps
+forward) and one 4,096-utterance dialogue 32 chunks of 128, where the fixed T = 64 of the first version took
+2 T + n_chunks steps of five to seven ops each whatever the length. Time and memory are linear in L (no L x L
+or T x T matrices), and every exponential is of ``delta * A <= 0`` or of a sum of them, and every product of
+decays is of numbers <= 1, so nothing can overflow (values only underflow to 0, the correct limit).
 
-The backward pass is written out (``_SelectiveScan``), like the CUDA kernel's: the forward saves only
-its (batch, d_inner, L)-sized inputs, never the (batch, d_inner, L, d_state) states; the backward
-recomputes the states chunk-wise and runs the adjoint recurrence ``g_t = C_t gy_t + a_{t+1} g_{t+1}``
-(a reverse-time scan with the same three phases), then reads off every gradient position by position:
+The backward pass is written out (``_SelectiveScan``), like the CUDA kernel's: the adjoint recurrence
+``g_t = C_t gy_t + a_{t+1} g_{t+1}`` is a reverse-time scan with the same passes, and every gradient is read
+off it with batched products over all positions:
     dL/dC_t = sum_d gy_t h_t     dL/dB_t = sum_d g_t delta_t u_t     dL/du_t = delta_t sum_n g_t B_t
     dL/ddelta_t = sum_n (g_t h_{t-1} a_t A + g_t B_t u_t)            dL/dA = sum_{b,t} g_t h_{t-1} a_t delta_t
-with a_t = exp(delta_t A). Measured at L = 4096, d_inner = 512, d_state = 16 (one scan, CPU): autograd
-through the same loops held 1.2 GB between forward and backward, this holds 43 MB (peak 0.65 GB inside
-the backward), at about the same time.
+with a_t = exp(delta_t A). The forward keeps its decays and states for the backward when each is at most 2^23
+elements (32 MB in float32; MELD-sized batches); a longer scan keeps only its (batch, d_inner, L)-sized inputs
+and the chunk start states, and the backward recomputes the rest (one pass), so long dialogues stay lean.
+Measured against mambapy (pure-PyTorch Mamba, Blelloch scan): ``benchmarks/results/mamba_speed/scan_vs_mambapy.md``.
 D, z, delta_bias and softplus stay outside, under ordinary autograd.
 """
 from __future__ import annotations
