@@ -14,6 +14,9 @@ more pair here, added to the parsers that take it.
   -> :class:`~merc.models.dialogue.DialogueConfig`;
 - MaTAV: ``--cross-layers`` ... ``--no-mamba``, ``--no-mec`` -> :class:`~merc.models.matav.MatavConfig`;
   ``model_config_from_args`` picks the family from ``--model``.
+
+``--device`` and ``--threads`` are shared by more commands than these (qc, encoder finetune): each is defined
+once, in :mod:`merc.device` and :mod:`merc.threads`, and applied by ``merc.cli.main`` for the whole command.
 """
 from __future__ import annotations
 
