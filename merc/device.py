@@ -2,7 +2,7 @@
 
 The command line resolves the flag (:func:`resolve_device`) and makes it the process's device
 (:func:`use_device`), as ``--threads`` sets torch's threads; library code that builds a model or an encoder asks
-:func:`current_device` (CPU unless a command chose otherwise), and moves batches with :func:`to_device`. So a
+:func:`current_device` (CPU unless a command chose otherwise); batches move with :func:`merc.loop.to_device`. So a
 programmatic user gets the CPU unless they call ``use_device`` or pass a device themselves.
 
 - ``auto``: CUDA when torch sees a GPU, else the CPU (the default of every command that takes the flag);
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 from typing import Any
 
 from merc.errors import ConfigError
@@ -82,19 +81,3 @@ def current_device():
     """The device :func:`use_device` chose; the CPU when none was chosen."""
     import torch
     return _current if _current is not None else torch.device("cpu")
-
-
-def to_device(obj: Any, device) -> Any:
-    """``obj`` with every tensor in it on ``device``: tensors, dicts, lists, tuples and dataclasses (a batch);
-    anything else as it is (a tensor already there is not copied)."""
-    import torch
-    if isinstance(obj, torch.Tensor):
-        return obj.to(device, non_blocking=True)
-    if isinstance(obj, dict):
-        return {k: to_device(v, device) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)) and any(isinstance(v, torch.Tensor) for v in obj):
-        return type(obj)(to_device(v, device) for v in obj)
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        changes = {f.name: to_device(getattr(obj, f.name), device) for f in dataclasses.fields(obj) if f.init}
-        return dataclasses.replace(obj, **changes)
-    return obj

@@ -55,17 +55,6 @@ def test_using_device_restores_the_previous_choice():
     assert dev._current is None
 
 
-def test_to_device_moves_every_tensor_of_a_batch():
-    from merc.training.batching import DialogueBatch
-    batch = DialogueBatch(feats={"text": torch.ones(2, 3, 4)}, speakers=torch.zeros(2, 3, dtype=torch.long),
-                          mask=torch.ones(2, 3, dtype=torch.bool), labels=torch.zeros(2, 3, dtype=torch.long),
-                          utterance_ids=[["a", "b", "c"], ["d", "e", "f"]], present={"text": torch.ones(2, 3)})
-    moved = dev.to_device(batch, torch.device("meta"))
-    assert moved.feats["text"].device.type == "meta" and moved.present["text"].device.type == "meta"
-    assert moved.speakers.device.type == moved.mask.device.type == moved.labels.device.type == "meta"
-    assert moved.utterance_ids == batch.utterance_ids and batch.feats["text"].device.type == "cpu"
-
-
 COMMANDS = {
     "train": ["train", "--dataset", "jsonl", "--data-dir", "DATA", "--out", "RUN"],
     "evaluate": ["evaluate", "RUN"],

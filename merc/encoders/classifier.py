@@ -38,8 +38,8 @@ class EncoderClassifier:
         self.drop.train(mode)
 
     def logits(self, texts: list[str]):
-        from merc.device import to_device
         from merc.encoders.layer_cache import tokenize
+        from merc.loop import to_device
         feats = to_device(tokenize(self.st, texts), self.st.device)
         if self.target is None:
             emb = self.st(feats)["sentence_embedding"]  # (batch, dim)
