@@ -1,6 +1,6 @@
 """The ``merc`` command. Each sub-command lives next to the code it drives and registers itself here.
 
-Contract (docs/design.md): data stats · train · evaluate · predict · qc · adapt ·
+Contract (docs/design.md): data stats · extract · train · evaluate · predict · qc · adapt ·
 experiment · serve · demo;
 plus encoder list/finetune.
 
@@ -28,6 +28,7 @@ from merc.errors import MercError
 COMMANDS = {
     "data": "merc.data.cli",
     "encoder": "merc.encoders.cli",
+    "extract": "merc.training.extract",
     "train": "merc.training.cli",
     "evaluate": "merc.training.cli",
     "predict": "merc.training.cli",

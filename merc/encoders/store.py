@@ -179,12 +179,14 @@ class FeatureStore:
         return rows
 
     def _write_pending(self, folder: Path, ids: list[str | None], keys: list[str], X: np.ndarray,
-                       present: Sequence[bool], reasons: Sequence[str | None]) -> None:
+                       present: Sequence[bool], reasons: Sequence[str | None], *, tag: str | None = None) -> None:
+        """One pending chunk, atomically: ``chunk_<n>.npz`` (the next free number), or ``chunk_<tag>.npz`` for a
+        writer that runs beside others (a Ray worker: the tag is unique, two writers never pick one name)."""
         pending = folder / PENDING
         n = 0
-        while chunk_path(pending, n).exists():
+        while tag is None and chunk_path(pending, n).exists():
             n += 1
-        write_chunk(chunk_path(pending, n),
+        write_chunk(pending / f"chunk_{tag}.npz" if tag else chunk_path(pending, n),
                     _npz_bytes(ids=np.array(json.dumps(ids)), keys=np.array(json.dumps(keys)), X=X,
                                present=np.asarray(present, np.uint8), reasons=np.array(json.dumps(reasons))))
 
@@ -215,6 +217,13 @@ class FeatureStore:
         if busy:
             self._extract(corpus_name, split, busy, progress)
         return [p.features if p.features is not None else self._finish(p, corpus_name, split) for p in plans]
+
+    def plan(self, corpus_name: str, split: str, conversations: Sequence[Sequence], encoder: Encoder) -> "_Plan":
+        """What :meth:`get_conversations` would extract with ``encoder``: the inputs, their content keys, and the
+        indices not in the store yet (``todo``); ``features`` is set when nothing is missing. Reads only."""
+        conversations = [list(c) for c in conversations]
+        return self._plan(corpus_name, split, conversations, [u.utterance_id for c in conversations for u in c],
+                          encoder)
 
     def _plan(self, corpus_name: str, split: str, conversations: list[list], ids: list[str],
               encoder: Encoder) -> "_Plan":
