@@ -107,11 +107,12 @@ def qc_command(args: argparse.Namespace) -> int:
     options: dict[str, Any] = {"splits": splits} if args.dataset in MELD_DATASETS and splits else {}
     corpus = limit_corpus(load_corpus(args.dataset, args.data_dir, args.media_dir, **options), splits, args.limit)
     out = Path(args.out).expanduser().resolve()
-    pipeline = QCPipeline(config)
     if args.fresh:
         for name in config.checks:
             (out / "cache" / f"{name}.jsonl").unlink(missing_ok=True)
-    result = pipeline.run(corpus, out, progress=not args.quiet, write=False)
+    from merc.executors import executor_from_args
+    with executor_from_args(args) as ex:  # measuring on its workers; judging and the report here, once
+        result = QCPipeline(config, executor=ex).run(corpus, out, progress=not args.quiet, write=False)
     result.summary["options"] = {k: v for k, v in vars(args).items() if k != "func"}
     from merc.qc.report import write_outputs
     paths = write_outputs(result, out)
@@ -132,7 +133,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--data-dir", required=True, help="the corpus folder (MELD csvs, IEMOCAP root, JSONL folder)")
     p.add_argument("--media-dir", default=None, help="MELD only: folder holding the clip folders")
     p.add_argument("--out", required=True, help="QC_DIR for flags.csv, summary.json, report.html, manifest, cache")
-    p.add_argument("--workers", type=int, default=1, help="processes measuring in parallel")
+    p.add_argument("--workers", type=int, default=1, help="processes measuring in parallel (--executor local)")
     p.add_argument("--checks", default=",".join(DEFAULT_CHECKS), help="comma-separated, run in this order")
     from merc.qc.alignment import AlignmentConfig
     from merc.qc.faces import FaceCheckConfig
@@ -165,6 +166,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         "utterance even when the faces check found the labelled speaker's face alone on screen "
                         "(default: kept)")
     p.add_argument("--fresh", action="store_true", help="discard cached measurements of the chosen checks")
+    from merc.executors import add_executor_flags
+    add_executor_flags(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_threads_argument(p)
     add_device_argument(p)

@@ -47,7 +47,7 @@ from merc.qc.base import Check, Flag, QCItem, jsonable
 from merc.qc.cache import MeasureCache, measure_key
 from merc.qc.config import QCConfig
 from merc.qc.corroborate import corroborate
-from merc.qc.pool import MeasurePool, Work, gated, measure_batch, media_gate  # noqa: F401 (media_gate: API)
+from merc.qc.pool import MeasurePool, Work, gated, measure_batch, measure_on, media_gate  # noqa: F401
 from merc.qc.registry import BUILTIN_CHECKS, build_check
 from merc.qc.result import NOT_MEASURED, QCResult, summarize
 
@@ -101,8 +101,11 @@ def _accepted(fn: Callable[..., Any], **kwargs: Any) -> dict[str, Any]:
 class QCPipeline:
     """Integrity -> alignment -> speaker -> faces over a corpus (see the module docstring)."""
 
-    def __init__(self, config: QCConfig | None = None):
+    def __init__(self, config: QCConfig | None = None, *, executor: Any = None):
+        """``executor``: a :mod:`merc.executors` executor other than local measures the batches on its workers
+        (``config.workers`` is then unused); judging, the cache and the report stay here."""
         self.config = config or QCConfig()
+        self.executor = executor if getattr(executor, "name", "local") != "local" else None
         self._checks: dict[str, Check] = {}
         self._pool: MeasurePool | None = None
 
@@ -193,7 +196,10 @@ class QCPipeline:
         batches = [work[i:i + size] for i in range(0, len(work), size)]
         t0 = time.perf_counter()
         try:
-            if self.config.workers > 1 and len(work) > 1:
+            if self.executor is not None and work:  # batches on the executor's workers, as they finish
+                specs = {n: (self.spec(n), self.check_config(n)) for n in names}
+                results = measure_on(self.executor, specs, order, batches, gate)
+            elif self.config.workers > 1 and len(work) > 1:
                 if self._pool is None:
                     specs = {n: (self.spec(n), self.check_config(n)) for n in names}
                     self._pool = MeasurePool(self.config.workers, specs)

@@ -1,4 +1,5 @@
-"""Measuring QC items: in this process, or in a spawn process pool that survives worker crashes.
+"""Measuring QC items: in this process, in a spawn process pool that survives worker crashes, or on the workers
+of an executor (``merc qc --executor ray``: :func:`measure_on`, :mod:`merc.executors`).
 
 ``measure_one`` never raises for a bad item: an exception becomes ``{"error": "Type: message", "raised": True}``
 (one bad file never stops a run). In the pool each worker builds its checks once, lazily, with one torch
@@ -148,6 +149,31 @@ def _worker_checks(names: list[str]) -> dict[str, Check]:
 def _worker_batch(order: list[str], work: list[Work], gate: bool) -> list[tuple[str, str, dict[str, Any], float]]:
     names = sorted({n for _, need, _ in work for n in need} | ({"integrity"} & set(_WORKER_SPECS)))
     return list(measure_batch(_worker_checks(names), order, work, gate=gate))
+
+
+def executor_batch(cache: dict, payload: dict[str, Any]) -> list[tuple[str, str, dict[str, Any], float]]:
+    """An executor worker's batch: :func:`measure_batch` with checks built once per worker (kept in ``cache``,
+    keyed by their whole spec and config), one torch thread, as in the process pool."""
+    checks = {}
+    for name, (spec, config) in payload["specs"].items():
+        key = ("qc", name, repr(spec), repr(config))
+        if key not in cache:
+            _worker_init({})
+            cache[key] = build_check(spec, config)
+            if "torch" in sys.modules:
+                sys.modules["torch"].set_num_threads(1)
+        checks[name] = cache[key]
+    return list(measure_batch(checks, payload["order"], payload["work"], gate=payload["gate"]))
+
+
+def measure_on(executor, specs: dict[str, tuple[Any, Any]], order: list[str], batches: list[list[Work]],
+               gate: bool) -> Iterator[tuple[str, str, dict[str, Any], float]]:
+    """:meth:`MeasurePool.measure_batches` on an executor's workers: each batch's results as it finishes."""
+    payloads = ({"specs": {n: specs[n] for n in sorted({n for _, need, _ in b for n in need} | ({"integrity"} &
+                                                                                              set(specs)))},
+                 "order": order, "work": b, "gate": gate} for b in batches)
+    for _, rows in executor.map_workers(executor_batch, payloads):
+        yield from rows
 
 
 class MeasurePool:
