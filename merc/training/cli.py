@@ -65,13 +65,15 @@ def cmd_train(args: argparse.Namespace) -> int:
                   modality_dropout=parse_modality_dropout(args.modality_dropout, modalities),
                   text_encoder=text_encoder_from_args(args), progress=not args.quiet, qc_dir=_abs(args.qc_dir),
                   adapters=parse_adapters(args.adapters), tune_adapters=args.tune_adapters)
-    if args.search:  # dev-selected settings first (merc.training.search), then the normal run with them
-        from merc.data import load_corpus
-        from merc.training.search_cli import search_settings
-        common["corpus"] = load_corpus(args.dataset, common["data_dir"], media_dir=args.media_dir)
-        mc, tc = search_settings(args, mc, tc, common)
-    summary = run_experiment(**common, out=args.out, model_config=mc, train_config=tc, seeds=args.seeds,
-                             resume=args.resume or args.search)
+    from merc.executors import executor_from_args
+    with executor_from_args(args) as ex:  # where seeds and search configurations train (merc.executors)
+        if args.search:  # dev-selected settings first (merc.training.search), then the normal run with them
+            from merc.data import load_corpus
+            from merc.training.search_cli import search_settings
+            common["corpus"] = load_corpus(args.dataset, common["data_dir"], media_dir=args.media_dir)
+            mc, tc = search_settings(args, mc, tc, common, executor=ex)
+        summary = run_experiment(**common, out=args.out, model_config=mc, train_config=tc, seeds=args.seeds,
+                                 resume=args.resume or args.search, executor=ex)
     for split in ("dev", "test"):
         if split in summary:
             s = summary[split]
@@ -220,6 +222,8 @@ def add_parser(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="delete an existing run directory at --out first")
     p.add_argument("--resume", action="store_true",
                    help="keep the finished seeds of an existing run at --out (same settings) and train the rest")
+    from merc.executors import add_executor_flags
+    add_executor_flags(p)
     add_threads_argument(p)
     add_device_argument(p)
     p.set_defaults(func=cmd_train)

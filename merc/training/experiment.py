@@ -96,6 +96,20 @@ def train_one_seed(run_dir: Path, corpus: Corpus, features, model_config: Dialog
     return metrics
 
 
+def _train_seed_task(shared: dict[str, Any], job: dict[str, Any]) -> dict[str, Any]:
+    """One seed of :func:`run_experiment` (here, or as an executor task writing its own seed folder)."""
+    rc = job["run_config"]
+    return train_one_seed(Path(job["run_dir"]), shared["corpus"], shared["features"], shared["model_config"],
+                          rc.train, rc, progress=shared["progress"], extraction=shared["extraction"])
+
+
+def _log_seed(log: Callable[[str], None], seed: int, m: dict[str, Any]) -> None:
+    line = f"seed {seed}: best epoch {m['best_epoch']}, dev wF1 {m['dev']['weighted_f1']:.4f}"
+    if "test" in m:
+        line += f", test wF1 {m['test']['weighted_f1']:.4f}, acc {m['test']['accuracy']:.4f}"
+    log(line + f" ({m['train_seconds']:.0f} s)")
+
+
 def _encoder_label(rc: RunConfig) -> str:
     return " + ".join(",".join(rc.encoders.get(m, [m])) for m in rc.modalities)
 
@@ -107,12 +121,16 @@ def run_experiment(*, dataset: str, data_dir: str, out: str | Path, model_config
                    progress: bool = True, corpus: Corpus | None = None, qc_dir: str | None = None,
                    log: Callable[[str], None] | None = None,
                    resume: bool = False, adapters: Mapping[str, str | Path] | None = None,
-                   tune_adapters: bool = False) -> dict[str, Any]:
+                   tune_adapters: bool = False, executor: Any = None, precomputed: tuple | None = None
+                   ) -> dict[str, Any]:
     """``encoders[m]`` lists modality m's encoders (defaults per modality; ``text_encoder`` when text has
     none); ``modality_dropout[m]`` its training-time dropout probability; ``standardize`` the modalities
     z-scored with train-split statistics; ``qc_dir`` a ``merc qc`` folder whose speaker tracks the face
     encoders use (recorded in the run); ``adapters[m]`` a stage-2 adapter folder whose 128-d bottleneck replaces
-    modality m's raw stage-1 feature (frozen unless ``tune_adapters``; ``merc.training.adapters``)."""
+    modality m's raw stage-1 feature (frozen unless ``tune_adapters``; ``merc.training.adapters``).
+    ``executor`` (:mod:`merc.executors`): where the seeds train, each as one task writing its own seed folder
+    (None: here, one after another). ``precomputed``: the ``corpus_features`` result for this corpus and these
+    encoders, computed by the caller (a search on Ray extracts once, before its configurations)."""
     out = Path(out)
     log = log or logger.info
     t0 = time.time()
@@ -132,8 +150,9 @@ def run_experiment(*, dataset: str, data_dir: str, out: str | Path, model_config
     splits = [s for s in ("train", "dev", "test") if corpus.splits.get(s)]
     from merc.training.absence import check_media_named
     check_media_named(corpus, modalities, dataset=dataset, data_dir=data_dir, media_dir=media_dir)
-    raw, extraction, fingerprints = corpus_features(corpus, splits, modalities, encoders, media_dir=media_dir,
-                                                    progress=progress, qc_dir=qc_dir)
+    raw, extraction, fingerprints = precomputed or corpus_features(corpus, splits, modalities, encoders,
+                                                                   media_dir=media_dir, progress=progress,
+                                                                   qc_dir=qc_dir)
     from merc.training.absence import absent_line, untrained_labels
     for split, per_m in extraction.items():
         for m, rep in per_m.items():
@@ -151,8 +170,9 @@ def run_experiment(*, dataset: str, data_dir: str, out: str | Path, model_config
                            input_dims={m: feature_dims(features["train"])[m] for m in modalities})
     encode_seconds = time.time() - t0
     corpus_fingerprint, prov = corpus.fingerprint(), provenance()
-    per_seed: list[dict[str, Any]] = []
     seed_list = [train_config.seed + k for k in range(seeds)]
+    results: dict[int, dict[str, Any]] = {}
+    jobs: list[dict[str, Any]] = []  # seeds still to train
     for seed in seed_list:
         run_dir = out if seeds == 1 else out / f"seed_{seed}"
         rc = RunConfig(model=model_config, train=replace(train_config, seed=seed), dataset=dataset,
@@ -163,13 +183,19 @@ def run_experiment(*, dataset: str, data_dir: str, out: str | Path, model_config
                        corpus_fingerprint=corpus_fingerprint, provenance=prov,
                        adapters=adapter_records(loaded, adapters), tune_adapters=bool(tune_adapters))
         m = completed_seed(run_dir, rc.to_dict()) if resume else None  # --resume: keep finished seeds
-        m = m or train_one_seed(run_dir, corpus, features, model_config, rc.train, rc, progress=progress,
-                                extraction=extraction)
-        per_seed.append(m)
-        line = f"seed {seed}: best epoch {m['best_epoch']}, dev wF1 {m['dev']['weighted_f1']:.4f}"
-        if "test" in m:
-            line += f", test wF1 {m['test']['weighted_f1']:.4f}, acc {m['test']['accuracy']:.4f}"
-        log(line + f" ({m['train_seconds']:.0f} s)")
+        if m:
+            results[seed] = m
+            _log_seed(log, seed, m)
+        else:
+            jobs.append({"seed": seed, "run_dir": run_dir, "run_config": rc})
+    remote = executor is not None and executor.name != "local"
+    shared = {"corpus": corpus, "features": features, "model_config": model_config, "extraction": extraction,
+              "progress": progress and not remote}  # no progress bars from workers
+    for i, m in (executor.map_tasks(_train_seed_task, jobs, shared=shared) if remote
+                 else ((i, _train_seed_task(shared, j)) for i, j in enumerate(jobs))):
+        results[jobs[i]["seed"]] = m
+        _log_seed(log, jobs[i]["seed"], m)
+    per_seed = [results[seed] for seed in seed_list]
     summary: dict[str, Any] = {
         "dataset": dataset, "model": model_config.kind, "modalities": list(modalities), "encoders": encoders,
         "text_encoder": encoders.get("text", [""])[0], "seeds": seed_list, "extraction": extraction,

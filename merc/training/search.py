@@ -141,25 +141,97 @@ def without_test(corpus: Corpus) -> Corpus:
 TrainFn = Callable[[Candidate, Any, TrainConfig, Path], dict[str, Any]]
 
 
+def _finished(result_file: Path, cand: Candidate, base_json: str) -> dict[str, Any]:
+    """The row a finished configuration wrote (IncompatibleRunError when it was searched with other settings)."""
+    row = json.loads(result_file.read_text(encoding="utf-8"))
+    if json.dumps(row.get("base"), sort_keys=True, default=str) != base_json or \
+            row.get("overrides") != json.loads(json.dumps(cand.overrides, default=str)):
+        raise IncompatibleRunError(f"{result_file} was searched with other settings; rerun with the same "
+                                   f"options and grid, or --overwrite to search afresh")
+    log.info("search: %s finished earlier, kept", cand.name)
+    return row
+
+
+def _done_row(cand: Candidate, tc: TrainConfig, summary: dict[str, Any], seconds: float,
+              base: dict[str, Any]) -> dict[str, Any]:
+    if "test" in summary:  # cannot happen with without_test(); a guard against a train_fn that saw test
+        raise RuntimeError("a search configuration was scored on test; the search must see train and dev only")
+    dev = summary["dev"]
+    return {"name": cand.name, "overrides": cand.overrides, "status": "done", "seconds": seconds,
+            "seeds": summary.get("seeds", [tc.seed]), "base": base,
+            **{f"dev_{k}": dev[k] for k in ("weighted_f1", "accuracy", "macro_f1")}}
+
+
+def _search_task(train_fn: TrainFn, job: tuple) -> tuple[dict[str, Any], float]:
+    """One configuration as an executor task: its summary and the seconds it took."""
+    t0 = time.time()
+    summary = train_fn(*job)
+    return summary, time.time() - t0
+
+
+def _run_spread(cands: Sequence[Candidate], model_config, train_config: TrainConfig, folder: Path,
+                train_fn: TrainFn, executor, budget_minutes: float | None, resume: bool, base: dict[str, Any]
+                ) -> tuple[list[dict[str, Any]], float, str]:
+    """The configurations as tasks of ``executor`` (several at a time). The budget stops *submitting*: once the
+    finished configurations took ``budget_minutes``, the ones not yet started are listed as not run."""
+    base_json = json.dumps(base, sort_keys=True, default=str)
+    rows: dict[int, dict[str, Any]] = {}
+    for i, cand in enumerate(cands):
+        if resume and (folder / f"{cand.name}.json").is_file():
+            rows[i] = _finished(folder / f"{cand.name}.json", cand, base_json)
+    spent = sum(r["seconds"] for r in rows.values())
+    started: list[int] = []
+
+    def jobs():
+        for i, cand in enumerate(cands):
+            if i in rows:
+                continue
+            if budget_minutes is not None and rows and spent >= 60 * budget_minutes:
+                return
+            started.append(i)
+            mc, tc = cand.apply(model_config, train_config)
+            yield cand, mc, tc, folder / cand.name
+
+    for k, (summary, seconds) in executor.map_tasks(_search_task, jobs(), shared=train_fn):
+        i = started[k]
+        cand = cands[i]
+        rows[i] = row = _done_row(cand, cand.apply(model_config, train_config)[1], summary, seconds, base)
+        write_json(folder / f"{cand.name}.json", row)
+        spent += seconds
+        log.info("search: %s dev weighted F1 %.4f (%.0f s)", cand.name, summary["dev"]["weighted_f1"]["mean"],
+                 seconds)
+    skipped = [i for i in range(len(cands)) if i not in rows]
+    note = ""
+    if skipped:
+        note = (f"budget of {budget_minutes:g} min reached after {len(rows)} of {len(cands)} configurations "
+                f"({spent / 60:.1f} min of training); the rest were not run")
+        log.warning("search: %s", note)
+        rows.update({i: {"name": cands[i].name, "overrides": cands[i].overrides, "status": "not run (budget)"}
+                     for i in skipped})
+    return [rows[i] for i in range(len(cands))], spent, note
+
+
 def run_search(cands: Sequence[Candidate], model_config, train_config: TrainConfig, out: str | Path,
-               train_fn: TrainFn, *, budget_minutes: float | None = None, resume: bool = False) -> dict[str, Any]:
+               train_fn: TrainFn, *, budget_minutes: float | None = None, resume: bool = False,
+               executor: Any = None) -> dict[str, Any]:
     """Train every candidate (``train_fn`` on train+dev only), keep the dev-best; writes ``search.json`` and
-    ``search.md`` in ``out`` and returns the same record (``rows``, ``best``, ``note``)."""
+    ``search.md`` in ``out`` and returns the same record (``rows``, ``best``, ``note``). ``executor``
+    (:mod:`merc.executors`, not local): the configurations run as its tasks, several at a time, each writing
+    its own ``search/<name>/`` and ``search/<name>.json`` as here (``train_fn`` must be picklable)."""
     out = Path(out)
     folder = out / SEARCH_DIR
     base = {"model": asdict(model_config), "train": asdict(train_config)}
     base_json = json.dumps(base, sort_keys=True, default=str)
     rows: list[dict[str, Any]] = []
     spent, note = 0.0, ""
+    if executor is not None and executor.name != "local":
+        rows, spent, note = _run_spread(cands, model_config, train_config, folder, train_fn, executor,
+                                        budget_minutes, resume, base)
+        cands = []  # all done
     for i, cand in enumerate(cands):
         result_file = folder / f"{cand.name}.json"
         if result_file.is_file() and resume:
-            row = json.loads(result_file.read_text(encoding="utf-8"))
-            if json.dumps(row.get("base"), sort_keys=True, default=str) != base_json or \
-                    row.get("overrides") != json.loads(json.dumps(cand.overrides, default=str)):
-                raise IncompatibleRunError(f"{result_file} was searched with other settings; rerun with the same "
-                                           f"options and grid, or --overwrite to search afresh")
-            log.info("search: %s finished earlier, kept", cand.name)
+            row = _finished(result_file, cand, base_json)
             rows.append(row)
             spent += row["seconds"]
             continue
@@ -173,16 +245,12 @@ def run_search(cands: Sequence[Candidate], model_config, train_config: TrainConf
         t0 = time.time()
         summary = train_fn(cand, mc, tc, folder / cand.name)
         seconds = time.time() - t0
-        dev = summary["dev"]
-        row = {"name": cand.name, "overrides": cand.overrides, "status": "done", "seconds": seconds,
-               "seeds": summary.get("seeds", [tc.seed]), "base": base,
-               **{f"dev_{k}": dev[k] for k in ("weighted_f1", "accuracy", "macro_f1")}}
-        if "test" in summary:  # cannot happen with without_test(); a guard against a train_fn that saw test
-            raise RuntimeError("a search configuration was scored on test; the search must see train and dev only")
+        row = _done_row(cand, tc, summary, seconds, base)
         write_json(result_file, row)  # atomic: a kill leaves this configuration either finished or absent
         rows.append(row)
         spent += seconds
-        log.info("search: %s dev weighted F1 %.4f (%.0f s)", cand.name, dev["weighted_f1"]["mean"], seconds)
+        log.info("search: %s dev weighted F1 %.4f (%.0f s)", cand.name, summary["dev"]["weighted_f1"]["mean"],
+                 seconds)
     best = rows[best_of(rows)]
     record = {"rows": [{k: v for k, v in r.items() if k != "base"} for r in rows], "best": best["name"],
               "best_overrides": best["overrides"], "note": note, "base": base,

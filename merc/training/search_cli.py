@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,22 +30,33 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
                    help="seeds per configuration (--seed, --seed+1, …), the same for every configuration")
 
 
+def _train_candidate(fixed: dict[str, Any], cand, mc, tc, out: Path) -> dict[str, Any]:
+    """One configuration of the search: ``run_experiment`` on train and dev (here or as an executor task)."""
+    from merc.training.experiment import run_experiment
+    return run_experiment(**fixed, out=out, model_config=mc, train_config=tc)
+
+
 def search_settings(args: argparse.Namespace, model_config, train_config: TrainConfig,
-                    run_kwargs: dict[str, Any]):
+                    run_kwargs: dict[str, Any], *, executor: Any = None):
     """Run the search in ``args.out`` and return the dev-best (model config, train config). ``run_kwargs`` are
     the keyword arguments of :func:`merc.training.experiment.run_experiment` shared with the final run
     (must include ``corpus``); the search sees ``without_test(corpus)`` only."""
-    from merc.training.experiment import run_experiment
     from merc.training.search import default_candidates, read_grid, run_search, table, without_test
     cands = (read_grid(args.search_grid, model_config) if args.search_grid else default_candidates(model_config))
     searched = without_test(run_kwargs["corpus"])
-
-    def train_fn(cand, mc, tc, out: Path) -> dict[str, Any]:
-        return run_experiment(**{**run_kwargs, "corpus": searched, "progress": False}, out=out, model_config=mc,
-                              train_config=tc, seeds=args.search_seeds, resume=True)
-
+    fixed = {**run_kwargs, "corpus": searched, "progress": False, "seeds": args.search_seeds, "resume": True}
+    if executor is not None and executor.name != "local":  # features once, here; the tasks only train
+        from merc.training.features import corpus_features, resolve_encoders
+        encoders = resolve_encoders(list(run_kwargs["modalities"]), {"text": [run_kwargs["text_encoder"]],
+                                                                      **(run_kwargs.get("encoders") or {})})
+        fixed["precomputed"] = corpus_features(searched, [s for s in ("train", "dev") if searched.splits.get(s)],
+                                               list(run_kwargs["modalities"]), encoders,
+                                               media_dir=run_kwargs.get("media_dir"),
+                                               progress=run_kwargs.get("progress", True),
+                                               qc_dir=run_kwargs.get("qc_dir"))
+    train_fn = partial(_train_candidate, fixed)
     record = run_search(cands, model_config, train_config, args.out, train_fn,
-                        budget_minutes=args.search_budget_minutes, resume=True)
+                        budget_minutes=args.search_budget_minutes, resume=True, executor=executor)
     print(table(record))
     best = next(c for c in cands if c.name == record["best"])
     log.info("search: training the dev-best configuration %s as the run in %s", best.name, args.out)
