@@ -182,7 +182,7 @@ class RayExecutor:
 def open_executor(kind: str = "local", *, address: str | None = None, workers: int | None = None):
     """The executor ``kind`` for the duration of a command. Ray: connect to ``address`` (else ``RAY_ADDRESS``;
     neither: start a local instance, stopped at the end). Already connected (``ray.init`` called by the
-    caller, as tests do): that session is used and left running."""
+    caller, as tests do): that session is used and left running (an explicit ``address`` is still checked)."""
     if kind == "local":
         yield LocalExecutor()
         return
@@ -190,11 +190,12 @@ def open_executor(kind: str = "local", *, address: str | None = None, workers: i
         raise ConfigError(f"--executor {kind!r}: choose from {', '.join(EXECUTORS)}")
     ray = require_ray()
     started, temp = False, None
+    address = address or (None if ray.is_initialized() else os.environ.get("RAY_ADDRESS")) or None
+    if address:
+        check_reachable(address)  # one line now, not a long wait inside ray.init
     if not ray.is_initialized():
-        address = address or os.environ.get("RAY_ADDRESS") or None
         try:
             if address:
-                check_reachable(address)
                 ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
             else:  # a private instance: loopback, its own folder, no dashboard
                 temp = tempfile.mkdtemp(prefix="merc-ray-")

@@ -51,7 +51,8 @@ def encode_into_store(cache: dict, payload: dict[str, Any]) -> dict[str, Any]:
     """Worker side: encode one batch with the worker's encoder (built on first use, kept in ``cache``) and write
     it into the store as one pending chunk (atomic; a retried batch rewrites the same file)."""
     make: Callable[..., Any] = payload["make"]
-    key = (payload["encoder"], payload["modality"], tuple(sorted(payload["options"].items())))
+    key = ("encoder", f"{make.__module__}.{make.__qualname__}", payload["encoder"], payload["modality"],
+           tuple(sorted(payload["options"].items())))
     if key not in cache:
         cache[key] = make(payload["encoder"], payload["modality"], **payload["options"])
     enc = cache[key]
@@ -105,14 +106,16 @@ def fill_store(corpus: Corpus, splits: Sequence[str], encoders: Mapping[str, Seq
     payloads, missing, stored = plan_batches(corpus, splits, encoders, store=store, workers=executor.workers,
                                              qc_dir=qc_dir, make=make)
     t0 = time.perf_counter()
-    seconds, pids = 0.0, set()
+    seconds, encoded, pids = 0.0, 0, set()
     with tqdm(total=missing, unit="utt", desc=f"extract on {executor.name} ({executor.workers} workers)",
               disable=not progress or not missing) as bar:
         for _, out in executor.map_workers(encode_into_store, payloads):
             seconds += out["seconds"]
+            encoded += out["n"]
             pids.add(out["pid"])
             bar.update(out["n"])
-    return {"missing": missing, "stored": stored, "batches": len(payloads), "encode_seconds": round(seconds, 3),
+    return {"missing": missing, "stored": stored, "encoded": encoded, "batches": len(payloads),
+            "encode_seconds": round(seconds, 3),
             "wall_seconds": round(time.perf_counter() - t0, 3), "worker_processes": len(pids)}
 
 
