@@ -104,14 +104,15 @@ def qc_command(args: argparse.Namespace) -> int:
     if args.calibrate_max < 2:
         raise QCArgumentError(f"--calibrate-max must be >= 2, got {args.calibrate_max}")
     config = build_config(args)
-    options: dict[str, Any] = {"splits": splits} if args.dataset in MELD_DATASETS and splits else {}
-    corpus = limit_corpus(load_corpus(args.dataset, args.data_dir, args.media_dir, **options), splits, args.limit)
-    out = Path(args.out).expanduser().resolve()
-    if args.fresh:
-        for name in config.checks:
-            (out / "cache" / f"{name}.jsonl").unlink(missing_ok=True)
     from merc.executors import executor_from_args
     with executor_from_args(args) as ex:  # measuring on its workers; judging and the report here, once
+        options: dict[str, Any] = {"splits": splits} if args.dataset in MELD_DATASETS and splits else {}
+        corpus = limit_corpus(load_corpus(args.dataset, args.data_dir, args.media_dir, **options), splits,
+                              args.limit)
+        out = Path(args.out).expanduser().resolve()
+        if args.fresh:
+            for name in config.checks:
+                (out / "cache" / f"{name}.jsonl").unlink(missing_ok=True)
         result = QCPipeline(config, executor=ex).run(corpus, out, progress=not args.quiet, write=False)
     result.summary["options"] = {k: v for k, v in vars(args).items() if k != "func"}
     from merc.qc.report import write_outputs

@@ -169,8 +169,8 @@ def cmd_extract(args: argparse.Namespace) -> int:
     encoders = encoders_from_args(args, modalities)
     data_dir = os.path.abspath(args.data_dir)
     qc_dir = os.path.abspath(args.qc_dir) if args.qc_dir else None
-    corpus = load_corpus(args.dataset, data_dir, media_dir=args.media_dir)
-    with executor_from_args(args) as ex:
+    with executor_from_args(args) as ex:  # first: a bad address or a missing package fails before reading
+        corpus = load_corpus(args.dataset, data_dir, media_dir=args.media_dir)
         result = extract(corpus, modalities, encoders, ex, dataset=args.dataset, data_dir=data_dir,
                          media_dir=args.media_dir, qc_dir=qc_dir, progress=not args.quiet)
     if args.json:
