@@ -53,7 +53,7 @@ def add_executor_flags(p: argparse.ArgumentParser) -> None:
     """``--executor`` and ``--ray-address`` (merc extract, qc, train)."""
     g = p.add_argument_group("executor (where the work runs)")
     g.add_argument("--executor", choices=EXECUTORS, default="local",
-                   help="local: this process (and its --workers); ray: a Ray cluster (pip install 'merc[ray]'), "
+                   help="local: this machine, as merc always ran; ray: a Ray cluster (pip install 'merc[ray]'), "
                         "see --ray-address")
     g.add_argument("--ray-address", default=None, metavar="HOST:PORT",
                    help="the Ray cluster's head (`ray start --head` prints it); None: $RAY_ADDRESS, else a local "
