@@ -128,9 +128,10 @@ def run_experiment(*, dataset: str, data_dir: str, out: str | Path, model_config
     z-scored with train-split statistics; ``qc_dir`` a ``merc qc`` folder whose speaker tracks the face
     encoders use (recorded in the run); ``adapters[m]`` a stage-2 adapter folder whose 128-d bottleneck replaces
     modality m's raw stage-1 feature (frozen unless ``tune_adapters``; ``merc.training.adapters``).
-    ``executor`` (:mod:`merc.executors`): where the seeds train, each as one task writing its own seed folder
-    (None: here, one after another). ``precomputed``: the ``corpus_features`` result for this corpus and these
-    encoders, computed by the caller (a search on Ray extracts once, before its configurations)."""
+    ``executor`` (:mod:`merc.executors`): where the missing features are extracted (``merc.training.extract``)
+    and the seeds train, each as one task writing its own seed folder (None: here, one after another).
+    ``precomputed``: the ``corpus_features`` result for this corpus and these encoders, computed by the caller
+    (a search on Ray extracts once, before its configurations)."""
     out = Path(out)
     log = log or logger.info
     t0 = time.time()
@@ -150,6 +151,9 @@ def run_experiment(*, dataset: str, data_dir: str, out: str | Path, model_config
     splits = [s for s in ("train", "dev", "test") if corpus.splits.get(s)]
     from merc.training.absence import check_media_named
     check_media_named(corpus, modalities, dataset=dataset, data_dir=data_dir, media_dir=media_dir)
+    if precomputed is None and executor is not None:  # on Ray: the store's missing rows by the workers first
+        from merc.training.extract import prefill
+        prefill(corpus, splits, encoders, executor, qc_dir=qc_dir, progress=progress)
     raw, extraction, fingerprints = precomputed or corpus_features(corpus, splits, modalities, encoders,
                                                                    media_dir=media_dir, progress=progress,
                                                                    qc_dir=qc_dir)

@@ -119,6 +119,22 @@ def fill_store(corpus: Corpus, splits: Sequence[str], encoders: Mapping[str, Seq
             "wall_seconds": round(time.perf_counter() - t0, 3), "worker_processes": len(pids)}
 
 
+def prefill(corpus: Corpus, splits: Sequence[str], encoders: Mapping[str, Sequence[str]], executor, *,
+            qc_dir: str | None = None, progress: bool = True, make: Callable[..., Any] = build_encoder
+            ) -> dict[str, Any]:
+    """:func:`fill_store` on an executor other than local, for the modalities the feature store provides (a
+    provider of its own, e.g. precomputed features, is left to the driver); {} on the local executor."""
+    from merc.training.features import FEATURE_PROVIDERS
+    if executor is None or executor.name == "local":
+        return {}
+    stored = {m: list(names) for m, names in encoders.items()
+              if getattr(FEATURE_PROVIDERS.get(m), "takes_encoders", False)}
+    if qc_dir and "face" in stored:
+        from merc.encoders.face_expr import load_speaker_tracks
+        load_speaker_tracks(qc_dir)  # a clear error before the workers start
+    return fill_store(corpus, splits, stored, executor, qc_dir=qc_dir, progress=progress, make=make) if stored else {}
+
+
 def extract(corpus: Corpus, modalities: Sequence[str], encoders: Mapping[str, Sequence[str]], executor, *,
             dataset: str = "", data_dir: str = "", media_dir: str | None = None, qc_dir: str | None = None,
             progress: bool = True, make: Callable[..., Any] = build_encoder) -> dict[str, Any]:
@@ -131,12 +147,7 @@ def extract(corpus: Corpus, modalities: Sequence[str], encoders: Mapping[str, Se
     splits = [s for s in ("train", "dev", "test") if corpus.splits.get(s)]
     check_media_named(corpus, modalities, dataset=dataset or corpus.name, data_dir=data_dir, media_dir=media_dir)
     t0 = time.perf_counter()
-    workers: dict[str, Any] = {}
-    if executor.name != "local":
-        if qc_dir and "face" in encoders:
-            from merc.encoders.face_expr import load_speaker_tracks
-            load_speaker_tracks(qc_dir)  # a clear error before the workers start
-        workers = fill_store(corpus, splits, encoders, executor, qc_dir=qc_dir, progress=progress, make=make)
+    workers = prefill(corpus, splits, encoders, executor, qc_dir=qc_dir, progress=progress, make=make)
     # the call merc train makes: reads the store, extracts anything still missing, writes the finished splits
     _, report, fingerprints = corpus_features(corpus, splits, list(encoders), encoders, media_dir=media_dir,
                                               progress=progress, qc_dir=qc_dir)
@@ -205,4 +216,4 @@ def add_parser(sub) -> None:
     p.set_defaults(func=cmd_extract)
 
 
-__all__ = ["extract", "fill_store", "plan_batches", "encode_into_store"]
+__all__ = ["extract", "prefill", "fill_store", "plan_batches", "encode_into_store"]

@@ -46,14 +46,16 @@ def search_settings(args: argparse.Namespace, model_config, train_config: TrainC
     searched = without_test(run_kwargs["corpus"])
     fixed = {**run_kwargs, "corpus": searched, "progress": False, "seeds": args.search_seeds, "resume": True}
     if executor is not None and executor.name != "local":  # features once, here; the tasks only train
+        from merc.training.extract import prefill
         from merc.training.features import corpus_features, resolve_encoders
         encoders = resolve_encoders(list(run_kwargs["modalities"]), {"text": [run_kwargs["text_encoder"]],
                                                                       **(run_kwargs.get("encoders") or {})})
-        fixed["precomputed"] = corpus_features(searched, [s for s in ("train", "dev") if searched.splits.get(s)],
-                                               list(run_kwargs["modalities"]), encoders,
-                                               media_dir=run_kwargs.get("media_dir"),
-                                               progress=run_kwargs.get("progress", True),
-                                               qc_dir=run_kwargs.get("qc_dir"))
+        splits = [s for s in ("train", "dev") if searched.splits.get(s)]
+        progress, qc_dir = run_kwargs.get("progress", True), run_kwargs.get("qc_dir")
+        prefill(searched, splits, encoders, executor, qc_dir=qc_dir, progress=progress)
+        fixed["precomputed"] = corpus_features(searched, splits, list(run_kwargs["modalities"]), encoders,
+                                               media_dir=run_kwargs.get("media_dir"), progress=progress,
+                                               qc_dir=qc_dir)
     train_fn = partial(_train_candidate, fixed)
     record = run_search(cands, model_config, train_config, args.out, train_fn,
                         budget_minutes=args.search_budget_minutes, resume=True, executor=executor)
