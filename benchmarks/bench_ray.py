@@ -145,8 +145,13 @@ def to_markdown(r: dict) -> str:
           f"{r['cost']['efficiency_extract']:.2f}, QC {r['cost']['efficiency_qc']:.2f} (speed-up / 2); "
           f"start-up {r['cost']['startup_seconds']:.0f} s. Beyond 2 workers scaling is *assumed* linear at that "
           "efficiency (a shared filesystem and the driver's per-batch bookkeeping are not measured here). The "
-          "synthetic clips are 224×224 at 5 fps; real clips (MELD: 1280×720, 24 fps) decode more slowly, so "
-          "treat these as lower bounds.", "",
+          "synthetic clips are 224×224 at 5 fps; real clips (MELD: 1280×720, 24 fps) decode more slowly. The costs "
+          f"are wall seconds at a load average of {r['runs'][0]['load_before'][0]}–{r['runs'][0]['load_after'][0]} "
+          "on 2 cores (each process had a fraction of a core): on dedicated cores they are several times lower "
+          "(`benchmarks/results/extract_speed/extract_speed.md`: egemaps 41× real time per CPU-second, here "
+          f"{1 / max(r['cost']['per_encoder_per_media_second'].get('audio:egemaps', 1e9), 1e-9):.0f}× per wall "
+          "second), so read the hours as an upper bound for that reason and a lower bound for the decoding one.",
+          "",
           "| corpus | media hours | task | " + " | ".join(f"{n} workers (h)" for n in WORKERS) + " |",
           "|---|---|---|" + "---|" * len(WORKERS)]
     for e in r["estimates"]:
@@ -169,7 +174,8 @@ def main() -> int:
     args = ap.parse_args()
 
     from merc.data import load_corpus
-    info = machine()
+    from merc.io import provenance
+    info, prov = machine(), provenance()
     media_dir = Path(args.media_dir).resolve()
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="bench_ray-"))
     data_dir = subset(media_dir, work / "data", args.dialogues)
@@ -238,7 +244,8 @@ def main() -> int:
                               "by_workers": {str(w): round(estimate(cost, eff, startup, hours, w), 2)
                                              for w in WORKERS}})
     cmd = ".venv/bin/python benchmarks/" + Path(__file__).name + " " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    result = {"machine": info, "command": cmd.strip(), "media_dir": str(media_dir), "dialogues": args.dialogues,
+    result = {"machine": info, "provenance": prov, "command": cmd.strip(), "media_dir": str(media_dir),
+              "dialogues": args.dialogues,
               "utterances": n, "media_seconds": round(media_s, 1), "ray_workers": 2, "runs": runs, "same": same,
               "overhead": overhead, "estimates": estimates,
               "cost": {"extract_per_media_second": extract_cost,
