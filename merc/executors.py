@@ -12,8 +12,8 @@ Two kinds of work, one interface for both executors::
 - ``map_workers(fn, payloads)``: ``fn(cache, payload) -> out`` is a module-level function; ``cache`` is a dict
   that lives as long as the worker, where ``fn`` keeps what is expensive to build (an encoder, a QC check):
   built once per worker, not once per batch. Local: one cache, payloads in order. Ray: one actor per worker
-  CPU (``max_restarts`` / ``max_task_retries``: an actor whose process dies is restarted and its batch run
-  again), a few batches in flight per actor, results as they finish.
+  CPU for the call (``max_restarts`` / ``max_task_retries``: an actor whose process dies is restarted and its
+  batch run again), a few batches in flight per actor, results as they finish; the actors end with the call.
 - ``map_tasks(fn, payloads, shared=obj)``: ``fn(shared, payload) -> out``. Ray: one task per payload
   (``num_cpus=1``, retried when its worker dies), ``shared`` put in the object store once. ``payloads`` may be
   a generator: the next one is drawn only when a slot frees, so a caller can stop submitting (a search budget).
@@ -112,9 +112,6 @@ class _Worker:
     def run(self, fn, payload):
         return fn(self.cache, payload)
 
-    def pid(self) -> int:
-        return os.getpid()
-
 
 def _call(fn, shared, payload):
     return fn(shared, payload)
@@ -130,19 +127,23 @@ class RayExecutor:
         self.ray = ray
         cpus = int(ray.cluster_resources().get("CPU", 1))
         self.workers = max(1, min(workers or cpus, cpus))
-        self._actors: list | None = None
 
     def _actor_class(self):
         return self.ray.remote(num_cpus=1, max_restarts=RETRIES, max_task_retries=RETRIES)(_Worker)
 
-    def actors(self) -> list:
-        if self._actors is None:
-            cls = self._actor_class()
-            self._actors = [cls.remote() for _ in range(self.workers)]
-        return self._actors
-
     def map_workers(self, fn, payloads: Iterable[Any]) -> Iterator[tuple[int, Any]]:
-        actors = self.actors()
+        """One actor per worker for this call; the actors end with it (each holds a CPU while it lives, which
+        the tasks of a later ``map_tasks`` need)."""
+        cls = self._actor_class()
+        actors = [cls.remote() for _ in range(self.workers)]
+        try:
+            yield from self._map_actors(actors, fn, payloads)
+        finally:
+            for a in actors:
+                with contextlib.suppress(Exception):
+                    self.ray.kill(a)
+
+    def _map_actors(self, actors: list, fn, payloads: Iterable[Any]) -> Iterator[tuple[int, Any]]:
         load = {k: 0 for k in range(len(actors))}
         inflight: dict[Any, tuple[int, int]] = {}  # ref -> (payload index, actor index)
         todo = iter(enumerate(payloads))
@@ -170,12 +171,6 @@ class RayExecutor:
                 return
             done, _ = self.ray.wait(list(inflight), num_returns=1)
             yield inflight.pop(done[0]), self.ray.get(done[0])
-
-    def close(self) -> None:
-        for a in self._actors or []:
-            with contextlib.suppress(Exception):
-                self.ray.kill(a)
-        self._actors = None
 
 
 @contextlib.contextmanager
@@ -209,11 +204,9 @@ def open_executor(kind: str = "local", *, address: str | None = None, workers: i
         info = ray.cluster_resources()
         log.info("ray: %s, %d CPU(s) on %d node(s)", address or "local instance started for this run",
                  int(info.get("CPU", 0)), len([n for n in ray.nodes() if n.get("Alive")]))
-    ex = RayExecutor(ray, workers)
     try:
-        yield ex
+        yield RayExecutor(ray, workers)
     finally:
-        ex.close()
         if started:
             ray.shutdown()
         if temp:

@@ -116,7 +116,8 @@ def fill_store(corpus: Corpus, splits: Sequence[str], encoders: Mapping[str, Seq
             bar.update(out["n"])
     return {"missing": missing, "stored": stored, "encoded": encoded, "batches": len(payloads),
             "encode_seconds": round(seconds, 3),
-            "wall_seconds": round(time.perf_counter() - t0, 3), "worker_processes": len(pids)}
+            "wall_seconds": round(time.perf_counter() - t0, 3), "worker_processes": len(pids),
+            "worker_pids": sorted(pids)}
 
 
 def prefill(corpus: Corpus, splits: Sequence[str], encoders: Mapping[str, Sequence[str]], executor, *,
