@@ -61,6 +61,7 @@ COMMANDS = {
     "predict": ["predict", "RUN", "in.txt"],
     "qc": ["qc", "--dataset", "jsonl", "--data-dir", "DATA", "--out", "QC"],
     "encoder": ["encoder", "finetune", "--dataset", "jsonl", "--data-dir", "DATA", "--out", "ENC"],
+    "extract": ["extract", "--dataset", "jsonl", "--data-dir", "DATA"],
 }
 
 

@@ -197,6 +197,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
 def add_parser(sub) -> None:
     from merc.data import DATASETS
+    from merc.device import add_device_argument
     from merc.executors import add_executor_flags
     from merc.threads import add_threads_argument
     from merc.training.flags import add_encoder_flags
@@ -214,6 +215,7 @@ def add_parser(sub) -> None:
     p.add_argument("--json", action="store_true", help="print the extraction report as one JSON object")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_threads_argument(p)
+    add_device_argument(p)
     p.set_defaults(func=cmd_extract)
 
 
