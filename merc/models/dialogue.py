@@ -165,11 +165,9 @@ class DialogueModel(nn.Module):
         self.head = nn.Sequential(nn.LayerNorm(c.d_model), nn.Dropout(c.dropout), nn.Linear(c.d_model, c.n_classes))
         self.utterance = UtteranceLogits(c.input_dims, c.n_classes, dropout=c.dropout) if c.utterance_logits else None
         self.probe_in = None
-        if c.stacked:  # the probe's class probabilities as one more input of the context model, silent at first
+        if c.stacked:  # the probe's class probabilities as one more input of the context model
             self.utterance.requires_grad_(False)
-            self.probe_in = nn.Linear(c.n_classes, c.d_model)
-            nn.init.zeros_(self.probe_in.weight)
-            nn.init.zeros_(self.probe_in.bias)
+            self.probe_in = nn.Linear(c.n_classes, c.d_model)  # random: the head's last layer (zero) keeps it silent
 
     def forward(self, feats: dict[str, Tensor], speakers: Tensor, mask: Tensor,
                 present: dict[str, Tensor] | None = None, *, return_hidden: bool = False,

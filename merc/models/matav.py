@@ -191,11 +191,9 @@ class MatavModel(nn.Module):
         self.utterance = (UtteranceLogits({m: c.input_dims[m] for m in mods}, c.n_classes, dropout=c.dropout)
                           if c.utterance_logits else None)
         self.probe_in = None
-        if c.stacked:  # the probe's class probabilities as one more input of the dialogue model, silent at first
+        if c.stacked:  # the probe's class probabilities as one more input of the dialogue model
             self.utterance.requires_grad_(False)
-            self.probe_in = nn.Linear(c.n_classes, c.d_mamba)
-            nn.init.zeros_(self.probe_in.weight)
-            nn.init.zeros_(self.probe_in.bias)
+            self.probe_in = nn.Linear(c.n_classes, c.d_mamba)  # random: the head's last layer (zero) keeps it silent
         self.momentum: MomentumEncoder | None = None
         self.queues: nn.ModuleDict | None = None
         if c.has_mec:
