@@ -136,7 +136,9 @@ def main() -> None:
     lines = ["# Is there dialogue context a linear second level can use? (issue #32 diagnosis)", "",
              provenance_markdown(prov), "",
              f"Corpus `{args.corpus}`; encoders {ENCODERS}. See the script's docstring for the method. "
-             "Weighted F1 %, C of each level chosen on dev, test scored once.", "",
+             "Weighted F1 %, C of each level chosen on dev, test scored once. The probe here is this script's own "
+             "(all features z-scored together, absent values zero): it differs from `merc train --model linear` "
+             "(fusion_vs_probe.md) by up to a few points; compare the columns of this table with each other.", "",
              "| modalities | probe dev | probe test | stacked dev | stacked test | Δ test |",
              "|---|---:|---:|---:|---:|---:|"]
     for r in rows:
