@@ -228,8 +228,8 @@ class MeasurePool:
     def measure_batches(self, order: list[str], batches: list[list[Work]], gate: bool
                         ) -> Iterator[tuple[str, str, dict[str, Any], float]]:
         """:func:`measure_batch` of each batch in a worker, ``workers`` batches in flight. After a crash a batch
-        is retried item by item; an item in flight during two crashes is recorded as a crash of each check it
-        still needed."""
+        is retried item by item, each suspect alone (nothing else in flight), so an item recorded as a crash of each
+        check it still needed is one that crashed a worker twice, the second time on its own."""
         queue: list[tuple[list[Work], int]] = [(b, 0) for b in reversed(batches)]
         while queue:
             pool = self._pool()
@@ -238,6 +238,8 @@ class MeasurePool:
                 while queue or inflight:
                     while queue and len(inflight) < self.workers:
                         batch, strikes = queue[-1]
+                        if inflight and (strikes or any(k for _, k in inflight.values())):
+                            break  # a suspect (in flight at a crash) runs alone, so a crash then names it
                         inflight[pool.submit(_worker_batch, order, batch, gate)] = (batch, strikes)
                         queue.pop()
                     done, _ = cf.wait(inflight, return_when=cf.FIRST_COMPLETED)
