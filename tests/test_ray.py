@@ -198,7 +198,12 @@ def test_seeds_and_search_on_ray_equal_local(ray_session, tmp_path, monkeypatch,
         runs[ex] = out
     for seed in (0, 1):
         a, b = (json.loads((runs[ex] / f"seed_{seed}" / "metrics.json").read_text()) for ex in ("local", "ray"))
-        assert a["history"] == b["history"]
+        # the same epochs and selection; losses within float tolerance (Ray workers run torch on one thread, the
+        # local driver on its own count: sums of floats then round differently in the last bits)
+        assert [(h["epoch"], h["dev_weighted_f1"]) for h in a["history"]] == \
+            [(h["epoch"], h["dev_weighted_f1"]) for h in b["history"]]
+        assert a["history"] == [pytest.approx(h, rel=1e-6) for h in b["history"]]
+        assert a["best_epoch"] == b["best_epoch"]
         for split in ("dev", "test"):
             assert a[split]["weighted_f1"] == pytest.approx(b[split]["weighted_f1"], abs=1e-9)
     a, b = (json.loads((runs[ex] / "search.json").read_text()) for ex in ("local", "ray"))
