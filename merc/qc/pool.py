@@ -3,8 +3,8 @@ of an executor (``merc qc --executor ray``: :func:`measure_on`, :mod:`merc.execu
 
 ``measure_one`` never raises for a bad item: an exception becomes ``{"error": "Type: message", "raised": True}``
 (one bad file never stops a run). In the pool each worker builds its checks once, lazily, with one torch
-thread; when a worker dies (a crash in native code) the pool is rebuilt and the in-flight items are retried
-once; an item in flight during two crashes is recorded as an error.
+thread; when a worker dies (a crash in native code) the pool is rebuilt, the batches in flight are retried
+item by item, each alone, and an item that crashes a worker twice is recorded as an error.
 
 :func:`measure_batch` measures a few utterances with every check that still needs them, in one place, so each
 clip is decoded once for all checks (:mod:`merc.media.clip`: a clip cache is active while the batch runs and a
@@ -20,7 +20,6 @@ import multiprocessing as mp
 import os
 import sys
 import time
-from collections import Counter
 from typing import Any, Iterator
 
 from merc.qc.base import Check, QCItem, jsonable
@@ -126,16 +125,6 @@ def _worker_init(specs: dict[str, tuple[Any, Any]]) -> None:
     _WORKER_SPECS.update(specs)
 
 
-def _worker_measure(name: str, item: QCItem) -> tuple[str, dict[str, Any], float]:
-    if name not in _WORKER_CHECKS:
-        spec, config = _WORKER_SPECS[name]
-        _WORKER_CHECKS[name] = build_check(spec, config)
-        if "torch" in sys.modules:
-            sys.modules["torch"].set_num_threads(1)
-    result, secs = measure_one(_WORKER_CHECKS[name], item)
-    return item.utterance_id, result, secs
-
-
 def _worker_checks(names: list[str]) -> dict[str, Check]:
     for name in names:
         if name not in _WORKER_CHECKS:
@@ -194,36 +183,6 @@ class MeasurePool:
         if self._executor is not None:
             self._executor.shutdown(wait=not cancel, cancel_futures=True)
             self._executor = None
-
-    def measure(self, name: str, todo: list[QCItem]) -> Iterator[tuple[str, dict[str, Any], float]]:
-        """Yield (uid, result, seconds), ``workers`` items in flight at a time (crash retry: module docstring)."""
-        queue = list(reversed(todo))
-        strikes: Counter = Counter()
-        while queue:
-            pool = self._pool()
-            inflight: dict[cf.Future, QCItem] = {}
-            try:
-                while queue or inflight:
-                    while queue and len(inflight) < self.workers:
-                        inflight[pool.submit(_worker_measure, name, queue[-1])] = queue[-1]
-                        queue.pop()  # only once submitted: submit raises when the pool just broke
-                    done, _ = cf.wait(inflight, return_when=cf.FIRST_COMPLETED)
-                    for fut in done:
-                        res = fut.result()  # raises BrokenProcessPool with fut still in flight
-                        inflight.pop(fut)
-                        yield res
-            except cf.process.BrokenProcessPool:
-                self.shutdown(cancel=True)
-                for fut, it in list(inflight.items()):
-                    if fut.done() and not fut.cancelled() and fut.exception() is None:
-                        yield fut.result()
-                        continue
-                    strikes[it.utterance_id] += 1
-                    if strikes[it.utterance_id] >= 2:
-                        yield it.utterance_id, {"error": "WorkerCrash: the worker process died measuring this "
-                                                         f"file ({it.media})", "raised": True}, 0.0
-                    else:
-                        queue.append(it)
 
     def measure_batches(self, order: list[str], batches: list[list[Work]], gate: bool
                         ) -> Iterator[tuple[str, str, dict[str, Any], float]]:
