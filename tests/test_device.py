@@ -82,16 +82,18 @@ def test_every_command_takes_device(command, capsys):
     assert "--device" in capsys.readouterr().out
 
 
-def test_train_evaluate_predict_with_device_cpu(toy_corpus, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason=NO_GPU))])
+def test_train_evaluate_predict_on_device(device, toy_corpus, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("MERC_CACHE", str(tmp_path / "cache"))
     run = tmp_path / "run"
     assert main(["train", "--dataset", "jsonl", "--data-dir", str(toy_corpus), "--model", "mamba",
                  "--text-encoder", "toy", "--epochs", "2", "--d-model", "8", "--layers", "1", "--quiet",
-                 "--device", "cpu", "--out", str(run)]) == 0
+                 "--device", device, "--out", str(run)]) == 0
     capsys.readouterr()
-    assert main(["evaluate", str(run), "--split", "test", "--json", "--device", "cpu"]) == 0
+    assert main(["evaluate", str(run), "--split", "test", "--json", "--device", device]) == 0
     assert 0 <= json.loads(capsys.readouterr().out)["weighted_f1"] <= 1
-    assert main(["predict", str(run), str(toy_corpus / "test.jsonl"), "--json", "--no-plots", "--device", "cpu"]) == 0
+    assert main(["predict", str(run), str(toy_corpus / "test.jsonl"), "--json", "--no-plots", "--device", device]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 10
     assert dev._current is None  # the command's choice does not outlive it
 
@@ -118,15 +120,3 @@ def test_encoder_finetune_with_device_cpu(tmp_path, capsys):
     assert main(["encoder", "finetune", "--dataset", "jsonl", "--data-dir", str(data), "--base", "minilm",
                  "--epochs", "1", "--batch-size", "8", "--max-length", "16", "--quiet", "--device", "cpu",
                  "--out", str(tmp_path / "enc")]) == 0
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_GPU)
-def test_train_and_predict_on_cuda(toy_corpus, tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("MERC_CACHE", str(tmp_path / "cache"))
-    run = tmp_path / "run"
-    assert main(["train", "--dataset", "jsonl", "--data-dir", str(toy_corpus), "--model", "mamba",
-                 "--text-encoder", "toy", "--epochs", "2", "--d-model", "8", "--layers", "1", "--quiet",
-                 "--device", "cuda", "--out", str(run)]) == 0
-    capsys.readouterr()
-    assert main(["predict", str(run), str(toy_corpus / "test.jsonl"), "--json", "--no-plots", "--device", "cuda"]) == 0
-    assert len(capsys.readouterr().out.splitlines()) == 10
