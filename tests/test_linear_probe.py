@@ -60,6 +60,22 @@ def test_probe_fits_chooses_c_on_dev_and_matches_sklearn():
     assert np.allclose(got, ref.predict_proba(design_matrix(model, fd, pd_)), atol=1e-4)
 
 
+def test_probe_can_choose_c_on_dev_log_loss():
+    rng = np.random.default_rng(1)
+    train, dev = dialogues(40, rng), dialogues(15, rng)
+    model = LinearProbe(LinearConfig(input_dims={"text": 4, "audio": 3}, n_classes=3))
+    h = fit_probe(model, train, dev, LABELS, TrainConfig(), progress=False, select="loss")
+    losses = [r["dev_loss"] for r in h.epochs]
+    assert h.best_epoch == int(np.argmin(losses))  # first of equal losses: the smaller C
+    assert h.best_dev_weighted_f1 == h.epochs[h.best_epoch]["dev_weighted_f1"]
+    # the module holds that C's weights: its dev log loss is the recorded one
+    probs = np.concatenate(predict_dialogues(model, dev))
+    y = np.concatenate([d.labels for d in dev])
+    assert -np.log(probs[np.arange(len(y)), y]).mean() == pytest.approx(losses[h.best_epoch], rel=1e-4)
+    with pytest.raises(Exception, match="unknown probe_select 'accuracy'"):
+        TrainConfig(probe_select="accuracy")
+
+
 def test_probe_handles_a_class_missing_from_train_and_round_trips_its_config():
     rng = np.random.default_rng(1)
     train = dialogues(30, rng)
@@ -191,14 +207,25 @@ def test_cli_residual_fusion_starts_from_the_probe_and_never_falls_below_it_on_d
     res = json.loads((tmp_path / "res" / "metrics.json").read_text())
     cfg = json.loads((tmp_path / "res" / "config.json").read_text())
     assert cfg["model"]["utterance_logits"] and cfg["train"]["probe_init"] and cfg["train"]["min_steps"] == 30
-    assert res["probe"]["C"] == probe["history"][probe["best_epoch"]]["C"]
-    assert res["dev"]["weighted_f1"] >= probe["dev"]["weighted_f1"] - 1e-9
+    # the start is the probe whose C has the lowest dev log loss (the probe row chooses C on dev weighted F1)
+    by_loss = min(probe["history"], key=lambda r: (r["dev_loss"], r["C"]))
+    assert res["probe"]["C"] == by_loss["C"] and cfg["train"]["probe_select"] == "loss"
+    assert res["probe"]["dev_weighted_f1"] == pytest.approx(by_loss["dev_weighted_f1"])
+    assert res["dev"]["weighted_f1"] >= res["probe"]["dev_weighted_f1"] - 1e-9  # never below its start on dev
+    assert main([*common, "--model", "gru", "--min-steps", "30", "--probe-select", "weighted_f1",
+                 "--out", str(tmp_path / "res_f1")]) == 0  # the criterion of runs before probe_select
+    res_f1 = json.loads((tmp_path / "res_f1" / "metrics.json").read_text())
+    assert res_f1["probe"]["C"] == probe["history"][probe["best_epoch"]]["C"]
+    assert res_f1["dev"]["weighted_f1"] >= probe["dev"]["weighted_f1"] - 1e-9
     assert len(res["history"]) > 3  # 30 steps of 4 dialogue batches: the 3 epochs were stretched
     plain = json.loads((tmp_path / "plain" / "config.json").read_text())
     assert not plain["model"]["utterance_logits"] and not plain["train"]["probe_init"]
     with pytest.raises(SystemExit):
         main([*common, "--model", "gru", "--min-steps", "-3", "--out", str(tmp_path / "bad")])
     assert "--min-steps: expected a number of steps >= 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*common, "--model", "gru", "--probe-select", "accuracy", "--out", str(tmp_path / "bad")])
+    assert "--probe-select: invalid choice: 'accuracy'" in capsys.readouterr().err
     # the run loads and evaluates to the recorded figures
     assert main(["evaluate", str(tmp_path / "res"), "--split", "dev", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["weighted_f1"] == pytest.approx(res["dev"]["weighted_f1"])

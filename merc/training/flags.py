@@ -31,7 +31,7 @@ from merc.models.matav import ATTENTION, MatavConfig
 from merc.objectives import LOSSES, SCHEMES
 from merc.training.defaults import FUSION_MODES, RESIDUAL_MIN_STEPS, fusion_defaults
 from merc.training.features import DEFAULT_ENCODERS, MODALITIES
-from merc.training.trainer import TrainConfig
+from merc.training.trainer import PROBE_SELECT, TrainConfig
 
 # helpers
 
@@ -130,6 +130,10 @@ def add_training_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--min-steps", type=_steps, default="auto",
                    help=f"at least this many optimizer steps; a small corpus gets more epochs and patience "
                         f"(auto: {RESIDUAL_MIN_STEPS} with residual or stacked fusion, 0 with plain)")
+    g.add_argument("--probe-select", choices=PROBE_SELECT, default=TrainConfig.probe_select,
+                   help="how the probe that starts residual or stacked fusion has its C chosen on dev: loss (dev "
+                        "log loss, a calibrated start) or weighted_f1 (the criterion of --model linear and of "
+                        "runs before it existed)")
 
 
 def fusion_from_args(args: argparse.Namespace, model_config: ModelConfig, train_config: TrainConfig,
@@ -160,7 +164,7 @@ def train_config_from_args(args: argparse.Namespace, **overrides) -> TrainConfig
                           "class_weights": args.class_weights, "seed": getattr(args, "seed", TrainConfig.seed),
                           "loss": args.loss, "focal_gamma": args.focal_gamma, "cb_beta": args.cb_beta,
                           "supcon_weight": args.supcon_weight, "supcon_temperature": args.supcon_temperature,
-                          **overrides})
+                          "probe_select": getattr(args, "probe_select", TrainConfig.probe_select), **overrides})
 
 
 # dialogue model

@@ -67,8 +67,9 @@ def design_matrix(model: LinearProbe, feats: dict[str, np.ndarray], present: dic
 
 
 def fit_probe(model: LinearProbe, train: Sequence[Dialogue], dev: Sequence[Dialogue], labels: Sequence[str],
-              config: TrainConfig, *, progress: bool = True) -> TrainHistory:
-    """Fit ``model`` in place on ``train``; C from ``model.config.c_grid`` chosen on ``dev`` weighted F1."""
+              config: TrainConfig, *, progress: bool = True, select: str = "weighted_f1") -> TrainHistory:
+    """Fit ``model`` in place on ``train``; C from ``model.config.c_grid`` chosen on ``dev`` weighted F1
+    (``select="loss"``: on dev log loss, the smaller C on ties). ``best_dev_weighted_f1`` is the selected C's."""
     t0 = time.time()
     n_classes = len(labels)
     ftr, ptr, ytr = _stack(train, model.modalities)
@@ -100,9 +101,10 @@ def fit_probe(model: LinearProbe, train: Sequence[Dialogue], dev: Sequence[Dialo
         history.epochs.append(row)
         if progress:
             log.info("linear probe C=%g: dev weighted F1 %.4f", C, row["dev_weighted_f1"])
-        if row["dev_weighted_f1"] > history.best_dev_weighted_f1:
-            history.best_dev_weighted_f1, history.best_epoch, best = row["dev_weighted_f1"], i, (C, W, b)
-    C, W, b = best
+        score = -row["dev_loss"] if select == "loss" else row["dev_weighted_f1"]
+        if best is None or score > best[0]:
+            history.best_dev_weighted_f1, history.best_epoch, best = row["dev_weighted_f1"], i, (score, W, b)
+    _, W, b = best
     with torch.no_grad():
         model.linear.weight.copy_(torch.from_numpy(W).float())
         model.linear.bias.copy_(torch.from_numpy(b).float())
@@ -125,7 +127,8 @@ def _full_weights(clf: LogisticRegression, n_classes: int) -> tuple[np.ndarray, 
 def init_from_probe(model: torch.nn.Module, train: Sequence[Dialogue], dev: Sequence[Dialogue],
                     labels: Sequence[str], config: TrainConfig, *, progress: bool = True) -> TrainHistory:
     """Linear probing, then fine-tuning (LP-FT; Kumar et al., "Fine-Tuning can Distort Pretrained Features and
-    Underperform Out-of-Distribution", ICLR 2022): fit the probe on ``model``'s own inputs (C on dev), load it into
+    Underperform Out-of-Distribution", ICLR 2022): fit the probe on ``model``'s own inputs (C on dev by
+    ``config.probe_select``, dev log loss by default: the training objective, and a calibrated start), load it into
     the model's per-utterance path (``merc.models.fusion.UtteranceLogits.load_probe``) and zero the context
     head's last layer, so training starts from the probe's predictions and the context learns what the dialogue
     adds on top. Returns the probe's history (one row per C)."""
@@ -135,7 +138,7 @@ def init_from_probe(model: torch.nn.Module, train: Sequence[Dialogue], dev: Sequ
     path = model.utterance
     probe = LinearProbe(LinearConfig(input_dims={m: lin.in_features for m, lin in path.linear.items()},
                                      n_classes=len(labels)))
-    history = fit_probe(probe, train, dev, labels, config, progress=progress)
+    history = fit_probe(probe, train, dev, labels, config, progress=progress, select=config.probe_select)
     path.load_probe(probe)
     last = model.head[-1]  # (d, n_classes) Linear of the context head
     with torch.no_grad():

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from merc.device import current_device
-from merc.errors import InputError
+from merc.errors import ConfigError, InputError
 from merc.loop import Callback, LoopConfig, run_loop, to_device
 from merc.metrics import evaluate_predictions
 from merc.objectives import Objective, class_weights, model_logits, objective_for
@@ -24,7 +24,10 @@ from merc.training.batching import IGNORE, Dialogue, DialogueBatch, iterate_batc
 
 logger = logging.getLogger(__name__)
 __all__ = ["CHECKPOINT", "Callback", "DialogueTask", "TrainConfig", "TrainHistory", "class_weight_vector", "fit",
-           "predict_dialogues", "schedule_length", "score_dialogues", "train_objective"]
+           "PROBE_SELECT", "predict_dialogues", "schedule_length", "score_dialogues", "train_objective"]
+
+
+PROBE_SELECT = ("loss", "weighted_f1")  # criteria for the dev selection of an initialising probe's C
 
 
 @dataclass
@@ -49,7 +52,15 @@ class TrainConfig:
     # probe of its inputs, its context head at zero (merc.training.probe.init_from_probe); the probe itself stays
     # a candidate of the dev selection
     probe_init: bool = False
+    # how that probe's C is chosen on dev: "loss" (log loss: a calibrated start whose logits the context head
+    # adds to) or "weighted_f1" (the probe row's own criterion; on 2,000 label-free dims it picked C=10, a probe
+    # with dev log loss 4.7 that training could not leave: benchmarks/results/fusion/)
+    probe_select: str = "loss"
     min_steps: int = 0  # at least this many optimizer steps: small corpora get more epochs (and patience)
+
+    def __post_init__(self):
+        if self.probe_select not in PROBE_SELECT:
+            raise ConfigError(f"unknown probe_select {self.probe_select!r}; choose one of {PROBE_SELECT}")
 
 
 @dataclass
