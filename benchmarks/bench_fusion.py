@@ -22,6 +22,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -99,6 +100,11 @@ def run_cell(corpus, setting: str, root: str, row: str, mods: str, seeds: int, w
         res = {**run_cell(corpus, setting, root, before, mods, seeds, work, encoders), "row": row, "same_as": before}
         write_json(part, res)
         return res
+    twin = same_start(work, setting, row, mods, model_config, train_config)
+    if twin is not None:  # the starting probe is the same under either criterion: the same runs, not trained twice
+        res = {**run_cell(corpus, setting, root, twin, mods, seeds, work, encoders), "row": row, "same_as": twin}
+        write_json(part, res)
+        return res
     probe = isinstance(model_config, LinearConfig)  # deterministic (L-BFGS): one fit stands for every seed
     out = work / "runs" / setting / row / mods
     summary = run_experiment(dataset="meld", data_dir=root, media_dir=root, out=out / "seed_0" if probe else out,
@@ -115,6 +121,25 @@ def run_cell(corpus, setting: str, root: str, row: str, mods: str, seeds: int, w
            "train_config": vars(train_config), "date": time.strftime("%Y-%m-%d %H:%M")}
     write_json(part, res)
     return res
+
+
+def same_start(work: Path, setting: str, row: str, mods: str, model_config, train_config) -> str | None:
+    """The ``-probe-f1`` twin of a residual ``row`` when both would start from the same probe: the probe row's
+    dev history (one entry per C) gives the same C under dev log loss and dev weighted F1, and the configs differ
+    in ``probe_select`` alone. Training is then the same computation (same seeds, same start)."""
+    twin = f"{row}-probe-f1" if row in ROWS else "matav-residual-probe-f1" if row == "matav-residual" else None
+    if twin not in ABLATIONS or not cell_path(work, setting, twin, mods).is_file():
+        return None
+    if configs(twin, mods.split(","))[0] != model_config or \
+            replace(configs(twin, mods.split(","))[1], probe_select=train_config.probe_select) != train_config:
+        return None
+    probe_run = work / "runs" / setting / "linear" / mods / "seed_0" / "metrics.json"
+    if not probe_run.is_file():
+        return None
+    history = json.loads(probe_run.read_text())["history"]
+    by_loss = min(history, key=lambda r: (r["dev_loss"], r["C"]))["C"]
+    by_f1 = max(history, key=lambda r: (r["dev_weighted_f1"], -r["C"]))["C"]
+    return twin if by_loss == by_f1 else None
 
 
 def values(r: dict, split: str = "test") -> list[float]:
