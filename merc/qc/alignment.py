@@ -322,6 +322,16 @@ class AlignmentConfig:
     thresholds: dict[str, float] = field(default_factory=lambda: {
         "wer": 0.95, "fuzzy": 0.47, "align_ok": 0.5, "align_coverage": 0.18, "align_llr": -4.25,
         "whisper_lp": -3.3})
+    # ASR cascade (issue #30; Whisper back end): score the transcript first on the clip encoded in a window fitted
+    # to its length (WhisperScorer.encode_fitted, the clip + fit_pad_seconds: about 20x cheaper than the 30-s window
+    # on 3-s clips). A clip whose fitted score clears the whisper_lp threshold in use by fit_margin passes on that
+    # alone; every other clip is measured and judged as without the cascade (30-s window, confirmation). The
+    # margin: on the seen synthetic fixtures (156 clips, true and deranged transcripts,
+    # benchmarks/results/qc/cascade_seen.md) the fitted score was at most 0.49 nats above the 30-s one, so no
+    # pair the 30-s window fails at a threshold clears it + 0.8. Off = every clip gets the 30-s window.
+    cascade: bool = False
+    fit_margin: float = 0.8
+    fit_pad_seconds: float = 1.0
     max_seconds: float = 30.0  # longer audio is not decoded (the integrity check reports it)
     align_beam: float = 1e-70
     # pocketsphinx: a second alignment try at this beam before "not measured" (None = off, the default: at 1e-100
@@ -337,7 +347,7 @@ class AlignmentCheck:
     """Transcript-vs-audio agreement (see the module docstring). Implements :class:`merc.qc.base.Check`."""
     name = "alignment"
     measure_fields = ("asr", "whisper_model", "whisper_transcribe", "whisper_confirm_below", "max_seconds",
-                      "align_beam", "retry_beam", "normalizer")
+                      "align_beam", "retry_beam", "normalizer", "cascade", "fit_margin", "fit_pad_seconds")
 
     def __init__(self, config: AlignmentConfig | None = None):
         self.config = config or AlignmentConfig()
@@ -377,6 +387,11 @@ class AlignmentCheck:
     @property
     def forced_whisper(self) -> bool:
         return self.config.asr == "faster-whisper"
+
+    @property
+    def cascading(self) -> bool:
+        """The ASR cascade is on (Whisper forced scoring, no free transcription of every clip)."""
+        return self.config.cascade and self.forced_whisper and not self.config.whisper_transcribe
 
     def _decoders(self) -> _Pocketsphinx:
         if self._ps is None:
@@ -419,8 +434,8 @@ class AlignmentCheck:
         """Whisper back end: encode the audio of ``items`` in one batched encoder call and keep the analyses for
         :meth:`measure` (the same encoder outputs as one clip at a time). Clips that fail to decode are left to
         ``measure``, which reports them."""
-        if not self.forced_whisper or self.config.whisper_transcribe:
-            return
+        if not self.forced_whisper or self.config.whisper_transcribe or self.cascading:
+            return  # the cascade encodes the 30-s window only for the clips its first pass leaves undecided
         keyed, wavs = [], []
         for item in items:
             key = f"{item.utterance_id}|{item.media}"
@@ -573,7 +588,30 @@ class AlignmentCheck:
     # phases
 
     def measure(self, item: QCItem) -> dict[str, Any]:
-        return self.score(item, item.utterance.text)
+        if not self.cascading:
+            return self.score(item, item.utterance.text)
+        first = self.fit_score(item, item.utterance.text)
+        lp = first.get("whisper_lp_fit")
+        if lp is not None and lp >= self.fit_line():
+            return {"hypothesis": "", "words": len(normalize(item.utterance.text)), **first, "decided_by": "fit"}
+        return {**self.score(item, item.utterance.text), **first}  # undecided: the 30-s window, as without cascade
+
+    def fit_line(self) -> float:
+        """The cascade's pass line: the whisper_lp threshold in use plus ``fit_margin``."""
+        return self.config.thresholds["whisper_lp"] + self.config.fit_margin
+
+    def fit_score(self, item: QCItem, transcript: str) -> dict[str, Any]:
+        """The cascade's first pass: ``{"whisper_lp_fit": ...}``, the transcript's forced score on the clip encoded
+        in a window fitted to its length; ``{}`` when the clip cannot be scored so (bad media, no words): the
+        full measurement then reports why."""
+        try:
+            enc = self._scorer().encode_fitted(self._audio(item), self.config.fit_pad_seconds)
+        except (MissingDependencyError, ConfigError, ModelIntegrityError):
+            raise
+        except Exception:  # noqa: BLE001 - score() decodes again and reports the error
+            return {}
+        got = self._whisper_scores(AudioAnalysis(pcm=b"", hypothesis="", encoded=enc), transcript)
+        return {} if got.get("whisper_lp") is None else {"whisper_lp_fit": got["whisper_lp"]}
 
     def speaker_shifts(self, items: Sequence[QCItem], measurements: dict[str, dict[str, Any]]) -> dict[str, float]:
         """Per speaker, how much lower (<= 0, nats) the whisper_lp threshold sits for that speaker's clips: the
@@ -584,7 +622,10 @@ class AlignmentCheck:
             return {}
         by: dict[str, list[float]] = {}
         for item in items:
-            lp = (measurements.get(item.utterance_id) or {}).get("whisper_lp")
+            m = measurements.get(item.utterance_id) or {}
+            # a clip the cascade passed on its fitted window counts with that score: it sits high either way, and
+            # a median only needs its side of the middle
+            lp = m.get("whisper_lp", m.get("whisper_lp_fit") if m.get("decided_by") == "fit" else None)
             if lp is not None:
                 by.setdefault(item.utterance.speaker, []).append(float(lp))
         values = [v for vs in by.values() for v in vs]
@@ -596,6 +637,8 @@ class AlignmentCheck:
 
     def judge(self, items: list[QCItem], measurements: dict[str, dict[str, Any]]) -> list[Flag]:
         rule, base_thr = self.config.rule, self.config.thresholds
+        if "whisper_lp" in base_thr:
+            self._rescore_below_line(items, measurements)
         shifts = self.speaker_shifts(items, measurements)
         flags = []
         for item in items:
@@ -609,6 +652,12 @@ class AlignmentCheck:
                 continue
             if "error" in m:
                 flags.append(Flag(uid, self.name, False, None, thr[rule[0]], f"audio: {m['error']}"))
+                continue
+            if m.get("decided_by") == "fit" and "whisper_lp" not in m:
+                lp, bar = float(m["whisper_lp_fit"]), self.fit_line()
+                flags.append(Flag(uid, self.name, True, lp, bar,
+                                  f"ok: whisper_lp {lp:.2f} >= {bar:.2f} on a window fitted to the clip "
+                                  "(the cascade's first pass; no 30-s window needed)"))
                 continue
             if m.get("align_failed") and m.get("fuzzy", 1.0) < thr["fuzzy"]:
                 # forced alignment failed AND the free transcription shares less with the transcript than
@@ -647,6 +696,18 @@ class AlignmentCheck:
                               thr[metric], reason))
         return flags
 
+    def _rescore_below_line(self, items: Sequence[QCItem], measurements: dict[str, dict[str, Any]]) -> None:
+        """Clips the cascade passed on their fitted score that no longer clear the pass line (the threshold rose
+        since they were measured: ``--calibrate``, a saved calibration) are measured on the 30-s window now, in
+        place, so every judgement keeps the cascade's margin."""
+        line = self.fit_line()
+        for item in items:
+            m = measurements.get(item.utterance_id)
+            if m and m.get("decided_by") == "fit" and "whisper_lp" not in m and m["whisper_lp_fit"] < line:
+                full = self.score(item, item.utterance.text)
+                m.pop("decided_by")
+                m.update(full)
+
     def _confirms(self, m: dict[str, Any]) -> bool:
         """Whisper back end: the free transcription of a clip agrees with its transcript (fuzzy >= threshold)."""
         return (self.forced_whisper and self.config.whisper_confirm_below is not None and "fuzzy" in m
@@ -663,6 +724,8 @@ class AlignmentCheck:
         from tqdm.auto import tqdm
 
         hyps = {u: m["hypothesis"] for u, m in (measurements or {}).items() if "hypothesis" in m}
+        if measurements is not None and self.forced_whisper:  # clips the cascade passed on its first pass alone
+            measurements = {u: m for u, m in measurements.items() if m.get("decided_by") != "fit"}  # score again
         bar = tqdm(total=len(items), desc="calibrate alignment", unit="utt", disable=not progress,
                    dynamic_ncols=True)
 

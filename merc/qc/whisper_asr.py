@@ -76,7 +76,7 @@ def verify_model(model_dir: str | Path, expected_sha256: str = BUNDLED_SHA256) -
 @dataclass
 class Encoded:
     """One clip's encoder output and how many of its 30 s window's mel frames hold audio."""
-    encoder_output: object  # ctranslate2.StorageView (1, 1500, d_model)
+    encoder_output: object  # ctranslate2.StorageView (1, 1500, d_model); (1, window / 2, d_model) when fitted
     num_frames: int
 
 
@@ -112,6 +112,17 @@ class WhisperScorer:
         features = self.model.feature_extractor(np.asarray(wav, np.float32))  # (n_mels, frames)
         frames = min(features.shape[-1] - 1, 3000)
         return Encoded(self.model.encode(pad_or_trim(features)), max(frames, 1))
+
+    def encode_fitted(self, wav: np.ndarray, pad_seconds: float = 1.0) -> Encoded:
+        """:meth:`encode` on a window fitted to the clip instead of Whisper's 30 s: the clip's mel frames plus
+        ``pad_seconds`` of padding, rounded up to whole seconds (at most 30 s). The encoder's cost grows with the
+        window, so a 3-s clip costs about a twentieth; scores move a little (the model was trained on 30-s
+        windows), so thresholds for them are their own (:class:`merc.qc.alignment.AlignmentConfig` ``cascade``)."""
+        from faster_whisper.audio import pad_or_trim
+        features = self.model.feature_extractor(np.asarray(wav, np.float32))  # (n_mels, frames), 100 frames/s
+        frames = max(min(features.shape[-1] - 1, 3000), 1)
+        window = min(3000, int(math.ceil((frames + max(pad_seconds, 0.0) * 100) / 100)) * 100)
+        return Encoded(self.model.encode(pad_or_trim(features, window)), frames)  # (1, window / 2, d_model)
 
     def encode_many(self, wavs: list[np.ndarray]) -> list[Encoded]:
         """:meth:`encode` of several clips in one encoder call (the same outputs; the model runs once per batch)."""
