@@ -78,6 +78,12 @@ def build_config(args: argparse.Namespace) -> QCConfig:
             raise QCArgumentError("--speaker-shift-max sets the alignment check; add alignment to --checks")
         cfg, _ = _with(check_configs.get("alignment") or _default_config("alignment"), speaker_shift_max=shift)
         check_configs["alignment"] = cfg
+    cascade = getattr(args, "asr_cascade", None)
+    if cascade is not None:
+        if "alignment" not in checks:
+            raise QCArgumentError("--asr-cascade sets the alignment check; add alignment to --checks")
+        cfg, _ = _with(check_configs.get("alignment") or _default_config("alignment"), cascade=cascade)
+        check_configs["alignment"] = cfg
     if args.calibrate and "alignment" not in checks:
         raise QCArgumentError("--calibrate fits the alignment thresholds; add alignment to --checks")
     min_face = getattr(args, "min_face", None)
@@ -150,6 +156,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--asr", choices=("auto", "pocketsphinx", "whisper", "faster-whisper"), default=None,
                    help="recogniser of the alignment check; auto: Whisper tiny.en when merc[asr] is installed, "
                         f"else pocketsphinx [{AlignmentConfig.asr}]")
+    p.add_argument("--asr-cascade", action=argparse.BooleanOptionalAction, default=None,
+                   help="Whisper: score each transcript first on a window fitted to the clip (about 20x cheaper); "
+                        "only clips that do not clearly pass there get Whisper's 30-s window "
+                        f"[{'on' if AlignmentConfig.cascade else 'off'}]")
     p.add_argument("--calibrate", action="store_true",
                    help="fit the alignment rule and thresholds on this corpus (true vs deranged transcripts; "
                         "no labels needed) before judging; recorded in summary.json")
