@@ -137,6 +137,9 @@ def main() -> int:
     ap.add_argument("--parts", default="qc,audio,face")
     ap.add_argument("--min-face", type=int, default=80,
                     help="also run 'fast': this code with reduced-resolution face detection (0: do not)")
+    ap.add_argument("--qc-variant", action="append", default=[], metavar="NAME=ARGS",
+                    help="also run `merc qc` with these extra arguments under NAME (this code), e.g. "
+                         "'cascade=--asr-cascade'; repeatable")
     ap.add_argument("--work", default=None)
     ap.add_argument("--out", default=str(RESULTS / "media_speed"))
     ap.add_argument("--note", default="")
@@ -171,9 +174,16 @@ def main() -> int:
     parts = args.parts.split(",")
     runs: list[dict] = []
     srcs["fast"] = ROOT
+    qc_extra = {"fast": ["--min-face", str(args.min_face)]} if args.min_face else {}
+    for v in args.qc_variant:
+        name, _, extra = v.partition("=")
+        qc_extra[name] = shlex.split(extra)
+        srcs[name] = ROOT
     for r in range(args.rounds):
         for part in parts:
             sides = ["before", "after"] + (["fast"] if args.min_face and part != "audio" else [])
+            if part == "qc":
+                sides += [v for v in qc_extra if v != "fast"]
             for side in sides if r % 2 == 0 else sides[::-1]:
                 out = work / f"r{r}_{part}_{side}"
                 out.mkdir(parents=True, exist_ok=True)
@@ -182,8 +192,7 @@ def main() -> int:
                     cmd = [PY, "-m", "merc.cli", "qc", "--dataset", "meld", "--data-dir", args.corpus, "--media-dir",
                            args.corpus, "--out", str(out / "qc"), "--workers", str(args.workers), "--split",
                            args.split, "--limit", str(args.limit), "--quiet"]
-                    if side == "fast":
-                        cmd += ["--min-face", str(args.min_face)]
+                    cmd += qc_extra.get(side, [])
                 else:
                     encs = "egemaps,resemblyzer" if part == "audio" else "fer,dlib"
                     cmd = [PY, "-c", EXTRACT, args.corpus, args.split, str(args.limit), str(out), part, encs,
@@ -196,7 +205,7 @@ def main() -> int:
 
     compare = {}
     for part in parts:
-        for side in ("after", "fast"):
+        for side in ("after", *qc_extra):
             b, a = Path(work / f"r0_{part}_before"), Path(work / f"r0_{part}_{side}")
             if not a.exists():
                 continue
@@ -206,7 +215,7 @@ def main() -> int:
                 compare[f"{part}/{side}"] = compare_features(b / f"{part}.npz", a / f"{part}.npz")
     summary = {}
     for part in parts:
-        for side in ("before", "after", "fast"):
+        for side in ("before", "after", *qc_extra):
             rs = [x for x in runs if x["part"] == part and x["side"] == side]
             if rs:
                 summary[f"{part}/{side}"] = {"x_real_time": [x["x_real_time"] for x in rs],
@@ -217,7 +226,7 @@ def main() -> int:
     res = {"provenance": provenance(), "command": cmd, "before": before, "after": git("rev-parse", "--short", "HEAD"),
            "corpus": args.corpus, "split": args.split, "limit": args.limit, "utterances": len(utts),
            "audio_seconds": round(audio_s, 1), "workers": args.workers, "threads": args.threads, "note": args.note,
-           "min_face": args.min_face,
+           "min_face": args.min_face, "qc_variants": {k: shlex.join(v) for k, v in qc_extra.items()},
            "runs": [{k: v for k, v in x.items() if k not in ("stdout", "out")} for x in runs], "summary": summary,
            "compare": compare}
     res["qc_checks"] = qc_check_timings(work, audio_s)
@@ -257,7 +266,9 @@ def report(res: dict) -> str:
              "- 'after': this code with its defaults (exact: the same outputs); 'fast': this code with "
              f"reduced-resolution face detection (`--min-face {res.get('min_face')}` / "
              f"`FaceFrameConfig(min_face={res.get('min_face')})`), "
-             "which moves the face boxes", "",
+             "which moves the face boxes",
+             *[f"- '{k}': this code, `merc qc ... {v}`" for k, v in res.get("qc_variants", {}).items() if k != "fast"],
+             ""
              "| stage | code | × real time (wall) | × real time (CPU) | wall s | load at start |",
              "|---|---|---|---|---|---|"]
     for k, v in res["summary"].items():
