@@ -140,6 +140,8 @@ def main() -> int:
     ap.add_argument("--qc-variant", action="append", default=[], metavar="NAME=ARGS",
                     help="also run `merc qc` with these extra arguments under NAME (this code), e.g. "
                          "'cascade=--asr-cascade'; repeatable")
+    ap.add_argument("--no-after", action="store_true",
+                    help="leave out 'after' (this code with its defaults): only before and the variants")
     ap.add_argument("--work", default=None)
     ap.add_argument("--out", default=str(RESULTS / "media_speed"))
     ap.add_argument("--note", default="")
@@ -181,7 +183,8 @@ def main() -> int:
         srcs[name] = ROOT
     for r in range(args.rounds):
         for part in parts:
-            sides = ["before", "after"] + (["fast"] if args.min_face and part != "audio" else [])
+            sides = ["before"] + ([] if args.no_after else ["after"]) + (
+                ["fast"] if args.min_face and part != "audio" else [])
             if part == "qc":
                 sides += [v for v in qc_extra if v != "fast"]
             for side in sides if r % 2 == 0 else sides[::-1]:

@@ -13,6 +13,11 @@ load). Each clip is encoded once and the transcript is *force-scored*:
   even with the right transcript, but Whisper then still hears roughly the right words. On the unseen QC
   corpus (``benchmarks/results/qc/qc_unseen.md``) this kept 2 of the 3 clean clips that whisper_lp alone failed;
   on a second, held-out one (``qc/qc_unseen_seed1.md``) 5 clean clips still fail both signals.
+ASR cascade (``cascade=True``, ``merc qc --asr-cascade``; issue #30): Whisper's encoder always runs a 30-s window,
+most of QC's time on short clips. With the cascade each transcript is first scored on the clip encoded in a window
+fitted to its length (``whisper_lp_fit``, about 20x cheaper); a clip scoring at least ``fit_margin`` above the
+whisper_lp threshold passes on that alone (``decided_by: "fit"``), every other clip gets the 30-s window and the
+usual rule. The margin is set on seen material (``benchmarks/tune_cascade_seen.py``); the QC corpora measure it.
 Otherwise (``asr="pocketsphinx"``, the light fallback) each utterance's audio is analysed once (pocketsphinx,
 offline, bundled en-us model):
   * free decoding -> a hypothesis (or Whisper via openai-whisper / faster-whisper when selected and
