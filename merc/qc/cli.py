@@ -157,8 +157,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="recogniser of the alignment check; auto: Whisper tiny.en when merc[asr] is installed, "
                         f"else pocketsphinx [{AlignmentConfig.asr}]")
     p.add_argument("--asr-cascade", action=argparse.BooleanOptionalAction, default=None,
-                   help="Whisper: score each transcript first on a window fitted to the clip (about 20x cheaper); "
-                        "only clips that do not clearly pass there get Whisper's 30-s window "
+                   help="Whisper: score each transcript first on a window fitted to the clip (about 10x cheaper); "
+                        "only clips that do not clearly pass there get Whisper's 30-s window; --no-asr-cascade: "
+                        "every clip gets the 30-s window "
                         f"[{'on' if AlignmentConfig.cascade else 'off'}]")
     p.add_argument("--calibrate", action="store_true",
                    help="fit the alignment rule and thresholds on this corpus (true vs deranged transcripts; "

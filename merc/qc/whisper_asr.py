@@ -116,8 +116,9 @@ class WhisperScorer:
     def encode_fitted(self, wav: np.ndarray, pad_seconds: float = 1.0) -> Encoded:
         """:meth:`encode` on a window fitted to the clip instead of Whisper's 30 s: the clip's mel frames plus
         ``pad_seconds`` of padding, rounded up to whole seconds (at most 30 s). The encoder's cost grows with the
-        window, so a 3-s clip costs about a twentieth; scores move a little (the model was trained on 30-s
-        windows), so thresholds for them are their own (:class:`merc.qc.alignment.AlignmentConfig` ``cascade``)."""
+        window: on 3-s clips about a tenth (benchmarks/results/qc/cascade_seen.md). Scores move a little (the model
+        was trained on 30-s windows), so the alignment check's cascade keeps a margin for them
+        (:class:`merc.qc.alignment.AlignmentConfig` ``cascade``, ``fit_margin``)."""
         from faster_whisper.audio import pad_or_trim
         features = self.model.feature_extractor(np.asarray(wav, np.float32))  # (n_mels, frames), 100 frames/s
         frames = max(min(features.shape[-1] - 1, 3000), 1)
