@@ -197,6 +197,12 @@ def report(results: list[dict], args, prov: dict) -> str:
         if cfgs:
             lines.append(f"- `{row}` settings: model {json.dumps(cfgs[0]['model_config'])}; "
                          f"training {json.dumps(cfgs[0]['train_config'])}")
+    for r in results:
+        if r.get("same_as"):  # (a reused cell also carries its source's note)
+            lines.append(f"- {r['setting']} · {r['row']} · {r['modalities']}: the runs of `{r['same_as']}` "
+                         "(the same configuration and start, not trained twice)")
+        elif r.get("note"):
+            lines.append(f"- {r['setting']} · {r['row']} · {r['modalities']}: {r['note']}")
     lines += ["", "Per-seed scores, timings and absent-modality counts: fusion_vs_probe.json."]
     return "\n".join(lines) + "\n"
 
