@@ -41,7 +41,7 @@ from _common import atomic_write_text, results_dir, write_json  # noqa: E402  (m
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = results_dir("recording")
-WORK = Path("/tmp/merc-bench-recording")
+WORK = Path(os.environ.get("MERC_BENCH_WORK", "/tmp/merc-bench-recording"))  # recordings and caches
 THRESHOLDS = [0.15, 0.175, 0.2, 0.225, 0.25, 0.275, 0.3, 0.35]
 SILHOUETTES = [0.0, 0.05, 0.1, 0.15, 0.2]
 

@@ -161,3 +161,23 @@ def test_time_axis_timeline_draws_each_speaker_lane(tmp_path):
     assert np.asarray(absent.get_offsets())[:, 0].tolist() == [3.2]  # the middle utterance's midpoint
     pages = write_turn_timelines(conv, probs, ["joy", "anger"], tmp_path, "talk", per_page=2)
     assert [p.name for p in pages] == ["talk_timeline_p01.png", "talk_timeline_p02.png"]
+
+
+def test_voice_embedder_partials_equal_resemblyzer():
+    """The embedder's own mel + forward gives resemblyzer's embed_utterance output (same partials, same mean)."""
+    pytest.importorskip("resemblyzer")
+    from resemblyzer import audio as ra
+
+    from merc.recording.diarize import VoiceEmbedder, mel_spectrogram
+    rng = np.random.default_rng(0)
+    t = np.arange(int(3.3 * SAMPLE_RATE)) / SAMPLE_RATE
+    wav = (0.3 * np.sin(2 * np.pi * 180 * t * (1 + 0.1 * np.sin(3 * t))) + 0.02 * rng.standard_normal(len(t)))
+    wav = wav.astype(np.float32)
+    np.testing.assert_allclose(mel_spectrogram(wav), ra.wav_to_mel_spectrogram(wav), rtol=1e-4, atol=1e-5)
+    embedder = VoiceEmbedder()
+    emb, part, slices = embedder.partials(wav, 2.0)
+    ref, ref_part, ref_slices = embedder.encoder.model.embed_utterance(wav, return_partials=True, rate=2.0,
+                                                                       min_coverage=0.5)
+    assert slices == ref_slices and part.shape == (len(ref_slices), 256)
+    np.testing.assert_allclose(part, ref_part, atol=1e-5)
+    np.testing.assert_allclose(emb, ref, atol=1e-5)
