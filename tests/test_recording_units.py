@@ -181,3 +181,41 @@ def test_voice_embedder_partials_equal_resemblyzer():
     assert slices == ref_slices and part.shape == (len(ref_slices), 256)
     np.testing.assert_allclose(part, ref_part, atol=1e-5)
     np.testing.assert_allclose(emb, ref, atol=1e-5)
+
+
+def test_silenced_window_keeps_regions_and_zeroes_gaps():
+    from merc.recording.asr import silenced
+    wav = np.ones(5 * SAMPLE_RATE, np.float32)  # the recording from t0 = 1 s on
+    start, chunk = silenced(wav, 1.0, [Region(1.5, 2.0), Region(3.0, 3.5)])
+    assert start == 1.5 and len(chunk) == 2 * SAMPLE_RATE
+    assert chunk[: SAMPLE_RATE // 2].all() and not chunk[SAMPLE_RATE // 2: int(1.5 * SAMPLE_RATE)].any()
+    assert chunk[int(1.5 * SAMPLE_RATE):].all()
+
+
+def test_transcribe_retries_empty_and_looping_regions_alone_then_caps():
+    from merc.recording.asr import AsrConfig, Transcriber
+
+    class Fake(Transcriber):  # Whisper replaced by canned words; the retry and cap logic is what is tested
+        def __init__(self, batch_size):
+            self.config = AsrConfig(batch_size=batch_size)
+            self.alone: list[tuple[float, float]] = []
+
+        def batch_words(self, chunks):  # the window: words for region A only, and a loop in region C
+            ws = [Word(0.1, 0.4, " hello", 0.9)]
+            ws += [Word(round(4.0 + 0.02 * i, 3), round(4.01 + 0.02 * i, 3), " no", 0.5) for i in range(40)]
+            return [list(ws) for _ in chunks]
+
+        def words(self, wav, offset):  # alone: region B has words; region C still loops
+            self.alone.append((offset, round(offset + len(wav) / SAMPLE_RATE, 3)))
+            if offset < 3.0:
+                return [Word(offset + 0.1, offset + 0.3, " there", 0.8)]
+            return [Word(offset + 0.01 * i, offset + 0.01 * i + 0.005, " no", 0.5) for i in range(50)]
+
+    regions = [Region(0.0, 1.0), Region(2.0, 3.0), Region(4.0, 5.0)]
+    wav = np.ones(6 * SAMPLE_RATE, np.float32)
+    fake = Fake(batch_size=8)
+    words = fake.transcribe([(0.0, wav, regions)])
+    assert fake.alone == [(2.0, 3.0), (4.0, 5.0)]  # B (no words) and C (a loop) again, A kept
+    assert [w.text for w in words[:2]] == [" hello", " there"]
+    assert len(words) == 2 + int(6.0 * 1.0 + 2)  # C capped at 6 words per second + 2
+    assert [w.start for w in words] == sorted(w.start for w in words)

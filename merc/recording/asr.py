@@ -6,8 +6,16 @@ passes (``--asr-model DIR``; a multilingual model detects the language, tiny.en 
 
 Consecutive speech regions are grouped into windows of at most ``window`` seconds of the recording (WhisperX's
 "cut & merge": Whisper is trained on 30 s windows, and one call per window instead of per region is several
-times faster because Whisper pads every input to 30 s). Word times come from Whisper's cross-attention
-alignment (``word_timestamps=True``); a region that holds two speakers' turns is later split between words.
+times faster because Whisper pads every input to 30 s). Up to ``batch_size`` windows go through the network
+together (faster-whisper's ``BatchedInferencePipeline``: one encoder and one decoder call for the batch); on
+the dev recordings that was 1.5x faster than one window at a time with the same word error rate
+(benchmarks/results/recording/tune.md). Word times come from Whisper's cross-attention alignment
+(``word_timestamps=True``); a region that holds two speakers' turns is later split between words.
+
+A window's words are handed to its regions; a region that got none (Whisper stopped early in the window) or
+more than ``max_words_per_second`` (a repetition loop) is transcribed again on its own (unbatched, with
+Whisper's temperature fallback, which breaks most loops), and a region that still loops keeps only that many
+words.
 
 References: Radford et al. 2022 (Whisper); Bain et al. 2023, "WhisperX: Time-Accurate Speech Transcription of
 Long-Form Audio" (VAD cut & merge); SYSTRAN/faster-whisper ``transcribe.py``.
@@ -34,6 +42,7 @@ class AsrConfig:
     beam_size: int = 1  # greedy: 5 was no better on espeak-ng speech here and ≈ 2× slower
     language: str | None = None  # None: "en" for an English-only model, detected for a multilingual one
     max_words_per_second: float = 6.0  # more in a region is a repetition loop: transcribe that region alone
+    batch_size: int = 8  # windows per Whisper call; 1 = one window at a time (with temperature fallback)
 
 
 @dataclass(frozen=True)
@@ -69,6 +78,24 @@ def windows(regions: list[Region], window: float) -> list[list[Region]]:
     return groups
 
 
+def silenced(wav: np.ndarray, t0: float, regions: list[Region]) -> tuple[float, np.ndarray]:
+    """The stretch of ``wav`` (the recording from ``t0`` s on) from the first region's start to the last one's end,
+    with the audio between regions set to zero so Whisper does not transcribe what the VAD called non-speech:
+    (its start in seconds, samples)."""
+    lo, hi = regions[0].start, regions[-1].end
+    a = max(0, int(round((lo - t0) * SAMPLE_RATE)))
+    chunk = np.zeros(max(0, int(round((hi - t0) * SAMPLE_RATE)) - a), np.float32)
+    for r in regions:
+        i, j = int(round((r.start - t0) * SAMPLE_RATE)), int(round((r.end - t0) * SAMPLE_RATE))
+        seg = wav[max(i, 0):j]
+        chunk[max(i, 0) - a:max(i, 0) - a + len(seg)] = seg
+    return t0 + a / SAMPLE_RATE, chunk
+
+
+def _nearest(regions: list[Region], t: float) -> int:
+    return min(range(len(regions)), key=lambda i: max(regions[i].start - t, t - regions[i].end, 0.0))
+
+
 # classes
 
 class Transcriber:
@@ -82,6 +109,7 @@ class Transcriber:
             self.model = WhisperScorer(self.config.model, cpu_threads=self.config.cpu_threads).model
         except (RuntimeError, ValueError, OSError) as e:  # ctranslate2 / tokenizer failures on a bad folder
             raise InputError(f"{self.config.model}: could not load the Whisper model: {e}") from e
+        self._batched = None  # faster-whisper's BatchedInferencePipeline, made on the first batched call
         self.multilingual = bool(self.model.model.is_multilingual)
         self.language = self.config.language or (None if self.multilingual else "en")
 
@@ -91,38 +119,75 @@ class Transcriber:
             np.asarray(wav, np.float32), language=self.language, beam_size=self.config.beam_size,
             word_timestamps=True, condition_on_previous_text=False, vad_filter=False,
             temperature=[0.0, 0.2, 0.4, 0.6])  # a higher temperature when the output repeats (compression ratio)
-        out = []
+        return [Word(round(offset + w.start, 3), round(offset + w.end, 3), w.word, float(w.probability))
+                for seg in segments for w in seg.words or [] if w.word.strip()]
+
+    def batch_words(self, chunks: list[tuple[float, np.ndarray]]) -> list[list[Word]]:
+        """Words of each chunk ``(offset s, samples (n,))``: one batched Whisper pass over them all (greedy, with
+        timestamp tokens, as in :meth:`words` but without the temperature fallback), or chunk by chunk when
+        ``batch_size`` is 1."""
+        out: list[list[Word]] = [[] for _ in chunks]
+        keep = [k for k, (_, c) in enumerate(chunks) if len(c) >= SAMPLE_RATE // 10]
+        if self.config.batch_size <= 1:
+            for k in keep:
+                out[k] = self.words(chunks[k][1], chunks[k][0])
+            return out
+        if not keep:
+            return out
+        from faster_whisper import BatchedInferencePipeline
+        if self._batched is None:
+            self._batched = BatchedInferencePipeline(self.model)
+        self._batched.last_speech_timestamp = 0.0  # state of the previous call; times restart at 0 in this one
+        starts = np.cumsum([0] + [len(chunks[k][1]) for k in keep]) / SAMPLE_RATE  # (len(keep) + 1,) s
+        audio = np.concatenate([np.asarray(chunks[k][1], np.float32) for k in keep])
+        clips = [{"start": float(a), "end": float(b)} for a, b in zip(starts[:-1], starts[1:])]
+        segments, _ = self._batched.transcribe(
+            audio, language=self.language, beam_size=self.config.beam_size, clip_timestamps=clips,
+            batch_size=self.config.batch_size, word_timestamps=True, without_timestamps=False, vad_filter=False,
+            log_progress=False)
         for seg in segments:
             for w in seg.words or []:
-                if w.word.strip():
-                    out.append(Word(round(offset + w.start, 3), round(offset + w.end, 3), w.word, float(w.probability)))
+                if not w.word.strip():
+                    continue
+                i = int(np.clip(np.searchsorted(starts, (w.start + w.end) / 2, side="right") - 1, 0, len(keep) - 1))
+                shift = chunks[keep[i]][0] - starts[i]
+                out[keep[i]].append(Word(round(shift + w.start, 3), round(shift + w.end, 3), w.word,
+                                         float(w.probability)))
         return out
 
-    def transcribe_regions(self, wav: np.ndarray, t0: float, regions: list[Region]) -> list[Word]:
-        """Words of ``regions`` from ``wav`` (the recording from ``t0`` s on, covering all the regions); audio
-        between regions is silenced so Whisper does not transcribe what the VAD called non-speech."""
-        lo, hi = regions[0].start, regions[-1].end
-        a = max(0, int(round((lo - t0) * SAMPLE_RATE)))
-        chunk = np.zeros(max(0, int(round((hi - t0) * SAMPLE_RATE)) - a), np.float32)
-        for r in regions:
-            i, j = int(round((r.start - t0) * SAMPLE_RATE)), int(round((r.end - t0) * SAMPLE_RATE))
-            seg = wav[max(i, 0):j]
-            chunk[max(i, 0) - a:max(i, 0) - a + len(seg)] = seg
-        if len(chunk) < SAMPLE_RATE // 10:
-            return []
-        words = self.words(chunk, t0 + a / SAMPLE_RATE)
-        if len(regions) == 1:
-            return words
-        # Whisper sometimes stops early in a window (later regions get no words) or loops on a phrase: such a
-        # region is transcribed again on its own
-        per: list[list[Word]] = [[] for _ in regions]
-        for w in words:
-            mid = (w.start + w.end) / 2
-            k = min(range(len(regions)), key=lambda i: max(regions[i].start - mid, mid - regions[i].end, 0.0))
-            per[k].append(w)
+    def _too_many(self, region: Region, n: int) -> bool:
+        return n > self.config.max_words_per_second * (region.end - region.start) + 2
+
+    def transcribe(self, items: list[tuple[float, np.ndarray, list[Region]]]) -> list[Word]:
+        """Words of several windows, each ``(t0, wav, regions)``: ``wav`` the recording from ``t0`` s on, covering
+        its ``regions``. A region of a window that got no words or looped is transcribed again alone; a region
+        that still loops keeps its first ``max_words_per_second`` x duration + 2 words. Words in time order."""
+        per_window = self.batch_words([silenced(wav, t0, regs) for t0, wav, regs in items])
         out: list[Word] = []
-        for r, ws in zip(regions, per):
-            if not ws or len(ws) > self.config.max_words_per_second * (r.end - r.start) + 2:
-                ws = self.transcribe_regions(wav, t0, [r])
-            out += ws
-        return out
+        again: list[tuple[float, np.ndarray, Region]] = []
+        for (t0, wav, regs), words in zip(items, per_window):
+            per: list[list[Word]] = [[] for _ in regs]
+            for w in words:
+                per[_nearest(regs, (w.start + w.end) / 2)].append(w)
+            for r, ws in zip(regs, per):
+                alone = len(regs) == 1 and self.config.batch_size <= 1  # already transcribed as it would be again
+                if not alone and (self._too_many(r, len(ws)) or (not ws and len(regs) > 1)):
+                    again.append((t0, wav, r))
+                else:
+                    out += self._cap(r, ws)
+        for t0, wav, r in again:  # one at a time, with the temperature fallback that breaks repetition loops
+            start, chunk = silenced(wav, t0, [r])
+            out += self._cap(r, self.words(chunk, start) if len(chunk) >= SAMPLE_RATE // 10 else [])
+        return sorted(out, key=lambda w: w.start)
+
+    def _cap(self, region: Region, words: list[Word]) -> list[Word]:
+        if not self._too_many(region, len(words)):
+            return words
+        n = int(self.config.max_words_per_second * (region.end - region.start) + 2)
+        log.debug("region %.2f-%.2f s: %d words, a repetition loop; kept the first %d", region.start, region.end,
+                  len(words), n)
+        return words[:n]
+
+    def transcribe_regions(self, wav: np.ndarray, t0: float, regions: list[Region]) -> list[Word]:
+        """Words of ``regions`` from ``wav`` (the recording from ``t0`` s on, covering all the regions)."""
+        return self.transcribe([(t0, wav, regions)])

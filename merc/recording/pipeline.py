@@ -7,12 +7,12 @@
 
 Steps (each its own module, swappable through the config): the audio is decoded in blocks
 (:func:`merc.media.stream.stream_audio`), scored by the VAD and turned into speech regions as it comes
-(:mod:`~merc.recording.vad`); every full window of regions is transcribed with word times
-(:mod:`~merc.recording.asr`) and each region embedded (:mod:`~merc.recording.diarize`) while the audio is
-still in memory; then its audio is dropped. Memory is bounded by a block plus a window (≈ 1 min of audio)
-plus what is kept per region (its words and a 256-d embedding, partial windows for long regions), whatever
-the recording's length. At the end the embeddings are clustered and the utterances built
-(:mod:`~merc.recording.segment`).
+(:mod:`~merc.recording.vad`); every ``batch_size`` full windows of regions are transcribed together with word
+times (:mod:`~merc.recording.asr`) and each region embedded (:mod:`~merc.recording.diarize`) while the audio
+is still in memory; then its audio is dropped. Memory is bounded by a block plus a batch of windows (≈ 5 min
+of audio at the default 8 x 30 s, 20 MB) plus what is kept per region (its words and a 256-d embedding,
+partial windows for long regions), whatever the recording's length. At the end the embeddings are clustered
+and the utterances built (:mod:`~merc.recording.segment`).
 
 ``hook(step, completed, total)`` is called as the work goes on (``"transcribe"`` in seconds of audio,
 then ``"diarize"``), after pyannote.audio's pipeline hooks.
@@ -149,17 +149,21 @@ class RecordingPipeline:
         voices: list[RegionVoice] = []
         duration = 0.0
 
-        def process(group: list[Region]) -> None:
+        ready: list[list[Region]] = []  # closed windows waiting for a full Whisper batch
+
+        def process(batch: list[list[Region]]) -> None:
+            if not batch:
+                return
             t = time.perf_counter()
             self._load()
             seconds["load"] += time.perf_counter() - t
             t = time.perf_counter()
-            t0, wav = audio.cut(group[0].start, group[-1].end)
-            words.extend(self._asr.transcribe_regions(wav, t0, group))
+            words.extend(self._asr.transcribe([(*audio.cut(g[0].start, g[-1].end), g) for g in batch]))
             t1 = time.perf_counter()
-            for r in group:
-                _, x = audio.cut(r.start, r.end)
-                voices.append(self._embed(r, x))
+            for g in batch:
+                for r in g:
+                    _, x = audio.cut(r.start, r.end)
+                    voices.append(self._embed(r, x))
             seconds["asr"] += t1 - t
             seconds["embed"] += time.perf_counter() - t1
 
@@ -177,16 +181,18 @@ class RecordingPipeline:
                 groups, pending = groups[:-1], groups[-1]
             else:
                 pending = []
-            for g in groups:
-                process(g)
-            audio.drop_before((pending[0].start if pending else frontier) - 1.0)
+            ready += groups
+            if len(ready) >= max(1, cfg.asr.batch_size):
+                process(ready)
+                ready = []
+            keep_from = ready[0][0].start if ready else pending[0].start if pending else frontier
+            audio.drop_before(keep_from - 1.0)
             hook("transcribe", min(duration, info.duration or duration), max(info.duration or 0.0, duration))
             t = time.perf_counter()
         last = tracker.finish(duration)
         regions += last
         pending += last
-        for g in windows(pending, cfg.asr.window):
-            process(g)
+        process(ready + windows(pending, cfg.asr.window))
         audio.drop_before(float("inf"))
         hook("transcribe", duration, duration)
         if not regions or not words:
