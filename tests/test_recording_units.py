@@ -219,3 +219,32 @@ def test_transcribe_retries_empty_and_looping_regions_alone_then_caps():
     assert [w.text for w in words[:2]] == [" hello", " there"]
     assert len(words) == 2 + int(6.0 * 1.0 + 2)  # C capped at 6 words per second + 2
     assert [w.start for w in words] == sorted(w.start for w in words)
+
+
+def test_cluster_min_counts_speakers_on_long_regions_only():
+    rng = np.random.default_rng(3)
+    centres = rng.standard_normal((3, 64))
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    voices, truth = _voices(rng, centres[:2], [5, 5], noise=0.02)  # 2 s regions of two speakers
+    short = []  # three 0.9 s regions whose embeddings look like a third voice
+    for t in (1.0 + 6 * i for i in range(3)):
+        e = centres[2] + 0.02 * rng.standard_normal(64)
+        short.append(RegionVoice(Region(t + 1.05, t + 1.95), (e / np.linalg.norm(e)).astype(np.float32)))
+    allv = sorted(voices + short, key=lambda v: v.region.start)
+    assert diarize(allv, DiarizeConfig()).num_speakers == 3
+    for refine in (0, 5):
+        d = diarize(allv, DiarizeConfig(cluster_min=1.5, refine=refine))
+        assert d.num_speakers == 2 and len(set(d.labels)) == 2
+        long_labels = {(truth[voices.index(v)], lab) for v, lab in zip(allv, d.labels) if v in voices}
+        assert len(long_labels) == 2  # the two long-region speakers are kept apart
+        for v, lab in zip(allv, d.labels):
+            if v in short:
+                assert lab == int((d.centroids @ v.embedding).argmax())  # the nearest centroid
+    # with min_embed above their length the short regions take the speaker of the nearest long region in time
+    d = diarize(allv, DiarizeConfig(min_embed=1.0))
+    assert d.num_speakers == 2
+    for lab, v in zip(d.labels, allv):
+        if v in short:
+            j = min((i for i, u in enumerate(allv) if u not in short),
+                    key=lambda i: abs(allv[i].region.start - v.region.start))
+            assert lab == d.labels[j]

@@ -2,7 +2,9 @@
 
 Embeddings are merc's speaker encoder (:mod:`merc.encoders.speaker`, resemblyzer's GE2E d-vectors, 256-d).
 1. Every region of at least ``min_embed`` seconds gets one embedding (resemblyzer averages its 1.6 s partial
-   windows); shorter regions are too noisy to cluster and take the speaker of the nearest centroid.
+   windows); shorter regions are too noisy and take the speaker of the nearest region in time. Optionally
+   only regions of ``cluster_min`` seconds are clustered and shorter embedded ones join the nearest centroid,
+   and ``refine`` k-means rounds re-assign every embedded region to its nearest centroid.
 2. Agglomerative clustering (average linkage, cosine distance; scikit-learn) of those embeddings. With
    ``num_speakers`` the tree is cut into that many clusters; otherwise the count k in ``[min_speakers,
    max_speakers]`` is the one with the highest mean silhouette (one speaker when every k scores below
@@ -35,7 +37,10 @@ class DiarizeConfig:
     method: str = "silhouette"  # how the count is estimated: "silhouette", "threshold" (cut the tree), "spectral"
     threshold: float = 0.35  # average-linkage cosine distance at which clusters stop merging
     min_silhouette: float = 0.1  # "silhouette": below this mean silhouette for every k >= 2, one speaker
-    min_embed: float = 0.8  # seconds: shorter regions are assigned, not clustered
+    min_embed: float = 0.8  # seconds: shorter regions get no embedding and the speaker of the nearest in time
+    cluster_min: float = 0.0  # seconds: only regions this long are clustered; shorter embedded ones join the
+    #                           nearest centroid (when at least 3 regions are this long)
+    refine: int = 0  # rounds of re-assigning every embedded region to its nearest centroid after clustering
     change_min: float = 2.5  # seconds: longer regions are checked for a change of speaker inside
     partial_rate: float = 2.0  # partial windows per second inside such regions
     min_turn: float = 1.0  # seconds of a speaker on each side of an accepted change
@@ -236,9 +241,13 @@ def diarize(voices: list[RegionVoice], config: DiarizeConfig | None = None) -> D
     """Cluster the regions' embeddings and find changes of speaker inside long regions."""
     cfg = config or DiarizeConfig()
     cfg.validate()
-    have = [i for i, v in enumerate(voices) if v.embedding is not None]
-    if not have:  # nothing long enough to tell voices apart: one speaker
+    embedded = [i for i, v in enumerate(voices)
+                if v.embedding is not None and v.region.end - v.region.start >= cfg.min_embed]
+    if not embedded:  # nothing long enough to tell voices apart: one speaker
         return Diarization([0] * len(voices), [[] for _ in voices], 1 if voices else 0, np.zeros((1, 256)))
+    have = [i for i in embedded if voices[i].region.end - voices[i].region.start >= cfg.cluster_min]
+    if len(have) < 3:
+        have = embedded
     x = np.stack([voices[i].embedding for i in have])  # (m, 256)
     ids = cluster(x, cfg)
     k = int(ids.max()) + 1
@@ -246,8 +255,21 @@ def diarize(voices: list[RegionVoice], config: DiarizeConfig | None = None) -> D
     labels = [0] * len(voices)
     for i, c in zip(have, ids):
         labels[i] = int(c)
+    xe = np.stack([voices[i].embedding for i in embedded])  # (e, 256)
+    near = (xe @ centroids.T).argmax(1)  # (e,)
+    for _ in range(cfg.refine if k > 1 else 0):  # k-means steps over all embedded regions
+        new = _unit(np.stack([xe[near == c].mean(0) if (near == c).any() else centroids[c] for c in range(k)]))
+        centroids, prev = new, near
+        near = (xe @ centroids.T).argmax(1)
+        if (near == prev).all():
+            break
+    clustered = set(have)
+    for i, c in zip(embedded, near):
+        if cfg.refine or i not in clustered:
+            labels[i] = int(c)
+    have, clustered = embedded, set(embedded)
     for i, v in enumerate(voices):
-        if v.embedding is None:  # short region: the speaker of the nearest region in time that has one
+        if i not in clustered:  # short region: the speaker of the nearest region in time that has an embedding
             j = min(have, key=lambda h: abs(voices[h].region.start - v.region.start))
             labels[i] = labels[j]
     changes: list[list[tuple[float, int]]] = [[] for _ in voices]
