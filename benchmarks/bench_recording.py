@@ -44,6 +44,10 @@ OUT = results_dir("recording")
 WORK = Path(os.environ.get("MERC_BENCH_WORK", "/tmp/merc-bench-recording"))  # recordings and caches
 THRESHOLDS = [0.15, 0.175, 0.2, 0.225, 0.25, 0.275, 0.3, 0.35]
 SILHOUETTES = [0.0, 0.05, 0.1, 0.15, 0.2]
+EMBED_FLOOR = 0.3  # --tune: regions from this long are embedded, so min_embed can be chosen at or above it
+MIN_EMBEDS = [0.5, 0.8]
+CLUSTER_MINS = [0.0, 1.0, 1.5]
+REFINES = [0, 5]
 
 
 # recordings
@@ -146,9 +150,9 @@ def rediarize(result, **kw) -> list[dict]:
 
 # runs
 
-def run_split(corpus: Path, split: str, limit: int | None, seed: int) -> list[tuple]:
+def run_split(corpus: Path, split: str, limit: int | None, seed: int, config=None) -> list[tuple]:
     from merc.recording.pipeline import RecordingPipeline
-    pipe = RecordingPipeline()
+    pipe = RecordingPipeline(config)
     out = []
     dias = dialogues(corpus, split)[:limit]
     for k, utts in enumerate(dias):
@@ -162,38 +166,104 @@ def run_split(corpus: Path, split: str, limit: int | None, seed: int) -> list[tu
     return out
 
 
+def dev_runs(args) -> tuple[list[tuple], list[dict]]:
+    """The dev recordings through the pipeline twice, Whisper batched (the default) and one window at a time,
+    alternating which goes first per recording (the machine is shared: same-run, interleaved timings). Embeddings
+    are kept for regions from ``EMBED_FLOOR`` s so the grid can re-cluster at any ``min_embed`` above it."""
+    from dataclasses import replace
+
+    from merc.recording.pipeline import RecordingConfig, RecordingPipeline
+    pipes = {}
+    for bs in (8, 1):
+        cfg = RecordingConfig()
+        cfg.asr = replace(cfg.asr, batch_size=bs)
+        cfg.diarize = replace(cfg.diarize, min_embed=EMBED_FLOOR)
+        pipes[bs] = RecordingPipeline(cfg)
+    rows, asr = [], []
+    dias = dialogues(args.corpus, "dev")[:args.limit]
+    for k, utts in enumerate(dias):
+        path, gold = build(args.corpus, utts, k, args.seed)
+        res = {}
+        for bs in ((8, 1) if k % 2 == 0 else (1, 8)):
+            t = time.perf_counter()
+            res[bs] = pipes[bs](path)
+            res[bs].seconds["total"] = time.perf_counter() - t - res[bs].seconds["load"]
+        ref = " ".join(norm_words(g.text) for g in gold)
+        asr.append({"recording": path.name, "seconds_audio": res[8].duration, **{
+            f"b{bs}_{key}": val for bs in (8, 1) for key, val in (
+                ("asr_s", res[bs].seconds["asr"]), ("total_s", res[bs].seconds["total"]),
+                ("embed_s", res[bs].seconds["embed"]),
+                ("wer", wer_counts(ref, norm_words("".join(w.text for w in res[bs].words)))))}})
+        print(f"[{k + 1}/{len(dias)}] {path.name}: {res[8].duration:.1f} s audio, asr batched "
+              f"{res[8].seconds['asr']:.1f} s, one by one {res[1].seconds['asr']:.1f} s", file=sys.stderr, flush=True)
+        rows.append((path, gold, res[8], res[8].seconds["total"], k % 3 == 2))
+    return rows, asr
+
+
+def wer_counts(ref: str, hyp: str) -> dict:
+    import jiwer
+    o = jiwer.process_words(ref, hyp)
+    return {"s": o.substitutions, "d": o.deletions, "i": o.insertions, "n": len(ref.split()), "wer": o.wer}
+
+
 def tune(args) -> None:
     import pickle
     cache = WORK / f"dev_rows_{args.seed}_{args.limit}.pkl"  # the pipeline's output per dev recording
     if cache.exists():
-        rows = pickle.loads(cache.read_bytes())
+        rows, asr = pickle.loads(cache.read_bytes())
     else:
-        rows = run_split(args.corpus, "dev", args.limit, args.seed)
-        cache.write_bytes(pickle.dumps(rows))
+        rows, asr = dev_runs(args)
+        cache.write_bytes(pickle.dumps((rows, asr)))
+    load = round(os.getloadavg()[0], 1)
     table = []
     grid = [{"method": "threshold", "threshold": th} for th in THRESHOLDS] + \
-        [{"method": "silhouette", "min_silhouette": m} for m in SILHOUETTES] + [{"method": "spectral"}]
+        [{"method": "silhouette", "min_silhouette": m} for m in SILHOUETTES] + [{"method": "spectral"}] + \
+        [{"method": "silhouette", "min_embed": me, "cluster_min": cm, "refine": rf}
+         for me in MIN_EMBEDS for cm in CLUSTER_MINS for rf in REFINES]
     for kw in grid:
+        kw = {"min_embed": 0.8, "cluster_min": 0.0, "refine": 0, **kw}
         sc = [score(gold, rediarize(res, **kw)) for _, gold, res, _, _ in rows]
-        table.append({**kw, "count_right": float(np.mean([s["speakers_found"] == s["speakers_gold"]
-                                                                     for s in sc])),
-                      "der": float(np.mean([s["der"] for s in sc]))})
+        table.append({**kw, "count_right": float(np.mean([s["speakers_found"] == s["speakers_gold"] for s in sc])),
+                      "der": float(np.mean([s["der"] for s in sc])), "wer": float(np.mean([s["wer"] for s in sc]))})
         print(table[-1], file=sys.stderr)
-    best = max(table, key=lambda r: (r["count_right"], -r["der"]))
-    prov = provenance()
-    lines = ["# Recording pipeline: clustering threshold chosen on the dev split", "", provenance_markdown(prov), "",
-             f"{len(rows)} dev recordings of {args.corpus}. Best: **{best['method']} "
-             f"{best.get('threshold', best.get('min_silhouette', ''))}** (most recordings with the right speaker "
-             "count, then lowest mean DER; the first of equal rows). The pipeline's output per recording (regions, "
-             "embeddings, words) is "
-             f"cached in {cache.name} and re-clustered per row" + (f" (cache written at commit {args.cache_commit})"
-                                                                 if args.cache_commit else "") + ".", "",
-             "| method | parameter | speaker count right | DER (collar 0) |", "|---|---:|---:|---:|"]
-    lines += [f"| {r['method']} | {r.get('threshold', r.get('min_silhouette', '—'))} | {100 * r['count_right']:.1f}% | "
-              f"{100 * r['der']:.1f}% |" for r in table]
+    best = min(table, key=lambda r: (round(r["der"], 4), -r["count_right"]))
+    prov = {**provenance(), "load_average": load}
+    audio = sum(a["seconds_audio"] for a in asr)
+
+    def pooled(bs: int) -> float:
+        w = [a[f"b{bs}_wer"] for a in asr]
+        return sum(x["s"] + x["d"] + x["i"] for x in w) / sum(x["n"] for x in w)
+
+    def cell(r: dict) -> str:
+        p = r.get("threshold", r.get("min_silhouette", "—"))
+        return (f"| {r['method']} | {p} | {r['min_embed']} | {r.get('cluster_min', 0.0)} | {r.get('refine', 0)} | "
+                f"{100 * r['count_right']:.1f}% | {100 * r['der']:.1f}% | {r['wer']:.3f} |")
+    lines = ["# Recording pipeline: settings chosen on the dev split", "", provenance_markdown(prov), "",
+             f"{len(rows)} dev recordings ({audio / 60:.1f} min of audio) of {args.corpus}; never the test split. "
+             f"Load average at the end: {load} on 2 cores (a shared machine).", "",
+             "## Whisper: batched windows against one window at a time (same run, interleaved per recording)", "",
+             "| Whisper decoding | ASR seconds | × real time (ASR) | pipeline × real time | pooled WER (words) | "
+             "S / D / I |", "|---|---:|---:|---:|---:|---:|"]
+    for bs, name in ((8, "batched, 8 windows per call (default)"), (1, "one window at a time")):
+        secs = sum(a[f"b{bs}_asr_s"] for a in asr)
+        tot = sum(a[f"b{bs}_total_s"] for a in asr)
+        w = [a[f"b{bs}_wer"] for a in asr]
+        lines.append(f"| {name} | {secs:.1f} | {audio / secs:.1f}× | {audio / tot:.1f}× | {pooled(bs):.3f} | "
+                     f"{sum(x['s'] for x in w)} / {sum(x['d'] for x in w)} / {sum(x['i'] for x in w)} |")
+    lines += ["", "## Speaker clustering", "",
+              f"Best: **{best['method']}, min_embed {best['min_embed']}, cluster_min {best.get('cluster_min', 0.0)}, "
+              f"refine {best.get('refine', 0)}** (lowest mean DER, collar 0; then most recordings with the right "
+              "speaker count). The batched run's output per recording (regions, embeddings, words) is "
+              f"cached in {cache.name} and re-clustered per row" + (f" (cache written at commit {args.cache_commit})"
+                                                                 if args.cache_commit else "") + ". WER is over "
+              "the utterances built (words outside speech regions dropped).", "",
+              "| method | parameter | min_embed s | cluster_min s | refine | speaker count right | DER (collar 0) | "
+              "WER |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += [cell(r) for r in table]
     OUT.mkdir(parents=True, exist_ok=True)
     atomic_write_text(OUT / "tune.md", "\n".join(lines) + "\n")
-    write_json(OUT / "tune.json", {"provenance": prov, "table": table, "best": best})
+    write_json(OUT / "tune.json", {"provenance": prov, "table": table, "best": best, "asr": asr})
+    print("\n".join(lines))
 
 
 def long_recording(rows, minutes: float) -> tuple[Path, float]:
