@@ -344,6 +344,33 @@ def media_cost(args) -> None:
     print("\n".join(lines))
 
 
+def long_only(args) -> None:
+    """`merc predict` end to end on one recording of ``--long-only`` minutes (the test recordings concatenated):
+    wall time and peak memory, written to long_<N>min.md / .json."""
+    paths = [(build(args.corpus, utts, k, args.seed)[0],) for k, utts in enumerate(dialogues(args.corpus, "test"))]
+    path, total = long_recording(paths, args.long_only)
+    load0 = os.getloadavg()[0]
+    r = predict_cli(args.run, path, [])
+    out = r.pop("output")
+    prov = {**provenance(), "load_average": round(os.getloadavg()[0], 1), "load_average_start": round(load0, 1)}
+    row = {**r, "seconds_audio": total, "x_real_time": total / r["seconds"], "utterances": len(out["utterances"]),
+           "speakers": len({u["speaker"] for u in out["utterances"]}), "derived": out.get("derived")}
+    name = f"long_{int(args.long_only)}min"
+    lines = [f"# A {total / 60:.1f}-minute recording through `merc predict` (text run, no transcript)", "",
+             provenance_markdown(prov), "",
+             f"The test recordings of `{args.corpus}` concatenated (repeating) to {total / 60:.1f} min, AAC in mp4. "
+             f"Load average {prov['load_average_start']} at the start, {prov['load_average']} at the end, on 2 "
+             "shared cores.", "",
+             f"- command: `{row['command']}`",
+             f"- wall time {row['seconds']:.0f} s = **{row['x_real_time']:.1f}× real time**; peak memory (max RSS of "
+             f"the process) **{row['peak_mb']:.0f} MB**",
+             f"- {row['utterances']} utterances, {row['speakers']} speakers found; pipeline steps (s): "
+             f"{json.dumps((row.get('derived') or {}).get('seconds'))}"]
+    atomic_write_text(OUT / f"{name}.md", "\n".join(lines) + "\n")
+    write_json(OUT / f"{name}.json", {"provenance": prov, "long": row})
+    print("\n".join(lines))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--corpus", type=Path, default=Path("/work/data/mm_signal"))
@@ -355,7 +382,11 @@ def main() -> None:
     ap.add_argument("--media-cost", action="store_true", help="time the audio and face encoders on derived utterances")
     ap.add_argument("--cache-commit", default=None, help="--tune: the commit that wrote the cached dev outputs")
     ap.add_argument("--long-minutes", type=float, default=30.0, help="0 = skip the long recording")
+    ap.add_argument("--long-only", type=float, default=None, metavar="MINUTES",
+                    help="only `merc predict` on one recording this long (wall time, peak memory)")
     args = ap.parse_args()
+    if args.long_only:
+        return long_only(args)
     if args.tune:
         return tune(args)
     if args.media_cost:
