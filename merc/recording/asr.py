@@ -43,6 +43,7 @@ class AsrConfig:
     language: str | None = None  # None: "en" for an English-only model, detected for a multilingual one
     max_words_per_second: float = 6.0  # more in a region is a repetition loop: transcribe that region alone
     batch_size: int = 8  # windows per Whisper call; 1 = one window at a time (with temperature fallback)
+    max_tokens_per_second: float = 8.0  # decoding stops there (a repetition loop would run to 448 tokens)
 
 
 @dataclass(frozen=True)
@@ -118,7 +119,8 @@ class Transcriber:
         segments, _ = self.model.transcribe(
             np.asarray(wav, np.float32), language=self.language, beam_size=self.config.beam_size,
             word_timestamps=True, condition_on_previous_text=False, vad_filter=False,
-            temperature=[0.0, 0.2, 0.4, 0.6])  # a higher temperature when the output repeats (compression ratio)
+            temperature=[0.0, 0.2, 0.4, 0.6],  # a higher temperature when the output repeats (compression ratio)
+            max_new_tokens=self._max_new(len(wav) / SAMPLE_RATE))
         return [Word(round(offset + w.start, 3), round(offset + w.end, 3), w.word, float(w.probability))
                 for seg in segments for w in seg.words or [] if w.word.strip()]
 
@@ -141,10 +143,11 @@ class Transcriber:
         starts = np.cumsum([0] + [len(chunks[k][1]) for k in keep]) / SAMPLE_RATE  # (len(keep) + 1,) s
         audio = np.concatenate([np.asarray(chunks[k][1], np.float32) for k in keep])
         clips = [{"start": float(a), "end": float(b)} for a, b in zip(starts[:-1], starts[1:])]
+        max_new = self._max_new(max(len(chunks[k][1]) for k in keep) / SAMPLE_RATE)
         segments, _ = self._batched.transcribe(
             audio, language=self.language, beam_size=self.config.beam_size, clip_timestamps=clips,
             batch_size=self.config.batch_size, word_timestamps=True, without_timestamps=False, vad_filter=False,
-            log_progress=False)
+            log_progress=False, max_new_tokens=max_new)
         for seg in segments:
             for w in seg.words or []:
                 if not w.word.strip():
@@ -154,6 +157,12 @@ class Transcriber:
                 out[keep[i]].append(Word(round(shift + w.start, 3), round(shift + w.end, 3), w.word,
                                          float(w.probability)))
         return out
+
+    def _max_new(self, seconds: float) -> int:
+        """Tokens Whisper may write for ``seconds`` of audio: about twice the densest speech here (4 words/s ≈ 5
+        tokens/s with timestamps), so a repetition loop stops early instead of running to 448 tokens (and, when
+        batched, holding up the whole batch); a window cut short leaves regions without words, transcribed again."""
+        return int(min(400, 10 + self.config.max_tokens_per_second * seconds))
 
     def _too_many(self, region: Region, n: int) -> bool:
         return n > self.config.max_words_per_second * (region.end - region.start) + 2
