@@ -431,9 +431,11 @@ def report(per: list[dict], long: dict | None, prov: dict, args) -> str:
              provenance_markdown(prov), "",
              f"{n} recordings ({audio / 60:.1f} min of audio) built from the test split of `{args.corpus}` "
              f"(dialogues with 2–5 voices; pauses 0.2–1 s; {len(ov)} with overlapping speech); labels from the run "
-             f"`{Path(args.run).name}`. Pipeline defaults: Silero VAD, Whisper tiny.en (bundled), resemblyzer "
-             "embeddings clustered (average linkage, speaker count by silhouette, chosen with `--tune` on the dev "
-             "split: `tune.md`). Speeds are wall-clock on a machine shared with other jobs (load average at the "
+             f"`{Path(args.run).name}`. Pipeline defaults: Silero VAD, Whisper tiny.en (bundled, one 30-s "
+             "window at a time), resemblyzer embeddings of regions from 0.5 s, those of 1 s or more clustered "
+             "(average linkage, speaker count by silhouette), shorter ones to the nearest centroid, 5 refine "
+             "rounds (chosen with `--tune` on the dev split: `tune.md`). Speeds are wall-clock on a machine "
+             "shared with other jobs (load average at the "
              f"end: {prov.get('load_average', 'not recorded; 11-13 was seen during this run')} on 2 cores).", "",
              "| measure | result | target |", "|---|---:|---:|",
              f"| right number of speakers | {100 * count:.1f}% ({int(round(count * n))}/{n}) | ≥ 90% |",

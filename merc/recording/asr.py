@@ -6,10 +6,11 @@ passes (``--asr-model DIR``; a multilingual model detects the language, tiny.en 
 
 Consecutive speech regions are grouped into windows of at most ``window`` seconds of the recording (WhisperX's
 "cut & merge": Whisper is trained on 30 s windows, and one call per window instead of per region is several
-times faster because Whisper pads every input to 30 s). Up to ``batch_size`` windows go through the network
-together (faster-whisper's ``BatchedInferencePipeline``: one encoder and one decoder call for the batch); on
-the dev recordings that was 1.5x faster than one window at a time with the same word error rate
-(benchmarks/results/recording/tune.md). Word times come from Whisper's cross-attention alignment
+times faster because Whisper pads every input to 30 s). With ``batch_size`` > 1, that many windows go through
+the network together (faster-whisper's ``BatchedInferencePipeline``); on the dev recordings that was slower
+than one window at a time (217 s against 177 s of Whisper, interleaved; benchmarks/results/recording/tune.md):
+batched decoding has no seek loop and no temperature fallback, so more regions come back empty or looping
+and are redone alone. The default is one window at a time. Word times come from Whisper's cross-attention alignment
 (``word_timestamps=True``); a region that holds two speakers' turns is later split between words.
 
 A window's words are handed to its regions; a region that got none (Whisper stopped early in the window) or
@@ -42,7 +43,7 @@ class AsrConfig:
     beam_size: int = 1  # greedy: 5 was no better on espeak-ng speech here and ≈ 2× slower
     language: str | None = None  # None: "en" for an English-only model, detected for a multilingual one
     max_words_per_second: float = 6.0  # more in a region is a repetition loop: transcribe that region alone
-    batch_size: int = 8  # windows per Whisper call; 1 = one window at a time (with temperature fallback)
+    batch_size: int = 1  # windows per Whisper call; 1 = one at a time, with seek loop and temperature fallback
     max_tokens_per_second: float = 8.0  # decoding stops there (a repetition loop would run to 448 tokens)
 
 

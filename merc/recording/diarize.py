@@ -4,7 +4,8 @@ Embeddings are merc's speaker encoder (:mod:`merc.encoders.speaker`, resemblyzer
 1. Every region of at least ``min_embed`` seconds gets one embedding (resemblyzer averages its 1.6 s partial
    windows); shorter regions are too noisy and take the speaker of the nearest region in time. Optionally
    only regions of ``cluster_min`` seconds are clustered and shorter embedded ones join the nearest centroid,
-   and ``refine`` k-means rounds re-assign every embedded region to its nearest centroid.
+   and ``refine`` k-means rounds re-assign every embedded region to its nearest centroid (chosen on the dev
+   split: mean DER 22.3% against 26.7% clustering every region of 0.8 s or more; tune.md).
 2. Agglomerative clustering (average linkage, cosine distance; scikit-learn) of those embeddings. With
    ``num_speakers`` the tree is cut into that many clusters; otherwise the count k in ``[min_speakers,
    max_speakers]`` is the one with the highest mean silhouette (one speaker when every k scores below
@@ -37,10 +38,10 @@ class DiarizeConfig:
     method: str = "silhouette"  # how the count is estimated: "silhouette", "threshold" (cut the tree), "spectral"
     threshold: float = 0.35  # average-linkage cosine distance at which clusters stop merging
     min_silhouette: float = 0.1  # "silhouette": below this mean silhouette for every k >= 2, one speaker
-    min_embed: float = 0.8  # seconds: shorter regions get no embedding and the speaker of the nearest in time
-    cluster_min: float = 0.0  # seconds: only regions this long are clustered; shorter embedded ones join the
+    min_embed: float = 0.5  # seconds: shorter regions get no embedding and the speaker of the nearest in time
+    cluster_min: float = 1.0  # seconds: only regions this long are clustered; shorter embedded ones join the
     #                           nearest centroid (when at least 3 regions are this long)
-    refine: int = 0  # rounds of re-assigning every embedded region to its nearest centroid after clustering
+    refine: int = 5  # rounds of re-assigning every embedded region to its nearest centroid after clustering
     change_min: float = 2.5  # seconds: longer regions are checked for a change of speaker inside
     partial_rate: float = 2.0  # partial windows per second inside such regions
     min_turn: float = 1.0  # seconds of a speaker on each side of an accepted change

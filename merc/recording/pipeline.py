@@ -7,12 +7,12 @@
 
 Steps (each its own module, swappable through the config): the audio is decoded in blocks
 (:func:`merc.media.stream.stream_audio`), scored by the VAD and turned into speech regions as it comes
-(:mod:`~merc.recording.vad`); every ``batch_size`` full windows of regions are transcribed together with word
-times (:mod:`~merc.recording.asr`) and each region embedded (:mod:`~merc.recording.diarize`) while the audio
-is still in memory; then its audio is dropped. Memory is bounded by a block plus a batch of windows (≈ 5 min
-of audio at the default 8 x 30 s, 20 MB) plus what is kept per region (its words and a 256-d embedding,
-partial windows for long regions), whatever the recording's length. At the end the embeddings are clustered
-and the utterances built (:mod:`~merc.recording.segment`).
+(:mod:`~merc.recording.vad`); every full window of regions (every ``batch_size`` windows when batched) is
+transcribed with word times (:mod:`~merc.recording.asr`) and each region embedded
+(:mod:`~merc.recording.diarize`) while the audio is still in memory; then its audio is dropped. Memory is
+bounded by a block plus ``batch_size`` windows (≈ 1 min of audio by default) plus what is kept per region
+(its words and a 256-d embedding, partial windows for long regions), whatever the recording's length. At the
+end the embeddings are clustered and the utterances built (:mod:`~merc.recording.segment`).
 
 ``hook(step, completed, total)`` is called as the work goes on (``"transcribe"`` in seconds of audio,
 then ``"diarize"``), after pyannote.audio's pipeline hooks.
