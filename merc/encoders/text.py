@@ -266,7 +266,10 @@ class SentenceTransformerEncoder(TextEncoder):
 
     With a local folder and a known ``dim`` the network is loaded lazily, on the first ``encode``:
     reading features back from the cache then needs neither torch nor the weights in memory.
+    ``backend`` (:mod:`merc.encoders.text_backend`): ``torch``, or ``onnx`` / ``onnx-int8`` (ONNX Runtime), set by
+    :meth:`use_backend`; it is part of the name (``minilm@onnx``) and the fingerprint.
     """
+    backend: str = "torch"
 
     def __init__(self, model: str | Path, *, name: str | None = None, label: str | None = None,
                  device: str | None = None, batch_size: int = 64, normalize: bool = True, dim: int | None = None):
@@ -288,10 +291,29 @@ class SentenceTransformerEncoder(TextEncoder):
             self.context = ContextSpec.from_dict(recorded.get("context"))  # absent in older folders: none
         self._tokenizer = None
         self._target = None  # (spec, separator id) once a target-pooling context is first encoded
+        self._runner = None  # the ONNX Runtime session of a non-torch backend, on first encode
         label = label or (path.name if self.local else str(model).replace("/", "__"))
         folder = path if self.local else self._hub_folder(str(model))
         digest = _hash_files(folder) if folder is not None else self._state_digest()
         self.fingerprint = f"{label}-{digest}" + ("" if normalize else "-unnormalized")
+        self.weights_fingerprint = self.fingerprint  # without the backend: names the exported ONNX files
+
+    def use_backend(self, backend: str) -> "SentenceTransformerEncoder":
+        """Run on ``backend`` from now on (before anything is encoded); its name and fingerprint say so, so its
+        features get their own feature-store folder. Returns self."""
+        from merc.encoders.text_backend import SEP, check_backend, require_onnxruntime
+        check_backend(backend)
+        if backend == self.backend:
+            return self
+        if self.backend != "torch":
+            raise ConfigError(f"text encoder {self.name!r} already runs on {self.backend}")
+        if self.context is not None and self.context.pool == "target":
+            raise ConfigError(f"text encoder {self.name!r} pools over the target's tokens (context pool=target); "
+                              f"the {backend} backend runs plain sentence-transformers pooling only: use torch")
+        require_onnxruntime()
+        self.backend, self.name = backend, f"{self.name}{SEP}{backend}"
+        self.fingerprint = f"{self.fingerprint}-{backend}"
+        return self
 
     def _load(self):
         ST = _require_sentence_transformers()
@@ -350,6 +372,12 @@ class SentenceTransformerEncoder(TextEncoder):
         import torch
         if self.context is not None and self.context.pool == "target":
             return self._encode_target(texts)
+        if self.backend != "torch":
+            if self._runner is None:
+                from merc.encoders.text_backend import OnnxRunner
+                self._runner = OnnxRunner(self.model, self.weights_fingerprint, self.backend)
+                self.load_seconds += self._runner.load_seconds
+            return self._runner.encode(texts, normalize=self.normalize)
         with torch.inference_mode():
             return self.model.encode(texts, batch_size=len(texts), show_progress_bar=False,
                                      convert_to_numpy=True, normalize_embeddings=self.normalize)
@@ -423,6 +451,10 @@ register_encoder("mpnet", _mpnet, modality="text", dim=768,
 def check_text_encoder_name(name: str) -> None:
     """ConfigError, without loading anything, for a name meant as a local folder that does not exist (an absolute
     or ./ ../ ~ path, or one inside an existing local folder); folders and hub names pass."""
+    from merc.encoders.text_backend import split_backend
+    name, backend = split_backend(name)
+    if backend != "torch" and any(i.name == name for i in available_encoders("text")):
+        return
     path = Path(name).expanduser()
     if path.is_dir():
         return
@@ -432,7 +464,17 @@ def check_text_encoder_name(name: str) -> None:
 
 
 def open_text_encoder(name: str, *, device: str | None = None, batch_size: int = 64) -> TextEncoder:
-    """A text encoder that is not registered: a local sentence-transformers folder, or a hub name."""
+    """A text encoder that is not registered: a local sentence-transformers folder, or a hub name; either, or a
+    registered name, with a backend suffix (``minilm@onnx``: :mod:`merc.encoders.text_backend`)."""
+    from merc.encoders.text_backend import split_backend
+    base, backend = split_backend(name)
+    if backend != "torch":
+        from merc.encoders.base import get_encoder
+        enc = get_encoder(base, "text", device=device, batch_size=batch_size)
+        if not isinstance(enc, SentenceTransformerEncoder):
+            raise ConfigError(f"text encoder {base!r} is not a sentence-transformers model; "
+                              f"the {backend} backend runs those only")
+        return enc.use_backend(backend)
     if Path(name).expanduser().is_dir():
         return SentenceTransformerEncoder(name, device=device, batch_size=batch_size)
     known = ", ".join(i.name for i in available_encoders("text"))
