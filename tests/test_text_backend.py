@@ -107,3 +107,16 @@ def test_cli_flag_and_bad_values(tiny_st, cache, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert [x for x in err if "error" in x] == err[-1:]  # a data warning may come first
     assert err[-1].startswith("merc extract: error:") and "unknown backend 'int4'" in err[-1]
+
+
+@needs_onnx
+def test_batches_sorted_by_tokens_keep_the_input_order(tiny_st):
+    enc = get_encoder(tiny_st, "text", batch_size=2)
+    texts = ["Unbelievable, absolutely!", "I, I, I, no, no.", "Hm", "Oh."]  # MiniLM tokens 4, 10, 1, 2
+    tokens = enc.lengths(texts)
+    assert tokens[1] > tokens[0] and len(texts[1]) < len(texts[0])  # characters and tokens disagree here
+    X = enc.encode(texts, progress=False)  # (4, 32): batches [1, 0], [3, 2] by tokens
+    one = np.stack([enc.encode([t], progress=False)[0] for t in texts])
+    np.testing.assert_allclose(X, one, atol=1e-5)
+    enc.sort_by = "chars"
+    assert enc.lengths(texts) == [len(t) for t in texts]
