@@ -7,7 +7,8 @@ Speed: the utterances of each split are taken in the feature store's own chunks 
 by length into batches of 64: what ``merc train`` does on a cold cache), and every chunk is encoded by every
 variant in turn, the order rotating from chunk to chunk, so all variants see the same machine load. Variants:
 
-- ``torch``: today's path (sentence-transformers in PyTorch, fp32);
+- ``torch``: the PyTorch path (sentence-transformers, fp32), batches sorted by token counts;
+- ``torch-chars``: the same, batches sorted by character counts (the order before #30);
 - ``torch-int8``: the same model after ``torch.ao.quantization.quantize_dynamic`` of its Linear layers (int8
   weights per output channel); measured here only, not offered by merc;
 - ``onnx``, ``onnx-int8``: ``--text-backend onnx`` / ``onnx-int8`` (merc.encoders.text_backend).
@@ -41,6 +42,7 @@ from merc.io import provenance, provenance_markdown  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "meld"  # shared/ beside the checkout, as in the other MELD benchmarks
 VARIANTS = ("torch", "torch-int8", "onnx", "onnx-int8")
+TRAINED = ("torch", "onnx", "onnx-int8")  # the variants merc offers, each with its own feature-store name
 TRAIN = ["--dataset", "meld", "--model", "mamba", "--modalities", "text", "--d-model", "128", "--dropout", "0.5",
          "--epochs", "25", "--lr", "0.0003", "--patience", "5", "--quiet", "--threads", "1"]
 
@@ -60,7 +62,9 @@ def build(encoder: str, variant: str):
                                           dtype=torch.qint8)
         enc.name, enc.fingerprint = f"{enc.name}@torch-int8", f"{enc.fingerprint}-torch-int8"
     else:
-        enc = get_encoder(encoder if variant == "torch" else f"{encoder}@{variant}", "text")
+        enc = get_encoder(encoder if variant in ("torch", "torch-chars") else f"{encoder}@{variant}", "text")
+        if variant == "torch-chars":
+            enc.sort_by = "chars"
     enc.encode(["warm up", "a second sentence to warm up with"], progress=False)
     return enc, time.perf_counter() - t0
 
@@ -114,7 +118,12 @@ def seed_store(corpus, encoded: dict, enc) -> None:
 
 
 def train_one(name: str, seed: int, runs: Path, data_dir: str) -> dict:
+    """One ``merc train`` (kept when its metrics.json is there already: a rerun resumes)."""
     out = runs / f"{name.replace('@', '_')}_s{seed}"
+    if (out / "metrics.json").is_file():
+        m = json.loads((out / "metrics.json").read_text())
+        return {"encoder": name, "seed": seed, "dev_weighted_f1": m["dev"]["weighted_f1"],
+                "test_weighted_f1": m["test"]["weighted_f1"], "wall_seconds": None}
     cmd = ["nice", "-n", "5", str(Path(sys.executable).parent / "merc"), "train", *TRAIN, "--data-dir", data_dir,
            "--text-encoder", name, "--seed", str(seed), "--out", str(out), "--overwrite"]
     t0 = time.time()
@@ -130,6 +139,7 @@ def mean_std(xs: list[float]) -> str:
 
 def report(res: dict, out: Path) -> None:
     enc, variants = res["encoder"], res["variants"]
+    ref = variants[0]
     n = sum(s["n"] for s in res["splits"].values())
     sec = {v: sum(s["seconds"][v] for s in res["splits"].values()) for v in variants}
     loads = [x for s in res["splits"].values() for x in s["load"]]
@@ -143,11 +153,11 @@ def report(res: dict, out: Path) -> None:
              f"sampled at each chunk: mean {np.mean(loads):.1f}, min {min(loads):.1f}, max {max(loads):.1f} "
              "(2 cores shared with other jobs: absolute figures are far below a quiet machine, the ratios are the "
              "point).", "",
-             "| variant | encode s | utt/s | speed-up | cosine to torch: min / 1st pct / mean | max abs diff | "
+             f"| variant | encode s | utt/s | speed-up | cosine to {ref}: min / 1st pct / mean | max abs diff | "
              "prepare s |", "|---|---:|---:|---:|---|---:|---:|"]
     for v in variants:
         c = res["cosine"][v]
-        lines.append(f"| {v} | {sec[v]:.1f} | {n / sec[v]:.1f} | {sec['torch'] / sec[v]:.2f}× | "
+        lines.append(f"| {v} | {sec[v]:.1f} | {n / sec[v]:.1f} | {sec[ref] / sec[v]:.2f}× | "
                      f"{c['min']:.4f} / {c['p1']:.4f} / {c['mean']:.4f} | {c['max_abs_diff']:.2g} | "
                      f"{res['prepare_seconds'][v]:.1f} |")
     lines += ["", "*prepare s*: loading, the ONNX export and quantisation on first use (cached afterwards in "
@@ -156,24 +166,28 @@ def report(res: dict, out: Path) -> None:
         by = {}
         for r in res["train"]:
             by.setdefault(r["encoder"], []).append(r)
-        base = [r["test_weighted_f1"] for r in by[enc]]
+        base = [r["test_weighted_f1"] for r in by.get(enc, [])]  # none yet while the first trainings run
         lines += ["## Accuracy: MELD weighted F1 of a dialogue model trained on each variant's features", "",
                   f"`merc train {' '.join(TRAIN)} --data-dir ../shared/data/meld --text-encoder NAME --seed K` "
                   "(the frozen MiniLM + Mamba config of benchmarks/results/house/store_reproduction.md), seeds "
-                  f"{', '.join(str(r['seed']) for r in by[enc])}; the epoch chosen on dev, test scored once. "
+                  f"{', '.join(sorted({str(r['seed']) for r in res['train']}))}; the epoch chosen on dev, test scored "
+                  "once. "
                   "Criterion (#30): mean test weighted F1 within ±0.3 of today's.", "",
                   "| text encoder | dev weighted F1 (%) | test weighted F1 (%) | test Δ to torch "
                   "| per seed (dev / test) | within ±0.3 |", "|---|---:|---:|---:|---|---|"]
         for name, rows in by.items():
             dev, test = [r["dev_weighted_f1"] for r in rows], [r["test_weighted_f1"] for r in rows]
-            d = 100 * (np.mean(test) - np.mean(base))
+            d = 100 * (np.mean(test) - np.mean(base)) if base else float("nan")
             seeds = "; ".join(f"{r['seed']}: {100 * r['dev_weighted_f1']:.2f} / {100 * r['test_weighted_f1']:.2f}"
                               for r in rows)
             lines.append(f"| {name} | {mean_std(dev)} | {mean_std(test)} | {d:+.2f} | {seeds} | "
-                         f"{'—' if name == enc else ('yes' if abs(d) <= 0.3 else 'no')} |")
+                         f"{'—' if name == enc or not base else ('yes' if abs(d) <= 0.3 else 'no')} |")
         lines.append("")
-    lines += ["## Machine", "", f"- {res['machine']}", "", "## Provenance", "", provenance_markdown(res["provenance"]),
-              ""]
+    lines += ["## Machine", "", f"- {res['machine']}", "", "## Provenance", "",
+              provenance_markdown(res["provenance"]), ""]
+    if res.get("train_provenance"):  # trainings finished by a later --train-only run
+        lines += [f"Trainings completed by `{res['train_command']}`:", "",
+                  provenance_markdown(res["train_provenance"]), ""]
     atomic_write_text(out.with_suffix(".md"), "\n".join(lines))
 
 
@@ -187,17 +201,27 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seeds", type=int, default=3, help="seeds of the accuracy check (0: speed and cosine only)")
     ap.add_argument("--jobs", type=int, default=2, help="trainings at once")
     ap.add_argument("--runs", default="/tmp/merc-bench-runs/text_speed")
+    ap.add_argument("--train-only", action="store_true", help="skip encoding: train on the feature store a "
+                    "previous run filled (its .json is read and completed; finished trainings are kept)")
     args = ap.parse_args(argv)
     command = "nice -n 5 .venv/bin/python benchmarks/bench_text_speed.py " + shlex.join(
         argv if argv is not None else sys.argv[1:])
     from merc.data import load_corpus
     splits = args.splits.split(",")
     variants = args.variants.split(",")
-    if variants[0] != "torch":
-        ap.error("--variants must start with torch (the reference)")
+    if variants[0] not in ("torch", "torch-chars"):
+        ap.error("--variants must start with torch or torch-chars (the reference)")
     stem = args.encoder if splits == ["train", "dev", "test"] else f"{args.encoder}_{'_'.join(splits)}"
     out = results_dir("text_speed") / stem
     corpus = load_corpus("meld", args.data_dir)
+    if args.train_only:
+        res = json.loads(out.with_suffix(".json").read_text())
+        res["train_command"], res["train_provenance"] = command, provenance()
+        from merc.encoders import get_encoder
+        names = [get_encoder(args.encoder if v == "torch" else f"{args.encoder}@{v}", "text").name
+                 for v in res["variants"] if v in TRAINED]
+        train_all(res, names, args, out)
+        return
     encs, prepare = {}, {}
     for v in variants:
         encs[v], prepare[v] = build(args.encoder, v)
@@ -205,7 +229,7 @@ def main(argv: list[str] | None = None) -> None:
     encoded = encode_interleaved(corpus, splits, encs, args.chunk)
     res = {"encoder": args.encoder, "variants": variants, "command": command, "machine": machine(), "chunk": args.chunk,
            "prepare_seconds": prepare,
-           "cosine": {v: cosines(np.concatenate([e["rows"]["torch"] for e in encoded.values()]),
+           "cosine": {v: cosines(np.concatenate([e["rows"][variants[0]] for e in encoded.values()]),
                                  np.concatenate([e["rows"][v] for e in encoded.values()])) for v in variants},
            "splits": {s: {k: e[k] for k in ("n", "seconds", "load")} for s, e in encoded.items()},
            "provenance": provenance()}
@@ -214,18 +238,27 @@ def main(argv: list[str] | None = None) -> None:
     report(res, out)
     print(f"wrote {out.with_suffix('.md')} (speed)", flush=True)
     if args.seeds > 0:
-        trained = [v for v in variants if v != "torch-int8"]
+        trained = [v for v in variants if v in TRAINED]
         for v in trained:
             seed_store(corpus, encoded, encs[v])
         names = [encs[v].name for v in trained]
         del encoded, encs
-        runs = Path(args.runs)
-        with ThreadPoolExecutor(args.jobs) as pool:
-            futs = [pool.submit(train_one, n, k, runs, args.data_dir) for k in range(args.seeds) for n in names]
-            res["train"] = sorted((f.result() for f in futs), key=lambda r: (names.index(r["encoder"]), r["seed"]))
-        write_json(out.with_suffix(".json"), res)
-        report(res, out)
-        print(f"wrote {out.with_suffix('.md')} (with the accuracy check)")
+        train_all(res, names, args, out)
+
+
+def train_all(res: dict, names: list[str], args, out: Path) -> None:
+    """Seeds 0..K-1 of every name, ``--jobs`` at once; the results files rewritten as each training ends."""
+    from concurrent.futures import as_completed
+    runs = Path(args.runs)
+    done = []
+    with ThreadPoolExecutor(args.jobs) as pool:
+        futs = [pool.submit(train_one, n, k, runs, args.data_dir) for k in range(args.seeds) for n in names]
+        for f in as_completed(futs):
+            done.append(f.result())
+            res["train"] = sorted(done, key=lambda r: (names.index(r["encoder"]), r["seed"]))
+            write_json(out.with_suffix(".json"), res)
+            report(res, out)
+    print(f"wrote {out.with_suffix('.md')} (with the accuracy check)")
 
 
 if __name__ == "__main__":
