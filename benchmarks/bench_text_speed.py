@@ -69,7 +69,7 @@ def build(encoder: str, variant: str):
     return enc, time.perf_counter() - t0
 
 
-def encode_interleaved(corpus, splits: list[str], encs: dict, chunk: int) -> dict:
+def encode_interleaved(corpus, splits: list[str], encs: dict, chunk: int, limit: int | None = None) -> dict:
     """Every variant on every chunk, rotating the order: per split, rows and seconds of each variant."""
     from tqdm.auto import tqdm
     out = {}
@@ -77,7 +77,7 @@ def encode_interleaved(corpus, splits: list[str], encs: dict, chunk: int) -> dic
     ref = encs[names[0]]
     for split in splits:
         convs = corpus[split]
-        inputs = ref.inputs(convs)  # the strings (None: empty transcript), the same for every variant
+        inputs = ref.inputs(convs)[:limit]  # the strings (None: empty transcript), the same for every variant
         rows = {v: np.zeros((len(inputs), ref.dim), np.float32) for v in names}
         present = {v: np.zeros(len(inputs), bool) for v in names}
         seconds = dict.fromkeys(names, 0.0)
@@ -92,7 +92,7 @@ def encode_interleaved(corpus, splits: list[str], encs: dict, chunk: int) -> dic
                 seconds[v] += time.perf_counter() - t0
                 rows[v][idx], present[v][idx] = res.X, res.present
         out[split] = {"n": len(inputs), "rows": rows, "present": present, "seconds": seconds, "load": loads,
-                      "ids": [u.utterance_id for c in convs for u in c]}
+                      "ids": [u.utterance_id for c in convs for u in c][:limit]}
     return out
 
 
@@ -144,6 +144,7 @@ def report(res: dict, out: Path) -> None:
     sec = {v: sum(s["seconds"][v] for s in res["splits"].values()) for v in variants}
     loads = [x for s in res["splits"].values() for x in s["load"]]
     sizes = ", ".join(f"{k} {s['n']}" for k, s in res["splits"].items())
+    sizes += f": the first {res['limit']} of each split" if res.get("limit") else ""
     lines = [f"# MELD text encoding speed and accuracy: {enc}, {', '.join(res['splits'])}", "",
              f"Command (from the repo root): `{res['command']}`", "",
              f"{n} utterances ({sizes}), the feature store's "
@@ -198,6 +199,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--splits", default="train,dev,test")
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--chunk", type=int, default=512)
+    ap.add_argument("--limit", type=int, default=None, help="only the first N utterances of each split (speed "
+                    "and cosine only: needs --seeds 0)")
     ap.add_argument("--seeds", type=int, default=3, help="seeds of the accuracy check (0: speed and cosine only)")
     ap.add_argument("--jobs", type=int, default=2, help="trainings at once")
     ap.add_argument("--runs", default="/tmp/merc-bench-runs/text_speed")
@@ -208,10 +211,13 @@ def main(argv: list[str] | None = None) -> None:
         argv if argv is not None else sys.argv[1:])
     from merc.data import load_corpus
     splits = args.splits.split(",")
+    if args.limit is not None and args.seeds:
+        ap.error("--limit encodes part of each split: the trainings need all of it (use --seeds 0)")
     variants = args.variants.split(",")
     if variants[0] not in ("torch", "torch-chars"):
         ap.error("--variants must start with torch or torch-chars (the reference)")
     stem = args.encoder if splits == ["train", "dev", "test"] else f"{args.encoder}_{'_'.join(splits)}"
+    stem += f"_first{args.limit}" if args.limit is not None else ""
     out = results_dir("text_speed") / stem
     corpus = load_corpus("meld", args.data_dir)
     if args.train_only:
@@ -226,8 +232,9 @@ def main(argv: list[str] | None = None) -> None:
     for v in variants:
         encs[v], prepare[v] = build(args.encoder, v)
         encs[v].bench_variant = v
-    encoded = encode_interleaved(corpus, splits, encs, args.chunk)
+    encoded = encode_interleaved(corpus, splits, encs, args.chunk, args.limit)
     res = {"encoder": args.encoder, "variants": variants, "command": command, "machine": machine(), "chunk": args.chunk,
+           "limit": args.limit,
            "prepare_seconds": prepare,
            "cosine": {v: cosines(np.concatenate([e["rows"][variants[0]] for e in encoded.values()]),
                                  np.concatenate([e["rows"][v] for e in encoded.values()])) for v in variants},
