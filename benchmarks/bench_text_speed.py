@@ -117,6 +117,25 @@ def seed_store(corpus, encoded: dict, enc) -> None:
         assert f.meta["extracted"] == 0, f.meta  # every row came from the timed run
 
 
+def probe_all(corpus, encoder: str, variants: list[str]) -> dict:
+    """encode_meld.py's probe (logistic regression, C from 0.1/1/10 on dev weighted F1, test once) per variant."""
+    from encode_meld import probe
+
+    from merc.encoders import FeatureStore, get_encoder
+    out = {}
+    for v in variants:
+        enc = get_encoder(encoder if v == "torch" else f"{encoder}@{v}", "text")
+        feats = {s: FeatureStore().get(corpus, s, enc, progress=False) for s in ("train", "dev", "test")}
+        if not all(f.meta.get("cache_hit") for f in feats.values()):
+            raise RuntimeError(f"{enc.name}: the store did not hold every split: run the encoding first")
+        t0 = time.perf_counter()
+        C, dev, test = probe(feats, list(corpus.labels), corpus)
+        out[enc.name] = {"C": C, "dev_weighted_f1": dev, "test_weighted_f1": test,
+                         "seconds": time.perf_counter() - t0}
+        print(enc.name, out[enc.name], flush=True)
+    return out
+
+
 def train_one(name: str, seed: int, runs: Path, data_dir: str) -> dict:
     """One ``merc train`` (kept when its metrics.json is there already: a rerun resumes)."""
     out = runs / f"{name.replace('@', '_')}_s{seed}"
@@ -184,8 +203,23 @@ def report(res: dict, out: Path) -> None:
             lines.append(f"| {name} | {mean_std(dev)} | {mean_std(test)} | {d:+.2f} | {seeds} | "
                          f"{'—' if name == enc or not base else ('yes' if abs(d) <= 0.3 else 'no')} |")
         lines.append("")
+    if res.get("probe"):
+        base = res["probe"].get(enc)
+        lines += ["## Accuracy: logistic regression on each variant's frozen features", "",
+                  "The probe of benchmarks/encode_meld.py: C chosen from 0.1 / 1 / 10 on dev weighted F1, test scored "
+                  "once, deterministic (lbfgs). Criterion (#30): test weighted F1 within ±0.3 of today's.", "",
+                  "| text encoder | C | dev weighted F1 (%) | test weighted F1 (%) | test Δ to torch | within ±0.3 |",
+                  "|---|---:|---:|---:|---:|---|"]
+        for name, r in res["probe"].items():
+            d = 100 * (r["test_weighted_f1"] - base["test_weighted_f1"]) if base else float("nan")
+            lines.append(f"| {name} | {r['C']} | {100 * r['dev_weighted_f1']:.2f} | "
+                         f"{100 * r['test_weighted_f1']:.2f} | {d:+.2f} | "
+                         f"{'—' if name == enc else ('yes' if abs(d) <= 0.3 else 'no')} |")
+        lines.append("")
     lines += ["## Machine", "", f"- {res['machine']}", "", "## Provenance", "",
               provenance_markdown(res["provenance"]), ""]
+    if res.get("probe_provenance"):
+        lines += [f"Probe by `{res['probe_command']}`:", "", provenance_markdown(res["probe_provenance"]), ""]
     if res.get("train_provenance"):  # trainings finished by a later --train-only run
         lines += [f"Trainings completed by `{res['train_command']}`:", "",
                   provenance_markdown(res["train_provenance"]), ""]
@@ -204,6 +238,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seeds", type=int, default=3, help="seeds of the accuracy check (0: speed and cosine only)")
     ap.add_argument("--jobs", type=int, default=2, help="trainings at once")
     ap.add_argument("--runs", default="/tmp/merc-bench-runs/text_speed")
+    ap.add_argument("--probe", action="store_true", help="skip encoding: a logistic regression (C chosen on dev, "
+                    "test once) on each variant's features in the store a previous run filled, added to its files")
     ap.add_argument("--train-only", action="store_true", help="skip encoding: train on the feature store a "
                     "previous run filled (its .json is read and completed; finished trainings are kept)")
     args = ap.parse_args(argv)
@@ -220,6 +256,13 @@ def main(argv: list[str] | None = None) -> None:
     stem += f"_first{args.limit}" if args.limit is not None else ""
     out = results_dir("text_speed") / stem
     corpus = load_corpus("meld", args.data_dir)
+    if args.probe:
+        res = json.loads(out.with_suffix(".json").read_text())
+        res["probe_command"], res["probe_provenance"] = command, provenance()
+        res["probe"] = probe_all(corpus, args.encoder, [v for v in res["variants"] if v in TRAINED])
+        write_json(out.with_suffix(".json"), res)
+        report(res, out)
+        return
     if args.train_only:
         res = json.loads(out.with_suffix(".json").read_text())
         res["train_command"], res["train_provenance"] = command, provenance()
