@@ -131,9 +131,9 @@ def add_training_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("fusion (merc.training.defaults)")
     g.add_argument("--fusion", choices=FUSION_MODES, default="auto",
                    help="plain: modalities summed, through the context model to the classifier; residual: plus a "
-                        "per-utterance linear classifier per modality, started from the dev-selected linear probe "
-                        "(LP-FT), and at least --min-steps optimizer steps; stacked: that path frozen at the "
-                        "probe, the context model trained on out-of-fold probe logits and reading their "
+                        "per-utterance linear classifier per modality, started from the linear probe (C on dev, "
+                        "--probe-select; LP-FT), and at least --min-steps optimizer steps; stacked: that path frozen "
+                        "at the probe, the context model trained on out-of-fold probe logits and reading their "
                         "probabilities; auto: residual when a dialogue model's run uses audio or faces (without "
                         "--adapters), plain for text alone and for MaTAV")
     g.add_argument("--min-steps", type=_steps, default="auto",
