@@ -35,6 +35,7 @@ from merc.models.matav import MatavConfig  # noqa: E402
 from merc.training.defaults import RESIDUAL_MIN_STEPS, fusion_defaults  # noqa: E402
 from merc.training.experiment import run_experiment  # noqa: E402
 from merc.training.features import DEFAULT_ENCODERS  # noqa: E402
+from merc.training.probe import selected_c  # noqa: E402
 from merc.training.trainer import TrainConfig  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -130,16 +131,14 @@ def same_start(work: Path, setting: str, row: str, mods: str, model_config, trai
     twin = f"{row}-probe-f1" if row in ROWS else "matav-residual-probe-f1" if row == "matav-residual" else None
     if twin not in ABLATIONS or not cell_path(work, setting, twin, mods).is_file():
         return None
-    if configs(twin, mods.split(","))[0] != model_config or \
-            replace(configs(twin, mods.split(","))[1], probe_select=train_config.probe_select) != train_config:
+    twin_model, twin_train = configs(twin, mods.split(","))
+    if twin_model != model_config or replace(twin_train, probe_select=train_config.probe_select) != train_config:
         return None
     probe_run = work / "runs" / setting / "linear" / mods / "seed_0" / "metrics.json"
     if not probe_run.is_file():
         return None
     history = json.loads(probe_run.read_text())["history"]
-    by_loss = min(history, key=lambda r: (r["dev_loss"], r["C"]))["C"]
-    by_f1 = max(history, key=lambda r: (r["dev_weighted_f1"], -r["C"]))["C"]
-    return twin if by_loss == by_f1 else None
+    return twin if selected_c(history, "loss") == selected_c(history, "weighted_f1") else None
 
 
 def values(r: dict, split: str = "test") -> list[float]:

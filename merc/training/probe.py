@@ -81,7 +81,7 @@ def fit_probe(model: LinearProbe, train: Sequence[Dialogue], dev: Sequence[Dialo
     Xtr, Xdv = design_matrix(model, ftr, ptr), design_matrix(model, fdv, pdv)
     w = class_weight_vector(train, n_classes, config.class_weights, beta=config.cb_beta)
     sample_weight = None if w is None else w.numpy()[ytr]
-    history, best = TrainHistory(), None
+    history, weights = TrainHistory(), []
     for i, C in enumerate(model.config.c_grid):
         clf = LogisticRegression(C=C, max_iter=model.config.max_iter)
         with warnings.catch_warnings():
@@ -101,15 +101,22 @@ def fit_probe(model: LinearProbe, train: Sequence[Dialogue], dev: Sequence[Dialo
         history.epochs.append(row)
         if progress:
             log.info("linear probe C=%g: dev weighted F1 %.4f", C, row["dev_weighted_f1"])
-        score = -row["dev_loss"] if select == "loss" else row["dev_weighted_f1"]
-        if best is None or score > best[0]:
-            history.best_dev_weighted_f1, history.best_epoch, best = row["dev_weighted_f1"], i, (score, W, b)
-    _, W, b = best
+        weights.append((W, b))
+    history.best_epoch = selected_c(history.epochs, select)
+    history.best_dev_weighted_f1 = history.epochs[history.best_epoch]["dev_weighted_f1"]
+    W, b = weights[history.best_epoch]
     with torch.no_grad():
         model.linear.weight.copy_(torch.from_numpy(W).float())
         model.linear.bias.copy_(torch.from_numpy(b).float())
     history.seconds = time.time() - t0
     return history
+
+
+def selected_c(rows: Sequence[dict], select: str = "weighted_f1") -> int:
+    """Index of the dev-selected row of a probe's history (one row per C, in grid order): the highest dev
+    weighted F1, or with ``select="loss"`` the lowest dev log loss; ties go to the first row, the smaller C."""
+    score = (lambda r: -r["dev_loss"]) if select == "loss" else (lambda r: r["dev_weighted_f1"])
+    return max(range(len(rows)), key=lambda i: (score(rows[i]), -i))
 
 
 def _full_weights(clf: LogisticRegression, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
