@@ -58,6 +58,9 @@ ABLATIONS = {
                   DialogueConfig(kind="mamba", utterance_logits=True), TrainConfig(min_steps=RESIDUAL_MIN_STEPS)),
     "mamba-lp25": ("Mamba, residual fusion but 25 epochs (`--fusion residual --min-steps 0`)",
                    DialogueConfig(kind="mamba", utterance_logits=True), TrainConfig(probe_init=True)),
+    "mamba-residual": ("Mamba, `--fusion residual` (also for text alone)",
+                       DialogueConfig(kind="mamba", utterance_logits=True),
+                       TrainConfig(probe_init=True, min_steps=RESIDUAL_MIN_STEPS)),
     "matav-residual": ("MaTAV, `--fusion residual`", MatavConfig(utterance_logits=True),
                        TrainConfig(probe_init=True, min_steps=RESIDUAL_MIN_STEPS)),
     # before probe_select existed, residual fusion started from the probe chosen on dev weighted F1
