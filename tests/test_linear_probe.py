@@ -188,7 +188,12 @@ def test_fusion_defaults_by_run():
     assert fusion_defaults(LinearConfig(), TrainConfig(), ["audio"]) == (LinearConfig(), TrainConfig())
     from merc.models.matav import MatavConfig  # MaTAV keeps its own fusion unless asked (measured: see defaults)
     assert fusion_defaults(MatavConfig(), TrainConfig(), ["text", "audio"]) == (MatavConfig(), TrainConfig())
+    assert fusion_defaults(MatavConfig(), TrainConfig(), ["text"]) == (MatavConfig(), TrainConfig())
     assert fusion_defaults(MatavConfig(), TrainConfig(), ["audio"], mode="residual")[0].utterance_logits
+    for single in (["audio"], ["face"]):  # one modality: nothing to cross-attend, the per-utterance path instead
+        mc, tc = fusion_defaults(MatavConfig(), TrainConfig(), single)
+        assert mc.utterance_logits and tc.probe_init and tc.min_steps == RESIDUAL_MIN_STEPS
+    assert fusion_defaults(MatavConfig(), TrainConfig(), ["audio"], mode="plain") == (MatavConfig(), TrainConfig())
 
 
 @pytest.mark.slow

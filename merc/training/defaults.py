@@ -12,10 +12,12 @@ of 65 steps are already more). ``stacked``: the same path, frozen at that probe,
 on out-of-fold probe logits, whose probabilities it also reads (``merc.training.stacking``). ``auto`` (the
 default): ``residual`` when a dialogue model's (mamba, gru,
 transformer, mlp) run uses audio or faces, ``plain`` for text alone, whose MELD figures were measured and tuned
-with it, with stage-2 adapters (their model wraps the dialogue model: the probe would see other inputs than the
-path it initialises), and for MaTAV, whose cross-attention fusion already beat the probe on every measured cell
-but face; with ``residual`` it gains on audio and face (66.84 → 68.35, 82.52 → 84.46) and loses on text + audio
-(69.52 → 68.05), so neither setting wins everywhere (``benchmarks/results/fusion/``).
+with it, and with stage-2 adapters (their model wraps the dialogue model: the probe would see other inputs than the
+path it initialises). MaTAV gets ``residual`` only for a single non-text modality and ``plain`` whenever it fuses two
+or more: its cross-attention has nothing to attend across with one modality (it is then a per-utterance network
+before the Mamba), and there ``residual`` gained (audio 66.84 → 68.35, face 82.52 → 84.46), while with two or
+three modalities its own fusion beat the probe in every measured cell and ``residual`` lost 0.7–1.8 points
+(``benchmarks/results/fusion/``).
 
 Measured on the generated multimodal corpus (``benchmarks/results/fusion/``): with ``plain``, the Mamba model
 scored below a logistic regression on the same eGeMAPS features; ``residual`` starts from that probe and is
@@ -58,7 +60,7 @@ def fusion_defaults(model_config: ModelConfig, train_config: TrainConfig, modali
     residual schedule's minimum number of optimizer steps. A linear probe is returned unchanged."""
     if not isinstance(model_config, (DialogueConfig, MatavConfig)):
         return model_config, train_config
-    if mode == "auto" and isinstance(model_config, MatavConfig):
+    if mode == "auto" and isinstance(model_config, MatavConfig) and (len(modalities) > 1 or "text" in modalities):
         mode = "plain"  # measured: residual cost MaTAV 1.5 points on text+audio (and gained on audio and face)
     mode = resolve_fusion(mode, modalities, adapters=adapters)
     if mode == "plain":
