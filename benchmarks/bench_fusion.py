@@ -40,6 +40,7 @@ from merc.training.trainer import TrainConfig  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import atomic_write_text, pm, write_json  # noqa: E402  (machine paths made portable)
+from fusion_paired import intervals, paired_markdown  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "results" / "fusion"
 MODALITY_SETS = ["text", "audio", "face", "text,audio", "text,face", "text,audio,face"]
@@ -222,6 +223,9 @@ def main() -> None:
     ap.add_argument("--modality-sets", default=";".join(MODALITY_SETS), help="';'-separated modality sets")
     ap.add_argument("--settings", default="signal,control", help="which corpora to run (signal, control)")
     ap.add_argument("--report-only", action="store_true", help="write the table from finished cells, train nothing")
+    ap.add_argument("--paired", action="store_true",
+                    help="add 95%% bootstrap intervals over test dialogues for today's rows against the probe "
+                         "(and, on control, against text alone), from the saved runs (fusion_paired.py)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per process")
     for m in ("text", "audio", "face"):
         ap.add_argument(f"--{m}-encoders", default=",".join(DEFAULT_ENCODERS[m]), help=f"{m} encoders, in order")
@@ -253,11 +257,13 @@ def main() -> None:
                 results.append(r)
                 print(f"{setting:8s} {mods:16s} {row:14s} test wF1 {pm(r['test']['weighted_f1'])} "
                       f"(dev {pm(r['dev']['weighted_f1'])}, {r['seconds']:.0f} s)", flush=True)
+    paired = intervals(results, args.settings.split(","), args.modality_sets.split(";"), work, roots,
+                       encoders) if args.paired else []
     OUT.mkdir(parents=True, exist_ok=True)
-    write_json(OUT / "fusion_vs_probe.json", {"provenance": prov, "results": results,
+    write_json(OUT / "fusion_vs_probe.json", {"provenance": prov, "results": results, "paired": paired,
                                               "mean_test_values": {f"{r['setting']}/{r['row']}/{r['modalities']}":
                                                                    values(r) for r in results}})
-    text = report(results, args, prov)
+    text = report(results, args, prov) + paired_markdown(paired)
     atomic_write_text(OUT / "fusion_vs_probe.md", text)
     print(text)
 
