@@ -198,3 +198,20 @@ def test_a_seed_recorded_before_the_loss_settings_still_resumes(tmp_path):
     assert completed_seed(tmp_path, {"model": {"kind": "mamba"}, "train": asdict(TrainConfig())}) == {"dev": {}}
     with pytest.raises(IncompatibleRunError, match="train"):
         completed_seed(tmp_path, {"model": {"kind": "mamba"}, "train": asdict(TrainConfig(loss="focal"))})
+
+
+def test_a_seed_recorded_before_a_model_setting_existed_still_resumes(tmp_path):
+    from dataclasses import asdict
+
+    from merc.errors import IncompatibleRunError
+    from merc.models.dialogue import DialogueConfig
+    from merc.training.resume import completed_seed
+    old_model = {k: v for k, v in asdict(DialogueConfig()).items() if k != "stacked"}  # before stacked fusion
+    train = asdict(TrainConfig())
+    (tmp_path / "config.json").write_text(json.dumps({"model": old_model, "train": train}))
+    (tmp_path / "model.safetensors").write_bytes(b"weights")
+    (tmp_path / "labels.json").write_text("[]")
+    (tmp_path / "metrics.json").write_text('{"dev": {}}')
+    assert completed_seed(tmp_path, {"model": asdict(DialogueConfig()), "train": train}) == {"dev": {}}
+    with pytest.raises(IncompatibleRunError, match="model"):  # a setting that differs still refuses
+        completed_seed(tmp_path, {"model": asdict(DialogueConfig(utterance_logits=True)), "train": train})

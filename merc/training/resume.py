@@ -54,6 +54,21 @@ def _canon(d: Any) -> Any:
     return json.loads(json.dumps(d, default=str))
 
 
+def _with_defaults(model: Any) -> Any:
+    """A recorded model config with the settings added since it was written at their defaults (a seed trained
+    before ``stacked`` existed is the same run as one with ``stacked=False``); as recorded when it does not parse."""
+    if not isinstance(model, dict):
+        return model
+    from dataclasses import asdict
+
+    from merc.errors import ConfigError
+    from merc.models.factory import config_from_dict
+    try:
+        return _canon(asdict(config_from_dict(dict(model))))
+    except (ConfigError, TypeError, KeyError):
+        return model
+
+
 def completed_seed(run_dir: str | Path, config_dict: dict[str, Any]) -> dict[str, Any] | None:
     """The metrics of a finished seed in ``run_dir`` trained with ``config_dict``'s settings; None when the
     seed is absent or unfinished (it is then trained). Raises IncompatibleRunError on different settings."""
@@ -74,6 +89,7 @@ def completed_seed(run_dir: str | Path, config_dict: dict[str, Any]) -> dict[str
 
         from merc.training.trainer import TrainConfig
         recorded["train"] = _canon({**asdict(TrainConfig()), **recorded["train"]})
+    recorded["model"], want["model"] = _with_defaults(recorded.get("model")), _with_defaults(want.get("model"))
     diff = [k for k in SAME_SETTINGS if k in recorded and k in want and recorded[k] != want[k]]
     if diff:
         k = diff[0]
