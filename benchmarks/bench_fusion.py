@@ -62,6 +62,9 @@ ABLATIONS = {
     "mamba-residual": ("Mamba, `--fusion residual` (also for text alone)",
                        DialogueConfig(kind="mamba", utterance_logits=True),
                        TrainConfig(probe_init=True, min_steps=RESIDUAL_MIN_STEPS)),
+    "mamba-moddrop": ("Mamba, `--fusion auto --modality-dropout audio=0.3,face=0.3`",
+                      DialogueConfig(kind="mamba", utterance_logits=True),
+                      TrainConfig(probe_init=True, min_steps=RESIDUAL_MIN_STEPS)),
     "matav-residual": ("MaTAV, `--fusion residual`", MatavConfig(utterance_logits=True),
                        TrainConfig(probe_init=True, min_steps=RESIDUAL_MIN_STEPS)),
     # before probe_select existed, residual fusion started from the probe chosen on dev weighted F1
@@ -78,6 +81,8 @@ ABLATIONS = {
     "matav-stacked": ("MaTAV, `--fusion stacked`", MatavConfig(utterance_logits=True, stacked=True),
                       TrainConfig(probe_init=True, min_steps=RESIDUAL_MIN_STEPS)),
 }
+
+MODALITY_DROPOUT = {"mamba-moddrop": {"audio": 0.3, "face": 0.3}}  # row -> training-time modality dropout
 
 
 def cell_path(work: Path, setting: str, row: str, mods: str) -> Path:
@@ -117,6 +122,8 @@ def run_cell(corpus, setting: str, root: str, row: str, mods: str, seeds: int, w
     out = work / "runs" / setting / row / mods
     summary = run_experiment(dataset="meld", data_dir=root, media_dir=root, out=out / "seed_0" if probe else out,
                              model_config=model_config, train_config=train_config, modalities=modalities,
+                             modality_dropout={m: q for m, q in MODALITY_DROPOUT.get(row, {}).items()
+                                               if m in modalities},
                              encoders={m: encoders[m] for m in modalities},
                              text_encoder=encoders["text"][0], seeds=1 if probe else seeds, progress=False,
                              corpus=corpus, resume=True)
