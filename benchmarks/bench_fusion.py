@@ -113,6 +113,7 @@ def run_cell(corpus, setting: str, root: str, row: str, mods: str, seeds: int, w
     twin = same_start(work, setting, row, mods, model_config, train_config)
     if twin is None and row in ROWS:  # e.g. MaTAV's defaults on one modality are the `matav-residual` row
         twin = next((r for r in ABLATIONS if configs(r, modalities) == (model_config, train_config)
+                     and MODALITY_DROPOUT.get(r) == MODALITY_DROPOUT.get(row)
                      and cell_path(work, setting, r, mods).is_file()), None)
     if twin is not None:  # the starting probe is the same under either criterion: the same runs, not trained twice
         res = {**run_cell(corpus, setting, root, twin, mods, seeds, work, encoders), "row": row, "same_as": twin}
