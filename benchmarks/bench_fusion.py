@@ -175,7 +175,8 @@ def report(results: list[dict], args, prov: dict) -> str:
              "label for a fraction of utterances; *control*: drawn independently of the label. Encoders: text "
              f"{'+'.join(args.encoders['text'])} (frozen), audio {'+'.join(args.encoders['audio'])}, face "
              f"{'+'.join(args.encoders['face'])} (defaults: {json.dumps(DEFAULT_ENCODERS)}). "
-             f"Each cell: {args.seeds} seeds, dev-selected (early stopping; C for the probe), test scored once; "
+             f"Each cell: {args.seeds} seeds unless it says otherwise, dev-selected (early stopping; C for the probe), "
+             "test scored once; "
              "test weighted F1 mean ± std (%). The probe is deterministic (L-BFGS): it is fitted once (± 0.00). "
              "Δ = row − probe on the same features.", "",
              "Cells trained at commit(s) " + ", ".join(f"`{c}`" for c in sorted({r.get("commit", "?")
@@ -195,6 +196,9 @@ def report(results: list[dict], args, prov: dict) -> str:
                     cells.append("not run")
                     continue
                 s = pm(r["test"]["weighted_f1"])
+                n = r["test"]["weighted_f1"].get("n", args.seeds)
+                if row != "linear" and n != args.seeds:  # e.g. control cells re-run with more seeds
+                    s += f" ({n} seeds)"
                 if probe is not None and row != "linear":
                     s += f" (Δ {100 * (r['test']['weighted_f1']['mean'] - probe['test']['weighted_f1']['mean']):+.1f})"
                 cells.append(s)
