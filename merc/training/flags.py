@@ -135,7 +135,8 @@ def add_training_flags(p: argparse.ArgumentParser) -> None:
                         "--probe-select; LP-FT), and at least --min-steps optimizer steps; stacked: that path frozen "
                         "at the probe, the context model trained on out-of-fold probe logits and reading their "
                         "probabilities; auto: residual when a dialogue model's run uses audio or faces (without "
-                        "--adapters), plain for text alone and for MaTAV")
+                        "--adapters), plain for text alone and for MaTAV fusing two or more modalities (MaTAV on one "
+                        "non-text modality: residual)")
     g.add_argument("--min-steps", type=_steps, default="auto",
                    help=f"at least this many optimizer steps; a small corpus gets more epochs and patience "
                         f"(auto: {RESIDUAL_MIN_STEPS} with residual or stacked fusion, 0 with plain)")
