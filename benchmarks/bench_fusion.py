@@ -65,6 +65,9 @@ ABLATIONS = {
     "mamba-moddrop": ("Mamba, `--fusion auto --modality-dropout audio=0.3,face=0.3`",
                       DialogueConfig(kind="mamba", utterance_logits=True),
                       TrainConfig(probe_init=True, min_steps=RESIDUAL_MIN_STEPS)),
+    "mamba-late": ("Mamba, residual with text alone in the context (audio and faces per utterance only)",
+                   DialogueConfig(kind="mamba", utterance_logits=True, context_modalities=["text"]),
+                   TrainConfig(probe_init=True, min_steps=RESIDUAL_MIN_STEPS)),
     "matav-residual": ("MaTAV, `--fusion residual`", MatavConfig(utterance_logits=True),
                        TrainConfig(probe_init=True, min_steps=RESIDUAL_MIN_STEPS)),
     # before probe_select existed, residual fusion started from the probe chosen on dev weighted F1

@@ -108,3 +108,25 @@ def test_context_models_learn_what_mlp_cannot():
         acc[kind] = (pred[mask] == labels[mask]).float().mean().item()
     assert acc["mamba"] > 0.95 and acc["gru"] > 0.95, acc
     assert acc["mlp"] < 0.5, acc
+
+
+def test_context_modalities_keep_a_modality_out_of_the_context():
+    from merc.errors import ConfigError
+    with pytest.raises(ConfigError, match="subset"):
+        tiny("mamba", utterance_logits=True, context_modalities=["face"])
+    with pytest.raises(ConfigError, match="per-utterance path"):
+        tiny("mamba", context_modalities=["text"])  # audio would be read by nothing
+    torch.manual_seed(0)
+    model = DialogueModel(tiny("mamba", utterance_logits=True, context_modalities=["text"])).eval()
+    assert list(model.inputs) == ["text"] and list(model.utterance.linear) == ["text", "audio"]
+    torch.nn.init.normal_(model.utterance.linear["audio"].weight)  # the path starts silent: make audio count
+    feats, speakers, mask = padded([6, 4], model.config.input_dims)
+    base = model(feats, speakers, mask)
+    moved = {**feats, "audio": feats["audio"].clone()}
+    moved["audio"][0, 2] += 3.0                                   # one utterance's audio changes ...
+    delta = (model(moved, speakers, mask) - base).abs().sum(-1)   # (batch, seq_len)
+    assert delta[0, 2] > 0                                        # ... its own logits move (per-utterance path)
+    assert torch.all(delta[mask].sum() == delta[0, 2])            # and no other utterance's: not in the context
+    text = {**feats, "text": feats["text"].clone()}
+    text["text"][0, 2] += 3.0
+    assert (model(text, speakers, mask) - base)[0, 3].abs().sum() > 0  # text still reaches the neighbours

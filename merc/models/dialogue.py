@@ -63,6 +63,9 @@ class DialogueConfig:
     # stacked fusion: that path is a frozen probe, and the context model also reads its class probabilities
     # (trained on out-of-fold probe logits: merc.training.stacking)
     stacked: bool = False
+    # the modalities the context encoder reads (None: all); the others reach the classifier only through the
+    # per-utterance path (late fusion: a cue that is per utterance never passes through the context model)
+    context_modalities: list[str] | None = None
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -71,6 +74,19 @@ class DialogueConfig:
             raise ConfigError("stacked fusion needs the per-utterance path (utterance_logits=True)")
         if not self.input_dims:
             raise ConfigError("input_dims is empty: give at least one modality, e.g. {'text': 768}")
+        if self.context_modalities is not None:
+            if not self.context_modalities or set(self.context_modalities) - set(self.input_dims):
+                raise ConfigError(f"context_modalities {self.context_modalities} must be a non-empty subset of "
+                                  f"the model's modalities {list(self.input_dims)}")
+            if not self.utterance_logits and set(self.input_dims) - set(self.context_modalities):
+                raise ConfigError("a modality outside context_modalities needs the per-utterance path "
+                                  "(utterance_logits=True), or the model never reads it")
+
+    @property
+    def context_inputs(self) -> dict[str, int]:
+        """modality -> feature dim of the modalities the context encoder reads."""
+        keep = self.input_dims if self.context_modalities is None else self.context_modalities
+        return {m: d for m, d in self.input_dims.items() if m in keep}
 
 # helpers
 
@@ -157,8 +173,8 @@ class DialogueModel(nn.Module):
         self.config = c = config
         self.inputs = nn.ModuleDict({m: nn.Sequential(nn.Linear(dim, c.d_model), nn.LayerNorm(c.d_model),
                                                       nn.Dropout(c.dropout))
-                                     for m, dim in c.input_dims.items()})
-        self.absent = nn.ParameterDict({m: nn.Parameter(torch.zeros(c.d_model)) for m in c.input_dims})
+                                     for m, dim in c.context_inputs.items()})
+        self.absent = nn.ParameterDict({m: nn.Parameter(torch.zeros(c.d_model)) for m in c.context_inputs})
         self.speaker = nn.Embedding(c.max_speakers, c.d_model)
         nn.init.normal_(self.speaker.weight, std=0.02)
         self.context = CONTEXTS[c.kind](c)
@@ -180,9 +196,10 @@ class DialogueModel(nn.Module):
         ``merc.objectives.supcon``); the logits are the same either way. ``utt_logits`` (batch, seq_len,
         n_classes): per-utterance logits to use instead of the path's own (stacked fusion trains on out-of-fold
         probe logits; ``merc.training.stacking``)."""
-        missing = [m for m in self.inputs if m not in feats]
+        missing = [m for m in self.config.input_dims if m not in feats]
         if missing:
-            raise KeyError(f"feats has no {missing}; this model was built for modalities {list(self.inputs)}")
+            raise KeyError(f"feats has no {missing}; this model was built for modalities "
+                           f"{list(self.config.input_dims)}")
         x = sum(self._project(m, feats[m], None if present is None else present.get(m)) for m in self.inputs)
         x = x + self.speaker(speakers.clamp(0, self.config.max_speakers - 1))  # (batch, seq_len, d_model)
         utt = None
