@@ -300,9 +300,16 @@ class DlibFaceEncoder(FaceFrameEncoder):
             raise MissingDependencyError(f"face encoder 'dlib': {e}") from e
 
     def _embed_face(self, image: np.ndarray, box: Box) -> np.ndarray:
+        return self._embed_faces([(image, box)])[0]
+
+    def _embed_faces(self, seen: list[tuple[np.ndarray, Box]]) -> list[np.ndarray | None]:
+        """Every face of the utterance through the network in one batch (small frames: on the upscaled image)."""
         from merc.encoders.face import _upscale, upscale_factor
-        f = upscale_factor(image.shape, self.detector.config)  # small frames: embed on the upscaled image
-        return self.encoder.embed(_upscale(image, f), [tuple(v * f for v in box)])[0]
+        jobs = []
+        for image, box in seen:
+            f = upscale_factor(image.shape, self.detector.config)
+            jobs.append((_upscale(image, f), [tuple(v * f for v in box)]))
+        return [e[0] for e in self.encoder.embed_many(jobs)]
 
 
 class FerEncoder(FaceFrameEncoder):

@@ -118,7 +118,7 @@ class FaceCheck:
         return [(path, lambda clip: clip.frames(c.fps, start, end, c.max_frames))]
 
     def measure(self, item: QCItem) -> dict[str, Any]:
-        from merc.encoders.face import detect_and_embed, track_faces
+        from merc.encoders.face import detect_and_embed_many, track_faces
         from merc.media.clip import open_clip
         from merc.media.decode import MediaError
 
@@ -135,7 +135,7 @@ class FaceCheck:
             return {"error": f"{type(e).__name__} decoding frames of {path}: {e}"}
         detector, encoder, tracker = self._get_models()
         try:
-            per_frame = [detect_and_embed(f.image, detector=detector, encoder=encoder) for f in frames]
+            per_frame = detect_and_embed_many([f.image for f in frames], detector=detector, encoder=encoder)
         except (RuntimeError, ValueError) as e:  # dlib raises RuntimeError on odd images
             return {"error": f"face detection failed on {path}: {e}"}
         tracks = track_faces(per_frame, tracker)
