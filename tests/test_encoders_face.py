@@ -115,6 +115,9 @@ def test_fingerprint_changes_with_settings():
     assert a.fingerprint == FerEncoder().fingerprint
     assert a.fingerprint != FerEncoder(FaceFrameConfig(fps=2.0)).fingerprint
     assert a.fingerprint != FerEncoder(margin=0.1).fingerprint
+    # the reduced scan (default) and the full scan give slightly different boxes: never the same store folder
+    full = FerEncoder(FaceFrameConfig(min_face=None)).fingerprint
+    assert a.fingerprint != full and "-lvl64" in a.fingerprint and "-lvl" not in full
 
 
 @pytest.fixture(scope="module")

@@ -142,12 +142,16 @@ def test_min_face_flag_reaches_the_faces_config() -> None:
     from merc.qc.faces import FaceCheck, FaceCheckConfig
     parse = build_parser().parse_args
     base = ["qc", "--dataset", "jsonl", "--data-dir", "d", "--out", "o"]
-    assert "faces" not in build_config(parse(base)).check_configs  # the default: full-resolution detection
+    assert "faces" not in build_config(parse(base)).check_configs  # the check's own default (64)
     assert build_config(parse([*base, "--min-face", "80"])).check_configs["faces"].min_face == 80
+    assert build_config(parse([*base, "--min-face", "0"])).check_configs["faces"].min_face is None  # the full scan
     with pytest.raises(QCArgumentError, match="--min-face 5"):
         build_config(parse([*base, "--min-face", "5"]))
     with pytest.raises(QCArgumentError, match="add faces to --checks"):
         build_config(parse([*base, "--min-face", "80", "--checks", "integrity"]))
-    # measurements cached before the option existed stay valid; with it set they are measured again
-    assert measure_key(FaceCheck()) == measure_key(FaceCheck(FaceCheckConfig(min_face=None)))
-    assert measure_key(FaceCheck(FaceCheckConfig(min_face=80))) != measure_key(FaceCheck())
+    # full-scan measurements cached before the option existed stay valid (the key of the old default); the reduced
+    # scan is measured again, and its key differs from the older resized-frame scan's under the same min_face
+    old_default, old_resized_80 = "37828a921744", "094dac1eebea"  # keys before this change (FaceCheck() / min_face 80)
+    assert measure_key(FaceCheck(FaceCheckConfig(min_face=None))) == old_default
+    keys = {measure_key(FaceCheck()), measure_key(FaceCheck(FaceCheckConfig(min_face=80))), old_default, old_resized_80}
+    assert len(keys) == 4

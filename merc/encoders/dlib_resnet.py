@@ -4,9 +4,9 @@ The ``dlib-bin`` wheel is built without BLAS: its CPU convolutions take about 90
 these cores, half of the default face pair's time (``benchmarks/results/extract_speed/face_profile.md``). The
 same network, with the same weights read from the same ``.dat`` file (each affine layer folded into the
 convolution before it), runs in PyTorch 5-10x faster and takes a batch of chips (every face of a clip, or of a QC
-batch) in one pass: about 18 ms for one chip, 8-9 ms per chip in batches of 4 or more, on one thread. The descriptors equal dlib's
-to float rounding (``tests/test_dlib_resnet.py`` compares them on real frames); chips are still cut by dlib
-(``dlib.get_face_chip``: 5-point alignment, 150 px, padding 0.25), so only the network moves.
+batch) in one pass: about 18 ms for one chip, 8-9 ms per chip in batches of 4 or more, on one thread. The
+descriptors equal dlib's to float rounding (``tests/test_dlib_resnet.py`` compares them on real faces); chips are
+still cut by dlib (``dlib.get_face_chips``: 5-point alignment, 150 px, padding 0.25), so only the network moves.
 
 The network (King, dlib ``dnn_face_recognition_ex.cpp``; a ResNet-29 on 150x150 RGB chips):
 con 7x7/2 (32) -> affine -> relu -> max_pool 3x3/2 -> 3x res(32) -> res_down(64) + 3x res(64)

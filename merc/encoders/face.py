@@ -47,14 +47,12 @@ class FaceDetectorConfig:
     min_score: float = 0.0  # drop detections scoring below this (HOG margin / MMOD conf / MTCNN prob)
     upscale_below: int = 320  # images whose longer side is smaller are upscaled before detection
     max_upscale: int = 8  # …by an integer factor up to this, so small faces become findable and embeddable
-    # reduced-resolution detection (hog): faces of at least min_face px (in the original image) are looked for
-    # first at the resolution where they fill HOG's 80-px window, without pyramid upsampling (a 224-px frame is
-    # scanned as it is: 16x cheaper than upscaled x2 + upsample 1, measured 0.005 vs 0.079 CPU s per frame). Only a
-    # frame where that finds no face is scanned again the full way (upscale small images, ``upsample``), so small
-    # faces alone in a frame are still found; a small face beside a large one is not. Descriptors are computed on
-    # the (upscaled) full image as before; only the boxes come from the cheaper scan. None (default): always the full
-    # way. Opt-in because the boxes move: dlib descriptors by 0.03 on average (max 0.11) on the generated corpus,
-    # and FER reads a loosely cropped face differently (benchmarks/results/extract_speed/media_speed.md).
+    # reduced-resolution detection (hog): the full scan's own image pyramid, entered at its first level whose 80-px
+    # window is at least ``min_face`` px of the original image (so faces of min_face px or more are found at the
+    # levels, and with the boxes, the full scan finds them at, to a pixel of rounding; see _pyramid_level), instead
+    # of from its finest level: on 224-px frames (upscaled x2, upsample 1) 28 ms instead of 85 ms of CPU per frame.
+    # A frame where that finds no face is scanned again the full way, so small faces alone in a frame are still
+    # found; a face smaller than min_face beside a larger one is not. None: always the full way.
     min_face: int | None = None
 
 
@@ -174,22 +172,45 @@ class FaceDetector:
             return []
         return [Detection(tuple(float(v) for v in bx), float(p)) for bx, p in zip(boxes, probs)]
 
-    def _detect_reduced(self, img: np.ndarray) -> tuple[list[Detection], float]:
-        """HOG at the resolution where ``min_face`` px fill its 80-px window, no upsampling: (detections, scale)."""
-        from PIL import Image
-        scale = HOG_WINDOW / float(self.config.min_face)
-        h, w = img.shape[:2]
-        small = img if abs(scale - 1.0) < 1e-6 else np.asarray(
-            Image.fromarray(img).resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR))
-        rects, scores, _ = self.model.run(small, 0, 0.0)
-        return [Detection((r.left(), r.top(), r.right(), r.bottom()), float(s)) for r, s in zip(rects, scores)], scale
+    def _pyramid_level(self, img: np.ndarray) -> tuple[list[Detection], int, int]:
+        """HOG from level ``k`` of the full scan's pyramid on: (detections in the coordinates of the upscaled image,
+        the upscale factor, k); k == 0 (min_face too small to skip a level) means no detections and a full scan.
+
+        The full scan (``run(image, upsample)``) doubles the image ``upsample`` times (dlib's ``pyramid_up``:
+        bilinear, sized by ``pyramid_down(2).rect_up``) and scans every level of its ``pyramid_down(6)`` pyramid.
+        Here the same level images are built the same way and the detector runs on level k without upsampling,
+        so its own pyramid is the full scan's from level k on; boxes map back level by level (dlib's rect_up /
+        rect_down, rounded per step where the full scan rounds once: a pixel at most)."""
+        dlib = _require_dlib()
+        c = self.config
+        f = upscale_factor(img.shape, c)
+        scale = f * 2.0 ** c.upsample  # of pyramid level 0 relative to the original image
+        k = 0
+        while HOG_WINDOW / (scale * (5 / 6) ** (k + 1)) <= c.min_face:
+            k += 1
+        if k == 0:
+            return [], f, 0
+        im = _upscale(img, f)
+        p2, p6 = dlib.pyramid_down(2), dlib.pyramid_down(6)
+        for _ in range(c.upsample):
+            r = p2.rect_up(dlib.rectangle(0, 0, im.shape[1] - 1, im.shape[0] - 1))
+            im = dlib.resize_image(im, r.bottom() + 1, r.right() + 1)
+        for _ in range(k):
+            im = p6(im)
+        rects, scores, _ = self.model.run(im, 0, 0.0)
+        out = []
+        for r, sc in zip(rects, scores):
+            r = p6.rect_up(r, k)
+            r = p2.rect_down(r, c.upsample) if c.upsample else r
+            out.append(Detection((r.left(), r.top(), r.right(), r.bottom()), float(sc)))
+        return out, f, k
 
     def detect(self, image: np.ndarray) -> list[Detection]:
         """Detections in the coordinates of ``image``, clipped to it, best score first."""
         img = _as_rgb(image)
         raw: list[Detection] = []
         if self.config.min_face and self.config.backend == "hog":
-            raw, f = self._detect_reduced(img)
+            raw, f, _ = self._pyramid_level(img)
         if not raw:  # no reduced scan, or it found nothing: the full scan
             f = upscale_factor(img.shape, self.config)
             raw = self._detect_raw(_upscale(img, f))

@@ -145,7 +145,9 @@ class FaceFrameConfig:
     max_frames: int = 30  # at most this many frames per utterance
     detector: str = "hog"  # dlib HOG (see merc.encoders.face.FaceDetector) when no QC track is given
     upsample: int = 1
-    min_face: int | None = None  # e.g. 80: reduced-resolution detection first (merc.encoders.face)
+    # reduced-resolution detection (merc.encoders.face.FaceDetectorConfig.min_face): faces of at least this many px
+    # get the full scan's boxes (to a pixel) at a third of its cost; None: the full scan on every frame
+    min_face: int | None = 64
     # without QC tracks: detect the largest face on every ``detect_every``-th sampled frame only and follow it in
     # between with dlib's correlation tracker; a frame where the tracker loses it (peak-to-sidelobe ratio below
     # ``track_min_psr``) is detected again. 1: detect on every frame (as before)
@@ -177,7 +179,7 @@ class FaceFrameEncoder(MediaEncoder):
         c = self.config
         det = f"{c.detector}{c.upsample}"
         if self.tracks is None:  # the detector's options count only when it chooses the face
-            det += (f"-min{c.min_face}" if c.min_face else "") + (
+            det += (f"-lvl{c.min_face}" if c.min_face else "") + (
                 f"-track{c.detect_every}-{c.track_min_psr}" if c.detect_every > 1 else "")
         return f"fps{c.fps}-max{c.max_frames}-{det}-{'qc' if self.tracks is not None else 'largest'}"
 

@@ -22,12 +22,15 @@ def measure_key(check: Check) -> str:
     """A short hash of the check's class and of the config fields that affect ``check.measure``.
 
     Those fields are the check's ``measure_fields``; a check without them hashes its whole config (safe:
-    any change remeasures)."""
+    any change remeasures). A check's ``measure_version`` (when set) is hashed too."""
     cfg = config_dict(getattr(check, "config", None))
     fields = getattr(check, "measure_fields", None)
     if fields is not None and isinstance(cfg, dict):
         cfg = {k: cfg[k] for k in fields if k in cfg}
     blob = json.dumps(jsonable(cfg), sort_keys=True, default=repr)
+    version = getattr(check, "measure_version", None)  # a check whose measure changed, under the same config
+    if version:
+        blob += f"|{version}"
     return hashlib.sha1(f"{type(check).__module__}.{type(check).__qualname__}|{blob}".encode()).hexdigest()[:12]
 
 

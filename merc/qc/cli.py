@@ -90,9 +90,9 @@ def build_config(args: argparse.Namespace) -> QCConfig:
     if min_face is not None:
         if "faces" not in checks:
             raise QCArgumentError("--min-face sets the faces check; add faces to --checks")
-        if min_face < 10:
-            raise QCArgumentError(f"--min-face {min_face}: give a face size in pixels >= 10")
-        check_configs["faces"], _ = _with(_default_config("faces"), min_face=min_face)
+        if 0 < min_face < 10 or min_face < 0:
+            raise QCArgumentError(f"--min-face {min_face}: give a face size in pixels >= 10 (0: the full scan)")
+        check_configs["faces"], _ = _with(_default_config("faces"), min_face=min_face or None)
     return QCConfig(checks=checks, check_configs=check_configs, workers=args.workers, fps=args.fps,
                     calibrate=["alignment"] if args.calibrate else [], calibrate_max=args.calibrate_max,
                     drop_not_measured=getattr(args, "drop_not_measured", False),
@@ -151,8 +151,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--splits", dest="splits", help=argparse.SUPPRESS)  # old spelling, kept as an alias
     p.add_argument("--limit", type=int, default=None, help="first N conversations per split (a quick look)")
     p.add_argument("--min-face", type=int, default=None, metavar="PX",
-                   help="faces check: look for faces of at least PX pixels at reduced resolution first (e.g. 80; "
-                        "about 16x cheaper detection, boxes move slightly); default: full-resolution detection")
+                   help="faces check: detect faces of at least PX pixels on the coarser levels of the detector's "
+                        "image pyramid only (a third of the CPU, the same boxes to a pixel; a frame where none is "
+                        f"found is scanned in full); 0: scan every level [{FaceCheckConfig.min_face}]")
     p.add_argument("--asr", choices=("auto", "pocketsphinx", "whisper", "faster-whisper"), default=None,
                    help="recogniser of the alignment check; auto: Whisper tiny.en when merc[asr] is installed, "
                         f"else pocketsphinx [{AlignmentConfig.asr}]")

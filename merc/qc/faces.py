@@ -37,7 +37,9 @@ class FaceCheckConfig:
     max_frames: int = 30  # at most this many sampled frames per clip
     detector: str = "hog"  # "hog" | "cnn" | "mtcnn" (see merc.encoders.face.FaceDetector)
     upsample: int = 1
-    min_face: int | None = None  # e.g. 80: reduced-resolution detection first (merc.encoders.face)
+    # reduced-resolution detection (merc.encoders.face.FaceDetectorConfig.min_face): faces of at least this many px
+    # get the full scan's boxes (to a pixel) at a third of its cost; None: the full scan on every frame
+    min_face: int | None = 64
     min_score: float = 0.0  # detector score below which a detection is ignored
     min_iou: float = 0.2  # tracking: box overlap linking two detections
     link_distance: float = 0.5  # tracking: descriptor distance linking two detections that moved
@@ -74,8 +76,14 @@ class FaceCheck:
 
     @property
     def measure_fields(self) -> tuple[str, ...]:
-        """min_face counts only when set: measurements cached before it existed stay valid."""
+        """min_face counts only when set: full-scan measurements cached before it existed stay valid."""
         return self._MEASURE_FIELDS + (("min_face",) if self.config.min_face else ())
+
+    @property
+    def measure_version(self) -> str | None:
+        """The reduced scan became the full scan's own pyramid (was: a resized frame): measurements made with
+        ``min_face`` before that are not reused (see merc.qc.cache.measure_key)."""
+        return "pyramid" if self.config.min_face else None
 
     def __init__(self, config: FaceCheckConfig | None = None):
         self.config = config or FaceCheckConfig()
