@@ -149,3 +149,22 @@ def test_blendshapes_read_the_smile_and_name_their_actions(blendshapes):
         blendshapes.encode_image(empty, box=(60.0, 60.0, 180.0, 180.0), name="grey.png")
     assert blendshapes.fingerprint.startswith("blendshapes-mp") and "-m0.5-" in blendshapes.fingerprint
     assert blendshapes.fingerprint != get_encoder("blendshapes", "face", margin=0.3).fingerprint
+
+
+@pytest.mark.parametrize("name", ["dlib", "fer"])
+def test_chunk_batched_equals_one_utterance_at_a_time(clips, name):
+    """encode_batch gathers every utterance's crops / chips and runs the network once; the per-utterance path
+    (_encode_one, the reference) gives the same rows and the same absent utterances."""
+    from merc.errors import UnusableInput
+    enc = get_encoder(name, "face")
+    us = utts(clips, "a", "noface", "b", "missing", "a")
+    r = enc.encode_batch(us)
+    for i, u in enumerate(us):
+        try:
+            ref = enc._encode_one(u)
+        except UnusableInput as e:
+            assert not r.present[i] and r.reasons[i] == str(e)
+            continue
+        assert r.present[i]
+        np.testing.assert_allclose(r.X[i], ref, atol=1e-5)
+    assert r.present.tolist() == [True, False, True, False, True]

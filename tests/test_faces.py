@@ -208,6 +208,27 @@ def test_check_flags_no_face_and_wrong_face(corpus) -> None:
 
 
 @pytest.mark.slow
+def test_prepare_batches_the_descriptors_and_changes_no_measurement(corpus) -> None:
+    """prepare() runs the descriptor network once over a batch's faces; measure() then gives what it gives
+    alone (the fixture's measurements: one clip at a time), for faces, no-face, missing and video-less items."""
+    _, items, extra, _, meas, _ = corpus
+    batch = items[:4] + extra
+    check = FaceCheck()
+    check.prepare(batch)
+    assert len(check._prepared) == 4 + 3  # the clips that decode (pair, twice, stranger); not missing / no video
+    for it in batch:
+        got = check.measure(it)
+        ref = meas[it.utterance_id]
+        assert got.keys() == ref.keys(), it.utterance_id
+        if "tracks" in ref:
+            assert [t["boxes"] for t in got["tracks"]] == [t["boxes"] for t in ref["tracks"]]
+            for a, b in zip(got["tracks"], ref["tracks"]):
+                np.testing.assert_allclose(a["embedding"], b["embedding"], atol=2e-5)
+        else:
+            assert got == ref
+    assert check._prepared == {}  # each prepared item is used once
+
+
 def test_gallery_exclusion_and_too_small_gallery(corpus) -> None:
     fx, items, extra, _, meas, _ = corpus
     (swapped,) = [u for u, f in fx.faults.items() if f == "swapped_speaker"]

@@ -292,27 +292,48 @@ class FaceEmbedder:
 
     def embed_many(self, items: Sequence[tuple[np.ndarray, Sequence[Box]]]) -> list[np.ndarray]:
         """:meth:`embed` of every (image, boxes), the network run once over all their faces -> [(n_i, 128)]."""
+        if self.num_jitters:  # dlib's random jitter works on the image and its shapes
+            return [self._embed_jittered(img, boxes) for img, boxes in items]
+        chips = self.chips(items)
+        desc = self.describe([c for cs in chips for c in cs])  # (sum n_i, 128)
+        ends = np.cumsum([len(cs) for cs in chips]).tolist()
+        return [desc[e - len(cs):e] for cs, e in zip(chips, ends)]
+
+    def chips(self, items: Sequence[tuple[np.ndarray, Sequence[Box]]]) -> list[list[np.ndarray]]:
+        """The aligned 150-px chip of every face (dlib: 5-point landmarks, ``get_face_chips``) -> [[(150, 150, 3)]]."""
         dlib = _require_dlib()
-        shapes, imgs = [], []
+        out = []
         for image, boxes in items:
-            img = _as_rgb(image) if len(boxes) else None
-            sh = dlib.full_object_detections()
+            if not len(boxes):
+                out.append([])
+                continue
+            img = _as_rgb(image)
+            shapes = dlib.full_object_detections()
             for x0, y0, x1, y1 in boxes:
-                sh.append(self.predictor(img, dlib.rectangle(int(round(x0)), int(round(y0)), int(round(x1)),
-                                                             int(round(y1)))))
-            shapes.append(sh)
-            imgs.append(img)
+                shapes.append(self.predictor(img, dlib.rectangle(int(round(x0)), int(round(y0)), int(round(x1)),
+                                                                 int(round(y1)))))
+            out.append(list(dlib.get_face_chips(img, shapes, size=150, padding=self.padding)))
+        return out
+
+    def describe(self, chips: Sequence[np.ndarray]) -> np.ndarray:
+        """Chips (from :meth:`chips`) -> (n, 128) float32 descriptors, in one batch."""
+        if not len(chips):
+            return np.zeros((0, self.dim), np.float32)
         if self.backend == "dlib":
-            out = []
-            for img, sh in zip(imgs, shapes):
-                desc = self.net.compute_face_descriptor(img, sh, self.num_jitters, self.padding) if len(sh) else []
-                out.append(np.asarray([np.asarray(d) for d in desc], dtype=np.float32).reshape(-1, self.dim))
-            return out
-        chips = [c for img, sh in zip(imgs, shapes) if len(sh)
-                 for c in dlib.get_face_chips(img, sh, size=150, padding=self.padding)]
-        desc = self.net(chips)  # (sum n_i, 128)
-        ends = np.cumsum([len(sh) for sh in shapes])
-        return [desc[e - len(sh):e] for sh, e in zip(shapes, ends)]
+            return np.asarray([np.asarray(d) for d in self.net.compute_face_descriptor(list(chips))], np.float32)
+        return self.net(list(chips))
+
+    def _embed_jittered(self, image: np.ndarray, boxes: Sequence[Box]) -> np.ndarray:
+        dlib = _require_dlib()
+        if not len(boxes):
+            return np.zeros((0, self.dim), np.float32)
+        img = _as_rgb(image)
+        shapes = dlib.full_object_detections()
+        for x0, y0, x1, y1 in boxes:
+            shapes.append(self.predictor(img, dlib.rectangle(int(round(x0)), int(round(y0)), int(round(x1)),
+                                                             int(round(y1)))))
+        desc = self.net.compute_face_descriptor(img, shapes, self.num_jitters, self.padding)
+        return np.asarray([np.asarray(d) for d in desc], dtype=np.float32)
 
     def __repr__(self) -> str:
         return f"FaceEmbedder(name={self.name!r}, dim={self.dim}, backend={self.backend!r})"
@@ -355,14 +376,33 @@ def detect_and_embed(image: np.ndarray, *, detector: FaceDetector | None = None,
 def detect_and_embed_many(images: Sequence[np.ndarray], *, detector: FaceDetector | None = None,
                           encoder: FaceEmbedder | None = None) -> list[list[FaceObs]]:
     """:func:`detect_and_embed` of every image, the descriptors of all their faces computed in one batch."""
+    encoder = encoder or get_face_embedder()
+    dets, chips = detect_and_chip(images, detector=detector, encoder=encoder)
+    return observe(dets, chips, encoder.describe([c for cs in chips for c in cs]))
+
+
+def detect_and_chip(images: Sequence[np.ndarray], *, detector: FaceDetector | None = None,
+                    encoder: FaceEmbedder | None = None) -> tuple[list[list[Detection]], list[list[np.ndarray]]]:
+    """The detections of every image and the aligned chip of each (cut from the upscaled image when the detector
+    upscales): the cheap half of :func:`detect_and_embed_many`, so that chips of many clips share one batch."""
     detector = detector or get_face_detector()
     encoder = encoder or get_face_embedder()
     imgs = [_as_rgb(im) for im in images]
     dets = [detector.detect(img) for img in imgs]
     factors = [upscale_factor(img.shape, detector.config) for img in imgs]
-    embs = encoder.embed_many([(_upscale(img, f) if d else img, [tuple(v * f for v in x.box) for x in d])
-                               for img, d, f in zip(imgs, dets, factors)])
-    return [[FaceObs(x.box, x.score, e) for x, e in zip(d, emb)] for d, emb in zip(dets, embs)]
+    chips = encoder.chips([(_upscale(img, f) if d else img, [tuple(v * f for v in x.box) for x in d])
+                           for img, d, f in zip(imgs, dets, factors)])
+    return dets, chips
+
+
+def observe(dets: Sequence[Sequence[Detection]], chips: Sequence[Sequence[np.ndarray]],
+            desc: np.ndarray) -> list[list[FaceObs]]:
+    """Detections + the descriptors of their chips (``desc``: (sum of faces, 128), in order) -> FaceObs per image."""
+    out, at = [], 0
+    for d, cs in zip(dets, chips):
+        out.append([FaceObs(x.box, x.score, desc[at + j]) for j, x in enumerate(d)])
+        at += len(cs)
+    return out
 
 
 @dataclass

@@ -237,7 +237,8 @@ class FaceFrameEncoder(MediaEncoder):
                c.detect_every, c.track_min_psr, *media_segment(u, u.video))
         return clip.memo(key, lambda: self.boxes_for(u, frames))
 
-    def _encode_one(self, u) -> np.ndarray:
+    def _seen(self, u) -> list[tuple[np.ndarray, Box]]:
+        """(frame image, the speaker's box) of every sampled frame where the speaker's face is seen."""
         if not u.video:
             raise MissingMedia(f"utterance {u.utterance_id} has no video file")
         clip, frames = self._frames(u)
@@ -245,11 +246,62 @@ class FaceFrameEncoder(MediaEncoder):
         seen = [(f.image, b) for f, b in zip(frames, boxes) if b is not None]
         if not seen:
             raise NoFace(f"no face in 0/{len(frames)} sampled frames of {Path(u.video).name}")
-        vecs = [v for v in self._embed_faces(seen) if v is not None]
+        return seen
+
+    def _pool(self, u, vecs: list[np.ndarray | None], n_seen: int) -> np.ndarray:
+        """The mean of the frames' vectors the encoder's model accepted (NoFace when it rejected every one)."""
+        vecs = [v for v in vecs if v is not None]
         if not vecs:  # the encoder's own model rejected every face the detector found
-            raise NoFace(f"{self.name}: no usable face in the {len(seen)} frames of {Path(u.video).name} "
+            raise NoFace(f"{self.name}: no usable face in the {n_seen} frames of {Path(u.video).name} "
                              "where a face was detected")
         return np.mean(np.stack(vecs), axis=0)
+
+    def _encode_one(self, u) -> np.ndarray:
+        seen = self._seen(u)
+        return self._pool(u, self._embed_faces(seen), len(seen))
+
+    def _encode_all(self, utterances, progress: bool):
+        """The faces of every utterance first (decoding, boxes, the model's small inputs: crops or chips), then the
+        model once over all of them (:meth:`_face_inputs`, :meth:`_embed_inputs`): networks on one thread run
+        several times faster per face in batches (the dlib ResNet: 18 ms alone, 8-9 ms per face in batches)."""
+        from tqdm.auto import tqdm
+
+        from merc.encoders.base import EncodeResult
+        from merc.errors import UnusableInput
+        utterances = list(utterances)
+        res = EncodeResult.empty(len(utterances), self.dim)
+        inputs, owner, n_seen = [], [], {}
+        for i, u in enumerate(tqdm(utterances, desc=f"faces {self.name}", unit="utt", disable=not progress)):
+            try:
+                seen = self._seen(u)
+                x = self._face_inputs(seen)
+            except UnusableInput as e:
+                res.reasons[i] = str(e) or type(e).__name__
+                continue
+            except Exception as e:  # a bug: say which utterance, keep the traceback
+                if hasattr(e, "add_note"):
+                    e.add_note(f"while encoding utterance {u.utterance_id!r} with {self.name!r}")
+                raise
+            inputs += x
+            owner += [i] * len(x)
+            n_seen[i] = len(seen)
+        try:
+            vecs = self._embed_inputs(inputs)
+        except Exception:  # noqa: BLE001 - one utterance at a time instead, so the error names it
+            return super()._encode_all(utterances, progress)
+        by_utt: dict[int, list] = {i: [] for i in n_seen}
+        for i, v in zip(owner, vecs):
+            by_utt[i].append(v)
+        for i, vs in by_utt.items():
+            try:
+                x = np.asarray(self._pool(utterances[i], vs, n_seen[i]), np.float32).reshape(-1)
+            except UnusableInput as e:
+                res.reasons[i] = str(e) or type(e).__name__
+                continue
+            if x.shape != (self.dim,) or not np.isfinite(x).all():
+                return super()._encode_all(utterances, progress)  # the per-utterance loop names the culprit
+            res.X[i], res.present[i], res.reasons[i] = x, True, None
+        return res
 
     def encode_image(self, image: np.ndarray, *, box: Box | None = None, name: str = "the image") -> np.ndarray:
         """One still image ``(H, W, 3)`` RGB or ``(H, W)`` grey -> ``(dim,)``: the face at ``box``, else the
@@ -272,9 +324,17 @@ class FaceFrameEncoder(MediaEncoder):
         raise NotImplementedError
 
     def _embed_faces(self, seen: list[tuple[np.ndarray, Box]]) -> list[np.ndarray | None]:
-        """:meth:`_embed_face` of every (image, box) of an utterance; an encoder whose model gains from batches
-        overrides it (fer: one forward pass over all the utterance's crops)."""
-        return [self._embed_face(img, box) for img, box in seen]
+        """:meth:`_embed_face` of every (image, box) of an utterance, through the two batched steps below."""
+        return self._embed_inputs(self._face_inputs(seen))
+
+    def _face_inputs(self, seen: list[tuple[np.ndarray, Box]]) -> list[Any]:
+        """The model's inputs of every (image, box) (fer: a grey crop, dlib: an aligned chip); by default the pairs
+        themselves. Small, so that a chunk of utterances can be gathered before :meth:`_embed_inputs`."""
+        return list(seen)
+
+    def _embed_inputs(self, inputs: list[Any]) -> list[np.ndarray | None]:
+        """The vectors of :meth:`_face_inputs`' items, in one batch when the model allows it."""
+        return [self._embed_face(img, box) for img, box in inputs]
 
 
 class DlibFaceEncoder(FaceFrameEncoder):
@@ -304,14 +364,17 @@ class DlibFaceEncoder(FaceFrameEncoder):
     def _embed_face(self, image: np.ndarray, box: Box) -> np.ndarray:
         return self._embed_faces([(image, box)])[0]
 
-    def _embed_faces(self, seen: list[tuple[np.ndarray, Box]]) -> list[np.ndarray | None]:
-        """Every face of the utterance through the network in one batch (small frames: on the upscaled image)."""
+    def _face_inputs(self, seen: list[tuple[np.ndarray, Box]]) -> list[Any]:
+        """The aligned chip of every face (small frames: cut from the upscaled image, as the descriptor expects)."""
         from merc.encoders.face import _upscale, upscale_factor
         jobs = []
         for image, box in seen:
             f = upscale_factor(image.shape, self.detector.config)
             jobs.append((_upscale(image, f), [tuple(v * f for v in box)]))
-        return [e[0] for e in self.encoder.embed_many(jobs)]
+        return [c[0] for c in self.encoder.chips(jobs)]
+
+    def _embed_inputs(self, inputs: list[Any]) -> list[np.ndarray | None]:
+        return list(self.encoder.describe(inputs))
 
 
 class FerEncoder(FaceFrameEncoder):
@@ -373,11 +436,14 @@ class FerEncoder(FaceFrameEncoder):
         p, e = self.expressions([self.crop(image, box)])
         return np.concatenate([p[0], e[0]])
 
-    def _embed_faces(self, seen: list[tuple[np.ndarray, Box]]) -> list[np.ndarray | None]:
-        """Every crop of the utterance in one batch: (n, 64, 64) -> (n, 135)."""
-        if not seen:
+    def _face_inputs(self, seen: list[tuple[np.ndarray, Box]]) -> list[Any]:
+        return [self.crop(img, box) for img, box in seen]
+
+    def _embed_inputs(self, inputs: list[Any]) -> list[np.ndarray | None]:
+        """Every crop in one batch: (n, 64, 64) -> (n, 135)."""
+        if not inputs:
             return []
-        p, e = self.expressions([self.crop(img, box) for img, box in seen])
+        p, e = self.expressions(inputs)
         return list(np.concatenate([p, e], axis=1))
 
 

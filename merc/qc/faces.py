@@ -125,27 +125,60 @@ class FaceCheck:
         c = self.config
         return [(path, lambda clip: clip.frames(c.fps, start, end, c.max_frames))]
 
-    def measure(self, item: QCItem) -> dict[str, Any]:
-        from merc.encoders.face import detect_and_embed_many, track_faces
+    def _frames(self, item: QCItem) -> list | dict[str, Any]:
+        """The clip's sampled frames, or the measurement to record instead (skipped / error)."""
         from merc.media.clip import open_clip
         from merc.media.decode import MediaError
-
-        u = item.utterance
         path = self._video(item)
         if not path:
-            return {"skipped": f"utterance {u.utterance_id} has no video"}
+            return {"skipped": f"utterance {item.utterance.utterance_id} has no video"}
         start, end = media_segment(item, path)
         try:
-            frames = open_clip(path).frames(self.config.fps, start, end, self.config.max_frames)
+            return open_clip(path).frames(self.config.fps, start, end, self.config.max_frames)
         except MediaError as e:
             return {"error": str(e)}
         except Exception as e:
             return {"error": f"{type(e).__name__} decoding frames of {path}: {e}"}
+
+    def prepare(self, items: list[QCItem]) -> None:
+        """Detect and cut the face chips of every item's frames, then run the descriptor network once over all the
+        batch's faces (8-9 ms per face in a batch, 18 ms alone); ``measure`` uses the result. An item that fails
+        here is left to ``measure``, which records its error."""
+        from merc.encoders.face import detect_and_chip, observe
+        detector, encoder, _ = self._get_models()
+        self._prepared = {}
+        done = []
+        for it in items:
+            frames = self._frames(it)
+            if isinstance(frames, dict):
+                continue
+            try:
+                dets, chips = detect_and_chip([f.image for f in frames], detector=detector, encoder=encoder)
+            except (RuntimeError, ValueError):
+                continue
+            done.append((it.utterance_id, frames, dets, chips))
+        desc = encoder.describe([c for _, _, _, chips in done for cs in chips for c in cs])
+        at = 0
+        for uid, frames, dets, chips in done:
+            n = sum(len(cs) for cs in chips)
+            self._prepared[uid] = (frames, observe(dets, chips, desc[at:at + n]))
+            at += n
+
+    def measure(self, item: QCItem) -> dict[str, Any]:
+        from merc.encoders.face import detect_and_embed_many, track_faces
+
+        ready = getattr(self, "_prepared", {}).pop(item.utterance_id, None)
         detector, encoder, tracker = self._get_models()
-        try:
-            per_frame = detect_and_embed_many([f.image for f in frames], detector=detector, encoder=encoder)
-        except (RuntimeError, ValueError) as e:  # dlib raises RuntimeError on odd images
-            return {"error": f"face detection failed on {path}: {e}"}
+        if ready is not None:
+            frames, per_frame = ready
+        else:
+            frames = self._frames(item)
+            if isinstance(frames, dict):
+                return frames
+            try:
+                per_frame = detect_and_embed_many([f.image for f in frames], detector=detector, encoder=encoder)
+            except (RuntimeError, ValueError) as e:  # dlib raises RuntimeError on odd images
+                return {"error": f"face detection failed on {self._video(item)}: {e}"}
         tracks = track_faces(per_frame, tracker)
         h, w = frames[0].image.shape[:2]
         return {
