@@ -49,9 +49,9 @@ torch.set_num_threads(int(threads))
 c = limit_corpus(load_corpus("meld", corpus, corpus), [split], int(limit))
 store = FeatureStore(root=out + "/store")
 opts = {}
-if int(min_face):
+if min_face != "default":
     from merc.encoders.face_expr import FaceFrameConfig
-    opts = {e: {"config": FaceFrameConfig(min_face=int(min_face))} for e in encoders.split(",")}
+    opts = {e: {"config": FaceFrameConfig(min_face=int(min_face) or None)} for e in encoders.split(",")}
 t0 = time.perf_counter()
 f = extract_modality(c, split, modality, encoders.split(","), store=store, progress=False, encoder_options=opts)
 secs = time.perf_counter() - t0
@@ -114,15 +114,29 @@ def compare_flags(a: Path, b: Path) -> dict:
             "n_changed": len(changed), "max_score_diff": {c: round(v, 6) for c, v in sorted(by_check.items())}}
 
 
-def compare_features(a: Path, b: Path) -> dict:
+# column blocks of the concatenated features ("fer,dlib": fer's 7 probabilities and 128 features, then dlib's 128)
+BLOCKS = {"face": [("fer probabilities", 0, 7), ("fer features", 7, 135), ("dlib descriptor", 135, 263)],
+          "audio": [("egemaps", 0, 88), ("resemblyzer", 88, 344)]}
+
+
+def compare_features(a: Path, b: Path, part: str = "") -> dict:
     za, zb = np.load(a), np.load(b)
     same_ids = bool((za["ids"] == zb["ids"]).all())
     both = za["present"] & zb["present"]
-    diff = np.abs(za["X"][both] - zb["X"][both])
+    xa, xb = za["X"][both].astype(np.float64), zb["X"][both].astype(np.float64)
+    diff = np.abs(xa - xb)
+    blocks = {}
+    for name, lo, hi in BLOCKS.get(part, []) if xa.shape[1] >= max(h for *_, h in BLOCKS.get(part, [("", 0, 0)])) \
+            else []:
+        u, v = xa[:, lo:hi], xb[:, lo:hi]
+        cos = (u * v).sum(1) / np.maximum(np.linalg.norm(u, axis=1) * np.linalg.norm(v, axis=1), 1e-12)
+        blocks[name] = {"max_abs_diff": float(np.abs(u - v).max()) if u.size else 0.0,
+                        "cosine_min": float(cos.min()) if cos.size else 1.0,
+                        "cosine_mean": float(cos.mean()) if cos.size else 1.0}
     return {"same_ids": same_ids, "same_present": bool((za["present"] == zb["present"]).all()),
             "present": int(both.sum()), "n": int(len(za["ids"])),
             "max_abs_diff": float(diff.max()) if diff.size else 0.0,
-            "mean_abs_diff": float(diff.mean()) if diff.size else 0.0}
+            "mean_abs_diff": float(diff.mean()) if diff.size else 0.0, "blocks": blocks}
 
 
 def main() -> int:
@@ -135,8 +149,9 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=2, help="merc qc --workers")
     ap.add_argument("--threads", type=int, default=2, help="torch threads of the extraction process")
     ap.add_argument("--parts", default="qc,audio,face")
-    ap.add_argument("--min-face", type=int, default=80,
-                    help="also run 'fast': this code with reduced-resolution face detection (0: do not)")
+    ap.add_argument("--min-face", type=int, default=None,
+                    help="also run 'fast': this code with `--min-face N` / FaceFrameConfig(min_face=N) (0: the full "
+                         "scan); not given: no 'fast' run")
     ap.add_argument("--qc-variant", action="append", default=[], metavar="NAME=ARGS",
                     help="also run `merc qc` with these extra arguments under NAME (this code), e.g. "
                          "'cascade=--asr-cascade'; repeatable")
@@ -176,7 +191,8 @@ def main() -> int:
     parts = args.parts.split(",")
     runs: list[dict] = []
     srcs["fast"] = ROOT
-    qc_extra = {"fast": ["--min-face", str(args.min_face)]} if args.min_face else {}
+    fast = args.min_face is not None
+    qc_extra = {"fast": ["--min-face", str(args.min_face)]} if fast else {}
     for v in args.qc_variant:
         name, _, extra = v.partition("=")
         qc_extra[name] = shlex.split(extra)
@@ -184,7 +200,7 @@ def main() -> int:
     for r in range(args.rounds):
         for part in parts:
             sides = ["before"] + ([] if args.no_after else ["after"]) + (
-                ["fast"] if args.min_face and part != "audio" else [])
+                ["fast"] if fast and part != "audio" else [])
             if part == "qc":
                 sides += [v for v in qc_extra if v != "fast"]
             for side in sides if r % 2 == 0 else sides[::-1]:
@@ -199,7 +215,7 @@ def main() -> int:
                 else:
                     encs = "egemaps,resemblyzer" if part == "audio" else "fer,dlib"
                     cmd = [PY, "-c", EXTRACT, args.corpus, args.split, str(args.limit), str(out), part, encs,
-                           str(args.threads), str(args.min_face if side == "fast" else 0)]
+                           str(args.threads), str(args.min_face) if side == "fast" else "default"]
                 res = timed(cmd, srcs[side], env)
                 res.update(round=r, part=part, side=side, x_real_time=round(audio_s / res["wall_seconds"], 2),
                            x_real_time_cpu=round(audio_s / max(res["cpu_seconds"], 1e-9), 2), out=str(out))
@@ -215,7 +231,7 @@ def main() -> int:
             if part == "qc":
                 compare[f"{part}/{side}"] = compare_flags(b / "qc" / "flags.csv", a / "qc" / "flags.csv")
             else:
-                compare[f"{part}/{side}"] = compare_features(b / f"{part}.npz", a / f"{part}.npz")
+                compare[f"{part}/{side}"] = compare_features(b / f"{part}.npz", a / f"{part}.npz", part)
     summary = {}
     for part in parts:
         for side in ("before", "after", *qc_extra):
@@ -223,6 +239,8 @@ def main() -> int:
             if rs:
                 summary[f"{part}/{side}"] = {"x_real_time": [x["x_real_time"] for x in rs],
                                              "x_real_time_cpu": [x["x_real_time_cpu"] for x in rs],
+                                             "cpu_per_media_s": [round(x["cpu_seconds"] / audio_s, 3) for x in rs],
+                                             "cpu_seconds": [x["cpu_seconds"] for x in rs],
                                              "wall_seconds": [x["wall_seconds"] for x in rs],
                                              "load": [x["load_before"] for x in rs]}
     cmd = ".venv/bin/python benchmarks/" + Path(__file__).name + " " + shlex.join(sys.argv[1:])
@@ -266,19 +284,34 @@ def report(res: dict) -> str:
              "- each run is its own process with a fresh QC folder / feature store; runs interleaved; × real time = "
              "media seconds / wall seconds (CPU: / CPU seconds of all the run's processes); load = 1-min load "
              "average when the run started (2 cores, shared)", "",
-             "- 'after': this code with its defaults (exact: the same outputs); 'fast': this code with "
-             f"reduced-resolution face detection (`--min-face {res.get('min_face')}` / "
-             f"`FaceFrameConfig(min_face={res.get('min_face')})`), "
-             "which moves the face boxes",
+             "- 'after': this code with its defaults"
+             + (f"; 'fast': this code with `--min-face {res.get('min_face')}` / "
+                f"`FaceFrameConfig(min_face={res.get('min_face') or None})`" if res.get("min_face") is not None
+                else ""),
              *[f"- '{k}': this code, `merc qc ... {v}`" for k, v in res.get("qc_variants", {}).items() if k != "fast"],
              ""
-             "| stage | code | × real time (wall) | × real time (CPU) | wall s | load at start |",
-             "|---|---|---|---|---|---|"]
+             "| stage | code | × real time (wall) | × real time (CPU) | CPU-s per media s | wall s | load at start |",
+             "|---|---|---|---|---|---|---|"]
     for k, v in res["summary"].items():
         part, side = k.split("/")
         lines.append(f"| {names.get(part, part)} | {side} | {', '.join(map(str, v['x_real_time']))} | "
-                     f"{', '.join(map(str, v['x_real_time_cpu']))} | {', '.join(map(str, v['wall_seconds']))} | "
+                     f"{', '.join(map(str, v['x_real_time_cpu']))} | "
+                     f"{', '.join(map(str, v.get('cpu_per_media_s', [])))} | "
+                     f"{', '.join(map(str, v['wall_seconds']))} | "
                      f"{', '.join(map(str, v['load']))} |")
+    pair = [s for s in ("before", "after", "fast") if f"audio/{s}" in res["summary"] or f"face/{s}" in res["summary"]]
+    if any(k.startswith("audio/") for k in res["summary"]):
+        lines += ["", "Default audio + face extraction (egemaps + resemblyzer, then fer + dlib; the two runs added; "
+                  "'fast' uses 'after''s audio run):", "",
+                  "| code | × real time (wall) | × real time (CPU) | CPU-s per media s |", "|---|---|---|---|"]
+        for s in pair:
+            a = res["summary"].get(f"audio/{s}") or res["summary"].get("audio/after")
+            f = res["summary"].get(f"face/{s}")
+            if not a or not f or "cpu_seconds" not in a:
+                continue
+            wall, cpu = a["wall_seconds"][0] + f["wall_seconds"][0], a["cpu_seconds"][0] + f["cpu_seconds"][0]
+            m = res["audio_seconds"]
+            lines.append(f"| {s} | {m / wall:.2f} | {m / cpu:.2f} | {cpu / m:.3f} |")
     if res.get("qc_checks"):
         checks = sorted({c for v in res["qc_checks"].values() for c in v})
         lines += ["", "QC per check: media seconds / seconds spent measuring (wall time inside the workers, summed "
@@ -300,6 +333,9 @@ def report(res: dict) -> str:
             lines.append(f"- {names[part]}, {side}: same utterances {c['same_ids']}, same present rows "
                          f"{c['same_present']} ({c['present']}/{c['n']}); largest absolute feature difference "
                          f"{c['max_abs_diff']:.3g}, mean {c['mean_abs_diff']:.3g}")
+            for b, v in c.get("blocks", {}).items():
+                lines.append(f"  - {b}: largest absolute difference {v['max_abs_diff']:.3g}; cosine to 'before' "
+                             f"min {v['cosine_min']:.6f}, mean {v['cosine_mean']:.6f}")
     return "\n".join(lines) + "\n"
 
 
