@@ -74,12 +74,25 @@ def unpack(ref: str, dest: Path) -> Path:
     return dest
 
 
+def which_merc(src: Path, env: dict[str, str]) -> str:
+    """The merc package a run with this environment imports: ``src``'s, or a RuntimeError. ``python -c`` and
+    ``python -m`` put the working folder first on sys.path, before PYTHONPATH: run from a checkout, every side
+    would import that checkout's merc (which this benchmark did before this check)."""
+    p = subprocess.run([PY, "-c", "import merc; print(merc.__file__)"], env=env, cwd=src, capture_output=True,
+                       text=True, check=True)
+    got = Path(p.stdout.strip()).resolve()
+    if not got.is_relative_to(Path(src).resolve()):
+        raise RuntimeError(f"a run meant for {src} imports {got}")
+    return str(got)
+
+
 def timed(cmd: list[str], src: Path, env_extra: dict[str, str]) -> dict:
     env = {**os.environ, "PYTHONPATH": str(src), **env_extra}
+    which_merc(src, env)
     load0 = os.getloadavg()[0]
     r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    p = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    p = subprocess.run(cmd, env=env, cwd=src, capture_output=True, text=True)  # cwd: see which_merc
     wall = time.perf_counter() - t0
     r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     if p.returncode != 0:
@@ -177,7 +190,8 @@ def main() -> int:
     from merc.qc.cli import limit_corpus
 
     before = args.before or git("merge-base", "HEAD", "main")
-    work = Path(args.work or tempfile.mkdtemp(prefix="bench_media-"))
+    work = Path(args.work or tempfile.mkdtemp(prefix="bench_media-")).resolve()
+    args.corpus = str(Path(args.corpus).resolve())  # the runs start in their code's folder
     srcs = {"before": unpack(before, work / "before_src"), "after": ROOT}
     corpus = limit_corpus(load_corpus("meld", args.corpus, args.corpus), [args.split], args.limit)
     utts = corpus.utterances(args.split)
