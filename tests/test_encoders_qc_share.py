@@ -77,3 +77,20 @@ def test_qc_measurements_seed_the_store(qc_run, tmp_path):
         assert "missing" in f.reasons[2]
     assert Spy.calls == 2  # only the missing clip, once per encoder, was looked at by the encoders
     assert seed_store_from_qc(qc, corpus, "train", store=store) == {"resemblyzer": 0, "dlib": 0}  # already there
+
+
+@pytest.mark.slow
+def test_training_features_with_qc_dir_reuse_the_qc_descriptors(qc_run, tmp_path, monkeypatch):
+    """corpus_features (merc extract / train --qc-dir) seeds the store from QC first: the dlib rows are QC's
+    track descriptors as cached (rounded to 5 decimals), not a second extraction."""
+    from merc.qc.cache import MeasureCache
+    from merc.training.features import corpus_features
+    corpus, qc = qc_run
+    monkeypatch.setenv("MERC_CACHE", str(tmp_path / "cache"))
+    feats, report, _ = corpus_features(corpus, ["train"], ["face"], {"face": ["dlib"]}, qc_dir=str(qc),
+                                       progress=False)
+    cached = MeasureCache(qc / "cache" / "faces.jsonl").load()
+    for u in corpus.utterances("train")[:2]:
+        want = np.asarray(cached[u.utterance_id]["result"]["tracks"][0]["embedding"], np.float32)
+        np.testing.assert_array_equal(feats["train"]["face"][u.utterance_id], want)
+    assert report["train"]["face"]["absent"] == 1  # the missing clip

@@ -133,6 +133,23 @@ def presence_report(feats: Features) -> dict[str, Any]:
             "reasons": dict(why.most_common()), "examples": examples, "first": first}
 
 
+def seed_from_qc(corpus: Corpus, splits: Sequence[str], encoders: Mapping[str, Sequence[Any]], qc_dir: str) -> None:
+    """``merc qc`` already computed the resemblyzer voice and the dlib descriptor of the labelled speaker's face
+    track of each utterance: copy them into the feature store (:func:`merc.qc.share.seed_store_from_qc`, which
+    checks that QC's settings are the encoders' defaults) so that extraction does not compute them again. Only
+    for modalities served by the store provider, and only when those encoders are used."""
+    wanted = {m: n for m, n in (("audio", "resemblyzer"), ("face", "dlib"))
+              if n in [getattr(e, "name", e) for e in encoders.get(m, ())]
+              and getattr(FEATURE_PROVIDERS.get(m), "takes_encoders", False)}
+    if not wanted:
+        return
+    from merc.qc.share import seed_store_from_qc
+    for split in splits:
+        written = seed_store_from_qc(qc_dir, corpus, split)
+        if any(written.values()):
+            log.info("%s/%s: rows copied from the QC run %s: %s", corpus.name, split, qc_dir, written)
+
+
 def corpus_features(corpus: Corpus, splits: Sequence[str], modalities: Sequence[str],
                     encoders: Mapping[str, Sequence[str]] | str | None = None, *, media_dir: str | None = None,
                     progress: bool = True, qc_dir: str | None = None):
@@ -147,6 +164,8 @@ def corpus_features(corpus: Corpus, splits: Sequence[str], modalities: Sequence[
         load_speaker_tracks(qc_dir)  # a clear error now, before any extraction, when the folder has no tracks
     elif qc_dir:
         log.warning("--qc-dir %s is used by face encoders only, and this run has no face modality", qc_dir)
+    if qc_dir:
+        seed_from_qc(corpus, splits, encoders, qc_dir)
     features: dict[str, dict[str, dict[str, np.ndarray | None]]] = {}
     report: dict[str, dict[str, Any]] = {}
     fingerprints: dict[str, list[str]] = {}
