@@ -147,3 +147,27 @@ def test_alignment_prepare_gives_the_same_measurements(spoken):
     for a, b in zip(plain, batched):
         assert a.keys() == b.keys() and a["hypothesis"] == b["hypothesis"]
         assert a["whisper_lp"] == pytest.approx(b["whisper_lp"], abs=1e-4)
+
+
+def test_prepare_time_is_counted_in_the_items_measuring_seconds():
+    """A check that does its work in prepare() (faces: the batch's descriptors) still shows that time in the
+    per-check timings (summary.json): it is shared out over the batch's items."""
+    import time
+
+    from merc.data.schema import Utterance
+    from merc.qc.base import QCItem
+    from merc.qc.pool import measure_batch
+
+    class Slow:
+        name = "slow"
+
+        def prepare(self, items):
+            time.sleep(0.2)
+
+        def measure(self, item):
+            return {"ok": True}
+
+    items = [QCItem(Utterance(f"u{i}", "A", "t"), "c", "dev", None) for i in range(4)]
+    out = list(measure_batch({"slow": Slow()}, ["slow"], [(it, ["slow"], None) for it in items], prefetch=False))
+    assert len(out) == 4 and all(r == {"ok": True} for _, _, r, _ in out)
+    assert sum(s for *_, s in out) >= 0.19
