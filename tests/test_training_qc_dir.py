@@ -141,6 +141,17 @@ def test_without_face_choice():
         without_face_choice("fer-minixception-abc-m0.25-fps1.0-max30-hog1-largest") == \
         "fer-minixception-abc-m0.25-fps1.0-max30-hog1"
     assert without_face_choice("something-else") == "something-else"
+    # the largest face found by the reduced scan (the default) or with tracking: the same network and frames
+    for tail in ("-largest-lvl64", "-largest-lvl64-track4-7.0", "-largest-track3-7.0"):
+        assert without_face_choice("fer-minixception-abc-m0.25-fps1.0-max30-hog1" + tail) == \
+            "fer-minixception-abc-m0.25-fps1.0-max30-hog1"
+    from merc.encoders.face_expr import FaceFrameConfig, FerEncoder
+    pytest.importorskip("h5py")
+    largest, tracked = FerEncoder(), FerEncoder(speaker_tracks={})
+    assert largest.fingerprint != tracked.fingerprint
+    assert without_face_choice(largest.fingerprint) == without_face_choice(tracked.fingerprint)
+    assert without_face_choice(FerEncoder(FaceFrameConfig(detect_every=3)).fingerprint) == \
+        without_face_choice(tracked.fingerprint)
 
 
 def test_predict_loads_each_encoder_once_across_chunks(corpus, tmp_path, capsys):

@@ -34,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,12 +71,10 @@ def load_speaker_tracks(source: str | Path | dict | None) -> dict[str, dict[str,
 
 
 def without_face_choice(fingerprint: str) -> str:
-    """A face encoder's fingerprint with how the face was chosen (QC track or largest face) left out: the same
-    network and frame settings. Used when a run trained on QC tracks labels new media, which has none."""
-    for tail in ("-qc", "-largest"):
-        if fingerprint.endswith(tail):
-            return fingerprint[: -len(tail)]
-    return fingerprint
+    """A face encoder's fingerprint with how the face was chosen (QC track, or the largest face and the detector
+    options that found it: ``-largest-lvl64``, ``-largest-track4-7.0``) left out: the same network and frame
+    settings. Used when a run trained on QC tracks labels new media, which has none."""
+    return re.sub(r"-(?:qc|largest(?:-lvl\d+)?(?:-track\d+-[\d.]+)?)$", "", fingerprint)
 
 
 def crop_face(image: np.ndarray, box: Box, margin: float, *, min_side: int):
@@ -177,11 +176,11 @@ class FaceFrameEncoder(MediaEncoder):
 
     def _settings(self) -> str:
         c = self.config
-        det = f"{c.detector}{c.upsample}"
-        if self.tracks is None:  # the detector's options count only when it chooses the face
-            det += (f"-lvl{c.min_face}" if c.min_face else "") + (
+        choice = "qc"  # how the face is chosen, last (without_face_choice): the detector's options count only when
+        if self.tracks is None:  # it chooses the face
+            choice = "largest" + (f"-lvl{c.min_face}" if c.min_face else "") + (
                 f"-track{c.detect_every}-{c.track_min_psr}" if c.detect_every > 1 else "")
-        return f"fps{c.fps}-max{c.max_frames}-{det}-{'qc' if self.tracks is not None else 'largest'}"
+        return f"fps{c.fps}-max{c.max_frames}-{c.detector}{c.upsample}-{choice}"
 
     def content_key(self, u) -> str:
         path = u.video
