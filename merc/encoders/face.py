@@ -200,10 +200,38 @@ class FaceDetector:
         rects, scores, _ = self.model.run(im, 0, 0.0)
         out = []
         for r, sc in zip(rects, scores):
-            r = p6.rect_up(r, k)
+            r = self._full_scan_rect(r, k, p6)
             r = p2.rect_down(r, c.upsample) if c.upsample else r
             out.append(Detection((r.left(), r.top(), r.right(), r.bottom()), float(sc)))
         return out, f, k
+
+    def _full_scan_rect(self, r, k: int, p6):
+        """The box the full scan gives for detection ``r`` of the scan from pyramid level ``k``.
+
+        The detector maps a window found on its level j to its level 0 (our level k) and rounds; the full scan maps
+        the same window from level k + j straight to level 0 and rounds once. So the window on level k + j is
+        recovered first: the integer rect of the detector's window size (``detection_window_width`` less one HOG
+        cell, plus one) that maps onto ``r`` from level j, nearest the unrounded mapping; then it is mapped up
+        k + j levels as the full scan does. Boxes come out as the full scan's (a pixel off at most for windows
+        crossing the image border)."""
+        import math
+        dlib = _require_dlib()
+        w, h = self.model.detection_window_width - 7, self.model.detection_window_height - 7  # 8-px HOG cells
+        d = dlib.drectangle(r.left(), r.top(), r.right(), r.bottom())
+        j0 = max(0, round(math.log(max(r.width(), 1) / w) / math.log(6 / 5)))
+        best = None
+        for j in (j0, j0 - 1, j0 + 1):
+            if j < 0:
+                continue
+            dj = p6.rect_down(d, j)
+            for left in range(math.floor(dj.left()) - 1, math.ceil(dj.left()) + 2):
+                for top in range(math.floor(dj.top()) - 1, math.ceil(dj.top()) + 2):
+                    p = dlib.rectangle(left, top, left + w - 1, top + h - 1)
+                    if p6.rect_up(p, j) == r:
+                        miss = abs(left - dj.left()) + abs(top - dj.top())
+                        if best is None or miss < best[0]:
+                            best = (miss, j, p)
+        return p6.rect_up(best[2], k + best[1]) if best else p6.rect_up(r, k)
 
     def detect(self, image: np.ndarray) -> list[Detection]:
         """Detections in the coordinates of ``image``, clipped to it, best score first."""
