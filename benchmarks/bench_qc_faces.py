@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's merc, before _common imports one
 
 from _common import atomic_write_text, write_json  # noqa: E402
 from bench_media import PY, ROOT, compare_flags, git, timed, unpack  # noqa: E402
@@ -41,7 +42,6 @@ def main() -> int:
     ap.add_argument("--out", default=str(RESULTS / "qc_faces"))
     ap.add_argument("--note", default="")
     args = ap.parse_args()
-    sys.path.insert(0, str(ROOT))
     from merc.data import load_corpus
     from merc.io import provenance, provenance_markdown
     from merc.media.decode import probe
