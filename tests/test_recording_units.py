@@ -248,3 +248,18 @@ def test_cluster_min_counts_speakers_on_long_regions_only():
             j = min((i for i, u in enumerate(allv) if u not in short),
                     key=lambda i: abs(allv[i].region.start - v.region.start))
             assert lab == d.labels[j]
+
+
+def test_packed_windows_join_regions_and_map_words_back():
+    from merc.recording.asr import packed, unpack
+    regions = [Region(1.0, 3.0), Region(10.0, 12.0), Region(40.0, 58.0), Region(90.0, 91.0)]
+    # packed: up to 30 s of speech joined by 0.5 s gaps, spanning at most 60 s of the recording
+    assert windows(regions, 30.0, 0.5, 60.0) == [regions[:3], regions[3:]]
+    assert windows(regions, 30.0, 0.5, 20.0) == [regions[:2], regions[2:3], regions[3:]]
+    wav = np.arange(13 * SAMPLE_RATE, dtype=np.float32)  # the recording from t0 = 0.5 s on
+    chunk, shifts = packed(wav, 0.5, regions[:2], 0.5)
+    assert len(chunk) == int(4.5 * SAMPLE_RATE)
+    assert chunk[0] == 0.5 * SAMPLE_RATE and chunk[int(2.5 * SAMPLE_RATE)] == 9.5 * SAMPLE_RATE  # region 2's start
+    assert not chunk[2 * SAMPLE_RATE:int(2.5 * SAMPLE_RATE)].any()  # the gap is silence
+    words = unpack([Word(0.2, 0.6, " a", 1.0), Word(2.7, 3.1, " b", 1.0)], shifts)
+    assert [(w.start, w.end) for w in words] == [(1.2, 1.6), (10.2, 10.6)]

@@ -45,6 +45,13 @@ class AsrConfig:
     max_words_per_second: float = 6.0  # more in a region is a repetition loop: transcribe that region alone
     batch_size: int = 1  # windows per Whisper call; 1 = one at a time, with seek loop and temperature fallback
     max_tokens_per_second: float = 8.0  # decoding stops there (a repetition loop would run to 448 tokens)
+    pack_gap: float | None = None  # seconds of silence kept between packed regions; None: a window is the
+    #                                recording's stretch (pauses kept); packed windows hold up to ``window`` s of
+    #                                speech, so fewer Whisper calls cover the same recording
+    temperatures: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6)  # fallback when the output repeats or is unlikely
+    log_prob_threshold: float | None = -1.0  # mean token log-probability below this: decode again, hotter
+    best_of: int = 5  # samples per fallback temperature
+    span: float = 60.0  # packed windows: seconds of the recording one window may span at most (memory bound)
 
 
 @dataclass(frozen=True)
@@ -69,15 +76,54 @@ def check_model_dir(model: str | None) -> None:
         raise InputError(f"{p}: not a faster-whisper model folder (no model.bin in it)")
 
 
-def windows(regions: list[Region], window: float) -> list[list[Region]]:
-    """Group consecutive regions so that each group spans at most ``window`` seconds of the recording."""
+def windows(regions: list[Region], window: float, pack_gap: float | None = None,
+            span: float | None = None) -> list[list[Region]]:
+    """Group consecutive regions so that each group spans at most ``window`` seconds of the recording or, with
+    ``pack_gap``, holds at most ``window`` seconds once packed (regions joined by ``pack_gap`` s of silence) and
+    spans at most ``span`` seconds of the recording."""
     groups: list[list[Region]] = []
+    packed = 0.0
     for r in regions:
-        if groups and r.end - groups[-1][0].start <= window:
+        d = r.end - r.start
+        if pack_gap is None:
+            fits = bool(groups) and r.end - groups[-1][0].start <= window
+        else:
+            fits = bool(groups) and packed + pack_gap + d <= window and r.end - groups[-1][0].start <= (span or 1e9)
+        if fits:
             groups[-1].append(r)
+            packed += (pack_gap or 0.0) + d
         else:
             groups.append([r])
+            packed = d
     return groups
+
+
+def packed(wav: np.ndarray, t0: float, regions: list[Region], gap: float) -> tuple[np.ndarray, np.ndarray]:
+    """The regions' audio from ``wav`` (the recording from ``t0`` s on) joined with ``gap`` s of silence between
+    them: (samples (n,), shifts (len(regions), 2)) where row i is [start of region i in the chunk (s), its start
+    in the recording (s)], to map a time in the chunk back to the recording."""
+    g = np.zeros(int(round(gap * SAMPLE_RATE)), np.float32)
+    parts, shifts, pos = [], [], 0
+    for k, r in enumerate(regions):
+        i, j = int(round((r.start - t0) * SAMPLE_RATE)), int(round((r.end - t0) * SAMPLE_RATE))
+        seg = np.asarray(wav[max(i, 0):max(j, 0)], np.float32)
+        if k:
+            parts.append(g)
+            pos += len(g)
+        shifts.append((pos / SAMPLE_RATE, t0 + max(i, 0) / SAMPLE_RATE))
+        parts.append(seg)
+        pos += len(seg)
+    return (np.concatenate(parts) if parts else np.zeros(0, np.float32)), np.asarray(shifts, np.float64)
+
+
+def unpack(words: list[Word], shifts: np.ndarray) -> list[Word]:
+    """Words timed in a :func:`packed` chunk -> times in the recording (by the region holding each midpoint)."""
+    out = []
+    for w in words:
+        i = int(np.clip(np.searchsorted(shifts[:, 0], (w.start + w.end) / 2, side="right") - 1, 0, len(shifts) - 1))
+        d = shifts[i, 1] - shifts[i, 0]
+        out.append(Word(round(w.start + d, 3), round(w.end + d, 3), w.text, w.probability))
+    return out
 
 
 def silenced(wav: np.ndarray, t0: float, regions: list[Region]) -> tuple[float, np.ndarray]:
@@ -120,7 +166,8 @@ class Transcriber:
         segments, _ = self.model.transcribe(
             np.asarray(wav, np.float32), language=self.language, beam_size=self.config.beam_size,
             word_timestamps=True, condition_on_previous_text=False, vad_filter=False,
-            temperature=[0.0, 0.2, 0.4, 0.6],  # a higher temperature when the output repeats (compression ratio)
+            temperature=list(self.config.temperatures),  # hotter when the output repeats (compression ratio)
+            log_prob_threshold=self.config.log_prob_threshold, best_of=self.config.best_of,
             max_new_tokens=self._max_new(len(wav) / SAMPLE_RATE))
         return [Word(round(offset + w.start, 3), round(offset + w.end, 3), w.word, float(w.probability))
                 for seg in segments for w in seg.words or [] if w.word.strip()]
@@ -172,7 +219,13 @@ class Transcriber:
         """Words of several windows, each ``(t0, wav, regions)``: ``wav`` the recording from ``t0`` s on, covering
         its ``regions``. A region of a window that got no words or looped is transcribed again alone; a region
         that still loops keeps its first ``max_words_per_second`` x duration + 2 words. Words in time order."""
-        per_window = self.batch_words([silenced(wav, t0, regs) for t0, wav, regs in items])
+        gap = self.config.pack_gap
+        if gap is None:
+            per_window = self.batch_words([silenced(wav, t0, regs) for t0, wav, regs in items])
+        else:  # regions joined by ``gap`` s of silence; word times mapped back to the recording
+            chunks = [packed(wav, t0, regs, gap) for t0, wav, regs in items]
+            per_window = [unpack(ws, sh) for ws, (_, sh) in zip(self.batch_words([(0.0, c) for c, _ in chunks]),
+                                                                  chunks)]
         out: list[Word] = []
         again: list[tuple[float, np.ndarray, Region]] = []
         for (t0, wav, regs), words in zip(items, per_window):

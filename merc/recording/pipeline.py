@@ -176,8 +176,9 @@ class RecordingPipeline:
             pending += closed
             seconds["decode+vad"] += time.perf_counter() - t
             frontier = tracker.start * FRAME / SAMPLE_RATE if tracker.start is not None else duration
-            groups = windows(pending, cfg.asr.window)
-            if groups and frontier - groups[-1][0].start <= cfg.asr.window:  # the last window may still grow
+            groups = windows(pending, cfg.asr.window, cfg.asr.pack_gap, cfg.asr.span)
+            reach = cfg.asr.window if cfg.asr.pack_gap is None else cfg.asr.span
+            if groups and frontier - groups[-1][0].start <= reach:  # the last window may still grow
                 groups, pending = groups[:-1], groups[-1]
             else:
                 pending = []
@@ -192,7 +193,7 @@ class RecordingPipeline:
         last = tracker.finish(duration)
         regions += last
         pending += last
-        process(ready + windows(pending, cfg.asr.window))
+        process(ready + windows(pending, cfg.asr.window, cfg.asr.pack_gap, cfg.asr.span))
         audio.drop_before(float("inf"))
         hook("transcribe", duration, duration)
         if not regions or not words:
