@@ -11,6 +11,10 @@ Embeddings are merc's speaker encoder (:mod:`merc.encoders.speaker`, resemblyzer
    max_speakers]`` is the one with the highest mean silhouette (one speaker when every k scores below
    ``min_silhouette``). Chosen on the generated corpus's dev split (``benchmarks/bench_recording.py --tune``;
    results/recording/tune.md) over cutting the tree at a distance threshold and NME spectral clustering.
+   With a video, regions may also carry the face on screen (:mod:`merc.recording.faces`): for two regions that
+   both have one, the distance clustered is ``(1 - face_weight)`` x the voices' cosine distance + ``face_weight``
+   x the faces' (likewise the similarity to a cluster's voice and face centroids in the refine steps), and the
+   speaker count is estimated on those distances. Changes of speaker inside a region are found from the voice alone.
 3. A region of at least ``change_min`` seconds may hold two turns with no pause between them (or overlapping
    speech): its partial windows (1.6 s, every ``1/partial_rate`` s) are labelled by the nearest centroid and
    smoothed; each change that leaves at least ``min_turn`` seconds on both sides is a split point, which
@@ -46,6 +50,8 @@ class DiarizeConfig:
     partial_rate: float = 2.0  # partial windows per second inside such regions
     min_turn: float = 1.0  # seconds of a speaker on each side of an accepted change
     torch_threads: int = 1  # resemblyzer's small LSTM: 1 thread was 5-10x faster than 2 on the loaded machine
+    face_weight: float = 0.0  # share of the face distance in the distance of two regions that both have a face
+    #                           (merc.recording.faces; 0 = voices alone)
 
     def validate(self) -> None:
         if self.method not in ("threshold", "silhouette", "spectral"):
@@ -53,6 +59,8 @@ class DiarizeConfig:
                               "spectral")
         if self.num_speakers is not None and self.num_speakers < 1:
             raise ConfigError(f"--num-speakers must be >= 1, got {self.num_speakers}")
+        if not 0.0 <= self.face_weight <= 1.0:
+            raise ConfigError(f"face_weight must be in [0, 1], got {self.face_weight}")
         if not 1 <= self.min_speakers <= self.max_speakers:
             raise ConfigError(f"--min-speakers {self.min_speakers} and --max-speakers {self.max_speakers}: expected "
                               "1 <= min <= max")
@@ -65,6 +73,7 @@ class RegionVoice:
     embedding: np.ndarray | None  # (256,) unit norm; None when the region is too short or silent
     partial_times: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (p,) window centres, seconds
     partials: np.ndarray = field(default_factory=lambda: np.zeros((0, 256), np.float32))  # (p, 256)
+    face: np.ndarray | None = None  # (128,) unit face descriptor of the person on screen (merc.recording.faces)
 
 
 @dataclass
@@ -81,10 +90,13 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-8)
 
 
-def cluster(x: np.ndarray, config: DiarizeConfig) -> np.ndarray:
-    """x: (n, d) unit embeddings -> (n,) cluster ids, clusters numbered by first occurrence."""
+def cluster(x: np.ndarray, config: DiarizeConfig, dist: np.ndarray | None = None) -> np.ndarray:
+    """x: (n, d) unit embeddings -> (n,) cluster ids, clusters numbered by first occurrence. ``dist`` (n, n): the
+    distances to cluster by instead of x's cosine distances (voice and face mixed, :func:`distances`)."""
     from sklearn.cluster import AgglomerativeClustering
     n = len(x)
+    metric = "cosine" if dist is None else "precomputed"
+    data = x if dist is None else dist
     if n == 0:
         return np.zeros(0, int)
     if n == 1:
@@ -92,20 +104,60 @@ def cluster(x: np.ndarray, config: DiarizeConfig) -> np.ndarray:
     k = config.num_speakers
     ids = None
     if config.method == "spectral" and n > 2:
-        return _renumber(_spectral(x, config))
+        return _renumber(_spectral(x, config, dist))
     if k is None and config.method == "silhouette":
-        k = _silhouette_k(x, config)
+        k = _silhouette_k(data, config, metric)
     elif k is None:
-        ids = AgglomerativeClustering(n_clusters=None, metric="cosine", linkage="average",
-                                      distance_threshold=config.threshold).fit_predict(x)
+        ids = AgglomerativeClustering(n_clusters=None, metric=metric, linkage="average",
+                                      distance_threshold=config.threshold).fit_predict(data)
         k = int(np.clip(len(set(ids)), config.min_speakers, config.max_speakers))
         if k != len(set(ids)):
             ids = None
     k = min(k, n)
     if ids is None:
         ids = np.zeros(n, int) if k == 1 else \
-            AgglomerativeClustering(n_clusters=k, metric="cosine", linkage="average").fit_predict(x)
+            AgglomerativeClustering(n_clusters=k, metric=metric, linkage="average").fit_predict(data)
     return _renumber(ids)
+
+
+def distances(x: np.ndarray, faces: list[np.ndarray | None], weight: float) -> np.ndarray | None:
+    """Voice cosine distances (n, n) of unit embeddings x (n, d), with ``weight`` of the face cosine distance mixed
+    in for each pair of regions that both have a face: ``(1 - w) d_voice + w d_face``; None (voices alone) when
+    ``weight`` is 0 or fewer than two regions have a face."""
+    has = np.array([f is not None for f in faces], bool)  # (n,)
+    if weight <= 0 or has.sum() < 2:
+        return None
+    f = np.stack([f if f is not None else np.zeros(128, np.float32) for f in faces])  # (n, 128)
+    dv = 1.0 - x @ x.T
+    both = has[:, None] & has[None, :]
+    d = np.where(both, (1 - weight) * dv + weight * (1.0 - f @ f.T), dv)
+    d = np.clip((d + d.T) / 2, 0.0, 2.0)
+    np.fill_diagonal(d, 0.0)
+    return d
+
+
+def _similarities(x: np.ndarray, faces: list[np.ndarray | None], cv: np.ndarray, cf: list[np.ndarray | None],
+                  weight: float) -> np.ndarray:
+    """(n, k) similarity of n regions (voice x (n, d), faces) to k centroids (voice cv (k, d), faces cf), mixed as
+    in :func:`distances`."""
+    s = x @ cv.T
+    if weight <= 0:
+        return s
+    for i, f in enumerate(faces):
+        if f is None:
+            continue
+        for c, g in enumerate(cf):
+            if g is not None:
+                s[i, c] = (1 - weight) * s[i, c] + weight * float(f @ g)
+    return s
+
+
+def _face_centroids(faces: list[np.ndarray | None], ids: np.ndarray, k: int) -> list[np.ndarray | None]:
+    out: list[np.ndarray | None] = []
+    for c in range(k):
+        m = [f for f, i in zip(faces, ids) if i == c and f is not None]
+        out.append(_unit(np.mean(m, 0)) if m else None)
+    return out
 
 
 def _renumber(ids: np.ndarray) -> np.ndarray:
@@ -113,13 +165,13 @@ def _renumber(ids: np.ndarray) -> np.ndarray:
     return np.array([order[c] for c in ids], int)
 
 
-def _spectral(x: np.ndarray, config: DiarizeConfig) -> np.ndarray:
+def _spectral(x: np.ndarray, config: DiarizeConfig, dist: np.ndarray | None = None) -> np.ndarray:
     """NME-SC (Park et al. 2019, "Auto-Tuning Spectral Clustering for Speaker Diarization Using Normalized
     Maximum Eigengap"): keep each row's p strongest cosine affinities, symmetrise, and choose p and the count k
     together by the largest normalised eigengap of the Laplacian; then spectral clustering into k groups."""
     from sklearn.cluster import SpectralClustering
     n = len(x)
-    sim = np.clip(x @ x.T, -1.0, 1.0)  # (n, n)
+    sim = np.clip(x @ x.T if dist is None else 1.0 - dist, -1.0, 1.0)  # (n, n)
     lo, hi = max(1, config.min_speakers), min(config.max_speakers, n - 1)
     best = None
     for p in range(max(2, n // 20), max(3, n // 2) + 1):
@@ -144,15 +196,16 @@ def _spectral(x: np.ndarray, config: DiarizeConfig) -> np.ndarray:
     return SpectralClustering(n_clusters=k, affinity="precomputed", random_state=0).fit_predict(a)
 
 
-def _silhouette_k(x: np.ndarray, config: DiarizeConfig) -> int:
+def _silhouette_k(x: np.ndarray, config: DiarizeConfig, metric: str = "cosine") -> int:
     """The k in [min_speakers, max_speakers] whose average-linkage clustering has the highest mean silhouette
-    (cosine); 1 when that is below ``min_silhouette`` and 1 is allowed."""
+    (``metric``: cosine on embeddings x, or "precomputed" with x the distances); 1 when that is below
+    ``min_silhouette`` and 1 is allowed."""
     from sklearn.cluster import AgglomerativeClustering
     from sklearn.metrics import silhouette_score
     best, best_k = -1.0, max(1, config.min_speakers)
     for k in range(max(2, config.min_speakers), min(config.max_speakers, len(x) - 1) + 1):
-        ids = AgglomerativeClustering(n_clusters=k, metric="cosine", linkage="average").fit_predict(x)
-        s = float(silhouette_score(x, ids, metric="cosine"))
+        ids = AgglomerativeClustering(n_clusters=k, metric=metric, linkage="average").fit_predict(x)
+        s = float(silhouette_score(x, ids, metric=metric))
         if s > best:
             best, best_k = s, k
     if best < config.min_silhouette and config.min_speakers <= 1:
@@ -250,18 +303,23 @@ def diarize(voices: list[RegionVoice], config: DiarizeConfig | None = None) -> D
     if len(have) < 3:
         have = embedded
     x = np.stack([voices[i].embedding for i in have])  # (m, 256)
-    ids = cluster(x, cfg)
+    w = cfg.face_weight
+    fx = [voices[i].face for i in have]
+    ids = cluster(x, cfg, distances(x, fx, w))
     k = int(ids.max()) + 1
     centroids = _unit(np.stack([x[ids == c].mean(0) for c in range(k)]))  # (k, 256)
+    faces = _face_centroids(fx, ids, k)  # per cluster: (128,) or None
     labels = [0] * len(voices)
     for i, c in zip(have, ids):
         labels[i] = int(c)
     xe = np.stack([voices[i].embedding for i in embedded])  # (e, 256)
-    near = (xe @ centroids.T).argmax(1)  # (e,)
+    fe = [voices[i].face for i in embedded]
+    near = _similarities(xe, fe, centroids, faces, w).argmax(1)  # (e,)
     for _ in range(cfg.refine if k > 1 else 0):  # k-means steps over all embedded regions
         new = _unit(np.stack([xe[near == c].mean(0) if (near == c).any() else centroids[c] for c in range(k)]))
+        faces = [g if g is not None else old for g, old in zip(_face_centroids(fe, near, k), faces)]
         centroids, prev = new, near
-        near = (xe @ centroids.T).argmax(1)
+        near = _similarities(xe, fe, centroids, faces, w).argmax(1)
         if (near == prev).all():
             break
     clustered = set(have)

@@ -15,7 +15,11 @@ bounded by a block plus ``batch_size`` windows (≈ 1 min of audio by default) p
 end the embeddings are clustered and the utterances built (:mod:`~merc.recording.segment`).
 
 ``hook(step, completed, total)`` is called as the work goes on (``"transcribe"`` in seconds of audio,
-then ``"diarize"``), after pyannote.audio's pipeline hooks.
+then ``"faces"`` in seconds of video for a video, then ``"diarize"``), after pyannote.audio's pipeline hooks.
+
+With a video (and ``faces.use``), the face on screen in each embedded region is found after the audio pass, in one
+streaming pass over the video (:mod:`~merc.recording.faces`), and weighs in the clustering
+(``diarize.face_weight``).
 
 Errors (one line naming the file, :class:`~merc.errors.MercError`): missing, 0-byte or corrupt file, no audio
 stream, no speech found, a missing ``--asr-model`` folder (checked before any decoding).
@@ -34,6 +38,7 @@ import numpy as np
 from merc.errors import InputError
 from merc.recording.asr import AsrConfig, Transcriber, Word, check_model_dir, windows
 from merc.recording.diarize import DiarizeConfig, RegionVoice, VoiceEmbedder, diarize
+from merc.recording.faces import FaceConfig, FaceStats, region_faces
 from merc.recording.segment import Segment, SegmentConfig, build_segments
 from merc.recording.vad import FRAME, SAMPLE_RATE, Region, RegionTracker, SileroVad, VadConfig
 
@@ -48,6 +53,7 @@ class RecordingConfig:
     asr: AsrConfig = field(default_factory=AsrConfig)
     diarize: DiarizeConfig = field(default_factory=DiarizeConfig)
     segment: SegmentConfig = field(default_factory=SegmentConfig)
+    faces: FaceConfig = field(default_factory=FaceConfig)
     block_frames: int = 937  # VAD frames per decoded block (937 x 512 samples = 29.98 s)
 
 
@@ -62,6 +68,7 @@ class RecordingTranscript:
     seconds: dict[str, float]  # wall-clock time per step
     words: list[Word] = field(default_factory=list, repr=False)  # every word Whisper gave, in time order
     voices: list[RegionVoice] = field(default_factory=list, repr=False)  # per region: embeddings (re-diarize)
+    faces: FaceStats | None = None  # the face step's counts; None when it did not run (audio, or faces off)
 
     def to_segments(self) -> list[dict]:
         """``[{"speaker", "text", "start", "end"}]``: the JSON transcript format ``--transcript`` reads."""
@@ -73,9 +80,12 @@ class RecordingTranscript:
         return write_transcript(self.to_segments(), path)
 
     def summary(self) -> dict:
-        return {"path": self.path, "duration": round(self.duration, 3), "utterances": len(self.segments),
-                "speakers": self.num_speakers, "speech_regions": len(self.regions),
-                "seconds": {k: round(v, 2) for k, v in self.seconds.items()}}
+        out = {"path": self.path, "duration": round(self.duration, 3), "utterances": len(self.segments),
+               "speakers": self.num_speakers, "speech_regions": len(self.regions),
+               "seconds": {k: round(v, 2) for k, v in self.seconds.items()}}
+        if self.faces is not None:
+            out["faces"] = asdict(self.faces)
+        return out
 
 
 # helpers
@@ -199,8 +209,16 @@ class RecordingPipeline:
         if not regions or not words:
             raise InputError(f"no speech found in {path}: the voice activity detector found "
                              f"{len(regions)} speech region(s) and the recogniser no words in {duration:.1f} s")
-        t = time.perf_counter()
         voices.sort(key=lambda v: v.region.start)
+        face_stats = None
+        if cfg.faces.use and cfg.diarize.face_weight > 0 and info.has_video:  # who is on screen in each region
+            t = time.perf_counter()
+            need = [v for v in voices if v.embedding is not None]
+            found, face_stats = region_faces(path, [v.region for v in need], cfg.faces, hook)
+            for v, f in zip(need, found):
+                v.face = f
+            seconds["faces"] = time.perf_counter() - t
+        t = time.perf_counter()
         dia = diarize(voices, cfg.diarize)
         segments = build_segments([v.region for v in voices], dia.labels, dia.changes, words, cfg.segment)
         seconds["diarize"] = time.perf_counter() - t
@@ -209,7 +227,8 @@ class RecordingPipeline:
             raise InputError(f"no speech found in {path}: no words fell inside the speech regions")
         n_speakers = len({s.speaker for s in segments})
         log.info("%s: %d utterances, %d speakers, %.1f s of audio", path, len(segments), n_speakers, duration)
-        return RecordingTranscript(str(path), duration, segments, regions, n_speakers, seconds, words, voices)
+        return RecordingTranscript(str(path), duration, segments, regions, n_speakers, seconds, words, voices,
+                                   face_stats)
 
 
 def config_json(config: RecordingConfig) -> str:

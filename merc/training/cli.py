@@ -183,11 +183,13 @@ def recording_config(args: argparse.Namespace):
     given without --transcript)."""
     from merc.recording.asr import AsrConfig
     from merc.recording.diarize import DiarizeConfig
+    from merc.recording.faces import FaceConfig
     from merc.recording.pipeline import RecordingConfig
     dia = DiarizeConfig(num_speakers=args.num_speakers, min_speakers=args.min_speakers,
                         max_speakers=args.max_speakers)
     dia.validate()
-    return RecordingConfig(asr=AsrConfig(model=_abs(args.asr_model)), diarize=dia)
+    return RecordingConfig(asr=AsrConfig(model=_abs(args.asr_model)), diarize=dia,
+                           faces=FaceConfig(use=not getattr(args, "no_faces", False)))
 
 
 def add_parser(sub) -> None:
@@ -268,6 +270,9 @@ def add_parser(sub) -> None:
                    help="the number of speakers, when known; None = estimated from the recording")
     g.add_argument("--min-speakers", type=int, default=1, metavar="N", help="at least N speakers when estimating")
     g.add_argument("--max-speakers", type=int, default=10, metavar="N", help="at most N speakers when estimating")
+    g.add_argument("--no-faces", action="store_true",
+                   help="a video's faces (who is on screen while someone speaks) do not join the speaker clustering; "
+                        "audio inputs never use them")
     g.add_argument("--save-transcript", default=None, metavar="FILE.srt|FILE.json",
                    help="write the derived transcript in the format --transcript reads (correct it and rerun)")
     p.add_argument("--json", action="store_true",
