@@ -2,17 +2,21 @@
 speakers, the words and the labels? Writes benchmarks/results/recording/recording.md and .json.
 
     nice -n 5 .venv/bin/python benchmarks/bench_recording.py --corpus /work/data/mm_signal --run merc/assets/demo_run
-    nice -n 5 .venv/bin/python benchmarks/bench_recording.py --tune        # dev split: the clustering threshold
+    nice -n 5 .venv/bin/python benchmarks/bench_recording.py --tune        # dev split: clustering and face weight
+    nice -n 5 .venv/bin/python benchmarks/bench_recording.py --asr old,packed   # dev split: Whisper settings
 
 Recordings: whole dialogues of the generated multimodal corpus (``benchmarks/make_mm_corpus.py``: MELD
 dialogues re-voiced by espeak-ng, one voice per speaker, emotional prosody on most utterances), their clips' speech
 concatenated with pauses drawn uniformly from 0.2–1 s; every third recording has overlapping speech (at up to two
 changes of speaker the next turn starts 0.3–0.8 s before the previous one ends). Dialogues are kept when they have
 2–5 speakers, each with a voice of their own, and no defective clip. Gold: speakers, text and times of the clips.
+The recordings are video (mp4, 5 fps): the picture shows the drawn face of the clip of the latest turn to have
+started, so the faces always show who speaks (a best case for the face path); a re-made video where some turns open
+on the listener gives a robustness column.
 Reported recordings come from the corpus's test split; ``--tune`` chooses the clustering threshold on its dev
 split (never on the reported recordings).
 
-Measures: speaker count right; diarization error rate (pyannote.metrics, collar 0 and 0.25 s, overlap scored);
+Measures, each without and with the faces (the same pipeline run re-clustered): speaker count right; diarization error rate (pyannote.metrics, collar 0 and 0.25 s, overlap scored);
 word error rate (jiwer, over the whole recording, lower case, punctuation removed); emotion agreement (per gold
 utterance, the run's label for the derived utterance overlapping it most against the run's label for the gold
 utterance, same run); speed (pipeline seconds per recording second, and `merc predict` end to end on a 30-minute
@@ -30,6 +34,7 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +53,9 @@ EMBED_FLOOR = 0.3  # --tune: regions from this long are embedded, so min_embed c
 MIN_EMBEDS = [0.5, 0.8]
 CLUSTER_MINS = [0.0, 1.0, 1.5]
 REFINES = [0, 5]
+FACE_WEIGHTS = [0.0, 0.25, 0.5, 0.75, 0.9]
+LISTENER = 0.3  # robustness row: this share of turns opens on the listener's face
+FPS = 5  # video frames per second of the built recordings (the corpus clips' rate)
 
 
 # recordings
@@ -72,11 +80,13 @@ def dialogues(corpus: Path, split: str) -> list[list[dict]]:
     return out
 
 
-def build(corpus: Path, utts: list[dict], k: int, seed: int) -> tuple[Path, list]:
-    """Recording k of the list: (path of the .mp4 audio, gold turns)."""
+def build(corpus: Path, utts: list[dict], k: int, seed: int, *, video: bool = True) -> tuple[Path, list]:
+    """Recording k of the list: (path of the .mp4, gold turns). With ``video``, the picture shows the face of the
+    clip of the latest turn to have started (the speaker; in a pause the last speaker, in an overlap the one who
+    started talking), 5 fps, as in the corpus's clips; otherwise the mp4 holds audio alone."""
     from merc.media.decode import load_audio
     from merc.testing.recordings import Clip, concat_turns
-    from merc.testing.synth import make_audio_only_clip, write_wav
+    from merc.testing.synth import make_audio_only_clip, make_clip, write_wav
     rng = random.Random(seed * 1000 + k)
     clips = [Clip(u["speaker"], u["text"], load_audio(corpus / u["clip"]), u["emotion"], u["uid"]) for u in utts]
     overlaps = {}
@@ -85,12 +95,34 @@ def build(corpus: Path, utts: list[dict], k: int, seed: int) -> tuple[Path, list
         for i in rng.sample(changes, min(2, len(changes))):
             overlaps[i] = rng.uniform(0.3, 0.8)
     wav, gold = concat_turns(clips, rng=rng, overlaps=overlaps)
-    name = f"dia{utts[0]['dia']}_{utts[0]['split']}"
+    name = f"dia{utts[0]['dia']}_{utts[0]['split']}" + ("" if video else "_audio")
     WORK.mkdir(parents=True, exist_ok=True)
     tmp = write_wav(wav, WORK / f"{name}.wav")
-    path = make_audio_only_clip(tmp, WORK / f"{name}.mp4")
+    if video:
+        path = make_clip(tmp, shots(corpus, utts, gold, len(wav) / 16000), WORK / f"{name}.mp4", fps=FPS,
+                         size=(224, 224))
+    else:
+        path = make_audio_only_clip(tmp, WORK / f"{name}.mp4")
     tmp.unlink()
     return path, gold
+
+
+def shots(corpus: Path, utts: list[dict], gold: list, seconds: float, listener: float = 0.0,
+          rng: random.Random | None = None) -> list[np.ndarray]:
+    """One picture per video frame: the first frame of the clip of the latest turn to have started by then. With
+    ``listener`` > 0, that share of turns shows the previous speaker (the listener) for its first half."""
+    from merc.media.decode import load_frames
+    faces = [load_frames(corpus / u["clip"], fps=1.0, max_frames=1)[0].image for u in utts]
+    starts = [g.start for g in gold]
+    away = {i for i in range(1, len(gold)) if rng is not None and rng.random() < listener}
+    out = []
+    for f in range(max(1, int(round(seconds * FPS)))):
+        t = f / FPS
+        i = max(0, int(np.searchsorted(starts, t, side="right")) - 1)
+        if i in away and t < (gold[i].start + gold[i].end) / 2:
+            i -= 1
+        out.append(faces[i])
+    return out
 
 
 # measures
@@ -166,103 +198,171 @@ def run_split(corpus: Path, split: str, limit: int | None, seed: int, config=Non
     return out
 
 
-def dev_runs(args) -> tuple[list[tuple], list[dict]]:
-    """The dev recordings through the pipeline twice, Whisper batched (the default) and one window at a time,
-    alternating which goes first per recording (the machine is shared: same-run, interleaved timings). Embeddings
+def dev_runs(args) -> list[tuple]:
+    """The dev recordings (video) through the pipeline once, with faces found in every embedded region. Embeddings
     are kept for regions from ``EMBED_FLOOR`` s so the grid can re-cluster at any ``min_embed`` above it."""
     from dataclasses import replace
 
     from merc.recording.pipeline import RecordingConfig, RecordingPipeline
-    pipes = {}
-    for bs in (8, 1):
-        cfg = RecordingConfig()
-        cfg.asr = replace(cfg.asr, batch_size=bs)
-        cfg.diarize = replace(cfg.diarize, min_embed=EMBED_FLOOR)
-        pipes[bs] = RecordingPipeline(cfg)
-    rows, asr = [], []
+    cfg = RecordingConfig()
+    cfg.diarize = replace(cfg.diarize, min_embed=EMBED_FLOOR, face_weight=0.5)  # > 0: the face step runs
+    pipe = RecordingPipeline(cfg)
+    rows = []
     dias = dialogues(args.corpus, "dev")[:args.limit]
     for k, utts in enumerate(dias):
         path, gold = build(args.corpus, utts, k, args.seed)
-        res = {}
-        for bs in ((8, 1) if k % 2 == 0 else (1, 8)):
-            t = time.perf_counter()
-            res[bs] = pipes[bs](path)
-            res[bs].seconds["total"] = time.perf_counter() - t - res[bs].seconds["load"]
-        ref = " ".join(norm_words(g.text) for g in gold)
-        asr.append({"recording": path.name, "seconds_audio": res[8].duration, **{
-            f"b{bs}_{key}": val for bs in (8, 1) for key, val in (
-                ("asr_s", res[bs].seconds["asr"]), ("total_s", res[bs].seconds["total"]),
-                ("embed_s", res[bs].seconds["embed"]),
-                ("wer", wer_counts(ref, norm_words("".join(w.text for w in res[bs].words)))))}})
-        print(f"[{k + 1}/{len(dias)}] {path.name}: {res[8].duration:.1f} s audio, asr batched "
-              f"{res[8].seconds['asr']:.1f} s, one by one {res[1].seconds['asr']:.1f} s", file=sys.stderr, flush=True)
-        rows.append((path, gold, res[8], res[8].seconds["total"], k % 3 == 2))
-    return rows, asr
-
-
-def wer_counts(ref: str, hyp: str) -> dict:
-    import jiwer
-    o = jiwer.process_words(ref, hyp)
-    return {"s": o.substitutions, "d": o.deletions, "i": o.insertions, "n": len(ref.split()), "wer": o.wer}
+        t = time.perf_counter()
+        res = pipe(path)
+        secs = time.perf_counter() - t - res.seconds["load"]
+        print(f"[{k + 1}/{len(dias)}] {path.name}: {res.duration:.1f} s audio, {secs:.1f} s, faces in "
+              f"{res.faces.with_face}/{res.faces.regions} regions", file=sys.stderr, flush=True)
+        rows.append((path, gold, res, secs, k % 3 == 2))
+    return rows
 
 
 def tune(args) -> None:
     import pickle
     cache = WORK / f"dev_rows_{args.seed}_{args.limit}.pkl"  # the pipeline's output per dev recording
     if cache.exists():
-        rows, asr = pickle.loads(cache.read_bytes())
+        rows = pickle.loads(cache.read_bytes())
     else:
-        rows, asr = dev_runs(args)
-        cache.write_bytes(pickle.dumps((rows, asr)))
+        rows = dev_runs(args)
+        cache.write_bytes(pickle.dumps(rows))
     load = round(os.getloadavg()[0], 1)
     table = []
+    base = {"method": "silhouette", "min_embed": 0.5, "cluster_min": 1.0, "refine": 5}  # the voices-only choice
     grid = [{"method": "threshold", "threshold": th} for th in THRESHOLDS] + \
         [{"method": "silhouette", "min_silhouette": m} for m in SILHOUETTES] + [{"method": "spectral"}] + \
         [{"method": "silhouette", "min_embed": me, "cluster_min": cm, "refine": rf}
-         for me in MIN_EMBEDS for cm in CLUSTER_MINS for rf in REFINES]
+         for me in MIN_EMBEDS for cm in CLUSTER_MINS for rf in REFINES] + \
+        [{**base, "cluster_min": cm, "refine": rf, "face_weight": fw}
+         for fw in FACE_WEIGHTS[1:] for cm in CLUSTER_MINS for rf in REFINES]
     for kw in grid:
-        kw = {"min_embed": 0.8, "cluster_min": 0.0, "refine": 0, **kw}
+        kw = {"min_embed": 0.8, "cluster_min": 0.0, "refine": 0, "face_weight": 0.0, **kw}
         sc = [score(gold, rediarize(res, **kw)) for _, gold, res, _, _ in rows]
         table.append({**kw, "count_right": float(np.mean([s["speakers_found"] == s["speakers_gold"] for s in sc])),
                       "der": float(np.mean([s["der"] for s in sc])), "wer": float(np.mean([s["wer"] for s in sc]))})
         print(table[-1], file=sys.stderr)
     best = min(table, key=lambda r: (round(r["der"], 4), -r["count_right"]))
+    voices = min([r for r in table if r["face_weight"] == 0], key=lambda r: (round(r["der"], 4), -r["count_right"]))
     prov = {**provenance(), "load_average": load}
-    audio = sum(a["seconds_audio"] for a in asr)
-
-    def pooled(bs: int) -> float:
-        w = [a[f"b{bs}_wer"] for a in asr]
-        return sum(x["s"] + x["d"] + x["i"] for x in w) / sum(x["n"] for x in w)
+    audio = sum(res.duration for _, _, res, _, _ in rows)
+    face_s = sum(res.seconds.get("faces", 0.0) for _, _, res, _, _ in rows)
+    stats = [res.faces for _, _, res, _, _ in rows]
 
     def cell(r: dict) -> str:
         p = r.get("threshold", r.get("min_silhouette", "—"))
         return (f"| {r['method']} | {p} | {r['min_embed']} | {r.get('cluster_min', 0.0)} | {r.get('refine', 0)} | "
-                f"{100 * r['count_right']:.1f}% | {100 * r['der']:.1f}% | {r['wer']:.3f} |")
-    lines = ["# Recording pipeline: settings chosen on the dev split", "", provenance_markdown(prov), "",
-             f"{len(rows)} dev recordings ({audio / 60:.1f} min of audio) of {args.corpus}; never the test split. "
-             f"Load average at the end: {load} on 2 cores (a shared machine).", "",
-             "## Whisper: batched windows against one window at a time (same run, interleaved per recording)", "",
-             "| Whisper decoding | ASR seconds | × real time (ASR) | pipeline × real time | pooled WER (words) | "
-             "S / D / I |", "|---|---:|---:|---:|---:|---:|"]
-    for bs, name in ((8, "batched, 8 windows per call (default)"), (1, "one window at a time")):
-        secs = sum(a[f"b{bs}_asr_s"] for a in asr)
-        tot = sum(a[f"b{bs}_total_s"] for a in asr)
-        w = [a[f"b{bs}_wer"] for a in asr]
-        lines.append(f"| {name} | {secs:.1f} | {audio / secs:.1f}× | {audio / tot:.1f}× | {pooled(bs):.3f} | "
-                     f"{sum(x['s'] for x in w)} / {sum(x['d'] for x in w)} / {sum(x['i'] for x in w)} |")
-    lines += ["", "## Speaker clustering", "",
-              f"Best: **{best['method']}, min_embed {best['min_embed']}, cluster_min {best.get('cluster_min', 0.0)}, "
-              f"refine {best.get('refine', 0)}** (lowest mean DER, collar 0; then most recordings with the right "
-              "speaker count). The batched run's output per recording (regions, embeddings, words) is "
-              f"cached in {cache.name} and re-clustered per row" + (f" (cache written at commit {args.cache_commit})"
-                                                                 if args.cache_commit else "") + ". WER is over "
-              "the utterances built (words outside speech regions dropped).", "",
-              "| method | parameter | min_embed s | cluster_min s | refine | speaker count right | DER (collar 0) | "
-              "WER |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+                f"{r['face_weight']} | {100 * r['count_right']:.1f}% | {100 * r['der']:.1f}% | {r['wer']:.3f} |")
+
+    def name(r: dict) -> str:
+        return (f"{r['method']}, min_embed {r['min_embed']}, cluster_min {r['cluster_min']}, refine {r['refine']}, "
+                f"face_weight {r['face_weight']}")
+    lines = ["# Recording pipeline: speaker clustering chosen on the dev split", "", provenance_markdown(prov), "",
+             f"{len(rows)} dev recordings ({audio / 60:.1f} min of audio; video: the speaker's face on screen, 5 fps) "
+             f"of {args.corpus}; never the test split. Load average at the end: {load} on 2 cores (a shared "
+             "machine).", "",
+             f"- Best: **{name(best)}** (lowest mean DER, collar 0; then most recordings with the right speaker "
+             "count).",
+             f"- Best with voices alone (face_weight 0): {name(voices)}.",
+             f"- Faces: found in {sum(st.with_face for st in stats)} of {sum(st.regions for st in stats)} embedded "
+             f"regions ({sum(st.sampled for st in stats)} frames sampled, {sum(st.counted for st in stats)} with one "
+             f"dominant face); the face step took {face_s:.1f} s for {audio:.0f} s of video "
+             f"({face_s / audio:.3f} s per media second).", "",
+             "The pipeline's output per recording (regions, embeddings, faces, words) is cached in "
+             f"{cache.name} and re-clustered per row" + (f" (cache written at commit {args.cache_commit})"
+                                                         if args.cache_commit else "") + ". WER is over "
+             "the utterances built (words outside speech regions dropped). `parameter` is the threshold or the "
+             "minimum silhouette of the method (— when it does not apply).", "",
+             "| method | parameter | min_embed s | cluster_min s | refine | face_weight | speaker count right | "
+             "DER (collar 0) | WER |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     lines += [cell(r) for r in table]
     OUT.mkdir(parents=True, exist_ok=True)
     atomic_write_text(OUT / "tune.md", "\n".join(lines) + "\n")
-    write_json(OUT / "tune.json", {"provenance": prov, "table": table, "best": best, "asr": asr})
+    write_json(OUT / "tune.json", {"provenance": prov, "table": table, "best": best, "best_voices": voices,
+                                   "face_seconds": face_s, "seconds_audio": audio})
+    print("\n".join(lines))
+
+
+OLD_ASR = {"cpu_threads": 2, "beam_size": 1, "batch_size": 1, "pack_gap": None, "timestamps": True}  # session 4
+ASR_VARIANTS = {  # overrides of OLD_ASR
+    "old": {}, "threads1": {"cpu_threads": 1}, "beam5": {"beam_size": 5}, "no_timestamps": {"timestamps": False},
+    "packed": {"pack_gap": 0.3}, "packed_no_timestamps": {"pack_gap": 0.3, "timestamps": False},
+    "packed_batched8": {"pack_gap": 0.3, "batch_size": 8},
+    "packed_no_timestamps_threads1": {"pack_gap": 0.3, "timestamps": False, "cpu_threads": 1},
+}
+
+
+def wer_counts(ref: str, hyp: str) -> dict:
+    import jiwer
+    o = jiwer.process_words(ref, hyp)
+    return {"s": o.substitutions, "d": o.deletions, "i": o.insertions, "n": len(ref.split())}
+
+
+def asr_compare(args) -> None:
+    """Whisper settings on the dev recordings: the speech regions found once per recording, then every variant
+    transcribes them (VAD windows as the pipeline makes them), in a rotating order per recording (a shared machine:
+    same-run, interleaved timings). Pooled WER over the words Whisper gave."""
+    from dataclasses import replace
+
+    from merc.media.decode import load_audio
+    from merc.recording.asr import AsrConfig, Transcriber, windows
+    from merc.recording.vad import FRAME, RegionTracker, SileroVad, VadConfig
+    names = args.asr.split(",")
+    unknown = [n for n in names if n not in ASR_VARIANTS]
+    if unknown:
+        raise SystemExit(f"unknown --asr variant(s) {unknown}; known: {', '.join(ASR_VARIANTS)}")
+    cfgs = {n: replace(AsrConfig(), **{**OLD_ASR, **ASR_VARIANTS[n]}) for n in names}
+    models = {n: Transcriber(c) for n, c in cfgs.items()}
+    vad = SileroVad()
+    load0 = os.getloadavg()[0]
+    rows = []
+    dias = dialogues(args.corpus, "dev")[:args.limit]
+    for k, utts in enumerate(dias):
+        path, gold = build(args.corpus, utts, k, args.seed, video=False)
+        wav = load_audio(path)
+        tracker = RegionTracker(VadConfig())
+        regions = []
+        block = 937 * FRAME
+        for i in range(0, len(wav), block):
+            regions += tracker.feed(vad(wav[i:i + block]))
+        regions += tracker.finish(len(wav) / 16000)
+        ref = " ".join(norm_words(g.text) for g in gold)
+        row = {"recording": path.name, "seconds_audio": len(wav) / 16000}
+        for n in names[k % len(names):] + names[:k % len(names)]:
+            c = cfgs[n]
+            groups = windows(regions, c.window, c.pack_gap, c.span)
+            t = time.perf_counter()
+            words = models[n].transcribe([(0.0, wav, g) for g in groups])
+            row[n] = {"seconds": time.perf_counter() - t, "windows": len(groups),
+                      **wer_counts(ref, norm_words("".join(w.text for w in words)))}
+        rows.append(row)
+        print(f"[{k + 1}/{len(dias)}] {path.name}: " + ", ".join(f"{n} {row[n]['seconds']:.1f} s" for n in names),
+              file=sys.stderr, flush=True)
+    prov = {**provenance(), "load_average": round(os.getloadavg()[0], 1), "load_average_start": round(load0, 1)}
+    audio = sum(r["seconds_audio"] for r in rows)
+    lines = ["# Whisper settings for the recording pipeline, on the dev split", "", provenance_markdown(prov), "",
+             f"{len(rows)} dev recordings ({audio / 60:.1f} min of audio) of `{args.corpus}`; never the test split. "
+             "Speech regions found once (Silero VAD); each variant transcribes them as the pipeline does (windows "
+             "of 30 s, a region that comes back empty or looping transcribed again alone), in a rotating order per "
+             "recording. Whisper tiny.en, int8. Load average "
+             f"{prov['load_average_start']} at the start, {prov['load_average']} at the end, on 2 shared cores: "
+             "compare times within this table only.", "",
+             f"Variants change these settings of session 4 (`old`): `{json.dumps(OLD_ASR)}`. `packed`: the regions "
+             "of a window joined by 0.3 s of silence instead of their pauses (up to 30 s of speech per window, "
+             "spanning at most 60 s); `no_timestamps`: Whisper writes no timestamp tokens (word times still come "
+             "from its alignment); `batched8`: 8 windows per call (faster-whisper's BatchedInferencePipeline).", "",
+             "| variant | settings | Whisper windows | ASR seconds | × real time (ASR) | pooled WER | S / D / I |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for n in names:
+        sec = sum(r[n]["seconds"] for r in rows)
+        err = sum(r[n]["s"] + r[n]["d"] + r[n]["i"] for r in rows) / sum(r[n]["n"] for r in rows)
+        lines.append(f"| {n} | `{json.dumps(ASR_VARIANTS[n])}` | {sum(r[n]['windows'] for r in rows)} | {sec:.1f} | "
+                     f"{audio / sec:.1f}× | {err:.3f} | {sum(r[n]['s'] for r in rows)} / "
+                     f"{sum(r[n]['d'] for r in rows)} / {sum(r[n]['i'] for r in rows)} |")
+    OUT.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(OUT / "asr.md", "\n".join(lines) + "\n")
+    write_json(OUT / "asr.json", {"provenance": prov, "old": OLD_ASR, "variants": ASR_VARIANTS, "rows": rows})
     print("\n".join(lines))
 
 
@@ -378,6 +478,8 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=None, help="at most N recordings")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--tune", action="store_true", help="choose the clustering threshold on the dev split")
+    ap.add_argument("--asr", default=None, metavar="V1,V2,…",
+                    help=f"compare Whisper settings on the dev split ({', '.join(ASR_VARIANTS)})")
     ap.add_argument("--render", action="store_true", help="rewrite recording.md from recording.json (no runs)")
     ap.add_argument("--media-cost", action="store_true", help="time the audio and face encoders on derived utterances")
     ap.add_argument("--cache-commit", default=None, help="--tune: the commit that wrote the cached dev outputs")
@@ -389,6 +491,8 @@ def main() -> None:
         return long_only(args)
     if args.tune:
         return tune(args)
+    if args.asr:
+        return asr_compare(args)
     if args.media_cost:
         return media_cost(args)
     if args.render:
@@ -399,15 +503,21 @@ def main() -> None:
     run = from_pretrained(args.run)
     rows = run_split(args.corpus, "test", args.limit, args.seed)
     per = []
-    for path, gold, res, secs, overlap in rows:
-        segs = res.to_segments()
-        sc = score(gold, segs)
+    for k, (path, gold, res, secs, overlap) in enumerate(rows):
         gl = labels_of(run, path, [{"speaker": g.speaker, "text": g.text, "start": g.start, "end": g.end}
                                    for g in gold])
-        dl = labels_of(run, path, segs)
-        agree, n = agreement(gold, gl, segs, dl)
-        per.append({"recording": path.name, "seconds_audio": res.duration, "pipeline_seconds": secs,
-                    "overlap": overlap, **sc, "agree": agree, "n": n, "steps": res.seconds})
+        segs = {"faces": res.to_segments(), "voices": rediarize(res, face_weight=0.0),
+                "listener": listener_segments(args, res, path, gold, k)}
+        if rediarize(res) != segs["faces"]:
+            raise SystemExit(f"{path.name}: re-clustering the pipeline's output does not give its transcript")
+        row = {"recording": path.name, "seconds_audio": res.duration, "pipeline_seconds": secs, "overlap": overlap,
+               "steps": res.seconds, "face_stats": asdict(res.faces) if res.faces else None}
+        for name, sg in segs.items():
+            agree, n = agreement(gold, gl, sg, labels_of(run, path, sg))
+            row[name] = {**score(gold, sg), "agree": agree, "n": n}
+        per.append(row)
+        print(f"[{k + 1}/{len(rows)}] {path.name}: DER voices {row['voices']['der']:.3f} faces "
+              f"{row['faces']['der']:.3f} listener {row['listener']['der']:.3f}", file=sys.stderr, flush=True)
     prov = {**provenance(), "load_average": round(os.getloadavg()[0], 1)}
     long = None
     if args.long_minutes > 0:
@@ -421,49 +531,110 @@ def main() -> None:
     print((OUT / "recording.md").read_text())
 
 
+def listener_segments(args, res, path: Path, gold, k: int) -> list[dict]:
+    """The transcript when ``LISTENER`` of the turns open on the listener: the same recording's video re-made so,
+    faces found again in the same regions, and re-clustered (speech, words and voices unchanged)."""
+    from dataclasses import replace
+
+    from merc.media.decode import load_audio
+    from merc.recording.faces import region_faces
+    from merc.testing.synth import make_clip, write_wav
+    utts = next(u for u in dialogues(args.corpus, "test") if f"dia{u[0]['dia']}_test.mp4" == path.name)
+    wav = load_audio(path)
+    tmp = write_wav(wav, WORK / f"{path.stem}_listener.wav")
+    frames = shots(args.corpus, utts, gold, len(wav) / 16000, LISTENER, random.Random(args.seed * 1000 + k + 7))
+    alt = make_clip(tmp, frames, WORK / f"{path.stem}_listener.mp4", fps=FPS, size=(224, 224))
+    tmp.unlink()
+    need = [v for v in res.voices if v.embedding is not None]
+    found, _ = region_faces(alt, [v.region for v in need], res_config().faces)
+    swap = {id(v): f for v, f in zip(need, found)}
+    voices = [replace(v, face=swap.get(id(v))) for v in res.voices]
+    return rediarize(replace(res, voices=voices))
+
+
+def res_config():
+    from merc.recording.pipeline import RecordingConfig
+    return RecordingConfig()
+
+
 def report(per: list[dict], long: dict | None, prov: dict, args) -> str:
     n = len(per)
-    count = np.mean([p["speakers_found"] == p["speakers_gold"] for p in per])
     audio = sum(p["seconds_audio"] for p in per)
-    agree = sum(p["agree"] for p in per) / max(1, sum(p["n"] for p in per))
     ov = [p for p in per if p["overlap"]]
+    cols = (("voices", "voices only (`--no-faces`)"), ("faces", "voices + faces (default for video)"),
+            ("listener", f"voices + faces, {100 * LISTENER:.0f}% of turns open on the listener"))
+
+    def mean(key: str, name: str, rows=per) -> float:
+        return float(np.mean([p[name][key] for p in rows]))
+
+    def row(label: str, fn, target: str = "") -> str:
+        return f"| {label} | " + " | ".join(fn(c) for c, _ in cols) + f" | {target} |"
+
+    def count(c: str) -> str:
+        k = sum(p[c]["speakers_found"] == p[c]["speakers_gold"] for p in per)
+        return f"{100 * k / n:.1f}% ({k}/{n})"
+    face_s = sum(p["steps"].get("faces", 0.0) for p in per)
+    stats = [p["face_stats"] for p in per if p["face_stats"]]
+    w = default_face_weight()
     lines = ["# Recording → emotion timeline without a transcript (`merc predict RUN talk.mp4`)", "",
              provenance_markdown(prov), "",
-             f"{n} recordings ({audio / 60:.1f} min of audio) built from the test split of `{args.corpus}` "
-             f"(dialogues with 2–5 voices; pauses 0.2–1 s; {len(ov)} with overlapping speech); labels from the run "
-             f"`{Path(args.run).name}`. Pipeline defaults: Silero VAD, Whisper tiny.en (bundled, one 30-s "
-             "window at a time), resemblyzer embeddings of regions from 0.5 s, those of 1 s or more clustered "
-             "(average linkage, speaker count by silhouette), shorter ones to the nearest centroid, 5 refine "
-             "rounds (chosen with `--tune` on the dev split: `tune.md`). Speeds are wall-clock on a machine "
-             "shared with other jobs (load average at the "
-             f"end: {prov.get('load_average', 'not recorded; 11-13 was seen during this run')} on 2 cores).", "",
-             "| measure | result | target |", "|---|---:|---:|",
-             f"| right number of speakers | {100 * count:.1f}% ({int(round(count * n))}/{n}) | ≥ 90% |",
-             f"| DER, collar 0 (mean over recordings) | {100 * np.mean([p['der'] for p in per]):.1f}% | ≤ 10% |",
-             f"| DER, collar 0.25 s | {100 * np.mean([p['der_collar'] for p in per]):.1f}% | |",
-             f"| WER (mean over recordings) | {np.mean([p['wer'] for p in per]):.3f} | ≤ 0.25 |",
-             f"| emotion agreement (derived vs gold transcript, same run) | {100 * agree:.1f}% | ≥ 80% |",
-             f"| pipeline speed (audio s / wall s, short recordings) | "
-             f"{audio / sum(p['pipeline_seconds'] for p in per):.1f}× | ≥ 5× |"]
+             f"{n} recordings ({audio / 60:.1f} min) built from the test split of `{args.corpus}` (dialogues with 2–5 "
+             f"voices; pauses 0.2–1 s; {len(ov)} with overlapping speech), as video: the picture shows the face of "
+             "the latest turn to have started (the corpus clip's drawn face, 5 fps, 224 px). Labels from the run "
+             f"`{Path(args.run).name}`. Pipeline defaults: Silero VAD, Whisper tiny.en (bundled), resemblyzer "
+             "embeddings of regions from 0.5 s, those of 1 s or more clustered (average linkage, speaker count by "
+             "silhouette), shorter ones to the nearest centroid, 5 refine rounds; with video, dlib face descriptors "
+             f"of up to 3 frames per region mixed into the distances with face_weight {w} (chosen with `--tune` on "
+             "the dev split: `tune.md`). Each column is the same pipeline run re-clustered: without the faces, with "
+             f"them, and with the faces found again in a re-made video where {100 * LISTENER:.0f}% of the turns "
+             "show the previous speaker (the listener) for their first half — the faces here are a best case, "
+             "since the shot always shows who speaks. Speeds are wall-clock on a machine shared with other jobs "
+             f"(load average at the end: {prov.get('load_average', 'not recorded')} on 2 cores).", "",
+             "| measure | " + " | ".join(c for _, c in cols) + " | target |", "|---|" + "---:|" * len(cols) + "---:|",
+             row("right number of speakers", count, "≥ 90%"),
+             row("DER, collar 0 (mean over recordings)", lambda c: f"{100 * mean('der', c):.1f}%", "≤ 10%"),
+             row("DER, collar 0.25 s", lambda c: f"{100 * mean('der_collar', c):.1f}%"),
+             row("WER (mean over recordings)", lambda c: f"{mean('wer', c):.3f}", "≤ 0.25"),
+             row("emotion agreement (derived vs gold transcript, same run)",
+                 lambda c: f"{100 * sum(p[c]['agree'] for p in per) / max(1, sum(p[c]['n'] for p in per)):.1f}%",
+                 "≥ 80%")]
     if ov:
-        lines.append(f"| DER on the {len(ov)} recordings with overlap | "
-                     f"{100 * np.mean([p['der'] for p in ov]):.1f}% | |")
+        lines.append(row(f"DER on the {len(ov)} recordings with overlap",
+                         lambda c: f"{100 * mean('der', c, ov):.1f}%"))
+    lines += ["", f"- pipeline speed, faces included (audio s / wall s, short recordings): "
+              f"**{audio / sum(p['pipeline_seconds'] for p in per):.1f}×** real time (target ≥ 5×)",
+              f"- the face step: {face_s:.1f} s for {audio:.0f} s of video = **{face_s / audio:.3f} s per media "
+              f"second** ({audio / max(face_s, 1e-9):.0f}× real time); faces found in "
+              f"{sum(s['with_face'] for s in stats)} of {sum(s['regions'] for s in stats)} embedded regions "
+              f"({sum(s['sampled'] for s in stats)} frames sampled)",
+              "- steps over all recordings (s): " + json.dumps({k: round(sum(p["steps"].get(k, 0.0) for p in per), 1)
+                                                              for k in per[0]["steps"]})]
     if long:
-        lines += ["", f"## {long['seconds_audio'] / 60:.1f}-minute recording, `merc predict` end to end (text run)", "",
+        lines += ["", f"## {long['seconds_audio'] / 60:.1f}-minute recording, `merc predict` end to end (text run, "
+                  "audio-only mp4)", "",
                   f"- command: `{long['command']}`",
                   f"- wall time {long['seconds']:.0f} s = **{long['x_real_time']:.1f}× real time**; "
                   f"peak memory (max RSS of the process) **{long['peak_mb']:.0f} MB**",
                   f"- {long['utterances']} utterances, {long['speakers']} speakers found; pipeline steps (s): "
                   f"{json.dumps((long.get('derived') or {}).get('seconds'))}"]
     lines += ["", "## Per recording", "",
-              "| recording | audio s | overlap | speakers (found/gold) | utterances (found/gold) | DER | WER | "
-              "agreement | x real time |", "|---|---:|:-:|---:|---:|---:|---:|---:|---:|"]
+              "| recording | audio s | overlap | speakers found/gold (voices, faces) | utterances found/gold | "
+              "DER voices | DER faces | DER listener | WER | agreement (voices, faces) | × real time |",
+              "|---|---:|:-:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for p in per:
+        v, f, li = p["voices"], p["faces"], p["listener"]
         lines.append(f"| {p['recording']} | {p['seconds_audio']:.1f} | {'yes' if p['overlap'] else ''} | "
-                     f"{p['speakers_found']}/{p['speakers_gold']} | {p['utterances_found']}/{p['utterances_gold']} | "
-                     f"{100 * p['der']:.1f}% | {p['wer']:.3f} | {p['agree']}/{p['n']} | "
+                     f"{v['speakers_found']}, {f['speakers_found']}/{f['speakers_gold']} | "
+                     f"{f['utterances_found']}/{f['utterances_gold']} | {100 * v['der']:.1f}% | "
+                     f"{100 * f['der']:.1f}% | "
+                     f"{100 * li['der']:.1f}% | {f['wer']:.3f} | {v['agree']}, {f['agree']}/{f['n']} | "
                      f"{p['seconds_audio'] / p['pipeline_seconds']:.1f}× |")
     return "\n".join(lines) + "\n"
+
+
+def default_face_weight() -> float:
+    from merc.recording.diarize import DiarizeConfig
+    return DiarizeConfig().face_weight
 
 
 if __name__ == "__main__":

@@ -51,6 +51,7 @@ class AsrConfig:
     temperatures: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6)  # fallback when the output repeats or is unlikely
     log_prob_threshold: float | None = -1.0  # mean token log-probability below this: decode again, hotter
     best_of: int = 5  # samples per fallback temperature
+    timestamps: bool = True  # Whisper writes timestamp tokens (segments); word times come from alignment either way
     span: float = 60.0  # packed windows: seconds of the recording one window may span at most (memory bound)
 
 
@@ -166,6 +167,7 @@ class Transcriber:
         segments, _ = self.model.transcribe(
             np.asarray(wav, np.float32), language=self.language, beam_size=self.config.beam_size,
             word_timestamps=True, condition_on_previous_text=False, vad_filter=False,
+            without_timestamps=not self.config.timestamps,
             temperature=list(self.config.temperatures),  # hotter when the output repeats (compression ratio)
             log_prob_threshold=self.config.log_prob_threshold, best_of=self.config.best_of,
             max_new_tokens=self._max_new(len(wav) / SAMPLE_RATE))
