@@ -16,11 +16,12 @@ on the listener gives a robustness column.
 Reported recordings come from the corpus's test split; ``--tune`` chooses the clustering threshold on its dev
 split (never on the reported recordings).
 
-Measures, each without and with the faces (the same pipeline run re-clustered): speaker count right; diarization error rate (pyannote.metrics, collar 0 and 0.25 s, overlap scored);
-word error rate (jiwer, over the whole recording, lower case, punctuation removed); emotion agreement (per gold
-utterance, the run's label for the derived utterance overlapping it most against the run's label for the gold
-utterance, same run); speed (pipeline seconds per recording second, and `merc predict` end to end on a 30-minute
-recording built by concatenation, with its peak memory).
+Measures, each without and with the faces (the same pipeline run re-clustered): speaker count right; diarization
+error rate (pyannote.metrics, collar 0 and 0.25 s, overlap scored); word error rate (jiwer, over the whole
+recording, lower case, punctuation removed); emotion agreement (per gold utterance, the run's label for the derived
+utterance overlapping it most against the run's label for the gold utterance, same run); speed (pipeline seconds
+per recording second, and `merc predict` end to end on a 30-minute recording built by concatenation, with its peak
+memory).
 """
 from __future__ import annotations
 
@@ -316,7 +317,7 @@ def asr_compare(args) -> None:
     models = {n: Transcriber(c) for n, c in cfgs.items()}
     vad = SileroVad()
     load0 = os.getloadavg()[0]
-    rows = []
+    rows, kept = [], []
     dias = dialogues(args.corpus, "dev")[:args.limit]
     for k, utts in enumerate(dias):
         path, gold = build(args.corpus, utts, k, args.seed, video=False)
@@ -328,6 +329,7 @@ def asr_compare(args) -> None:
             regions += tracker.feed(vad(wav[i:i + block]))
         regions += tracker.finish(len(wav) / 16000)
         ref = " ".join(norm_words(g.text) for g in gold)
+        kept.append((wav, ref))
         row = {"recording": path.name, "seconds_audio": len(wav) / 16000}
         for n in names[k % len(names):] + names[:k % len(names)]:
             c = cfgs[n]
@@ -339,6 +341,7 @@ def asr_compare(args) -> None:
         rows.append(row)
         print(f"[{k + 1}/{len(dias)}] {path.name}: " + ", ".join(f"{n} {row[n]['seconds']:.1f} s" for n in names),
               file=sys.stderr, flush=True)
+    long = asr_long(args, names, cfgs, models, vad, kept) if args.asr_long > 0 else None
     prov = {**provenance(), "load_average": round(os.getloadavg()[0], 1), "load_average_start": round(load0, 1)}
     audio = sum(r["seconds_audio"] for r in rows)
     lines = ["# Whisper settings for the recording pipeline, on the dev split", "", provenance_markdown(prov), "",
@@ -360,10 +363,71 @@ def asr_compare(args) -> None:
         lines.append(f"| {n} | `{json.dumps(ASR_VARIANTS[n])}` | {sum(r[n]['windows'] for r in rows)} | {sec:.1f} | "
                      f"{audio / sec:.1f}× | {err:.3f} | {sum(r[n]['s'] for r in rows)} / "
                      f"{sum(r[n]['d'] for r in rows)} / {sum(r[n]['i'] for r in rows)} |")
+    if long:
+        lines += ["", f"## The dev recordings concatenated: {long['seconds_audio'] / 60:.1f} min", "",
+                  "Most dev recordings fit one 30-s window whatever the setting, so speed is measured again on one "
+                  "long recording: the dev recordings one after another (1 s apart, repeated to the length), cut in "
+                  f"stretches of {LONG_STRETCH:.0f} s of the recording; every variant transcribes each stretch "
+                  "(its own windows), in a rotating order per stretch.", "",
+                  "| variant | Whisper windows | ASR seconds | × real time (ASR) | pooled WER |",
+                  "|---|---:|---:|---:|---:|"]
+        for n in names:
+            r = long[n]
+            lines.append(f"| {n} | {r['windows']} | {r['seconds']:.1f} | {long['seconds_audio'] / r['seconds']:.1f}× | "
+                         f"{(r['s'] + r['d'] + r['i']) / r['n']:.3f} |")
     OUT.mkdir(parents=True, exist_ok=True)
     atomic_write_text(OUT / "asr.md", "\n".join(lines) + "\n")
-    write_json(OUT / "asr.json", {"provenance": prov, "old": OLD_ASR, "variants": ASR_VARIANTS, "rows": rows})
+    write_json(OUT / "asr.json", {"provenance": prov, "old": OLD_ASR, "variants": ASR_VARIANTS, "rows": rows,
+                                  "long": long})
     print("\n".join(lines))
+
+
+LONG_STRETCH = 120.0  # --asr-long: seconds of the recording per interleaved stretch
+
+
+def asr_long(args, names, cfgs, models, vad, kept) -> dict:
+    """--asr-long: the dev recordings concatenated to ``args.asr_long`` minutes; each variant times its windows
+    stretch by stretch, rotating the order (see asr_compare)."""
+    from merc.recording.asr import windows
+    from merc.recording.vad import FRAME, RegionTracker, VadConfig
+    gap = np.zeros(16000, np.float32)
+    parts, refs, total = [], [], 0.0
+    while total < args.asr_long * 60:
+        for wav, ref in kept:
+            parts += [wav, gap]
+            refs.append(ref)
+            total += len(wav) / 16000 + 1.0
+            if total >= args.asr_long * 60:
+                break
+    wav = np.concatenate(parts)
+    tracker = RegionTracker(VadConfig())
+    regions = []
+    block = 937 * FRAME
+    for i in range(0, len(wav), block):
+        regions += tracker.feed(vad(wav[i:i + block]))
+    regions += tracker.finish(len(wav) / 16000)
+    out = {"seconds_audio": len(wav) / 16000, **{n: {"seconds": 0.0, "windows": 0, "words": []} for n in names}}
+    stretches: list[list] = []
+    for r in regions:
+        if stretches and r.start - stretches[-1][0].start < LONG_STRETCH:
+            stretches[-1].append(r)
+        else:
+            stretches.append([r])
+    for k, regs in enumerate(stretches):
+        for n in names[k % len(names):] + names[:k % len(names)]:
+            c = cfgs[n]
+            groups = windows(regs, c.window, c.pack_gap, c.span)
+            t = time.perf_counter()
+            out[n]["words"] += models[n].transcribe([(0.0, wav, g) for g in groups])
+            out[n]["seconds"] += time.perf_counter() - t
+            out[n]["windows"] += len(groups)
+        print(f"long: stretch {k + 1}/{len(stretches)}: " + ", ".join(f"{n} {out[n]['seconds']:.0f} s" for n in names),
+              file=sys.stderr, flush=True)
+    ref = " ".join(refs)
+    for n in names:
+        words = out[n].pop("words")
+        out[n].update(wer_counts(ref, norm_words("".join(w.text for w in sorted(words, key=lambda w: w.start)))))
+    return out
 
 
 def long_recording(rows, minutes: float) -> tuple[Path, float]:
@@ -480,6 +544,8 @@ def main() -> None:
     ap.add_argument("--tune", action="store_true", help="choose the clustering threshold on the dev split")
     ap.add_argument("--asr", default=None, metavar="V1,V2,…",
                     help=f"compare Whisper settings on the dev split ({', '.join(ASR_VARIANTS)})")
+    ap.add_argument("--asr-long", type=float, default=0.0, metavar="MINUTES",
+                    help="--asr: also time the variants on the dev recordings concatenated to this length")
     ap.add_argument("--render", action="store_true", help="rewrite recording.md from recording.json (no runs)")
     ap.add_argument("--media-cost", action="store_true", help="time the audio and face encoders on derived utterances")
     ap.add_argument("--cache-commit", default=None, help="--tune: the commit that wrote the cached dev outputs")
