@@ -221,6 +221,17 @@ def dev_runs(args) -> list[tuple]:
     return rows
 
 
+def refresh_faces(path: Path, res) -> None:
+    """Find the faces of ``res``'s embedded regions again in ``path`` with the current :class:`FaceConfig`."""
+    from merc.recording.faces import region_faces
+    need = [v for v in res.voices if v.embedding is not None]
+    t = time.perf_counter()
+    found, res.faces = region_faces(path, [v.region for v in need], res_config().faces)
+    res.seconds["faces"] = time.perf_counter() - t
+    for v, f in zip(need, found):
+        v.face = f
+
+
 def tune(args) -> None:
     import pickle
     cache = WORK / f"dev_rows_{args.seed}_{args.limit}.pkl"  # the pipeline's output per dev recording
@@ -229,6 +240,8 @@ def tune(args) -> None:
     else:
         rows = dev_runs(args)
         cache.write_bytes(pickle.dumps(rows))
+    for path, _, res, _, _ in rows:  # faces found again with the current FaceConfig (and the step timed)
+        refresh_faces(path, res)
     load = round(os.getloadavg()[0], 1)
     table = []
     base = {"method": "silhouette", "min_embed": 0.5, "cluster_min": 1.0, "refine": 5}  # the voices-only choice

@@ -35,8 +35,11 @@ log = logging.getLogger(__name__)
 class FaceConfig:
     use: bool = True  # video inputs: faces join the speaker clustering (`merc predict --no-faces` turns it off)
     fps: float = 1.0  # sampled frames per second of speech region
-    max_frames: int = 3  # at most this many per region (at least 1: its middle)
-    min_face: int | None = 40  # px: faces this large are looked for at reduced resolution first (merc.encoders.face)
+    max_frames: int = 1  # at most this many per region (at least 1: its middle). A dlib descriptor took 0.4 s per
+    #                      frame on the loaded 2-core machine: 3 frames cost 0.24-0.33 s per media second on dev
+    #                      videos against 0.17 for 1, with the same faces found (one still face per turn there)
+    min_face: int | None = 80  # px: faces this large are looked for at reduced resolution first (merc.encoders.face);
+    #                            the person in the shot is large, a face alone in a frame is still found when smaller
     dominance: float = 2.0  # a frame with several faces counts when the largest is this many times the next's area
 
 
