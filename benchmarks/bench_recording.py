@@ -54,7 +54,8 @@ EMBED_FLOOR = 0.3  # --tune: regions from this long are embedded, so min_embed c
 MIN_EMBEDS = [0.5, 0.8]
 CLUSTER_MINS = [0.0, 1.0, 1.5]
 REFINES = [0, 5]
-FACE_WEIGHTS = [0.0, 0.25, 0.5, 0.75, 0.9]
+FACE_WEIGHTS = [0.0, 0.25, 0.5, 0.75, 0.9, 1.0]
+FACE_THRESHOLDS = [0.1, 0.15, 0.2, 0.25, 0.3]  # the tree cut at a distance, with faces mixed in
 LISTENER = 0.3  # robustness row: this share of turns opens on the listener's face
 FPS = 5  # video frames per second of the built recordings (the corpus clips' rate)
 
@@ -250,7 +251,9 @@ def tune(args) -> None:
         [{"method": "silhouette", "min_embed": me, "cluster_min": cm, "refine": rf}
          for me in MIN_EMBEDS for cm in CLUSTER_MINS for rf in REFINES] + \
         [{**base, "cluster_min": cm, "refine": rf, "face_weight": fw}
-         for fw in FACE_WEIGHTS[1:] for cm in CLUSTER_MINS for rf in REFINES]
+         for fw in FACE_WEIGHTS[1:] for cm in CLUSTER_MINS for rf in REFINES] + \
+        [{**base, "method": "threshold", "threshold": th, "cluster_min": cm, "face_weight": fw}
+         for fw in FACE_WEIGHTS[3:] for cm in CLUSTER_MINS[:2] for th in FACE_THRESHOLDS]
     for kw in grid:
         kw = {"min_embed": 0.8, "cluster_min": 0.0, "refine": 0, "face_weight": 0.0, **kw}
         sc = [score(gold, rediarize(res, **kw)) for _, gold, res, _, _ in rows]
