@@ -252,10 +252,12 @@ def tune(args) -> None:
          for me in MIN_EMBEDS for cm in CLUSTER_MINS for rf in REFINES] + \
         [{**base, "cluster_min": cm, "refine": rf, "face_weight": fw}
          for fw in FACE_WEIGHTS[1:] for cm in CLUSTER_MINS for rf in REFINES] + \
+        [{**base, "face_weight": fw, "voice_changes_with_face": False} for fw in FACE_WEIGHTS[1:]] + \
         [{**base, "method": "threshold", "threshold": th, "cluster_min": cm, "face_weight": fw}
          for fw in FACE_WEIGHTS[3:] for cm in CLUSTER_MINS[:2] for th in FACE_THRESHOLDS]
     for kw in grid:
-        kw = {"min_embed": 0.8, "cluster_min": 0.0, "refine": 0, "face_weight": 0.0, **kw}
+        kw = {"min_embed": 0.8, "cluster_min": 0.0, "refine": 0, "face_weight": 0.0, "voice_changes_with_face": True,
+              **kw}
         sc = [score(gold, rediarize(res, **kw)) for _, gold, res, _, _ in rows]
         table.append({**kw, "count_right": float(np.mean([s["speakers_found"] == s["speakers_gold"] for s in sc])),
                       "der": float(np.mean([s["der"] for s in sc])), "wer": float(np.mean([s["wer"] for s in sc]))})
@@ -264,7 +266,7 @@ def tune(args) -> None:
         return round(r["der"], 4), -r["count_right"]
     best = min(table, key=rank)
     voices = min([r for r in table if r["face_weight"] == 0], key=rank)
-    same = ("method", "threshold", "min_silhouette", "min_embed", "cluster_min", "refine")
+    same = ("method", "threshold", "min_silhouette", "min_embed", "cluster_min", "refine")  # face keys may vary
     chosen = min([r for r in table if all(r.get(k) == voices.get(k) for k in same)], key=rank)
     prov = {**provenance(), "load_average": load}
     audio = sum(res.duration for _, _, res, _, _ in rows)
@@ -274,11 +276,12 @@ def tune(args) -> None:
     def cell(r: dict) -> str:
         p = r.get("threshold", r.get("min_silhouette", "—"))
         return (f"| {r['method']} | {p} | {r['min_embed']} | {r.get('cluster_min', 0.0)} | {r.get('refine', 0)} | "
-                f"{r['face_weight']} | {100 * r['count_right']:.1f}% | {100 * r['der']:.1f}% | {r['wer']:.3f} |")
+                f"{r['face_weight']} | {'yes' if r['voice_changes_with_face'] else 'no'} | "
+                f"{100 * r['count_right']:.1f}% | {100 * r['der']:.1f}% | {r['wer']:.3f} |")
 
     def name(r: dict) -> str:
         return (f"{r['method']}, min_embed {r['min_embed']}, cluster_min {r['cluster_min']}, refine {r['refine']}, "
-                f"face_weight {r['face_weight']}")
+                f"face_weight {r['face_weight']}, voice_changes_with_face {r['voice_changes_with_face']}")
     lines = ["# Recording pipeline: speaker clustering chosen on the dev split", "", provenance_markdown(prov), "",
              f"{len(rows)} dev recordings ({audio / 60:.1f} min of audio; video: the speaker's face on screen, 5 fps) "
              f"of {args.corpus}; never the test split. Load average at the end: {load} on 2 cores (a shared "
@@ -298,8 +301,9 @@ def tune(args) -> None:
                                                          if args.cache_commit else "") + ". WER is over "
              "the utterances built (words outside speech regions dropped). `parameter` is the threshold or the "
              "minimum silhouette of the method (— when it does not apply).", "",
-             "| method | parameter | min_embed s | cluster_min s | refine | face_weight | speaker count right | "
-             "DER (collar 0) | WER |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| method | parameter | min_embed s | cluster_min s | refine | face_weight | voice changes in a region "
+             "with a face | speaker count right | DER (collar 0) | WER |",
+             "|---|---:|---:|---:|---:|---:|:-:|---:|---:|---:|"]
     lines += [cell(r) for r in table]
     OUT.mkdir(parents=True, exist_ok=True)
     atomic_write_text(OUT / "tune.md", "\n".join(lines) + "\n")
