@@ -100,11 +100,10 @@ def test_cli_tells_one_voice_apart_by_faces(tmp_path, capsys):
     from merc.cli import main
     from merc.testing.recordings import concat_turns, espeak_turns
     from merc.testing.synth import face_images, make_clip, write_wav
-    script = [("Ann", "Good morning everybody, thank you all for coming in so early today."),
-              ("Bob", "No problem at all, I brought coffee for the whole team this morning."),
-              ("Ann", "Let us start with the budget for the next quarter then."),
-              ("Bob", "The numbers look much better than we expected last month."),
-              ("Ann", "I am still worried about the travel costs though.")]
+    # turns under 2.5 s (DiarizeConfig.change_min): no search for a change of voice inside a region, which two
+    # people with one voice would send astray (dev chose to keep that search on: tune.md)
+    script = [("Ann", "Good morning, everybody."), ("Bob", "Hello there, Ann."), ("Ann", "Shall we start?"),
+              ("Bob", "Yes, the budget first."), ("Ann", "The numbers look good."), ("Bob", "I agree with that.")]
     clips = espeak_turns(script, {"Ann": "en-us+m6", "Bob": "en-us+m6"}, tmp=tmp_path)
     wav, gold = concat_turns(clips, rng=random.Random(1), pause=(0.6, 1.0))
     faces = dict(zip(("Ann", "Bob"), face_images(2)))
@@ -121,7 +120,7 @@ def test_cli_tells_one_voice_apart_by_faces(tmp_path, capsys):
         assert code == 0, err
         return json.loads(out.splitlines()[0])
     rec = predict()
-    assert rec["derived"]["faces"]["with_face"] >= 4
+    assert rec["derived"]["faces"]["with_face"] >= 5
     who = {}
     for u in rec["utterances"]:
         g = max(gold, key=lambda g: min(g.end, u["end"]) - max(g.start, u["start"]))

@@ -72,6 +72,12 @@ def _pick(obs, dominance: float) -> np.ndarray | None:
     return np.asarray(obs[order[0]].embedding, np.float32)
 
 
+def available() -> bool:
+    """Whether the face models can run here (dlib and face-recognition-models, the ``faces`` extra)."""
+    import importlib.util
+    return all(importlib.util.find_spec(m) is not None for m in ("dlib", "face_recognition_models"))
+
+
 # API
 
 def region_faces(path: str | Path, regions: list[Region], config: FaceConfig | None = None,

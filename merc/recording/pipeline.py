@@ -39,6 +39,7 @@ from merc.errors import InputError
 from merc.recording.asr import AsrConfig, Transcriber, Word, check_model_dir, windows
 from merc.recording.diarize import DiarizeConfig, RegionVoice, VoiceEmbedder, diarize
 from merc.recording.faces import FaceConfig, FaceStats, region_faces
+from merc.recording.faces import available as faces_available
 from merc.recording.segment import Segment, SegmentConfig, build_segments
 from merc.recording.vad import FRAME, SAMPLE_RATE, Region, RegionTracker, SileroVad, VadConfig
 
@@ -211,7 +212,9 @@ class RecordingPipeline:
                              f"{len(regions)} speech region(s) and the recogniser no words in {duration:.1f} s")
         voices.sort(key=lambda v: v.region.start)
         face_stats = None
-        if cfg.faces.use and cfg.diarize.face_weight > 0 and info.has_video:  # who is on screen in each region
+        if cfg.faces.use and cfg.diarize.face_weight > 0 and info.has_video and not faces_available():
+            log.info("%s: faces not used for the speakers: the face models are not installed (merc[faces])", path)
+        elif cfg.faces.use and cfg.diarize.face_weight > 0 and info.has_video:  # who is on screen in each region
             t = time.perf_counter()
             need = [v for v in voices if v.embedding is not None]
             found, face_stats = region_faces(path, [v.region for v in need], cfg.faces, hook)
