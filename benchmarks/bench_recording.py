@@ -480,13 +480,16 @@ def predict_cli(run: Path, path: Path, extra: list[str]) -> dict:
     """`merc predict RUN path --json` in a child process: wall seconds, peak RSS (MB), its JSON output."""
     cmd = [sys.executable, "-m", "merc.cli", "predict", str(run), str(path), "--json", "--quiet", "--out",
            str(WORK / "plots"), *extra]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     secs = time.perf_counter() - t
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed: {proc.stderr[-2000:]}")
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return {"command": " ".join(cmd[1:]), "seconds": secs, "peak_mb": peak, "output": json.loads(proc.stdout)}
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)  # the child's CPU seconds
+    return {"command": " ".join(cmd[1:]), "seconds": secs, "cpu_seconds": cpu, "peak_mb": after.ru_maxrss / 1024,
+            "output": json.loads(proc.stdout)}
 
 
 def media_cost(args) -> None:
@@ -709,6 +712,10 @@ def report(per: list[dict], long: dict | None, prov: dict, args) -> str:
                   f"- command: `{long['command']}`",
                   f"- wall time {long['seconds']:.0f} s = **{long['x_real_time']:.1f}× real time**; "
                   f"peak memory (max RSS of the process) **{long['peak_mb']:.0f} MB**",
+                  f"- CPU time of the process {long.get('cpu_seconds', float('nan')):.0f} s (user + system), "
+                  f"{long['seconds_audio'] / max(long.get('cpu_seconds', 0.0), 1e-9):.1f} audio seconds per CPU "
+                  "second: the wall time on 2 cores free of other jobs would lie between CPU / 2 and CPU "
+                  "(not measured; the machine is shared)",
                   f"- {long['utterances']} utterances, {long['speakers']} speakers found; pipeline steps (s): "
                   f"{json.dumps((long.get('derived') or {}).get('seconds'))}"]
     lines += ["", "## Per recording", "",
