@@ -55,6 +55,7 @@ MIN_EMBEDS = [0.5, 0.8]
 CLUSTER_MINS = [0.0, 1.0, 1.5]
 REFINES = [0, 5]
 FACE_WEIGHTS = [0.0, 0.25, 0.5, 0.75, 0.9, 1.0]
+NEW_FACES = [0.1, 0.15, 0.2, 0.25]  # a short region's face this far from every cluster's: a new speaker
 FACE_THRESHOLDS = [0.1, 0.15, 0.2, 0.25, 0.3]  # the tree cut at a distance, with faces mixed in
 LISTENER = 0.3  # robustness row: this share of turns opens on the listener's face
 FPS = 5  # video frames per second of the built recordings (the corpus clips' rate)
@@ -253,11 +254,12 @@ def tune(args) -> None:
         [{**base, "cluster_min": cm, "refine": rf, "face_weight": fw}
          for fw in FACE_WEIGHTS[1:] for cm in CLUSTER_MINS for rf in REFINES] + \
         [{**base, "face_weight": fw, "voice_changes_with_face": False} for fw in FACE_WEIGHTS[1:]] + \
+        [{**base, "face_weight": fw, "new_face": nf} for fw in FACE_WEIGHTS[3:5] for nf in NEW_FACES] + \
         [{**base, "method": "threshold", "threshold": th, "cluster_min": cm, "face_weight": fw}
          for fw in FACE_WEIGHTS[3:] for cm in CLUSTER_MINS[:2] for th in FACE_THRESHOLDS]
     for kw in grid:
         kw = {"min_embed": 0.8, "cluster_min": 0.0, "refine": 0, "face_weight": 0.0, "voice_changes_with_face": True,
-              **kw}
+              "new_face": None, **kw}
         sc = [score(gold, rediarize(res, **kw)) for _, gold, res, _, _ in rows]
         table.append({**kw, "count_right": float(np.mean([s["speakers_found"] == s["speakers_gold"] for s in sc])),
                       "der": float(np.mean([s["der"] for s in sc])), "wer": float(np.mean([s["wer"] for s in sc]))})
@@ -276,12 +278,13 @@ def tune(args) -> None:
     def cell(r: dict) -> str:
         p = r.get("threshold", r.get("min_silhouette", "—"))
         return (f"| {r['method']} | {p} | {r['min_embed']} | {r.get('cluster_min', 0.0)} | {r.get('refine', 0)} | "
-                f"{r['face_weight']} | {'yes' if r['voice_changes_with_face'] else 'no'} | "
+                f"{r['face_weight']} | {'yes' if r['voice_changes_with_face'] else 'no'} | {r['new_face'] or '—'} | "
                 f"{100 * r['count_right']:.1f}% | {100 * r['der']:.1f}% | {r['wer']:.3f} |")
 
     def name(r: dict) -> str:
         return (f"{r['method']}, min_embed {r['min_embed']}, cluster_min {r['cluster_min']}, refine {r['refine']}, "
-                f"face_weight {r['face_weight']}, voice_changes_with_face {r['voice_changes_with_face']}")
+                f"face_weight {r['face_weight']}, voice_changes_with_face {r['voice_changes_with_face']}, "
+                f"new_face {r['new_face']}")
     lines = ["# Recording pipeline: speaker clustering chosen on the dev split", "", provenance_markdown(prov), "",
              f"{len(rows)} dev recordings ({audio / 60:.1f} min of audio; video: the speaker's face on screen, 5 fps) "
              f"of {args.corpus}; never the test split. Load average at the end: {load} on 2 cores (a shared "
@@ -302,8 +305,8 @@ def tune(args) -> None:
              "the utterances built (words outside speech regions dropped). `parameter` is the threshold or the "
              "minimum silhouette of the method (— when it does not apply).", "",
              "| method | parameter | min_embed s | cluster_min s | refine | face_weight | voice changes in a region "
-             "with a face | speaker count right | DER (collar 0) | WER |",
-             "|---|---:|---:|---:|---:|---:|:-:|---:|---:|---:|"]
+             "with a face | new_face | speaker count right | DER (collar 0) | WER |",
+             "|---|---:|---:|---:|---:|---:|:-:|---:|---:|---:|---:|"]
     lines += [cell(r) for r in table]
     OUT.mkdir(parents=True, exist_ok=True)
     atomic_write_text(OUT / "tune.md", "\n".join(lines) + "\n")

@@ -49,6 +49,21 @@ def test_faces_separate_speakers_the_voices_cannot():
     assert [a for i, a in enumerate(again.labels) if i != 5] == [t for i, t in enumerate(truth) if i != 5]
 
 
+def test_a_short_region_with_a_new_face_starts_a_speaker():
+    rng = np.random.default_rng(1)
+    voices, truth = _same_voice_two_faces(rng)
+    third = _unit(rng.standard_normal(128))  # someone who says one word: 0.8 s, too short to be clustered
+    voice = voices[0].embedding
+    short = RegionVoice(Region(100.0, 100.8), voice, face=third)
+    allv = voices + [short]
+    assert diarize(allv, DiarizeConfig(face_weight=0.5)).num_speakers == 2  # joins the nearest cluster
+    d = diarize(allv, DiarizeConfig(face_weight=0.5, new_face=0.3))
+    assert d.num_speakers == 3 and d.labels[:-1] == truth and d.labels[-1] == 2
+    # a short region with a known face stays with its cluster
+    known = RegionVoice(Region(100.0, 100.8), voice, face=voices[0].face)
+    assert diarize(voices + [known], DiarizeConfig(face_weight=0.5, new_face=0.3)).num_speakers == 2
+
+
 def test_distances_mix_only_pairs_that_both_have_a_face():
     x = np.stack([_unit(np.array([1.0, 0.0])), _unit(np.array([1.0, 0.2])), _unit(np.array([0.0, 1.0]))])
     f = [_unit(np.array([1.0, 0.0, 0.0])), _unit(np.array([0.0, 1.0, 0.0])), None]

@@ -54,6 +54,8 @@ class DiarizeConfig:
     face_weight: float = 0.9  # share of the face distance in the distance of two regions that both have a face
     #                           (merc.recording.faces; 0 = voices alone). Chosen on the dev split with the rest fixed:
     #                           DER 22.4% -> 11.8%, speaker count right 58.3% -> 79.2% (results/recording/tune.md)
+    new_face: float | None = None  # a region too short to cluster whose face is farther than this (cosine
+    #                                distance) from every cluster's face starts a speaker of its own; None = never
     voice_changes_with_face: bool = True  # look for a change of voice inside a region that has a face too (its
     #                                       one face says nothing about a change; two people may sound alike)
 
@@ -318,6 +320,16 @@ def diarize(voices: list[RegionVoice], config: DiarizeConfig | None = None) -> D
         labels[i] = int(c)
     xe = np.stack([voices[i].embedding for i in embedded])  # (e, 256)
     fe = [voices[i].face for i in embedded]
+    if w > 0 and cfg.new_face is not None:  # a face unlike every cluster's: someone who only spoke briefly
+        clustered = set(have)
+        for i in embedded:
+            f = voices[i].face
+            known = [g for g in faces if g is not None]
+            if i in clustered or f is None or not known or min(1.0 - float(f @ g) for g in known) <= cfg.new_face:
+                continue
+            centroids = np.vstack([centroids, voices[i].embedding[None]])
+            faces.append(f)
+            k += 1
     near = _similarities(xe, fe, centroids, faces, w).argmax(1)  # (e,)
     for _ in range(cfg.refine if k > 1 else 0):  # k-means steps over all embedded regions
         new = _unit(np.stack([xe[near == c].mean(0) if (near == c).any() else centroids[c] for c in range(k)]))
