@@ -68,6 +68,9 @@ ABLATIONS = {
     "mamba-late": ("Mamba, residual with text alone in the context (audio and faces per utterance only)",
                    DialogueConfig(kind="mamba", utterance_logits=True, context_modalities=["text"]),
                    TrainConfig(probe_init=True, min_steps=RESIDUAL_MIN_STEPS)),
+    "mamba-gated": ("Mamba, residual fusion with a per-utterance gate on each modality",
+                    DialogueConfig(kind="mamba", utterance_logits=True, gated=True),
+                    TrainConfig(probe_init=True, min_steps=RESIDUAL_MIN_STEPS)),
     "matav-residual": ("MaTAV, `--fusion residual`", MatavConfig(utterance_logits=True),
                        TrainConfig(probe_init=True, min_steps=RESIDUAL_MIN_STEPS)),
     # before probe_select existed, residual fusion started from the probe chosen on dev weighted F1

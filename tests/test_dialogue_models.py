@@ -130,3 +130,20 @@ def test_context_modalities_keep_a_modality_out_of_the_context():
     text = {**feats, "text": feats["text"].clone()}
     text["text"][0, 2] += 3.0
     assert (model(text, speakers, mask) - base)[0, 3].abs().sum() > 0  # text still reaches the neighbours
+
+
+def test_gated_fusion_scales_each_modality_per_utterance():
+    torch.manual_seed(0)
+    plain = DialogueModel(tiny("mamba")).eval()
+    gated = DialogueModel(tiny("mamba", gated=True)).eval()
+    assert set(gated.gates) == {"text", "audio"}
+    gated.load_state_dict(plain.state_dict(), strict=False)           # same weights, gates open at 0.88
+    feats, speakers, mask = padded([5, 3], gated.config.input_dims)
+    for g in gated.gates.values():
+        torch.nn.init.constant_(g.bias, 30.0)                          # fully open: the plain sum
+    torch.testing.assert_close(gated(feats, speakers, mask), plain(feats, speakers, mask), atol=1e-5, rtol=1e-5)
+    torch.nn.init.constant_(gated.gates["audio"].bias, -30.0)          # audio shut: audio no longer matters
+    base = gated(feats, speakers, mask)
+    moved = {**feats, "audio": feats["audio"] + 5.0}
+    torch.testing.assert_close(gated(moved, speakers, mask)[mask], base[mask], atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(plain(moved, speakers, mask)[mask], plain(feats, speakers, mask)[mask])

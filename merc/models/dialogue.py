@@ -66,6 +66,9 @@ class DialogueConfig:
     # the modalities the context encoder reads (None: all); the others reach the classifier only through the
     # per-utterance path (late fusion: a cue that is per utterance never passes through the context model)
     context_modalities: list[str] | None = None
+    # gated fusion: each modality's projection is scaled by a per-utterance gate σ(w_m·h_m + b_m) before the sum,
+    # so the model can turn a modality down where it carries nothing (initialised open: σ(b_m) = 0.88)
+    gated: bool = False
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -175,6 +178,11 @@ class DialogueModel(nn.Module):
                                                       nn.Dropout(c.dropout))
                                      for m, dim in c.context_inputs.items()})
         self.absent = nn.ParameterDict({m: nn.Parameter(torch.zeros(c.d_model)) for m in c.context_inputs})
+        self.gates = nn.ModuleDict({m: nn.Linear(c.d_model, 1) for m in c.context_inputs}) if c.gated else None
+        if self.gates is not None:
+            for g in self.gates.values():  # open at first: close to the plain sum
+                nn.init.zeros_(g.weight)
+                nn.init.constant_(g.bias, 2.0)
         self.speaker = nn.Embedding(c.max_speakers, c.d_model)
         nn.init.normal_(self.speaker.weight, std=0.02)
         self.context = CONTEXTS[c.kind](c)
@@ -200,7 +208,8 @@ class DialogueModel(nn.Module):
         if missing:
             raise KeyError(f"feats has no {missing}; this model was built for modalities "
                            f"{list(self.config.input_dims)}")
-        x = sum(self._project(m, feats[m], None if present is None else present.get(m)) for m in self.inputs)
+        x = sum(self._gate(m, self._project(m, feats[m], None if present is None else present.get(m)))
+                for m in self.inputs)                                           # (batch, seq_len, d_model)
         x = x + self.speaker(speakers.clamp(0, self.config.max_speakers - 1))  # (batch, seq_len, d_model)
         utt = None
         if self.utterance is not None:                                          # per-utterance evidence
@@ -213,6 +222,10 @@ class DialogueModel(nn.Module):
         if utt is not None:
             logits = logits + utt
         return (logits, h) if return_hidden else logits
+
+    def _gate(self, m: str, h: Tensor) -> Tensor:
+        """(batch, seq_len, d_model) -> the same scaled by modality m's gate in (0, 1) per utterance (gated)."""
+        return h if self.gates is None else h * torch.sigmoid(self.gates[m](h))
 
     def _project(self, m: str, f: Tensor, present: Tensor | None) -> Tensor:
         """(batch, seq_len, d_m) -> (batch, seq_len, d_model); absent[m] where ``present`` is False."""
