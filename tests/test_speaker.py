@@ -200,3 +200,46 @@ def test_media_segment_only_for_shared_recordings() -> None:
                 {"audio": u.audio, "video": u.video, "video_segment": [6.29, 8.24]})
     assert media_segment(it, u.video) == (6.29, 8.24)  # the dialogue video: cut the turn
     assert media_segment(it, u.audio) == (None, None)  # the turn wav: whole file
+
+
+@pytest.mark.slow
+def test_embed_batch_equals_embed_one_by_one(corpus) -> None:
+    """The batched forward (all partial windows of many utterances at once, split into chunks) gives the vectors of
+    ``embed`` one by one, and hands back the same error for a bad utterance without spoiling the others."""
+    from merc.encoders.speaker import AudioTooShortError, get_speaker_embedder
+    from merc.media.clip import open_clip
+    _, items, _, _, _ = corpus
+    enc = get_speaker_embedder()
+    wavs = [open_clip(it.media).audio(16000) for it in items[:6]]
+    wavs.insert(2, np.zeros(16000, np.float32))  # silent: its own error, the rest still embedded
+    wavs.append(np.concatenate(wavs[:2]))  # a longer clip: more partial windows
+    ref = [enc.embed(w) if i != 2 else None for i, w in enumerate(wavs)]
+    for max_partials in (256, 3):  # one forward, and partial windows split across forwards mid-utterance
+        got = enc.embed_batch(wavs, max_partials=max_partials)
+        assert isinstance(got[2], AudioTooShortError) and "silent" in str(got[2])
+        for i, (r, g) in enumerate(zip(ref, got)):
+            if r is not None:
+                assert g.shape == (256,) and g.dtype == np.float32
+                np.testing.assert_allclose(g, r, atol=1e-5, err_msg=f"utterance {i}")
+    assert enc.embed_batch([]) == []
+
+
+@pytest.mark.slow
+def test_prepared_measurements_and_flags_equal_one_by_one(corpus) -> None:
+    """``prepare`` (one batched forward for the batch) changes neither the measurements nor the flags."""
+    _, items, extra, check, meas = corpus
+    fast = SpeakerIdentityCheck()
+    fast.prepare(items + extra)
+    assert fast._prepared  # the batch was embedded ahead, not left to measure()
+    got = {it.utterance_id: fast.measure(it) for it in items + extra}
+    assert not fast._prepared  # every prepared vector was used
+    for uid, m in meas.items():
+        assert set(got[uid]) == set(m), uid
+        if "embedding" in m:
+            np.testing.assert_allclose(got[uid]["embedding"], m["embedding"], atol=1e-5, err_msg=uid)
+            assert got[uid]["seconds"] == m["seconds"]
+        else:
+            assert got[uid] == m, uid
+    ref = {f.utterance_id: (f.passed, f.weak, f.reason) for f in check.judge(items + extra, meas)}
+    new = {f.utterance_id: (f.passed, f.weak, f.reason) for f in fast.judge(items + extra, got)}
+    assert new == ref

@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -104,11 +104,59 @@ class SpeakerEmbedder:
 
     def embed(self, wav: np.ndarray, sr: int = 16000) -> np.ndarray:
         """One utterance -> (256,) float32, unit L2 norm."""
-        emb = self.model.embed_utterance(self.preprocess(wav, sr)).astype(np.float32)
+        return self._unit(self.model.embed_utterance(self.preprocess(wav, sr)))
+
+    @staticmethod
+    def _unit(emb: np.ndarray) -> np.ndarray:
+        emb = np.asarray(emb, np.float32)
         norm = float(np.linalg.norm(emb))
         if not np.isfinite(norm) or norm == 0.0:
             raise NonFiniteFeatures("speaker encoder returned a zero or non-finite embedding")
         return emb / norm
+
+    def partial_mels(self, speech: np.ndarray) -> np.ndarray:
+        """A preprocessed utterance -> its partial windows' mel spectrograms (n_partials, 160, 40), cut exactly as
+        resemblyzer's ``embed_utterance`` cuts them (rate 1.3 per second, min coverage 0.75)."""
+        from resemblyzer import audio
+        wav_slices, mel_slices = self.model.compute_partial_slices(len(speech), 1.3, 0.75)
+        if wav_slices[-1].stop >= len(speech):
+            speech = np.pad(speech, (0, wav_slices[-1].stop - len(speech)), "constant")
+        mel = audio.wav_to_mel_spectrogram(speech)
+        return np.array([mel[s] for s in mel_slices])
+
+    def embed_batch(self, wavs: Sequence[np.ndarray], sr: int = 16000,
+                    max_partials: int = 256) -> list[np.ndarray | Exception]:
+        """Several utterances -> one (256,) unit vector each, or the exception that utterance raised (as
+        :meth:`embed` would raise it). Equal to :meth:`embed` one by one within float tolerance (about 1e-6:
+        only the batch size of the matrix products differs); the partial windows of all utterances go through
+        the network together, at most ``max_partials`` at a time (about 2x less CPU than one by one)."""
+        import torch
+        out: list[np.ndarray | Exception | None] = [None] * len(wavs)
+        mels: list[np.ndarray] = []  # per embedded utterance: (n_partials, 160, 40)
+        where: list[int] = []
+        for i, w in enumerate(wavs):
+            try:
+                mels.append(self.partial_mels(self.preprocess(w, sr)))
+                where.append(i)
+            except Exception as e:  # noqa: BLE001 - handed back for this utterance alone
+                out[i] = e
+        if mels:
+            x = np.concatenate(mels)  # (total partials, 160, 40)
+            model = self.model
+            with torch.no_grad():
+                partial = np.concatenate([model(torch.from_numpy(x[k:k + max_partials]).to(model.device)).cpu().numpy()
+                                          for k in range(0, len(x), max_partials)])  # (total partials, 256)
+            at = 0
+            for i, m in zip(where, mels):
+                raw = partial[at:at + len(m)].mean(axis=0)
+                at += len(m)
+                try:
+                    with np.errstate(invalid="ignore", divide="ignore"):  # a zero vector: NonFiniteFeatures
+                        raw = raw / np.linalg.norm(raw, 2)
+                    out[i] = self._unit(raw)
+                except NonFiniteFeatures as e:
+                    out[i] = e
+        return out  # type: ignore[return-value]
 
     def embed_many(self, wavs: Iterable[np.ndarray], sr: int = 16000) -> np.ndarray:
         """Several utterances -> (n, 256); raises on the first bad one (its index in the message)."""

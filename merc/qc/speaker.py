@@ -164,8 +164,8 @@ class SpeakerIdentityCheck:
         return self._encoder
 
     # phase 1
-    def measure(self, item: QCItem) -> dict[str, Any]:
-        from merc.encoders.speaker import AudioTooShortError
+    def _wav(self, item: QCItem) -> np.ndarray | dict[str, Any]:
+        """The utterance audio to embed (16 kHz mono, at most ``max_seconds``), or the measurement's error."""
         from merc.media.clip import open_clip
         from merc.media.decode import MediaError
 
@@ -178,18 +178,44 @@ class SpeakerIdentityCheck:
         if cap is not None and (end is None or end - (start or 0.0) > cap):
             end = (start or 0.0) + cap  # minutes-long clips (MELD test dia220_utt0): embed the first part
         try:
-            wav = open_clip(path).audio(self.config.sr, start, end)  # decoded once for every check
+            return open_clip(path).audio(self.config.sr, start, end)  # decoded once for every check
         except MediaError as e:
             return {"error": str(e)}
         except Exception as e:  # a decoder failure PyAV did not wrap
             return {"error": f"{type(e).__name__} decoding {path}: {e}"}
+
+    def prepare(self, items: list[QCItem]) -> None:
+        """Embed the audio of every item in one batched forward pass over all their partial windows
+        (:meth:`merc.encoders.speaker.SpeakerEmbedder.embed_batch`: about half the CPU of one by one, the same
+        vectors within float tolerance); ``measure`` uses the result. Items that fail to decode are left to
+        ``measure``, which reports them."""
+        self._prepared: dict[str, np.ndarray | Exception] = {}
+        uids, wavs = [], []
+        for it in items:
+            wav = self._wav(it)
+            if isinstance(wav, np.ndarray):
+                uids.append(it.utterance_id)
+                wavs.append(wav)
+        self._prepared = dict(zip(uids, self.encoder.embed_batch(wavs, self.config.sr), strict=True))
+
+    def measure(self, item: QCItem) -> dict[str, Any]:
+        from merc.encoders.speaker import AudioTooShortError
+
+        wav = self._wav(item)
+        if isinstance(wav, dict):
+            return wav
+        path = item.media or item.utterance.audio or item.utterance.video
         seconds = len(wav) / self.config.sr
+        prepared = getattr(self, "_prepared", {}).pop(item.utterance_id, None)
         try:
-            emb = self.encoder.embed(wav, self.config.sr)
+            if isinstance(prepared, Exception):
+                raise prepared
+            emb = prepared if prepared is not None else self.encoder.embed(wav, self.config.sr)
         except AudioTooShortError as e:
             return {"error": f"{e} ({path})", "seconds": round(seconds, 3)}
         except ValueError as e:
             return {"error": f"cannot embed {path}: {e}", "seconds": round(seconds, 3)}
+        cap = self.config.max_seconds
         out: dict[str, Any] = {"embedding": [round(float(v), 6) for v in emb], "seconds": round(seconds, 3)}
         if cap is not None and seconds >= cap - 1e-3:
             out["truncated_to"] = cap
