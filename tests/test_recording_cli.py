@@ -131,3 +131,31 @@ def test_bad_recordings_are_one_line_errors(case, tmp_path, capsys):
     named = str(tmp_path / "whisper-large") if case == "asr_folder" else str(path)
     assert named in lines[0]
     assert not out.exists() and not saved.exists()  # nothing that could pass for a complete result
+
+
+
+HOT = """
+import sys
+from merc.media.decode import load_audio
+from merc.recording.asr import AsrConfig, Transcriber
+seed = None if sys.argv[2] == "none" else int(sys.argv[2])
+asr = Transcriber(AsrConfig(temperatures=(1.0,), best_of=2, seed=seed))  # sampling from the first try
+for w in asr.words(load_audio(sys.argv[1])[: 6 * 16000], 0.0):
+    print(w.text, w.start, w.probability)
+"""
+
+
+@pytest.mark.slow
+def test_whisper_sampling_gives_the_same_words_in_every_process(talk):
+    """The temperature fallback samples: with the seed fixed, two processes give the same words; without it, the
+    seed is drawn per process and the words differ (the control shows the test can fail)."""
+    import subprocess
+    import sys
+
+    def words(seed: str) -> str:
+        return subprocess.run([sys.executable, "-c", HOT, str(talk[0]), seed], check=True, capture_output=True,
+                              text=True).stdout
+
+    first = words("0")
+    assert first.strip() and words("0") == first
+    assert len({words("none") for _ in range(2)} | {first}) > 1
