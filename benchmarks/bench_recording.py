@@ -331,6 +331,17 @@ def wer_counts(ref: str, hyp: str) -> dict:
     return {"s": o.substitutions, "d": o.deletions, "i": o.insertions, "n": len(ref.split())}
 
 
+def speech_regions(wav: np.ndarray, vad) -> list:
+    """Speech regions of a 16-kHz waveform: ``vad`` over blocks of 937 frames, merged by a RegionTracker."""
+    from merc.recording.vad import FRAME, RegionTracker, VadConfig
+    tracker = RegionTracker(VadConfig())
+    regions = []
+    block = 937 * FRAME
+    for i in range(0, len(wav), block):
+        regions += tracker.feed(vad(wav[i:i + block]))
+    return regions + tracker.finish(len(wav) / 16000)
+
+
 def asr_compare(args) -> None:
     """Whisper settings on the dev recordings: the speech regions found once per recording, then every variant
     transcribes them (VAD windows as the pipeline makes them), in a rotating order per recording (a shared machine:
@@ -339,7 +350,7 @@ def asr_compare(args) -> None:
 
     from merc.media.decode import load_audio
     from merc.recording.asr import AsrConfig, Transcriber, windows
-    from merc.recording.vad import FRAME, RegionTracker, SileroVad, VadConfig
+    from merc.recording.vad import SileroVad
     names = args.asr.split(",")
     unknown = [n for n in names if n not in ASR_VARIANTS]
     if unknown:
@@ -353,12 +364,7 @@ def asr_compare(args) -> None:
     for k, utts in enumerate(dias):
         path, gold = build(args.corpus, utts, k, args.seed, video=False)
         wav = load_audio(path)
-        tracker = RegionTracker(VadConfig())
-        regions = []
-        block = 937 * FRAME
-        for i in range(0, len(wav), block):
-            regions += tracker.feed(vad(wav[i:i + block]))
-        regions += tracker.finish(len(wav) / 16000)
+        regions = speech_regions(wav, vad)
         ref = " ".join(norm_words(g.text) for g in gold)
         kept.append((wav, ref))
         row = {"recording": path.name, "seconds_audio": len(wav) / 16000}
@@ -420,7 +426,6 @@ def asr_long(args, names, cfgs, models, vad, kept) -> dict:
     """--asr-long: the dev recordings concatenated to ``args.asr_long`` minutes; each variant times its windows
     stretch by stretch, rotating the order (see asr_compare)."""
     from merc.recording.asr import windows
-    from merc.recording.vad import FRAME, RegionTracker, VadConfig
     gap = np.zeros(16000, np.float32)
     parts, refs, total = [], [], 0.0
     while total < args.asr_long * 60:
@@ -431,12 +436,7 @@ def asr_long(args, names, cfgs, models, vad, kept) -> dict:
             if total >= args.asr_long * 60:
                 break
     wav = np.concatenate(parts)
-    tracker = RegionTracker(VadConfig())
-    regions = []
-    block = 937 * FRAME
-    for i in range(0, len(wav), block):
-        regions += tracker.feed(vad(wav[i:i + block]))
-    regions += tracker.finish(len(wav) / 16000)
+    regions = speech_regions(wav, vad)
     out = {"seconds_audio": len(wav) / 16000, **{n: {"seconds": 0.0, "windows": 0, "words": []} for n in names}}
     stretches: list[list] = []
     for r in regions:
