@@ -138,6 +138,7 @@ def intervals(results: list[dict], settings: list[str], modality_sets: list[str]
     out = []
     for setting in [s for s in ("signal", "control") if s in settings]:
         corpus = load_corpus("meld", roots[setting], media_dir=roots[setting])
+        text_raw = None  # text alone, loaded once per setting when a cell is held against it
         for mods in modality_sets:
             cells = [r for r in PAIRED_ROWS if (setting, r, mods) in have]
             if not cells:
@@ -151,9 +152,10 @@ def intervals(results: list[dict], settings: list[str], modality_sets: list[str]
                 for base_row, base_mods in against:
                     if (setting, base_row, base_mods) not in have:
                         continue
-                    base_raw = raw if base_mods == mods else corpus_features(
-                        corpus, ["test"], ["text"], {"text": encoders["text"]}, media_dir=roots[setting],
-                        progress=False)[0]["test"]
+                    if base_mods != mods and text_raw is None:
+                        text_raw = corpus_features(corpus, ["test"], ["text"], {"text": encoders["text"]},
+                                                   media_dir=roots[setting], progress=False)[0]["test"]
+                    base_raw = raw if base_mods == mods else text_raw
                     base = test_predictions(work, setting, base_row, base_mods, corpus, base_raw)
                     delta, lo, hi = paired_delta(preds, base)
                     out.append({"setting": setting, "row": row, "modalities": mods,
